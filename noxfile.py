@@ -1,0 +1,41 @@
+"""Development sessions: `python -m nox` runs tests, lint and typecheck."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+
+
+def _groups(*names: str) -> list[str]:
+    requirements: list[str] = []
+    for name in names:
+        requirements.extend(nox.project.dependency_groups(PYPROJECT, name))
+    return requirements
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite (without the slow soak and fuzz tests)."""
+    session.install("-e", ".", *_groups("test"))
+    session.run("pytest", "-m", "not slow", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Check style and cancellation mistakes: ruff, ruff format, flake8-async."""
+    session.install(*_groups("lint"))
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("flake8", "--select=ASYNC", "trio_chat", "tests", "benchmarks")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """Type-check the package and the tests with mypy --strict."""
+    session.install("-e", ".", *_groups("typecheck"))
+    session.run("mypy")

@@ -1,0 +1,294 @@
+"""Command line: `trio-chat serve | client | gen-certs`.
+
+The only module that parses argv, configures logging, installs signal
+handling and starts trio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+import trio
+
+from trio_chat import __version__
+from trio_chat import limits as lim
+
+log = logging.getLogger("trio_chat")
+
+#: Exit status after a second SIGINT forced the server down.
+EXIT_FORCED: int = 130
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port number: {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="trio-chat",
+        description="A self-hosted terminal chat server and client, on Trio.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"trio-chat {__version__}"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run a chat server",
+        description="Run a chat server. Prints 'listening on HOST:PORT' once ready.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    serve.add_argument(
+        "--host",
+        default=lim.DEFAULT_HOST,
+        help="address to listen on; 0.0.0.0 (or ::) for every interface, e.g. a LAN",
+    )
+    serve.add_argument(
+        "--port",
+        type=_port,
+        default=lim.DEFAULT_PORT,
+        help="TCP port; 0 picks a free one",
+    )
+    serve.add_argument(
+        "--tls",
+        action="store_true",
+        help="wrap every connection in TLS (dev certificate unless --cert/--key)",
+    )
+    serve.add_argument("--cert", metavar="FILE", help="TLS certificate chain (PEM)")
+    serve.add_argument("--key", metavar="FILE", help="TLS private key (PEM)")
+    serve.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="how much to log to stderr",
+    )
+    limits = serve.add_argument_group("limits")
+    limits.add_argument(
+        "--max-line-bytes",
+        type=_positive_int,
+        default=lim.MAX_LINE_BYTES,
+        help="longest line a client may send (bytes, line ending excluded)",
+    )
+    limits.add_argument(
+        "--outbox-messages",
+        type=_positive_int,
+        default=lim.OUTBOX_MAX_MESSAGES,
+        help="messages queued for one client before it is dropped as too slow",
+    )
+    limits.add_argument(
+        "--outbox-bytes",
+        type=_positive_int,
+        default=lim.OUTBOX_MAX_BYTES,
+        help="bytes queued for one client before it is dropped as too slow",
+    )
+    limits.add_argument(
+        "--handshake-timeout",
+        type=_positive_float,
+        default=lim.TLS_HANDSHAKE_TIMEOUT,
+        help="seconds a TLS handshake may take",
+    )
+    limits.add_argument(
+        "--name-timeout",
+        type=_positive_float,
+        default=lim.NAME_TIMEOUT,
+        help="seconds a new connection has to choose a name",
+    )
+    limits.add_argument(
+        "--write-timeout",
+        type=_positive_float,
+        default=lim.WRITE_TIMEOUT,
+        help="seconds one write to a client may take before it is dropped",
+    )
+    limits.add_argument(
+        "--shutdown-grace",
+        type=_positive_float,
+        default=lim.SHUTDOWN_GRACE,
+        help="seconds clients get to receive the shutdown notice",
+    )
+
+    client = commands.add_parser(
+        "client",
+        help="join a chat server",
+        description=(
+            "Join a chat server. On a terminal: line editing, history and colour."
+            " With stdin from a pipe or file: sends each line, quits at the end."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    client.add_argument("--host", default=lim.DEFAULT_HOST, help="server address")
+    client.add_argument(
+        "--port", type=_port, default=lim.DEFAULT_PORT, help="server port"
+    )
+    client.add_argument(
+        "--tls", action="store_true", help="connect with TLS (verified)"
+    )
+    client.add_argument(
+        "--cafile",
+        metavar="FILE",
+        help="trust this CA (PEM) instead of the system store, e.g. certs/ca.pem",
+    )
+    client.add_argument("--name", help="the name to join as (asked for if not given)")
+    client.add_argument(
+        "--no-reconnect",
+        action="store_true",
+        help="exit when the connection is lost instead of reconnecting",
+    )
+
+    gen = commands.add_parser(
+        "gen-certs",
+        help="create a development CA and server certificate (needs trustme)",
+        description=(
+            "Write ca.pem, server.pem and server.key into DIR: a throwaway CA and a"
+            " server certificate for the given host names and addresses. For a LAN"
+            " or tests, not the internet. Needs the 'certs' extra:"
+            " pip install 'trio-chat[certs]'."
+        ),
+    )
+    gen.add_argument("directory", metavar="DIR", help="where to write the files")
+    gen.add_argument(
+        "--host",
+        dest="hosts",
+        action="append",
+        metavar="NAME",
+        help="a host name or IP address the certificate is for (repeatable);"
+        " default: localhost, 127.0.0.1, ::1",
+    )
+    return parser
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _format_address(address: object) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address)
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from trio_chat import tls
+    from trio_chat.chat import Chat
+    from trio_chat.server import ChatServer
+
+    limits = lim.Limits(
+        max_line_bytes=args.max_line_bytes,
+        outbox_max_messages=args.outbox_messages,
+        outbox_max_bytes=args.outbox_bytes,
+        tls_handshake_timeout=args.handshake_timeout,
+        name_timeout=args.name_timeout,
+        write_timeout=args.write_timeout,
+        shutdown_grace=args.shutdown_grace,
+    )
+    ssl_context = None
+    if args.tls:
+        ssl_context = tls.server_context_from_args(args.cert, args.key)
+    chat = Chat(clock=time.time, max_line_bytes=limits.max_line_bytes)
+    server = ChatServer(chat, ssl_context=ssl_context, limits=limits)
+    exit_code = 0
+    async with trio.open_nursery() as nursery:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            listeners = await nursery.start(server.serve_tcp, args.port, args.host)
+            for listener in listeners:
+                address = listener.socket.getsockname()
+                print(f"listening on {_format_address(address)}", flush=True)
+                log.info(
+                    "listening on %s%s",
+                    _format_address(address),
+                    " (TLS)" if args.tls else "",
+                )
+            stopped = trio.Event()
+
+            async def watch_signals() -> None:
+                nonlocal exit_code
+                async for signum in signals:
+                    if not server.shutting_down:
+                        log.info(
+                            "%s received: shutting down", signal.Signals(signum).name
+                        )
+                        server.shutdown()
+                    elif signum == signal.SIGINT:
+                        log.warning("second SIGINT: forcing exit")
+                        exit_code = EXIT_FORCED
+                        nursery.cancel_scope.cancel()
+                        return
+                await stopped.wait()  # pragma: no cover
+
+            nursery.start_soon(watch_signals)
+            await server.closed.wait()
+            stopped.set()
+            nursery.cancel_scope.cancel()
+    log.info("server stopped")
+    return exit_code
+
+
+def _gen_certs(args: argparse.Namespace) -> int:
+    from trio_chat import certs
+
+    try:
+        written = certs.generate(
+            args.directory, args.hosts or list(certs.DEFAULT_HOSTS)
+        )
+    except certs.CertsUnavailable as exc:
+        print(f"trio-chat: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
+    return 0
+
+
+def _run_client(args: argparse.Namespace) -> int:
+    raise NotImplementedError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the process exit status."""
+    args = build_parser().parse_args(argv)
+    if args.command == "gen-certs":
+        return _gen_certs(args)
+    if args.command == "client":
+        return _run_client(args)
+    _configure_logging(args.log_level)
+    from trio_chat.tls import TLSConfigError
+
+    try:
+        return trio.run(_serve, args)
+    except TLSConfigError as exc:
+        print(f"trio-chat: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(
+            f"trio-chat: cannot listen on {args.host}:{args.port}:"
+            f" {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 1

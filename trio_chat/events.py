@@ -1,0 +1,244 @@
+"""What happens in a chat, independent of any wire format.
+
+Two families of frozen, slotted dataclasses:
+
+* *Requests*: what a user asks for (say something, change name, ...). A wire
+  protocol parses its input into these.
+* *Server events*: what the chat tells a user (a message, a join, an error).
+  A wire protocol turns these into bytes.
+
+The chat logic and the hub speak only in these terms, so a second wire
+protocol (IRC, WebSocket) can serve the same chat.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+#: The one room there is, for now.
+LOBBY = "#lobby"
+
+
+# --------------------------------------------------------------------------
+# Requests (user -> chat)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Say:
+    """A plain chat line for the current room."""
+
+    text: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Me:
+    """An action (`/me waves`)."""
+
+    text: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Nick:
+    """Change one's name."""
+
+    name: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PrivateMsg:
+    """A private message to one user."""
+
+    name: str
+    text: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Who:
+    """List who is online."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Help:
+    """List the commands."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Quit:
+    """Leave the chat, with an optional reason."""
+
+    reason: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BadCommand:
+    """A command the user got wrong; `code` and `text` explain how."""
+
+    code: str
+    text: str
+
+
+Request = Say | Me | Nick | PrivateMsg | Who | Help | Quit | BadCommand
+
+
+# --------------------------------------------------------------------------
+# Server events (chat -> user)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Hello:
+    """The first thing a connection hears: protocol, server and its limits."""
+
+    protocol: str
+    server: str
+    max_line_bytes: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Banner:
+    """One line of the ASCII-art welcome."""
+
+    text: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Info:
+    """Server information for the user (not tied to a room)."""
+
+    text: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NamePrompt:
+    """The server waits for a name."""
+
+    text: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Welcome:
+    """The name was accepted: the user is in."""
+
+    name: str
+    text: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Message:
+    """A chat line from `sender` in `room`."""
+
+    ts: float
+    room: str
+    sender: str
+    text: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Action:
+    """A `/me` action from `sender` in `room`."""
+
+    ts: float
+    room: str
+    sender: str
+    text: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Private:
+    """A private message from `sender` to `recipient`."""
+
+    ts: float
+    sender: str
+    recipient: str
+    text: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Joined:
+    """`name` joined `room`."""
+
+    ts: float
+    room: str
+    name: str
+
+
+LeaveHow = Literal["quit", "disconnected"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Left:
+    """`name` left `room`: it quit, or was disconnected; `reason` may be ""."""
+
+    ts: float
+    room: str
+    name: str
+    how: LeaveHow
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Renamed:
+    """`old` is now known as `new`."""
+
+    ts: float
+    room: str
+    old: str
+    new: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WhoList:
+    """Who is in `room` (one event may carry part of a long list)."""
+
+    room: str
+    names: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HelpLine:
+    """One line of `/help`."""
+
+    text: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Error:
+    """A request failed; `code` is stable for programs, `text` for people."""
+
+    code: str
+    text: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Goodbye:
+    """The last line before the server closes the connection."""
+
+    code: str
+    text: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Replayed:
+    """A chat or notice event replayed from history, with its original time."""
+
+    event: Message | Action | Joined | Left | Renamed
+
+
+ServerEvent = (
+    Hello
+    | Banner
+    | Info
+    | NamePrompt
+    | Welcome
+    | Message
+    | Action
+    | Private
+    | Joined
+    | Left
+    | Renamed
+    | WhoList
+    | HelpLine
+    | Error
+    | Goodbye
+    | Replayed
+)

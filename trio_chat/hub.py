@@ -1,0 +1,223 @@
+"""Membership and fan-out: who is online, and getting events to them.
+
+The hub never waits for anyone. Each member has a bounded outbox (a trio
+memory channel, bounded in messages and, by the hub's own accounting, in
+bytes); delivery uses `send_nowait`, and a member whose outbox is full is
+evicted with the reason "send queue exceeded" while everyone else carries on.
+
+The hub knows nothing of wire formats: each member brings its own encoder,
+and an event is encoded once per encoder however many members share it.
+Fan-out to a room goes through `Fanout.publish`, the one narrow interface a
+cross-node bus can later implement.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Iterator
+from typing import Final, Protocol
+
+import trio
+
+from trio_chat import events as ev
+from trio_chat.limits import OUTBOX_MAX_BYTES, OUTBOX_MAX_MESSAGES
+from trio_chat.names import name_key
+
+#: Eviction reason for a member whose outbox is full.
+SEND_QUEUE_EXCEEDED: Final = "send queue exceeded"
+
+Encoder = Callable[[ev.ServerEvent], bytes]
+
+
+class Member:
+    """One connection as the hub sees it: a name (once chosen) and an outbox.
+
+    The connection's single writer task receives from `outbox` and calls
+    `sent(n)` for the bytes it took, which keeps the byte accounting true.
+    """
+
+    def __init__(
+        self,
+        conn_id: str,
+        *,
+        encode: Encoder,
+        on_evict: Callable[[str], None] = lambda reason: None,
+        max_messages: int = OUTBOX_MAX_MESSAGES,
+        max_bytes: int = OUTBOX_MAX_BYTES,
+    ) -> None:
+        self.conn_id = conn_id
+        self.encode = encode
+        self.name: str | None = None
+        self.evicted: str | None = None
+        self._on_evict = on_evict
+        self._max_bytes = max_bytes
+        self._queued_bytes = 0
+        self._closed = False
+        self._send, self.outbox = trio.open_memory_channel[bytes](max_messages)
+
+    @property
+    def key(self) -> str | None:
+        """The member's `name_key`, or None before it has a name."""
+        return None if self.name is None else name_key(self.name)
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes waiting in the outbox."""
+        return self._queued_bytes
+
+    @property
+    def closed(self) -> bool:
+        """True once the outbox takes nothing more."""
+        return self._closed
+
+    def deliver(self, data: bytes) -> bool:
+        """Queue `data` without waiting; False if the outbox is full.
+
+        Delivering to a closed outbox silently does nothing (True): the
+        member is on its way out.
+        """
+        if self.closed:
+            return True
+        if self._queued_bytes + len(data) > self._max_bytes:
+            return False
+        try:
+            self._send.send_nowait(data)
+        except trio.WouldBlock:
+            return False
+        self._queued_bytes += len(data)
+        return True
+
+    def sent(self, nbytes: int) -> None:
+        """The writer took `nbytes` from the outbox."""
+        self._queued_bytes -= nbytes
+
+    def close(self) -> None:
+        """Take nothing more; the writer sends what is queued, then stops."""
+        self._closed = True
+        self._send.close()
+
+    def evict(self, reason: str) -> None:
+        """Mark the member evicted, close its outbox and tell its connection."""
+        if self.evicted is None:
+            self.evicted = reason
+            self.close()
+            self._on_evict(reason)
+
+
+class Fanout(Protocol):
+    """Deliver a room event to its members: the one narrow fan-out interface."""
+
+    def publish(self, event: ev.ServerEvent, *, exclude: Member | None = None) -> None:
+        """Deliver `event` to every member but `exclude`; never waits."""
+
+
+class Hub:
+    """The members who are online, by `name_key`, and delivery to them.
+
+    `on_evict(member, reason)` is called once for each member evicted for a
+    full outbox, after it was removed (the chat announces the leave there).
+    Nothing here awaits.
+    """
+
+    def __init__(
+        self, *, on_evict: Callable[[Member, str], None] = lambda m, r: None
+    ) -> None:
+        self._members: dict[str, Member] = {}
+        self.on_evict = on_evict
+        self._evicting: collections.deque[tuple[Member, str]] = collections.deque()
+        self._draining = False
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __iter__(self) -> Iterator[Member]:
+        return iter(list(self._members.values()))
+
+    def __contains__(self, member: object) -> bool:
+        return isinstance(member, Member) and (
+            member.key is not None and self._members.get(member.key) is member
+        )
+
+    def get(self, name: str) -> Member | None:
+        """The member called `name` (compared through `name_key`), if online."""
+        return self._members.get(name_key(name))
+
+    def names(self) -> list[str]:
+        """Names online, sorted for people."""
+        return sorted(
+            (m.name for m in self._members.values() if m.name is not None),
+            key=name_key,
+        )
+
+    def add(self, member: Member, name: str) -> bool:
+        """Register `member` as `name`; False if the name's key is taken."""
+        key = name_key(name)
+        if key in self._members:
+            return False
+        member.name = name
+        self._members[key] = member
+        return True
+
+    def rename(self, member: Member, new: str) -> bool:
+        """Rename `member`; False if another member holds the new key."""
+        old_key, new_key = member.key, name_key(new)
+        holder = self._members.get(new_key)
+        if holder is not None and holder is not member:
+            return False
+        if old_key is not None:
+            self._members.pop(old_key, None)
+        member.name = new
+        self._members[new_key] = member
+        return True
+
+    def remove(self, member: Member) -> bool:
+        """Remove `member`; False if it was not online."""
+        if member not in self:
+            return False
+        assert member.key is not None
+        del self._members[member.key]
+        return True
+
+    def publish(self, event: ev.ServerEvent, *, exclude: Member | None = None) -> None:
+        """Deliver `event` to every member but `exclude`, never waiting.
+
+        Each distinct encoder runs once. Members with a full outbox are
+        evicted (after the loop, so everyone else gets the event first).
+        """
+        encoded: dict[Encoder, bytes] = {}
+        for member in list(self._members.values()):
+            if member is exclude:
+                continue
+            data = encoded.get(member.encode)
+            if data is None:
+                data = encoded[member.encode] = member.encode(event)
+            if not member.deliver(data):
+                self._evicting.append((member, SEND_QUEUE_EXCEEDED))
+        self._drain_evictions()
+
+    def send(self, member: Member, event: ev.ServerEvent) -> None:
+        """Deliver `event` to one member (online or not), never waiting.
+
+        A member whose outbox is full is evicted.
+        """
+        if not member.deliver(member.encode(event)):
+            self._evicting.append((member, SEND_QUEUE_EXCEEDED))
+            self._drain_evictions()
+
+    def _drain_evictions(self) -> None:
+        # Evicting announces a leave, which publishes, which may evict more:
+        # a work list instead of recursion keeps that flat.
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            while self._evicting:
+                member, reason = self._evicting.popleft()
+                if member.evicted is not None:
+                    continue
+                was_online = self.remove(member)
+                member.evict(reason)
+                if was_online:
+                    self.on_evict(member, reason)
+        finally:
+            self._draining = False

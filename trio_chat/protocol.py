@@ -1,0 +1,413 @@
+"""The trio-chat line protocol, sans-IO.
+
+Bytes in, events out; events in, bytes out. This module imports no trio,
+ssl or socket, reads no clock and logs nothing, so it is tested with plain
+tables and reused by the server, the client and the benchmarks alike.
+
+Framing: lines end in LF or CRLF (both accepted; the server sends CRLF).
+Bytes are decoded as UTF-8 with invalid sequences replaced by U+FFFD. A line
+longer than the limit yields `LineTooLong` and the rest of it is discarded
+up to the next newline; the buffer never holds more than the limit. The
+wire format itself is documented in docs/PROTOCOL.md.
+"""
+
+from __future__ import annotations
+
+import calendar
+import dataclasses
+import enum
+import re
+import time
+from collections import deque
+from typing import Final
+
+from trio_chat import events as ev
+from trio_chat.limits import MAX_LINE_BYTES, MAX_SERVER_LINE_BYTES
+
+LINE_END: Final = b"\r\n"
+
+# --------------------------------------------------------------------------
+# Framing: bytes -> lines
+
+
+class NeedData(enum.Enum):
+    """Sentinel: feed more bytes before asking for the next event."""
+
+    NEED_DATA = enum.auto()
+
+
+NEED_DATA: Final = NeedData.NEED_DATA
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Line:
+    """A complete line, decoded, line ending removed (may be empty)."""
+
+    text: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LineTooLong:
+    """The peer sent a line over the limit; its remainder will be discarded."""
+
+    limit: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReadQueueExceeded:
+    """The peer sent more than `limit` bytes without a newline (fatal)."""
+
+    limit: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EndOfStream:
+    """The peer closed its side; any partial line was discarded."""
+
+    partial_bytes: int
+
+
+FramingEvent = Line | LineTooLong | ReadQueueExceeded | EndOfStream
+
+
+class LocalProtocolError(RuntimeError):
+    """This program misused the protocol object (a bug here, not the peer's)."""
+
+
+class LineReader:
+    """Split a byte stream into lines, in bounded memory.
+
+    Feed bytes with `feed` (`b""` means end of stream), then call
+    `next_event` until it returns `NEED_DATA`. The partial line held between
+    feeds never exceeds `max_line_bytes + 1` bytes (the +1 is a CR that may
+    belong to a CRLF). Bytes fed but not yet framed are held until the next
+    `next_event` calls consume them, so feed in bounded chunks.
+
+    `max_unterminated_bytes` (None: no limit) turns a stream that never sends
+    a newline into a `ReadQueueExceeded` event, after which nothing more is
+    reported.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_line_bytes: int = MAX_LINE_BYTES,
+        max_unterminated_bytes: int | None = None,
+    ) -> None:
+        if max_line_bytes < 1:
+            raise LocalProtocolError("max_line_bytes must be at least 1")
+        self._max = max_line_bytes
+        self._max_unterminated = max_unterminated_bytes
+        self._chunks: deque[bytes] = deque()
+        self._partial = bytearray()
+        self._discarding = False
+        self._unterminated = 0  # bytes since the last newline
+        self._eof = False
+        self._done = False
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of partial line held (never more than the limit + 1)."""
+        return len(self._partial)
+
+    def feed(self, data: bytes | bytearray) -> None:
+        """Add bytes from the peer; `b""` marks the end of the stream."""
+        if self._eof:
+            if data:
+                raise LocalProtocolError("data fed after end of stream")
+            return
+        if data:
+            self._chunks.append(bytes(data))
+        else:
+            self._eof = True
+
+    def next_event(self) -> FramingEvent | NeedData:
+        """Return the next framing event, or `NEED_DATA`."""
+        if self._done:
+            return NEED_DATA
+        while self._chunks:
+            chunk = self._chunks[0]
+            newline = chunk.find(b"\n")
+            if newline < 0:
+                self._chunks.popleft()
+                event = self._take_partial(chunk)
+            else:
+                rest = chunk[newline + 1 :]
+                if rest:
+                    self._chunks[0] = rest
+                else:
+                    self._chunks.popleft()
+                event = self._end_line(chunk[:newline])
+            if event is not None:
+                return event
+        if self._eof:
+            self._done = True
+            partial = len(self._partial)
+            self._partial.clear()
+            return EndOfStream(partial)
+        return NEED_DATA
+
+    def _take_partial(self, data: bytes) -> FramingEvent | None:
+        self._unterminated += len(data)
+        if self._max_unterminated is not None and (
+            self._unterminated > self._max_unterminated
+        ):
+            self._done = True
+            self._chunks.clear()
+            self._partial.clear()
+            return ReadQueueExceeded(self._max_unterminated)
+        if self._discarding:
+            return None
+        self._partial += data
+        if len(self._partial) > self._max + 1:
+            self._partial.clear()
+            self._discarding = True
+            return LineTooLong(self._max)
+        return None
+
+    def _end_line(self, data: bytes) -> FramingEvent | None:
+        self._unterminated = 0
+        if self._discarding:
+            self._discarding = False
+            return None
+        if self._partial:
+            self._partial += data
+            raw = bytes(self._partial)
+            self._partial.clear()
+        else:
+            raw = data
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        if len(raw) > self._max:
+            return LineTooLong(self._max)
+        return Line(raw.decode("utf-8", errors="replace"))
+
+
+def looks_like_tls(data: bytes | bytearray) -> bool:
+    """True if `data` starts like a TLS ClientHello (a TLS client, wrong port)."""
+    return len(data) >= 2 and data[0] == 0x16 and data[1] == 0x03
+
+
+_HTTP_REQUEST_LINE: Final = re.compile(
+    r"^(?:GET|HEAD|POST|PUT|DELETE|OPTIONS|CONNECT|PATCH|TRACE) \S+ HTTP/\d\.\d$"
+)
+
+
+def looks_like_http(line: str) -> bool:
+    """True if `line` is an HTTP request line (a browser, wrong port)."""
+    return _HTTP_REQUEST_LINE.match(line) is not None
+
+
+# --------------------------------------------------------------------------
+# User input -> requests
+
+
+def _usage(command: str, usage: str) -> ev.BadCommand:
+    return ev.BadCommand("usage", f"Usage: /{command} {usage}".rstrip())
+
+
+def parse_request(text: str) -> ev.Request | None:
+    """Parse one line of (already sanitised) user input into a request.
+
+    Returns None for a line with nothing to say (empty or only spaces).
+    A line starting with `//` is chat text starting with `/`. Unknown
+    commands and missing arguments become `BadCommand`.
+    """
+    if not text.strip():
+        return None
+    if not text.startswith("/"):
+        return ev.Say(text)
+    if text.startswith("//"):
+        return ev.Say(text[1:])
+    command, _, rest = text[1:].partition(" ")
+    command = command.lower()
+    rest = rest.strip()
+    if command == "help":
+        return ev.Help()
+    if command in ("who", "names"):
+        return ev.Who()
+    if command == "quit":
+        return ev.Quit(rest)
+    if command == "me":
+        return ev.Me(rest) if rest else _usage("me", "ACTION")
+    if command == "nick":
+        if not rest or " " in rest:
+            return _usage("nick", "NEW")
+        return ev.Nick(rest)
+    if command in ("msg", "m"):
+        name, _, message = rest.partition(" ")
+        message = message.strip()
+        if not name or not message:
+            return _usage("msg", "NAME TEXT")
+        return ev.PrivateMsg(name, message)
+    shown = command if command.isprintable() and len(command) <= 32 else "?"
+    return ev.BadCommand(
+        "unknown-command", f"Unknown command /{shown}; type /help for the list."
+    )
+
+
+def encode_request(request: ev.Say | ev.Me | ev.Nick | ev.PrivateMsg) -> bytes:
+    """Encode a request as a client line (what our client sends)."""
+    match request:
+        case ev.Say(text):
+            line = "/" + text if text.startswith("/") else text
+        case ev.Me(text):
+            line = f"/me {text}"
+        case ev.Nick(name):
+            line = f"/nick {name}"
+        case ev.PrivateMsg(name, text):
+            line = f"/msg {name} {text}"
+    return line.encode("utf-8") + LINE_END
+
+
+# --------------------------------------------------------------------------
+# Server events -> lines
+
+_TS_FORMAT: Final = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def format_timestamp(ts: float) -> str:
+    """Format a POSIX time as the wire's UTC timestamp, `2026-11-23T23:10:28Z`."""
+    return time.strftime(_TS_FORMAT, time.gmtime(ts))
+
+
+def parse_timestamp(text: str) -> float:
+    """Inverse of `format_timestamp`; raises ValueError on a malformed one."""
+    return float(calendar.timegm(time.strptime(text, _TS_FORMAT)))
+
+
+def _fit(head: str, text: str, tail: str = "") -> bytes:
+    """`head + text + tail + CRLF`, cutting `text` to fit the server line max."""
+    line = f"{head}{text}{tail}".encode() + LINE_END
+    if len(line) <= MAX_SERVER_LINE_BYTES:
+        return line
+    budget = MAX_SERVER_LINE_BYTES - len(f"{head}{tail}".encode()) - len(LINE_END)
+    cut = text.encode()[: max(budget, 0)].decode("utf-8", errors="ignore")
+    return f"{head}{cut}{tail}".encode() + LINE_END
+
+
+def encode_event(event: ev.ServerEvent) -> bytes:
+    """Serialise a server event to one wire line, CRLF included.
+
+    The result is at most `MAX_SERVER_LINE_BYTES`; chat text is cut at a
+    character boundary to fit.
+    """
+    match event:
+        case ev.Message(ts, room, sender, text):
+            return _fit(f"MSG {format_timestamp(ts)} {room} <{sender}> ", text)
+        case ev.Action(ts, room, sender, text):
+            return _fit(f"ACTION {format_timestamp(ts)} {room} {sender} ", text)
+        case ev.Private(ts, sender, recipient, text):
+            return _fit(f"PRIV {format_timestamp(ts)} @{recipient} <{sender}> ", text)
+        case ev.Joined(ts, room, name):
+            return _fit(f"JOIN {format_timestamp(ts)} {room} {name}", "")
+        case ev.Left(ts, room, name, how, reason):
+            head = f"LEAVE {format_timestamp(ts)} {room} {name} {how}"
+            return _fit(head + " (", reason, ")") if reason else _fit(head, "")
+        case ev.Renamed(ts, room, old, new):
+            return _fit(f"NICK {format_timestamp(ts)} {room} {old} -> {new}", "")
+        case ev.Hello(protocol, server, max_line):
+            return _fit(f"HELLO {protocol} {server} max-line={max_line}", "")
+        case ev.Banner(text):
+            return _fit("BANNER ", text)
+        case ev.Info(text):
+            return _fit("INFO ", text)
+        case ev.NamePrompt(text):
+            return _fit("NAME ", text)
+        case ev.Welcome(name, text):
+            return _fit(f"WELCOME {name} ", text)
+        case ev.WhoList(room, names):
+            return _fit(f"WHO {room} ", " ".join(names))
+        case ev.HelpLine(text):
+            return _fit("HELP ", text)
+        case ev.Error(code, text):
+            return _fit(f"ERR {code} ", text)
+        case ev.Goodbye(code, text):
+            return _fit(f"BYE {code} ", text)
+        case ev.Replayed(inner):
+            return _fit("HIST ", encode_event(inner)[: -len(LINE_END)].decode())
+    raise LocalProtocolError(f"cannot encode {event!r}")  # pragma: no cover
+
+
+# --------------------------------------------------------------------------
+# Lines -> server events (for clients)
+
+
+class ServerProtocolError(ValueError):
+    """The server sent a line this client does not understand (its fault)."""
+
+
+_LEAVE_REASON: Final = re.compile(r"^(quit|disconnected)(?: \((.*)\))?$", re.DOTALL)
+
+
+def decode_event(line: str) -> ev.ServerEvent:
+    """Parse one server line (line ending removed) back into its event.
+
+    Raises `ServerProtocolError` for a line of unknown kind or wrong shape.
+    """
+    kind, _, rest = line.partition(" ")
+    try:
+        return _decode(kind, rest)
+    except (ValueError, IndexError) as exc:
+        raise ServerProtocolError(f"malformed {kind} line: {line!r}") from exc
+
+
+def _decode(kind: str, rest: str) -> ev.ServerEvent:
+    if kind in ("MSG", "ACTION", "PRIV"):
+        ts_text, target, rest = rest.split(" ", 2)
+        ts = parse_timestamp(ts_text)
+        if kind == "ACTION":
+            sender, _, text = rest.partition(" ")
+            return ev.Action(ts, target, sender, text)
+        bracketed, _, text = rest.partition(" ")
+        if not (bracketed.startswith("<") and bracketed.endswith(">")):
+            raise ValueError("sender not in <>")
+        if kind == "MSG":
+            return ev.Message(ts, target, bracketed[1:-1], text)
+        if not target.startswith("@"):
+            raise ValueError("recipient without @")
+        return ev.Private(ts, bracketed[1:-1], target[1:], text)
+    if kind == "JOIN":
+        ts_text, room, name = rest.split(" ")
+        return ev.Joined(parse_timestamp(ts_text), room, name)
+    if kind == "LEAVE":
+        ts_text, room, name, tail = rest.split(" ", 3)
+        match = _LEAVE_REASON.match(tail)
+        if match is None:
+            raise ValueError("bad leave reason")
+        how: ev.LeaveHow = "quit" if match.group(1) == "quit" else "disconnected"
+        return ev.Left(parse_timestamp(ts_text), room, name, how, match.group(2) or "")
+    if kind == "NICK":
+        ts_text, room, old, arrow, new = rest.split(" ")
+        if arrow != "->":
+            raise ValueError("no arrow")
+        return ev.Renamed(parse_timestamp(ts_text), room, old, new)
+    if kind == "HELLO":
+        protocol, server, *options = rest.split(" ")
+        settings = dict(option.split("=", 1) for option in options)
+        return ev.Hello(protocol, server, int(settings.get("max-line", MAX_LINE_BYTES)))
+    if kind == "WELCOME":
+        name, _, text = rest.partition(" ")
+        return ev.Welcome(name, text)
+    if kind == "WHO":
+        room, _, names = rest.partition(" ")
+        return ev.WhoList(room, tuple(names.split()))
+    if kind in ("ERR", "BYE"):
+        code, _, text = rest.partition(" ")
+        return ev.Error(code, text) if kind == "ERR" else ev.Goodbye(code, text)
+    if kind == "HIST":
+        inner = decode_event(rest)
+        if not isinstance(
+            inner, ev.Message | ev.Action | ev.Joined | ev.Left | ev.Renamed
+        ):
+            raise ValueError("HIST of a line that is not chat or notice")
+        return ev.Replayed(inner)
+    if kind == "BANNER":
+        return ev.Banner(rest)
+    if kind == "INFO":
+        return ev.Info(rest)
+    if kind == "NAME":
+        return ev.NamePrompt(rest)
+    if kind == "HELP":
+        return ev.HelpLine(rest)
+    raise ValueError(f"unknown kind {kind!r}")

@@ -1,0 +1,449 @@
+"""The server: trio sockets and TLS on one side, the chat on the other.
+
+A thin adapter around the sans-IO protocol and the chat logic. Each client
+gets a task (in one nursery for all connections); inside it, an optional TLS
+handshake under a deadline, then a per-connection nursery with one reader
+task and one writer task (the writer is the only task that writes to the
+stream). Whatever goes wrong with one connection ends that connection only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import logging
+import socket
+import ssl
+from collections.abc import Sequence
+from typing import Final
+
+import trio
+
+from trio_chat import events as ev
+from trio_chat.chat import Chat
+from trio_chat.hub import Member
+from trio_chat.limits import (
+    ACCEPT_BACKOFF,
+    CLOSE_TIMEOUT,
+    DEFAULT_HOST,
+    RECEIVE_SIZE,
+    WRITE_BATCH_BYTES,
+    Limits,
+)
+from trio_chat.protocol import (
+    NEED_DATA,
+    EndOfStream,
+    FramingEvent,
+    Line,
+    LineReader,
+    LineTooLong,
+    ReadQueueExceeded,
+    encode_event,
+    looks_like_http,
+    looks_like_tls,
+    parse_request,
+)
+from trio_chat.sanitize import sanitize_text
+
+log = logging.getLogger("trio_chat.server")
+
+#: accept() errors that mean "out of a resource for now": back off, retry.
+_CAPACITY_ERRNOS: Final = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+)
+#: Errors that mean the peer went away or misbehaved at the transport level:
+#: logged at INFO as a disconnect, without a traceback.
+_PEER_ERRORS: Final = (trio.BrokenResourceError, trio.TooSlowError, OSError)
+
+
+def _describe(exc: BaseException) -> str:
+    """A short, human reason for a transport error, for logs and notices."""
+    if isinstance(exc, trio.TooSlowError):
+        return "write timeout"
+    cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else exc
+    if isinstance(cause, ConnectionResetError):
+        return "connection reset"
+    if isinstance(cause, ssl.SSLError):
+        return f"TLS error: {cause.reason or cause}"
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror.lower()
+    return "connection lost"
+
+
+class _Stop:
+    """The reader is done: the peer must go (a goodbye may be queued)."""
+
+
+_STOP: Final = _Stop()
+
+
+class Connection:
+    """One client connection: its member in the hub, its reader and writer."""
+
+    def __init__(self, server: ChatServer, stream: trio.abc.Stream, conn_id: str):
+        self._server = server
+        self._chat = server.chat
+        self._limits = server.limits
+        self.stream = stream
+        self.conn_id = conn_id
+        self.member = Member(
+            conn_id,
+            encode=encode_event,
+            on_evict=self._evicted,
+            max_messages=self._limits.outbox_max_messages,
+            max_bytes=self._limits.outbox_max_bytes,
+        )
+        self.scope = trio.CancelScope()
+        self._running = False
+        self._reader_scope = trio.CancelScope()
+        self._writing = False  # a send_all is under way (cancelling cuts a line)
+        self._first_data = True
+
+    # -- called from other tasks (never wait) ------------------------------
+
+    def _evicted(self, reason: str) -> None:
+        log.info("[%s] dropped: %s", self.conn_id, reason)
+        self.scope.cancel()
+
+    def shutdown(self) -> None:
+        """Tell the client the server is going away, flush, then close."""
+        if not self._running:
+            self.scope.cancel()
+            return
+        self._reader_scope.cancel()
+        self._goodbye("server-shutdown", "The server is shutting down. Bye!")
+
+    # -- the connection's own tasks ----------------------------------------
+
+    async def run(self) -> None:
+        """Greet, read and write until the client leaves or is dropped.
+
+        Returns when the connection is done (the caller closes the stream).
+        Transport errors propagate (possibly in an exception group).
+        """
+        self._running = True
+        if self._server.shutting_down:
+            self.shutdown()
+        else:
+            self._chat.greet(self.member)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._write_loop)
+            with self._reader_scope:
+                await self._read_loop()
+            # Reading is over; the writer flushes what is queued and stops.
+            self.member.close()
+
+    def _goodbye(self, code: str, text: str) -> None:
+        self._chat.hub.send(self.member, ev.Goodbye(code, text))
+        self.member.close()
+
+    async def _next_event(self, reader: LineReader) -> FramingEvent | _Stop:
+        while True:
+            event = reader.next_event()
+            if event is not NEED_DATA:
+                return event
+            data = await self.stream.receive_some(RECEIVE_SIZE)
+            if self._first_data and data:
+                self._first_data = False
+                if self._server.ssl_context is None and looks_like_tls(data):
+                    log.info("[%s] TLS handshake on the plain-text port", self.conn_id)
+                    self._goodbye(
+                        "tls-not-enabled",
+                        "This is a trio-chat server without TLS on this port;"
+                        " connect without TLS.",
+                    )
+                    return _STOP
+            reader.feed(data)
+
+    async def _read_loop(self) -> None:
+        reader = LineReader(
+            max_line_bytes=self._limits.max_line_bytes,
+            max_unterminated_bytes=self._limits.max_unterminated_bytes,
+        )
+        with trio.move_on_after(self._limits.name_timeout) as naming:
+            joined = await self._name_phase(reader)
+        if naming.cancelled_caught:
+            log.info(
+                "[%s] no name within %g s", self.conn_id, self._limits.name_timeout
+            )
+            self._goodbye(
+                "name-timeout",
+                f"No name chosen within {self._limits.name_timeout:g} seconds.",
+            )
+            return
+        if joined:
+            await self._chat_phase(reader)
+
+    async def _name_phase(self, reader: LineReader) -> bool:
+        """Read name attempts until one is accepted (True) or the peer goes."""
+        first_line = True
+        while not self.member.closed:
+            event = await self._next_event(reader)
+            match event:
+                case Line(text):
+                    if first_line and looks_like_http(text):
+                        log.info("[%s] HTTP request on the chat port", self.conn_id)
+                        self._goodbye(
+                            "not-http",
+                            "This is a trio-chat server, not an HTTP server.",
+                        )
+                        return False
+                    first_line = False
+                    if self._choose(text.strip()):
+                        return True
+                case LineTooLong(limit):
+                    self._line_too_long(limit)
+                    self._chat.prompt(self.member)
+                case ReadQueueExceeded():
+                    self._drop("read queue exceeded")
+                    return False
+                case EndOfStream() | _Stop():
+                    return False
+        return False
+
+    def _choose(self, text: str) -> bool:
+        if not text:
+            return False
+        if text.startswith("/"):
+            request = parse_request(sanitize_text(text))
+            if isinstance(request, ev.Quit):
+                self._goodbye("quit", "Bye!")
+                return False
+            if not isinstance(request, ev.Nick):
+                self._chat.hub.send(
+                    self.member, ev.Error("not-registered", "Choose a name first.")
+                )
+                self._chat.prompt(self.member)
+                return False
+            text = request.name
+        return self._chat.choose_name(self.member, text)
+
+    async def _chat_phase(self, reader: LineReader) -> None:
+        member = self.member
+        while not member.closed:
+            event = await self._next_event(reader)
+            match event:
+                case Line(text):
+                    request = parse_request(sanitize_text(text))
+                    if request is not None:
+                        self._chat.handle(member, request)
+                case LineTooLong(limit):
+                    self._line_too_long(limit)
+                case ReadQueueExceeded():
+                    self._drop("read queue exceeded")
+                case EndOfStream():
+                    self._chat.leave(member, "disconnected", "connection closed")
+                    return
+                case _Stop():
+                    self._chat.leave(member, "disconnected", "protocol error")
+                    return
+
+    def _line_too_long(self, limit: int) -> None:
+        self._chat.hub.send(
+            self.member,
+            ev.Error(
+                "line-too-long",
+                f"Line too long (the most is {limit} bytes); it was not sent.",
+            ),
+        )
+
+    def _drop(self, reason: str) -> None:
+        log.info("[%s] dropped: %s", self.conn_id, reason)
+        self._chat.leave(self.member, "disconnected", reason)
+        self._goodbye(reason.replace(" ", "-"), f"Disconnected: {reason}.")
+
+    async def _write_loop(self) -> None:
+        outbox = self.member.outbox
+        async for data in outbox:
+            batch = [data]
+            size = len(data)
+            while size < WRITE_BATCH_BYTES:
+                try:
+                    more = outbox.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                batch.append(more)
+                size += len(more)
+            self.member.sent(size)
+            self._writing = True
+            with trio.fail_after(self._limits.write_timeout):
+                await self.stream.send_all(data if len(batch) == 1 else b"".join(batch))
+            self._writing = False
+
+    async def say_goodbye_if_evicted(self) -> None:
+        """Best effort: tell an evicted client why, within a short deadline."""
+        reason = self.member.evicted
+        if reason is None or self._writing:
+            return  # not evicted, or a cut-off write: a line now would garble
+        data = encode_event(
+            ev.Goodbye(reason.replace(" ", "-"), f"Disconnected: {reason}.")
+        )
+        with trio.move_on_after(CLOSE_TIMEOUT):
+            with contextlib.suppress(*_PEER_ERRORS):
+                await self.stream.send_all(data)
+
+
+class ChatServer:
+    """Serve a `Chat` over TCP (optionally TLS), shaped like `trio.serve_tcp`.
+
+    `serve_tcp` / `serve_listeners` run until `shutdown()` was called and the
+    connections have closed (or the grace period ran out); `closed` is set
+    then. Cancelling them closes every connection at once.
+    """
+
+    def __init__(
+        self,
+        chat: Chat,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        limits: Limits = Limits(),  # noqa: B008 - frozen, shared safely
+    ) -> None:
+        self.chat = chat
+        self.ssl_context = ssl_context
+        self.limits = limits
+        self.shutting_down = False
+        self.closed = trio.Event()
+        self._ids = itertools.count(1)
+        self._connections: set[Connection] = set()
+        self._accept_scope = trio.CancelScope()
+
+    @property
+    def connection_count(self) -> int:
+        """Connections open right now (registered or not)."""
+        return len(self._connections)
+
+    async def serve_tcp(
+        self,
+        port: int,
+        host: str | None = DEFAULT_HOST,
+        *,
+        task_status: trio.TaskStatus[
+            list[trio.SocketListener]
+        ] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen on `host`:`port` (0 picks a free port) and serve.
+
+        Calls `task_status.started(listeners)` once accepting. Raises OSError
+        if it cannot listen.
+        """
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        await self.serve_listeners(listeners, task_status=task_status)
+
+    async def serve_listeners(
+        self,
+        listeners: Sequence[trio.SocketListener],
+        *,
+        task_status: trio.TaskStatus[
+            list[trio.SocketListener]
+        ] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept on every listener and serve each connection in its own task."""
+        try:
+            async with trio.open_nursery() as connections:
+                with self._accept_scope:
+                    async with trio.open_nursery() as accepting:
+                        for listener in listeners:
+                            accepting.start_soon(
+                                self._accept_loop, listener, connections
+                            )
+                        task_status.started(list(listeners))
+                # Only a shutdown gets here: stop listening, then say goodbye.
+                for listener in listeners:
+                    await trio.aclose_forcefully(listener)
+                for connection in list(self._connections):
+                    connection.shutdown()
+                connections.cancel_scope.deadline = (
+                    trio.current_time() + self.limits.shutdown_grace
+                )
+        finally:
+            self.closed.set()
+
+    def shutdown(self) -> None:
+        """Stop accepting, tell every client, close within the grace period."""
+        if not self.shutting_down:
+            log.info("shutting down: %d connections to close", len(self._connections))
+            self.shutting_down = True
+            self._accept_scope.cancel()
+
+    async def _accept_loop(
+        self, listener: trio.SocketListener, connections: trio.Nursery
+    ) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _CAPACITY_ERRNOS:
+                    raise
+                log.warning("accept failed (%s); retrying", exc.strerror)
+                await trio.sleep(ACCEPT_BACKOFF)
+                continue
+            connections.start_soon(self._handle_tcp, stream)
+
+    async def _handle_tcp(self, stream: trio.SocketStream) -> None:
+        try:
+            peer = stream.socket.getpeername()
+            stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        except OSError:
+            await trio.aclose_forcefully(stream)  # gone before we looked
+            return
+        address = f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}"
+        await self.handle_stream(stream, peer=address)
+
+    async def handle_stream(
+        self, stream: trio.abc.Stream, *, peer: str = "memory"
+    ) -> None:
+        """Serve one client on `stream` until it leaves; then close `stream`.
+
+        The per-connection boundary: transport errors are logged at INFO,
+        bugs at ERROR with their traceback; neither escapes, and only this
+        connection is affected. Cancellation propagates after the stream is
+        closed (with a short deadline).
+        """
+        conn_id = f"c{next(self._ids)}"
+        log.info("[%s] connected from %s", conn_id, peer)
+        connection = Connection(self, stream, conn_id)
+        self._connections.add(connection)
+        try:
+            with connection.scope:
+                if self.ssl_context is not None:
+                    connection.stream = await self._tls_handshake(stream, conn_id)
+                await connection.run()
+        except* _PEER_ERRORS as group:
+            reason = _describe(group.exceptions[0])
+            log.info("[%s] disconnected: %s", conn_id, reason)
+            self.chat.leave(connection.member, "disconnected", reason)
+        except* _TLSHandshakeFailed:
+            pass  # already logged
+        except* Exception:
+            log.exception("[%s] internal error; closing this connection", conn_id)
+            self.chat.leave(connection.member, "disconnected", "server error")
+        finally:
+            self._connections.discard(connection)
+            self.chat.leave(connection.member, "disconnected", "connection closed")
+            with trio.CancelScope(shield=True):
+                await connection.say_goodbye_if_evicted()
+                with trio.move_on_after(CLOSE_TIMEOUT):
+                    await connection.stream.aclose()
+                await trio.aclose_forcefully(stream)
+            log.info("[%s] closed", conn_id)
+
+    async def _tls_handshake(
+        self, stream: trio.abc.Stream, conn_id: str
+    ) -> trio.SSLStream[trio.abc.Stream]:
+        assert self.ssl_context is not None
+        ssl_stream = trio.SSLStream(stream, self.ssl_context, server_side=True)
+        try:
+            with trio.fail_after(self.limits.tls_handshake_timeout):
+                await ssl_stream.do_handshake()
+        except trio.TooSlowError:
+            log.info("[%s] TLS handshake timed out", conn_id)
+            raise _TLSHandshakeFailed from None
+        except trio.BrokenResourceError as exc:
+            log.info("[%s] TLS handshake failed: %s", conn_id, _describe(exc))
+            raise _TLSHandshakeFailed from None
+        return ssl_stream
+
+
+class _TLSHandshakeFailed(Exception):
+    """The TLS handshake did not complete (already logged)."""
