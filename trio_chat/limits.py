@@ -33,6 +33,11 @@ OUTBOX_MAX_MESSAGES: Final = 1024
 #: Bytes a client's outbox holds (by the hub's own accounting): about a
 #: minute of busy chat; past it the reader is evicted, nobody else waits.
 OUTBOX_MAX_BYTES: Final = 256 * 1024
+#: Smallest outbox allowed: the greeting (hello, banner, prompt) and /help
+#: are queued at once and must fit.
+MIN_OUTBOX_MESSAGES: Final = 16
+#: Smallest outbox in bytes: the longest line the server sends must fit.
+MIN_OUTBOX_BYTES: Final = MAX_SERVER_LINE_BYTES
 #: Most bytes one write to a socket gathers from the outbox.
 WRITE_BATCH_BYTES: Final = 64 * 1024
 
@@ -66,3 +71,11 @@ class Limits:
     name_timeout: float = NAME_TIMEOUT
     write_timeout: float = WRITE_TIMEOUT
     shutdown_grace: float = SHUTDOWN_GRACE
+
+    def __post_init__(self) -> None:
+        if self.outbox_max_messages < MIN_OUTBOX_MESSAGES:
+            raise ValueError(f"the outbox must hold at least {MIN_OUTBOX_MESSAGES} messages")
+        if self.outbox_max_bytes < MIN_OUTBOX_BYTES:
+            raise ValueError(f"the outbox must hold at least {MIN_OUTBOX_BYTES} bytes")
+        if self.max_line_bytes < 1:
+            raise ValueError("the line limit must be at least 1 byte")

@@ -89,7 +89,10 @@ def _no_passphrase() -> bytes:
 def _warn_if_key_exposed(keyfile: StrPath) -> None:
     if os.name != "posix":  # pragma: no cover - permission bits mean little there
         return
-    mode = os.stat(keyfile).st_mode & 0o777
+    try:
+        mode = os.stat(keyfile).st_mode & 0o777
+    except OSError:  # gone since it was loaded: nothing left to protect
+        return
     if mode & KEY_PRIVATE_BITS:
         log.warning(
             "TLS key file %s is readable by other users (mode %03o): chmod 600 it",
