@@ -195,12 +195,8 @@ def _format_address(address: object) -> str:
     return str(address)
 
 
-async def _serve(args: argparse.Namespace) -> int:
-    from trio_chat import tls
-    from trio_chat.chat import Chat
-    from trio_chat.server import ChatServer
-
-    limits = lim.Limits(
+def _limits(args: argparse.Namespace) -> lim.Limits:
+    return lim.Limits(
         max_line_bytes=args.max_line_bytes,
         outbox_max_messages=args.outbox_messages,
         outbox_max_bytes=args.outbox_bytes,
@@ -209,15 +205,23 @@ async def _serve(args: argparse.Namespace) -> int:
         write_timeout=args.write_timeout,
         shutdown_grace=args.shutdown_grace,
     )
+
+
+async def _serve(args: argparse.Namespace, limits: lim.Limits) -> int:
+    from trio_chat import tls
+    from trio_chat.chat import Chat
+    from trio_chat.server import ChatServer
+
     ssl_context = None
     if args.tls:
         ssl_context = tls.server_context_from_args(args.cert, args.key)
     chat = Chat(clock=time.time, max_line_bytes=limits.max_line_bytes)
     server = ChatServer(chat, ssl_context=ssl_context, limits=limits)
     exit_code = 0
+    listeners = await trio.open_tcp_listeners(args.port, host=args.host)
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            listeners = await nursery.start(server.serve_tcp, args.port, args.host)
+            await nursery.start(server.serve_listeners, listeners)
             for listener in listeners:
                 address = listener.socket.getsockname()
                 print(f"listening on {_format_address(address)}", flush=True)
@@ -272,16 +276,21 @@ def _run_client(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the process exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.command == "gen-certs":
         return _gen_certs(args)
     if args.command == "client":
         return _run_client(args)
+    try:
+        limits = _limits(args)
+    except ValueError as exc:
+        parser.error(str(exc))
     _configure_logging(args.log_level)
     from trio_chat.tls import TLSConfigError
 
     try:
-        return trio.run(_serve, args)
+        return trio.run(_serve, args, limits)
     except TLSConfigError as exc:
         print(f"trio-chat: {exc}", file=sys.stderr)
         return 2

@@ -74,7 +74,9 @@ class Limits:
 
     def __post_init__(self) -> None:
         if self.outbox_max_messages < MIN_OUTBOX_MESSAGES:
-            raise ValueError(f"the outbox must hold at least {MIN_OUTBOX_MESSAGES} messages")
+            raise ValueError(
+                f"the outbox must hold at least {MIN_OUTBOX_MESSAGES} messages"
+            )
         if self.outbox_max_bytes < MIN_OUTBOX_BYTES:
             raise ValueError(f"the outbox must hold at least {MIN_OUTBOX_BYTES} bytes")
         if self.max_line_bytes < 1:

@@ -1,0 +1,202 @@
+"""End to end: the real `python -m trio_chat` in subprocesses, real sockets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+from chatpeer import Peer
+
+from trio_chat import __version__, tls
+
+#: Generous ceiling for a subprocess to start or stop (CI machines are slow).
+PROCESS_TIMEOUT = 30.0
+
+
+class Server:
+    def __init__(self, process: trio.Process, port: int, log: Path) -> None:
+        self.process = process
+        self.port = port
+        self.log = log
+
+
+async def start_server(tmp_path: Path, *args: str) -> Server:
+    log = tmp_path / "server.log"
+    with log.open("wb") as log_file:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "trio_chat", "serve", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=log_file,
+            stdin=subprocess.DEVNULL,
+        )
+    assert process.stdout is not None
+    output = b""
+    with trio.fail_after(PROCESS_TIMEOUT):
+        while b"\n" not in output:
+            chunk = await process.stdout.receive_some(1024)
+            assert chunk, f"server exited early: {log.read_text()}"
+            output += chunk
+    first = output.split(b"\n", 1)[0].decode()
+    assert first.startswith("listening on 127.0.0.1:"), first
+    return Server(process, int(first.rsplit(":", 1)[1]), log)
+
+
+@pytest.fixture
+async def plain_server(tmp_path: Path) -> AsyncIterator[Server]:
+    server = await start_server(tmp_path)
+    yield server
+    if server.process.returncode is None:
+        server.process.kill()
+        await server.process.wait()
+
+
+async def stop(server: Server) -> int:
+    server.process.send_signal(signal.SIGTERM)
+    with trio.fail_after(PROCESS_TIMEOUT):
+        return await server.process.wait()
+
+
+async def test_nc_style_clients_chat_and_sigterm_is_clean(plain_server: Server) -> None:
+    alice = Peer(await trio.open_tcp_stream("127.0.0.1", plain_server.port))
+    bob = Peer(await trio.open_tcp_stream("127.0.0.1", plain_server.port))
+    await alice.join("alice")
+    await bob.join("bob")
+    assert (await alice.expect("JOIN")).endswith(" #lobby bob")
+    await alice.send("hello bob")
+    assert (await bob.expect("MSG")).endswith(" #lobby <alice> hello bob")
+    await bob.send_bytes(b"hi alice\n")  # bare LF works too
+    assert (await alice.expect("MSG")).endswith(" #lobby <bob> hi alice")
+    assert await stop(plain_server) == 0
+    for peer in (alice, bob):
+        assert (await peer.until_closed())[-1].startswith("BYE server-shutdown ")
+        await peer.aclose()
+    log = plain_server.log.read_text()
+    assert "Traceback" not in log
+    assert "SIGTERM received" in log
+
+
+async def test_sigint_also_shuts_down_cleanly(plain_server: Server) -> None:
+    peer = Peer(await trio.open_tcp_stream("127.0.0.1", plain_server.port))
+    await peer.join("alice")
+    plain_server.process.send_signal(signal.SIGINT)
+    with trio.fail_after(PROCESS_TIMEOUT):
+        assert await plain_server.process.wait() == 0
+    assert (await peer.until_closed())[-1].startswith("BYE server-shutdown ")
+    await peer.aclose()
+
+
+async def test_tls_server_with_the_committed_certificates(tmp_path: Path) -> None:
+    server = await start_server(tmp_path, "--tls")
+    try:
+        context = tls.client_context(tls.dev_ca_path())
+        peers = []
+        for name in ("alice", "bob"):
+            stream = await trio.open_ssl_over_tcp_stream(
+                "localhost" if name == "alice" else "127.0.0.1",
+                server.port,
+                ssl_context=context,
+            )
+            peer = Peer(stream)
+            await peer.join(name)
+            peers.append(peer)
+        alice, bob = peers
+        await alice.expect("JOIN")
+        await bob.send("encrypted")
+        assert (await alice.expect("MSG")).endswith(" <bob> encrypted")
+        assert await stop(server) == 0
+        for peer in peers:
+            assert (await peer.until_closed())[-1].startswith("BYE server-shutdown ")
+            await trio.aclose_forcefully(peer.stream)
+        assert "development certificate" in server.log.read_text()
+    finally:
+        if server.process.returncode is None:
+            server.process.kill()
+            await server.process.wait()
+
+
+async def test_piped_client_sends_every_line_then_quits(plain_server: Server) -> None:
+    watcher = Peer(await trio.open_tcp_stream("127.0.0.1", plain_server.port))
+    await watcher.join("watcher")
+    env = {**os.environ, "NO_COLOR": "1"}
+    with trio.fail_after(PROCESS_TIMEOUT):
+        result = await trio.run_process(
+            [
+                sys.executable,
+                "-m",
+                "trio_chat",
+                "client",
+                "--port",
+                str(plain_server.port),
+                "--name",
+                "bot",
+            ],
+            stdin=b"first line\nsecond line\n/me waves\n",
+            capture_stdout=True,
+            capture_stderr=True,
+            env=env,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr.decode()
+    assert (await watcher.expect("JOIN")).endswith(" #lobby bot")
+    assert (await watcher.expect("MSG")).endswith(" <bot> first line")
+    assert (await watcher.expect("MSG")).endswith(" <bot> second line")
+    assert (await watcher.expect("ACTION")).endswith(" bot waves")
+    assert (await watcher.expect("LEAVE")).endswith(" bot quit")
+    assert b"\x1b[" not in result.stdout  # no colour on a pipe
+    await watcher.aclose()
+
+
+async def test_client_reports_a_refused_connection_in_one_line() -> None:
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = listener.socket.getsockname()[1]
+    await listener.aclose()  # nothing listens there now
+    with trio.fail_after(PROCESS_TIMEOUT):
+        result = await trio.run_process(
+            [sys.executable, "-m", "trio_chat", "client", "--port", str(port)],
+            stdin=b"",
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    assert result.returncode == 1
+    errors = result.stderr.decode().strip().splitlines()
+    assert len(errors) == 1 and "refused" in errors[0]
+    assert "Traceback" not in result.stderr.decode()
+
+
+def test_version_and_help() -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "trio_chat", *args],
+            capture_output=True,
+            text=True,
+            timeout=PROCESS_TIMEOUT,
+            check=False,
+        )
+
+    assert run("--version").stdout.strip() == f"trio-chat {__version__}"
+    serve_help = run("serve", "--help").stdout
+    for option in ("--host", "--port", "--tls", "--cert", "--key", "--log-level"):
+        assert option in serve_help
+    client_help = run("client", "--help").stdout
+    for option in ("--host", "--port", "--tls", "--cafile", "--name", "--no-reconnect"):
+        assert option in client_help
+
+
+def test_half_configured_tls_fails_with_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "trio_chat", "serve", "--port", "0", "--tls", "--cert", "x"],
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("trio-chat: ")
+    assert len(result.stderr.strip().splitlines()) == 1

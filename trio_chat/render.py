@@ -1,0 +1,223 @@
+"""What the client shows: server events and local notices as display lines.
+
+Pure functions, no I/O. Every string that came from the server (names, text,
+rooms, codes) goes through `sanitize_text` here, so a malicious server cannot
+move the cursor, recolour the terminal or hide text. With `color=True` the
+result holds ANSI SGR sequences (our own, added after sanitising); with
+`color=False` it is plain text.
+
+Layout, one line per event:
+
+    12:03 <alice> hello            a message (own ones in bold)
+    12:03 * alice waves            an action
+    12:03 [private] <alice> psst   a private message; own: [private to bob]
+    12:03 -- bob joined            a notice
+    12:03 [history] <alice> hi     a line replayed from before we joined
+    !! The name bob is taken...    an error
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Callable
+from typing import Final
+
+from trio_chat import events as ev
+from trio_chat.names import name_key
+from trio_chat.sanitize import sanitize_text
+
+#: Foreground colours for names: the 16-colour set every terminal has, minus
+#: black and white (invisible on one background or the other) and red (kept
+#: for errors).
+NAME_PALETTE: Final = (32, 33, 34, 35, 36, 92, 93, 94, 95, 96)
+#: Styles (SGR parameters) for the parts of a line.
+_ERROR_STYLE: Final = "1;31"  # bold red
+_NOTICE_STYLE: Final = "2"  # dim: notices must not compete with chat
+_TIME_STYLE: Final = "2"
+_HISTORY_STYLE: Final = "2"
+_PRIVATE_STYLE: Final = "1;35"  # bold magenta tag
+_OWN_STYLE: Final = "1"  # bold: your own lines stand out from the rest
+_RESET: Final = "\x1b[0m"
+
+#: Longest stretch of an unreadable server line shown back to the user.
+_MAX_SHOWN_GARBAGE: Final = 200
+
+LocalTime = Callable[[float], time.struct_time]
+
+
+def _style(text: str, sgr: str, *, color: bool) -> str:
+    return f"\x1b[{sgr}m{text}{_RESET}" if color and text else text
+
+
+def name_color(name: str) -> int:
+    """The SGR foreground code for `name`: the same for every spelling of it.
+
+    Stable across runs and machines (CRC-32, not `hash`), so everybody sees
+    a person in the same colour.
+    """
+    digest = zlib.crc32(name_key(name).encode("utf-8"))
+    return NAME_PALETTE[digest % len(NAME_PALETTE)]
+
+
+def _same(name: str, me: str | None) -> bool:
+    return me is not None and name_key(name) == name_key(me)
+
+
+def _name(name: str, *, me: str | None, color: bool) -> str:
+    """A sanitised name, coloured; in bold when it is `me`."""
+    clean = sanitize_text(name)
+    if not color:
+        return clean
+    sgr = str(name_color(clean))
+    if _same(clean, me):
+        sgr = f"{_OWN_STYLE};{sgr}"
+    return _style(clean, sgr, color=True)
+
+
+def format_time(ts: float, *, localtime: LocalTime = time.localtime) -> str:
+    """`ts` (POSIX seconds) as local `HH:MM`."""
+    return time.strftime("%H:%M", localtime(ts))
+
+
+def _stamp(ts: float, *, color: bool, localtime: LocalTime) -> str:
+    return _style(format_time(ts, localtime=localtime), _TIME_STYLE, color=color) + " "
+
+
+def render_notice(text: str, *, color: bool) -> str:
+    """A notice from the client itself (connecting, reconnecting...)."""
+    return _style(f"-- {sanitize_text(text)}", _NOTICE_STYLE, color=color)
+
+
+def render_error(text: str, *, color: bool) -> str:
+    """An error for the user: marked `!!`, red when coloured."""
+    return _style(f"!! {sanitize_text(text)}", _ERROR_STYLE, color=color)
+
+
+def render_unreadable(line: str, *, color: bool) -> str:
+    """A server line this client could not parse, shown (cut short) as an error."""
+    shown = sanitize_text(line)[:_MAX_SHOWN_GARBAGE]
+    return render_error(f"unreadable line from the server: {shown}", color=color)
+
+
+def _message(sender: str, text: str, *, me: str | None, color: bool) -> str:
+    body = sanitize_text(text)
+    if color and _same(sanitize_text(sender), me):
+        body = _style(body, _OWN_STYLE, color=True)
+    return f"<{_name(sender, me=me, color=color)}> {body}"
+
+
+def _action(sender: str, text: str, *, me: str | None, color: bool) -> str:
+    return f"* {_name(sender, me=me, color=color)} {sanitize_text(text)}"
+
+
+def _left(event: ev.Left, *, me: str | None, color: bool) -> str:
+    who = _name(event.name, me=me, color=color)
+    reason = sanitize_text(event.reason)
+    if event.how == "quit":
+        detail = f" (quit: {reason})" if reason else " (quit)"
+        return f"{who} left{detail}"
+    detail = f" ({reason})" if reason else ""
+    return f"{who} was disconnected{detail}"
+
+
+def _notice_line(text: str, *, color: bool) -> str:
+    """A notice whose parts are already sanitised (and maybe coloured)."""
+    return f"{_style('--', _NOTICE_STYLE, color=color)} {text}"
+
+
+def _chat_body(
+    event: ev.Message | ev.Action | ev.Joined | ev.Left | ev.Renamed,
+    *,
+    me: str | None,
+    color: bool,
+) -> str:
+    """The part of a chat or notice line after its time stamp."""
+    match event:
+        case ev.Message(_ts, _room, sender, text):
+            return _message(sender, text, me=me, color=color)
+        case ev.Action(_ts, _room, sender, text):
+            return _action(sender, text, me=me, color=color)
+        case ev.Joined(_ts, _room, name):
+            return _notice_line(
+                f"{_name(name, me=me, color=color)} joined", color=color
+            )
+        case ev.Left():
+            return _notice_line(_left(event, me=me, color=color), color=color)
+        case ev.Renamed(_ts, _room, old, new):
+            text = (
+                f"{_name(old, me=me, color=color)} is now known as"
+                f" {_name(new, me=me, color=color)}"
+            )
+            return _notice_line(text, color=color)
+
+
+def render_event(
+    event: ev.ServerEvent,
+    *,
+    me: str | None,
+    color: bool,
+    localtime: LocalTime = time.localtime,
+) -> str:
+    """The display line for one server event.
+
+    `me` is the user's current name (None before it is chosen): lines from
+    that name are shown as the user's own. Never raises for a well-formed
+    event; every server string is sanitised.
+    """
+    match event:
+        case ev.Message() | ev.Action() | ev.Joined() | ev.Left() | ev.Renamed():
+            stamp = _stamp(event.ts, color=color, localtime=localtime)
+            return stamp + _chat_body(event, me=me, color=color)
+        case ev.Replayed(inner):
+            stamp = _stamp(inner.ts, color=color, localtime=localtime)
+            tag = _style("[history]", _HISTORY_STYLE, color=color)
+            return f"{stamp}{tag} {_chat_body(inner, me=me, color=color)}"
+        case ev.Private(ts, sender, _recipient, text):
+            tag = _style("[private]", _PRIVATE_STYLE, color=color)
+            stamp = _stamp(ts, color=color, localtime=localtime)
+            return f"{stamp}{tag} {_message(sender, text, me=me, color=color)}"
+        case ev.Hello(_protocol, server, _max_line):
+            return render_notice(f"connected to {server}", color=color)
+        case ev.Banner(text):
+            return sanitize_text(text)
+        case ev.Info(text) | ev.NamePrompt(text) | ev.Welcome(_, text):
+            return render_notice(text, color=color)
+        case ev.WhoList(room, names):
+            shown = ", ".join(_name(name, me=me, color=color) for name in names)
+            return _notice_line(f"in {sanitize_text(room)}: {shown}", color=color)
+        case ev.HelpLine(text):
+            return "   " + sanitize_text(text)
+        case ev.Error(code, text):
+            return render_error(text or code, color=color)
+        case ev.Goodbye(code, text):
+            return render_notice(text or code, color=color)
+    raise AssertionError(f"unhandled event {event!r}")  # pragma: no cover
+
+
+def render_own(
+    request: ev.Say | ev.Me | ev.PrivateMsg,
+    *,
+    me: str,
+    ts: float,
+    color: bool,
+    localtime: LocalTime = time.localtime,
+) -> str:
+    """The display line for something the user just sent.
+
+    The server does not echo a user's own lines, so the client shows them
+    with this, in the same layout as everybody else's (and bold when
+    coloured). A private message reads `[private to bob] <me> text`.
+    """
+    stamp = _stamp(ts, color=color, localtime=localtime)
+    match request:
+        case ev.Say(text):
+            return stamp + _message(me, text, me=me, color=color)
+        case ev.Me(text):
+            return stamp + _action(me, text, me=me, color=color)
+        case ev.PrivateMsg(recipient, text):
+            tag = _style(
+                f"[private to {sanitize_text(recipient)}]", _PRIVATE_STYLE, color=color
+            )
+            return f"{stamp}{tag} {_message(me, text, me=me, color=color)}"
+    raise AssertionError(f"unhandled request {request!r}")  # pragma: no cover
