@@ -51,9 +51,13 @@ async def start_server(tmp_path: Path, *args: str) -> Server:
 async def plain_server(tmp_path: Path) -> AsyncIterator[Server]:
     server = await start_server(tmp_path)
     yield server
+    await kill(server)
+
+
+async def kill(server: Server) -> None:
     if server.process.returncode is None:
         server.process.kill()
-        await server.process.wait()
+    await server.process.wait()
 
 
 async def stop(server: Server) -> int:
@@ -115,9 +119,8 @@ async def test_tls_server_with_the_committed_certificates(tmp_path: Path) -> Non
             await trio.aclose_forcefully(peer.stream)
         assert "development certificate" in server.log.read_text()
     finally:
-        if server.process.returncode is None:
-            server.process.kill()
-            await server.process.wait()
+        with trio.move_on_after(PROCESS_TIMEOUT, shield=True):
+            await kill(server)
 
 
 async def test_piped_client_sends_every_line_then_quits(plain_server: Server) -> None:
@@ -191,7 +194,17 @@ def test_version_and_help() -> None:
 
 def test_half_configured_tls_fails_with_one_line(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "trio_chat", "serve", "--port", "0", "--tls", "--cert", "x"],
+        [
+            sys.executable,
+            "-m",
+            "trio_chat",
+            "serve",
+            "--port",
+            "0",
+            "--tls",
+            "--cert",
+            "x",
+        ],
         capture_output=True,
         text=True,
         timeout=PROCESS_TIMEOUT,

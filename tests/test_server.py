@@ -55,7 +55,9 @@ async def joined(connect: Connect, *names: str) -> list[Peer]:
     return peers
 
 
-async def test_server_speaks_first_hello_banner_count_and_prompt(connect: Connect) -> None:
+async def test_server_speaks_first_hello_banner_count_and_prompt(
+    connect: Connect,
+) -> None:
     peer = await connect()
     assert await peer.line() == "HELLO trio-chat/1 trio-chat/0.1.0 max-line=4096"
     banner = [await peer.line() for _ in BANNER]
@@ -72,7 +74,9 @@ async def test_online_count_counts_joined_users(connect: Connect) -> None:
     assert await carol.expect("INFO") == "INFO 2 users online."
 
 
-async def test_chat_line_reaches_everyone_else_tagged_not_echoed(connect: Connect) -> None:
+async def test_chat_line_reaches_everyone_else_tagged_not_echoed(
+    connect: Connect,
+) -> None:
     alice, bob, carol = await joined(connect, "alice", "bob", "carol")
     await alice.send("hello, world")
     expected = f"MSG {STAMP} #lobby <alice> hello, world"
@@ -208,7 +212,9 @@ async def test_forged_server_line_stays_a_chat_line(connect: Connect) -> None:
     )
 
 
-async def test_line_too_long_is_refused_and_the_next_line_works(connect: Connect) -> None:
+async def test_line_too_long_is_refused_and_the_next_line_works(
+    connect: Connect,
+) -> None:
     alice, bob = await joined(connect, "alice", "bob")
     await alice.send("x" * 4097)
     assert (await alice.expect("ERR")).startswith("ERR line-too-long ")
@@ -256,7 +262,9 @@ async def test_quit_and_nick_at_the_name_prompt(connect: Connect) -> None:
     assert await other.until_closed() == []
 
 
-async def test_name_timeout(autojump_clock: trio.abc.Clock, nursery: trio.Nursery) -> None:
+async def test_name_timeout(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
     server = make_server(name_timeout=5.0)
     client, server_end = trio.testing.memory_stream_pair()
     nursery.start_soon(server.handle_stream, server_end)
@@ -299,9 +307,9 @@ async def test_slow_reader_is_evicted_and_nobody_else_waits(
     alice, bob = connect_peers
     # The victim's stream only moves bytes when it reads, and it never does
     # after joining.
-    client, server_end = trio.testing.lockstep_stream_pair()
-    nursery.start_soon(server.handle_stream, server_end)
-    victim = Peer(client)
+    victim_end, server_victim_end = trio.testing.lockstep_stream_pair()
+    nursery.start_soon(server.handle_stream, server_victim_end)
+    victim = Peer(victim_end)
     await victim.join("victim")
     await alice.expect("JOIN")
     await bob.expect("JOIN")
@@ -353,7 +361,8 @@ async def test_a_bug_in_one_connection_closes_only_that_one(
         await alice.send("boom")
         assert await alice.until_closed() == []
     assert (
-        await bob.expect("LEAVE") == f"LEAVE {STAMP} #lobby alice disconnected (server error)"
+        await bob.expect("LEAVE")
+        == f"LEAVE {STAMP} #lobby alice disconnected (server error)"
     )
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and errors[0].exc_info is not None

@@ -155,7 +155,9 @@ async def test_client_refuses_a_server_it_does_not_trust(
     server = tls_server(server_context)
     client_end, server_end = trio.testing.memory_stream_pair()
     nursery.start_soon(server.handle_stream, server_end)
-    stream = trio.SSLStream(client_end, tls.client_context(), server_hostname="chat.test")
+    stream = trio.SSLStream(
+        client_end, tls.client_context(), server_hostname="chat.test"
+    )
     with pytest.raises(trio.BrokenResourceError) as info:
         await stream.do_handshake()
     assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)

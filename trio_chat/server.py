@@ -142,6 +142,9 @@ class Connection:
         while True:
             event = reader.next_event()
             if event is not NEED_DATA:
+                # Lines already buffered still yield to other tasks: one
+                # chunk of many lines must not hog the event loop.
+                await trio.lowlevel.checkpoint()
                 return event
             data = await self.stream.receive_some(RECEIVE_SIZE)
             if self._first_data and data:
@@ -200,6 +203,7 @@ class Connection:
                     return False
                 case EndOfStream() | _Stop():
                     return False
+        await trio.lowlevel.checkpoint()
         return False
 
     def _choose(self, text: str) -> bool:
@@ -238,6 +242,7 @@ class Connection:
                 case _Stop():
                     self._chat.leave(member, "disconnected", "protocol error")
                     return
+        await trio.lowlevel.checkpoint()
 
     def _line_too_long(self, limit: int) -> None:
         self._chat.hub.send(
@@ -275,13 +280,18 @@ class Connection:
         """Best effort: tell an evicted client why, within a short deadline."""
         reason = self.member.evicted
         if reason is None or self._writing:
-            return  # not evicted, or a cut-off write: a line now would garble
+            # Not evicted, or a write was cut off: a line now would garble.
+            await trio.lowlevel.checkpoint()
+            return
         data = encode_event(
             ev.Goodbye(reason.replace(" ", "-"), f"Disconnected: {reason}.")
         )
         with trio.move_on_after(CLOSE_TIMEOUT):
-            with contextlib.suppress(*_PEER_ERRORS):
+            try:
                 await self.stream.send_all(data)
+            except _PEER_ERRORS as exc:
+                log.debug("[%s] goodbye not sent: %s", self.conn_id, _describe(exc))
+                raise _GoodbyeFailed from None
 
 
 class ChatServer:
@@ -313,7 +323,7 @@ class ChatServer:
         """Connections open right now (registered or not)."""
         return len(self._connections)
 
-    async def serve_tcp(
+    async def serve_tcp(  # noqa: ASYNC128 - serve_listeners calls started()
         self,
         port: int,
         host: str | None = DEFAULT_HOST,
@@ -328,6 +338,7 @@ class ChatServer:
         if it cannot listen.
         """
         listeners = await trio.open_tcp_listeners(port, host=host)
+        # serve_listeners calls task_status.started().
         await self.serve_listeners(listeners, task_status=task_status)
 
     async def serve_listeners(
@@ -422,7 +433,8 @@ class ChatServer:
             self._connections.discard(connection)
             self.chat.leave(connection.member, "disconnected", "connection closed")
             with trio.CancelScope(shield=True):
-                await connection.say_goodbye_if_evicted()
+                with contextlib.suppress(_GoodbyeFailed):
+                    await connection.say_goodbye_if_evicted()
                 with trio.move_on_after(CLOSE_TIMEOUT):
                     await connection.stream.aclose()
                 await trio.aclose_forcefully(stream)
@@ -443,6 +455,10 @@ class ChatServer:
             log.info("[%s] TLS handshake failed: %s", conn_id, _describe(exc))
             raise _TLSHandshakeFailed from None
         return ssl_stream
+
+
+class _GoodbyeFailed(Exception):
+    """The best-effort goodbye to an evicted client could not be written."""
 
 
 class _TLSHandshakeFailed(Exception):
