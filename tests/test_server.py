@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -416,3 +418,32 @@ def test_encoded_lines_match_the_events_sent() -> None:
     # The server only ever sends what encode_event makes: one CRLF line.
     line = encode_event(ev.Message(NOW, "#lobby", "alice", "hi"))
     assert line == f"MSG {STAMP} #lobby <alice> hi\r\n".encode()
+
+
+async def test_reset_connection_is_a_disconnect(nursery: trio.Nursery) -> None:
+    server = make_server()
+    listeners = await nursery.start(server.serve_tcp, 0, "127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    alice = Peer(await trio.open_tcp_stream("127.0.0.1", port))
+    reset = await trio.open_tcp_stream("127.0.0.1", port)
+    await alice.join("alice")
+    rude = Peer(reset)
+    await rude.join("rude")
+    await alice.expect("JOIN")
+    await rude.send_bytes(b"half a line")
+    # SO_LINGER with a zero timeout makes close() send RST instead of FIN.
+    reset.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    await reset.aclose()
+    leave = await alice.expect("LEAVE")
+    assert leave in (
+        f"LEAVE {STAMP} #lobby rude disconnected (connection reset)",
+        # The RST may overtake nothing to read and look like an orderly EOF.
+        f"LEAVE {STAMP} #lobby rude disconnected (connection closed)",
+    )
+    assert not any(line.startswith("MSG") for line in alice.lines)
+    await alice.send("/who")
+    assert await alice.expect("WHO") == "WHO #lobby alice"
+    assert server.connection_count == 1
+    server.shutdown()
+    await alice.until_closed()
+    await alice.aclose()
