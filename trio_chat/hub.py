@@ -124,8 +124,8 @@ class Hub:
     ) -> None:
         self._members: dict[str, Member] = {}
         self.on_evict = on_evict
-        self._evicting: collections.deque[tuple[Member, str]] = collections.deque()
-        self._draining = False
+        self._evicted: collections.deque[tuple[Member, str]] = collections.deque()
+        self._announcing = False
 
     def __len__(self) -> int:
         return len(self._members)
@@ -159,13 +159,15 @@ class Hub:
         return True
 
     def rename(self, member: Member, new: str) -> bool:
-        """Rename `member`; False if another member holds the new key."""
+        """Rename `member`; False if it is not online or the new key is taken."""
+        if member not in self:
+            return False
         old_key, new_key = member.key, name_key(new)
         holder = self._members.get(new_key)
         if holder is not None and holder is not member:
             return False
-        if old_key is not None:
-            self._members.pop(old_key, None)
+        assert old_key is not None
+        del self._members[old_key]
         member.name = new
         self._members[new_key] = member
         return True
@@ -181,19 +183,20 @@ class Hub:
     def publish(self, event: ev.ServerEvent, *, exclude: Member | None = None) -> None:
         """Deliver `event` to every member but `exclude`, never waiting.
 
-        Each distinct encoder runs once. Members with a full outbox are
-        evicted (after the loop, so everyone else gets the event first).
+        Each distinct encoder runs once. A member whose outbox is full is
+        evicted on the spot; its leave is announced after everyone else got
+        the event.
         """
         encoded: dict[Encoder, bytes] = {}
         for member in list(self._members.values()):
-            if member is exclude:
+            if member is exclude or member.evicted is not None:
                 continue
             data = encoded.get(member.encode)
             if data is None:
                 data = encoded[member.encode] = member.encode(event)
             if not member.deliver(data):
-                self._evicting.append((member, SEND_QUEUE_EXCEEDED))
-        self._drain_evictions()
+                self._evict(member, SEND_QUEUE_EXCEEDED)
+        self._announce_evictions()
 
     def send(self, member: Member, event: ev.ServerEvent) -> None:
         """Deliver `event` to one member (online or not), never waiting.
@@ -201,23 +204,28 @@ class Hub:
         A member whose outbox is full is evicted.
         """
         if not member.deliver(member.encode(event)):
-            self._evicting.append((member, SEND_QUEUE_EXCEEDED))
-            self._drain_evictions()
+            self._evict(member, SEND_QUEUE_EXCEEDED)
+            self._announce_evictions()
 
-    def _drain_evictions(self) -> None:
-        # Evicting announces a leave, which publishes, which may evict more:
-        # a work list instead of recursion keeps that flat.
-        if self._draining:
+    def _evict(self, member: Member, reason: str) -> None:
+        # Removed at once, so the leave notices that follow skip it: a
+        # cascade of full outboxes costs linear, not quadratic, time.
+        if member.evicted is not None:
             return
-        self._draining = True
+        was_online = self.remove(member)
+        member.evict(reason)
+        if was_online:
+            self._evicted.append((member, reason))
+
+    def _announce_evictions(self) -> None:
+        # Announcing a leave publishes, which may evict more: a work list
+        # instead of recursion keeps that flat.
+        if self._announcing:
+            return
+        self._announcing = True
         try:
-            while self._evicting:
-                member, reason = self._evicting.popleft()
-                if member.evicted is not None:
-                    continue
-                was_online = self.remove(member)
-                member.evict(reason)
-                if was_online:
-                    self.on_evict(member, reason)
+            while self._evicted:
+                member, reason = self._evicted.popleft()
+                self.on_evict(member, reason)
         finally:
-            self._draining = False
+            self._announcing = False

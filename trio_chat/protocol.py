@@ -104,6 +104,7 @@ class LineReader:
         self._unterminated = 0  # bytes since the last newline
         self._eof = False
         self._done = False
+        self._pending: FramingEvent | None = None
 
     @property
     def buffered_bytes(self) -> int:
@@ -116,6 +117,8 @@ class LineReader:
             if data:
                 raise LocalProtocolError("data fed after end of stream")
             return
+        if self._done:
+            return  # a fatal event was reported: nothing more is framed
         if data:
             self._chunks.append(bytes(data))
         else:
@@ -123,6 +126,9 @@ class LineReader:
 
     def next_event(self) -> FramingEvent | NeedData:
         """Return the next framing event, or `NEED_DATA`."""
+        if self._pending is not None:
+            event, self._pending = self._pending, None
+            return event
         if self._done:
             return NEED_DATA
         while self._chunks:
@@ -166,7 +172,21 @@ class LineReader:
         return None
 
     def _end_line(self, data: bytes) -> FramingEvent | None:
+        unterminated = self._unterminated + len(data)
         self._unterminated = 0
+        if self._max_unterminated is not None and (
+            unterminated > self._max_unterminated
+        ):
+            # The same events as if the bytes had come one at a time: the
+            # line was too long (once) before the stream went over the limit.
+            fatal = ReadQueueExceeded(self._max_unterminated)
+            self._done = True
+            self._chunks.clear()
+            self._partial.clear()
+            if not self._discarding and unterminated > self._max + 1:
+                self._pending = fatal
+                return LineTooLong(self._max)
+            return fatal
         if self._discarding:
             self._discarding = False
             return None
@@ -276,56 +296,73 @@ def parse_timestamp(text: str) -> float:
     return float(calendar.timegm(time.strptime(text, _TS_FORMAT)))
 
 
-def _fit(head: str, text: str, tail: str = "") -> bytes:
-    """`head + text + tail + CRLF`, cutting `text` to fit the server line max."""
+def _fit(head: str, text: str, tail: str = "", *, limit: int) -> bytes:
+    """`head + text + tail + CRLF`, cutting `text` so the line fits `limit`."""
     line = f"{head}{text}{tail}".encode() + LINE_END
-    if len(line) <= MAX_SERVER_LINE_BYTES:
+    if len(line) <= limit:
         return line
-    budget = MAX_SERVER_LINE_BYTES - len(f"{head}{tail}".encode()) - len(LINE_END)
+    budget = limit - len(f"{head}{tail}".encode()) - len(LINE_END)
     cut = text.encode()[: max(budget, 0)].decode("utf-8", errors="ignore")
     return f"{head}{cut}{tail}".encode() + LINE_END
 
 
-def encode_event(event: ev.ServerEvent) -> bytes:
+def encode_event(event: ev.ServerEvent, *, limit: int = MAX_SERVER_LINE_BYTES) -> bytes:
     """Serialise a server event to one wire line, CRLF included.
 
-    The result is at most `MAX_SERVER_LINE_BYTES`; chat text is cut at a
-    character boundary to fit.
+    The result is at most `limit` bytes (`MAX_SERVER_LINE_BYTES`); chat text
+    or a reason is cut at a character boundary to fit.
     """
     match event:
         case ev.Message(ts, room, sender, text):
-            return _fit(f"MSG {format_timestamp(ts)} {room} <{sender}> ", text)
+            return _fit(
+                f"MSG {format_timestamp(ts)} {room} <{sender}> ", text, limit=limit
+            )
         case ev.Action(ts, room, sender, text):
-            return _fit(f"ACTION {format_timestamp(ts)} {room} {sender} ", text)
+            return _fit(
+                f"ACTION {format_timestamp(ts)} {room} {sender} ", text, limit=limit
+            )
         case ev.Private(ts, sender, recipient, text):
-            return _fit(f"PRIV {format_timestamp(ts)} @{recipient} <{sender}> ", text)
+            return _fit(
+                f"PRIV {format_timestamp(ts)} @{recipient} <{sender}> ",
+                text,
+                limit=limit,
+            )
         case ev.Joined(ts, room, name):
-            return _fit(f"JOIN {format_timestamp(ts)} {room} {name}", "")
+            return _fit(f"JOIN {format_timestamp(ts)} {room} {name}", "", limit=limit)
         case ev.Left(ts, room, name, how, reason):
             head = f"LEAVE {format_timestamp(ts)} {room} {name} {how}"
-            return _fit(head + " (", reason, ")") if reason else _fit(head, "")
+            return (
+                _fit(head + " (", reason, ")", limit=limit)
+                if reason
+                else _fit(head, "", limit=limit)
+            )
         case ev.Renamed(ts, room, old, new):
-            return _fit(f"NICK {format_timestamp(ts)} {room} {old} -> {new}", "")
+            return _fit(
+                f"NICK {format_timestamp(ts)} {room} {old} -> {new}", "", limit=limit
+            )
         case ev.Hello(protocol, server, max_line):
-            return _fit(f"HELLO {protocol} {server} max-line={max_line}", "")
+            return _fit(
+                f"HELLO {protocol} {server} max-line={max_line}", "", limit=limit
+            )
         case ev.Banner(text):
-            return _fit("BANNER ", text)
+            return _fit("BANNER ", text, limit=limit)
         case ev.Info(text):
-            return _fit("INFO ", text)
+            return _fit("INFO ", text, limit=limit)
         case ev.NamePrompt(text):
-            return _fit("NAME ", text)
+            return _fit("NAME ", text, limit=limit)
         case ev.Welcome(name, text):
-            return _fit(f"WELCOME {name} ", text)
+            return _fit(f"WELCOME {name} ", text, limit=limit)
         case ev.WhoList(room, names):
-            return _fit(f"WHO {room} ", " ".join(names))
+            return _fit(f"WHO {room} ", " ".join(names), limit=limit)
         case ev.HelpLine(text):
-            return _fit("HELP ", text)
+            return _fit("HELP ", text, limit=limit)
         case ev.Error(code, text):
-            return _fit(f"ERR {code} ", text)
+            return _fit(f"ERR {code} ", text, limit=limit)
         case ev.Goodbye(code, text):
-            return _fit(f"BYE {code} ", text)
+            return _fit(f"BYE {code} ", text, limit=limit)
         case ev.Replayed(inner):
-            return _fit("HIST ", encode_event(inner)[: -len(LINE_END)].decode())
+            prefix = b"HIST "
+            return prefix + encode_event(inner, limit=limit - len(prefix))
     raise LocalProtocolError(f"cannot encode {event!r}")  # pragma: no cover
 
 
@@ -337,6 +374,8 @@ class ServerProtocolError(ValueError):
     """The server sent a line this client does not understand (its fault)."""
 
 
+#: Kinds of line that may be replayed from history (behind HIST).
+_REPLAYABLE_KINDS: Final = frozenset({"MSG", "ACTION", "JOIN", "LEAVE", "NICK"})
 _LEAVE_REASON: Final = re.compile(r"^(quit|disconnected)(?: \((.*)\))?$", re.DOTALL)
 
 
@@ -396,7 +435,10 @@ def _decode(kind: str, rest: str) -> ev.ServerEvent:
         code, _, text = rest.partition(" ")
         return ev.Error(code, text) if kind == "ERR" else ev.Goodbye(code, text)
     if kind == "HIST":
-        inner = decode_event(rest)
+        inner_kind, _, inner_rest = rest.partition(" ")
+        if inner_kind not in _REPLAYABLE_KINDS:
+            raise ValueError("HIST of a line that is not chat or notice")
+        inner = _decode(inner_kind, inner_rest)
         if not isinstance(
             inner, ev.Message | ev.Action | ev.Joined | ev.Left | ev.Renamed
         ):
