@@ -271,7 +271,84 @@ def _gen_certs(args: argparse.Namespace) -> int:
 
 
 def _run_client(args: argparse.Namespace) -> int:
-    raise NotImplementedError
+    import asyncio
+    import os
+    import stat
+
+    import outcome
+
+    from trio_chat import client, tls
+
+    # The chat is the output: only warnings (to stderr, through logging's
+    # last-resort handler, which follows sys.stderr even when prompt_toolkit
+    # redirects it above the prompt).
+    logging.getLogger("trio_chat").setLevel(logging.WARNING)
+    if args.cafile is not None and not args.tls:
+        print("trio-chat: --cafile needs --tls", file=sys.stderr)
+        return 2
+    ssl_context = None
+    if args.tls:
+        try:
+            ssl_context = tls.client_context(args.cafile)
+        except tls.TLSConfigError as exc:
+            print(f"trio-chat: {exc}", file=sys.stderr)
+            return 2
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    config = client.ClientConfig(
+        host=args.host,
+        port=args.port,
+        ssl_context=ssl_context,
+        server_hostname=args.host,
+        name=args.name,
+        reconnect=not args.no_reconnect,
+        # A script's --name is refused for good: its next lines are chat,
+        # not names to try.
+        retry_name=interactive or args.name is None,
+    )
+
+    async def on_terminal() -> None:
+        from trio_chat import terminal
+
+        loop = asyncio.get_running_loop()
+        color = not os.environ.get("NO_COLOR")  # https://no-color.org
+        ui = terminal.TerminalUI(loop, color=color)
+        guest = client.GuestClient(config, ui)
+        done: asyncio.Future[outcome.Outcome[None]] = loop.create_future()
+        trio.lowlevel.start_guest_run(
+            guest.main,
+            run_sync_soon_threadsafe=loop.call_soon_threadsafe,
+            done_callback=done.set_result,
+            host_uses_signal_set_wakeup_fd=True,
+        )
+        await terminal.run_terminal(ui, guest, done)
+
+    async def on_pipe() -> None:
+        ui = client.PlainUI(sys.stdout)
+        fd = os.dup(sys.stdin.fileno())
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd):
+            # Pollable: read without a thread, so reading is cancellable.
+            async with trio.lowlevel.FdStream(fd) as stream:
+                await client.run_with_input(config, ui, stream.receive_some)
+        else:
+            # A regular file (or /dev/null) cannot be polled, and reading it
+            # never blocks for long: a worker thread reads it.
+            async with trio.wrap_file(os.fdopen(fd, "rb", buffering=0)) as file:
+                await client.run_with_input(config, ui, file.read)
+
+    interrupted = False
+    try:
+        try:
+            if interactive:
+                asyncio.run(on_terminal())
+            else:
+                trio.run(on_pipe)
+        except* KeyboardInterrupt:
+            interrupted = True
+    except client.ClientError as exc:
+        print(f"trio-chat: {exc}", file=sys.stderr)
+        return 1
+    return 130 if interrupted else 0  # 130: the shell's code for SIGINT
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -127,8 +127,8 @@ class LineReader:
     def next_event(self) -> FramingEvent | NeedData:
         """Return the next framing event, or `NEED_DATA`."""
         if self._pending is not None:
-            event, self._pending = self._pending, None
-            return event
+            pending, self._pending = self._pending, None
+            return pending
         if self._done:
             return NEED_DATA
         while self._chunks:
@@ -136,16 +136,16 @@ class LineReader:
             newline = chunk.find(b"\n")
             if newline < 0:
                 self._chunks.popleft()
-                event = self._take_partial(chunk)
+                found = self._take_partial(chunk)
             else:
                 rest = chunk[newline + 1 :]
                 if rest:
                     self._chunks[0] = rest
                 else:
                     self._chunks.popleft()
-                event = self._end_line(chunk[:newline])
-            if event is not None:
-                return event
+                found = self._end_line(chunk[:newline])
+            if found is not None:
+                return found
         if self._eof:
             self._done = True
             partial = len(self._partial)

@@ -208,6 +208,7 @@ class Connection:
 
     def _choose(self, text: str) -> bool:
         if not text:
+            self._chat.prompt(self.member)  # an empty line: ask again
             return False
         if text.startswith("/"):
             request = parse_request(sanitize_text(text))
@@ -349,7 +350,10 @@ class ChatServer:
             list[trio.SocketListener]
         ] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Accept on every listener and serve each connection in its own task."""
+        """Accept on every listener and serve each connection in its own task.
+
+        The listeners are closed when this returns (or is cancelled).
+        """
         try:
             async with trio.open_nursery() as connections:
                 with self._accept_scope:
@@ -360,15 +364,20 @@ class ChatServer:
                             )
                         task_status.started(list(listeners))
                 # Only a shutdown gets here: stop listening, then say goodbye.
-                for listener in listeners:
-                    await trio.aclose_forcefully(listener)
+                self._close_listeners(listeners)
                 for connection in list(self._connections):
                     connection.shutdown()
                 connections.cancel_scope.deadline = (
                     trio.current_time() + self.limits.shutdown_grace
                 )
         finally:
+            self._close_listeners(listeners)
             self.closed.set()
+
+    @staticmethod
+    def _close_listeners(listeners: Sequence[trio.SocketListener]) -> None:
+        for listener in listeners:
+            listener.socket.close()  # closing a socket never waits
 
     def shutdown(self) -> None:
         """Stop accepting, tell every client, close within the grace period."""

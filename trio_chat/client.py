@@ -1,0 +1,852 @@
+"""The chat client's core: connect, join, relay lines, reconnect.
+
+Independent of terminals. The user interface is passed in: a `ClientUI` that
+shows display lines, and a trio `ReceiveChannel` of the lines the user types,
+which ends (`EndOfChannel`) at end of input. `run_client` is the core;
+`run_with_input` feeds it from a byte stream such as piped stdin (shown with
+`PlainUI`), and `GuestClient` from another event loop running trio in guest
+mode (the prompt_toolkit terminal, `trio_chat.terminal`). Tests drive
+`run_client` directly, with no terminal at all.
+
+One nursery per connection holds three tasks: the server reader, the single
+writer (the only task that calls `send_all`) and the input task, which moves
+typed lines into a bounded queue. The writer takes from that queue only once
+the server is ready for them, so lines typed early are held, not lost.
+Every wait on something the server owes (connecting, the TLS handshake, the
+greeting, the answer to a name, the goodbye after `/quit`) has a deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import math
+import socket
+import ssl
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Final, Protocol, TextIO
+
+import trio
+
+from trio_chat import events as ev
+from trio_chat.limits import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    MAX_LINE_BYTES,
+    MAX_SERVER_LINE_BYTES,
+    RECEIVE_SIZE,
+    TLS_HANDSHAKE_TIMEOUT,
+    WRITE_TIMEOUT,
+)
+from trio_chat.names import name_key
+from trio_chat.protocol import (
+    LINE_END,
+    NEED_DATA,
+    EndOfStream,
+    Line,
+    LineReader,
+    LineTooLong,
+    ReadQueueExceeded,
+    ServerProtocolError,
+    decode_event,
+    parse_request,
+)
+from trio_chat.render import (
+    render_error,
+    render_event,
+    render_notice,
+    render_own,
+    render_unreadable,
+)
+from trio_chat.sanitize import sanitize_text
+
+#: A TCP connection must be up within this many seconds: long enough for a
+#: slow network or DNS, short enough that a black-holed address is reported.
+CONNECT_TIMEOUT: Final = 10.0
+#: The server must greet us (up to its name prompt), and answer a name, within
+#: this many seconds; it does both at once, so only a stuck server is slower.
+REPLY_TIMEOUT: Final = 10.0
+#: After `/quit`, the server's goodbye (or its close) is awaited this long:
+#: long enough to flush a backlog of lines, short enough that leaving is quick.
+QUIT_TIMEOUT: Final = 5.0
+#: First pause before reconnecting: a server restart takes about a second.
+RECONNECT_FIRST_DELAY: Final = 1.0
+#: Each failed attempt multiplies the pause by this, so a server that is down
+#: for long is not hammered ...
+RECONNECT_BACKOFF_FACTOR: Final = 2.0
+#: ... up to this ceiling, so a returning server is found within half a minute.
+RECONNECT_MAX_DELAY: Final = 30.0
+#: Typed lines held while the server is not ready (connecting, reconnecting):
+#: a few screens of typing; past it input waits (a pipe is simply read later).
+MAX_HELD_LINES: Final = 100
+#: Lines typed (or pasted) into a terminal that the client has not taken yet:
+#: far more than anyone types while a connection is made; past it a line is
+#: refused with a message rather than queued without bound.
+MAX_WAITING_LINES: Final = 256
+#: Longest line read from piped input; longer ones are refused unsent. Above
+#: the server's own limit, so most long lines get the precise message.
+MAX_INPUT_LINE_BYTES: Final = 64 * 1024
+
+
+class ClientError(Exception):
+    """The client cannot go on; str() is one line fit to show the user."""
+
+
+class ConnectError(ClientError):
+    """Connecting (TCP or TLS) failed; `permanent` if retrying cannot help."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class ConnectionLost(ClientError):
+    """The connection was lost and the client will not reconnect."""
+
+
+class Refused(ClientError):
+    """The server refused us (our name, or said goodbye before we were in)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ClientConfig:
+    """Where to connect and how; every timeout defaults to its constant.
+
+    `server_hostname` (default: `host`) is the name the TLS certificate must
+    match. `retry_name`: when the server refuses `name`, let the user type
+    another (a terminal); if False (a script), a refused `name` is fatal.
+    """
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    ssl_context: ssl.SSLContext | None = None
+    server_hostname: str | None = None
+    name: str | None = None
+    reconnect: bool = True
+    retry_name: bool = True
+    connect_timeout: float = CONNECT_TIMEOUT
+    handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT
+    reply_timeout: float = REPLY_TIMEOUT
+    quit_timeout: float = QUIT_TIMEOUT
+    write_timeout: float = WRITE_TIMEOUT
+    reconnect_delay: float = RECONNECT_FIRST_DELAY
+    reconnect_max_delay: float = RECONNECT_MAX_DELAY
+    max_held_lines: int = MAX_HELD_LINES
+
+    @property
+    def address(self) -> str:
+        """`host:port` for messages (`[host]:port` for IPv6)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+class ClientUI(Protocol):
+    """What the client needs from a user interface (besides its input lines)."""
+
+    @property
+    def color(self) -> bool:
+        """Whether display lines may carry ANSI colour sequences."""
+        ...
+
+    def show(self, text: str) -> None:
+        """Display one line (without a newline). Must not wait."""
+        ...
+
+    def set_name(self, name: str | None) -> None:
+        """The user's current name changed (None: not chosen yet)."""
+        ...
+
+
+Connect = Callable[[], Awaitable[trio.abc.Stream]]
+
+
+# --------------------------------------------------------------------------
+# Connecting
+
+
+def _os_error_text(exc: OSError) -> str:
+    """A short lower-case reason for a failed connect."""
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host name ({exc.strerror or exc})"
+    # trio.open_tcp_stream raises one OSError caused by a group of per-address
+    # errors; the interesting part is inside.
+    causes: list[BaseException] = [exc]
+    if isinstance(exc.__cause__, BaseExceptionGroup):
+        causes = list(exc.__cause__.exceptions)
+    if all(isinstance(cause, ConnectionRefusedError) for cause in causes):
+        return "connection refused"
+    for cause in causes:
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror[:1].lower() + cause.strerror[1:]
+    return str(exc)
+
+
+def _tls_error(exc: BaseException, *, where: str, hostname: str) -> ConnectError:
+    cause = exc.__cause__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        reason = cause.verify_message or cause.reason or str(cause)
+        return ConnectError(
+            f"TLS certificate verification failed for {hostname}: {reason}",
+            permanent=True,
+        )
+    if isinstance(cause, ssl.SSLError) and cause.reason != "WRONG_VERSION_NUMBER":
+        return ConnectError(
+            f"TLS handshake with {where} failed: {cause.reason or cause}"
+        )
+    # WRONG_VERSION_NUMBER: the answer was not TLS (a plain-text server).
+    return ConnectError(
+        f"TLS handshake with {where} failed: the server did not answer in TLS"
+        " (is it a TLS server?)"
+    )
+
+
+async def open_connection(config: ClientConfig) -> trio.abc.Stream:
+    """Connect to the server in `config`, with TLS if it has an SSL context.
+
+    Raises `ConnectError` with a one-line message when the connection is
+    refused, the host name cannot be resolved (`permanent`), the server's
+    certificate fails verification (`permanent`), or connecting or the
+    handshake takes longer than its timeout. Nothing is left open on error
+    or cancellation.
+    """
+    where = config.address
+    try:
+        with trio.fail_after(config.connect_timeout):
+            tcp = await trio.open_tcp_stream(config.host, config.port)
+    except trio.TooSlowError:
+        raise ConnectError(
+            f"cannot connect to {where}: no answer within {config.connect_timeout:g} s"
+        ) from None
+    except OSError as exc:
+        raise ConnectError(
+            f"cannot connect to {where}: {_os_error_text(exc)}",
+            permanent=isinstance(exc, socket.gaierror),
+        ) from None
+    if config.ssl_context is None:
+        return tcp
+    hostname = config.server_hostname or config.host
+    stream = trio.SSLStream(tcp, config.ssl_context, server_hostname=hostname)
+    try:
+        with trio.fail_after(config.handshake_timeout):
+            await stream.do_handshake()
+    except trio.TooSlowError:
+        tcp.socket.close()
+        raise ConnectError(
+            f"TLS handshake with {where} took longer than"
+            f" {config.handshake_timeout:g} s"
+        ) from None
+    except trio.BrokenResourceError as exc:
+        tcp.socket.close()
+        raise _tls_error(exc, where=where, hostname=hostname) from None
+    except BaseException:
+        tcp.socket.close()  # cancelled: close without waiting, then go on
+        raise
+    return stream
+
+
+# --------------------------------------------------------------------------
+# The pipe UI
+
+
+class PlainUI:
+    """Shows lines on a text stream (stdout for a pipe), colour off by default.
+
+    If the stream's reader goes away (`| head -1`), output stops silently
+    and the chat goes on.
+    """
+
+    def __init__(self, out: TextIO, *, color: bool = False) -> None:
+        self._out = out
+        self._color = color
+        self._broken = False
+
+    @property
+    def color(self) -> bool:
+        """Whether lines carry colour."""
+        return self._color
+
+    def show(self, text: str) -> None:
+        """Write `text` and a newline, flushed."""
+        if self._broken:
+            return
+        try:
+            self._out.write(text + "\n")
+            self._out.flush()
+        except BrokenPipeError:
+            self._broken = True
+
+    def set_name(self, name: str | None) -> None:
+        """Nothing to update: a pipe has no prompt."""
+
+
+async def read_lines(
+    receive_some: Callable[[int], Awaitable[bytes]],
+    lines: trio.MemorySendChannel[str],
+    ui: ClientUI,
+    *,
+    max_line_bytes: int = MAX_INPUT_LINE_BYTES,
+) -> None:
+    """Split a byte source (e.g. stdin) into lines and send them to `lines`.
+
+    `receive_some(max_bytes)` returns b"" at end of input; `lines` is closed
+    then, which the client sees as end of input. A line over
+    `max_line_bytes` is refused with a message. Returns early if the client
+    stopped listening. Cancel-safe: a line is either sent or not read.
+    """
+    reader = LineReader(max_line_bytes=max_line_bytes)
+    async with lines:
+        while True:
+            reader.feed(await receive_some(RECEIVE_SIZE))
+            while (event := reader.next_event()) is not NEED_DATA:
+                match event:
+                    case Line(text):
+                        try:
+                            await lines.send(text)
+                        except trio.BrokenResourceError:
+                            return
+                    case LineTooLong(limit):
+                        ui.show(
+                            render_error(
+                                f"not sent: an input line is over {limit} bytes",
+                                color=ui.color,
+                            )
+                        )
+                    case EndOfStream() | ReadQueueExceeded():
+                        return
+
+
+# --------------------------------------------------------------------------
+# One connection
+
+
+class _Phase(enum.Enum):
+    GREETING = enum.auto()  # connected; waiting for the server's name prompt
+    NAMING = enum.auto()  # the server waits for a name
+    NAME_SENT = enum.auto()  # a name was sent; waiting for WELCOME or ERR
+    READY = enum.auto()  # in the chat
+    QUITTING = enum.auto()  # /quit sent; waiting for BYE and the close
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Left:
+    """The user left (and the server knows, or never needed to)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Lost:
+    """The connection broke or timed out; `reason` says how."""
+
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Refused:
+    """The server refused us for good; `message` is for the user."""
+
+    message: str
+
+
+_Result = _Left | _Lost | _Refused
+
+
+class _Close:
+    """The writer's verdict: nothing left to say, close without ceremony."""
+
+
+_CLOSE: Final = _Close()
+
+
+@dataclasses.dataclass(eq=False, slots=True)
+class _Connection:
+    stream: trio.abc.Stream
+    auto_name: str | None  # the name to answer the prompt with, unasked
+    scope: trio.CancelScope = dataclasses.field(default_factory=trio.CancelScope)
+    phase: _Phase = _Phase.GREETING
+    max_line_bytes: int = MAX_LINE_BYTES
+    sent_name: str = ""
+    sent_name_was_auto: bool = False
+    goodbye: ev.Goodbye | None = None
+    result: _Result | None = None
+
+    def finish(self, result: _Result) -> None:
+        """End the connection (the first result given is the one kept)."""
+        if self.result is None:
+            self.result = result
+        self.scope.cancel()
+
+    def expect_reply(self, phase: _Phase, timeout: float) -> None:
+        """Enter `phase`, in which the server owes an answer within `timeout`."""
+        self.phase = phase
+        self.scope.deadline = trio.current_time() + timeout
+
+    def wait_for_user(self, phase: _Phase) -> None:
+        """Enter `phase`, in which the server owes nothing: no deadline."""
+        self.phase = phase
+        self.scope.deadline = math.inf
+
+
+def _split_lines(text: str) -> Iterator[str]:
+    """The lines in one input (a paste may hold several)."""
+    yield from text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+#: What a broken connection raises (TooSlowError: a write timed out).
+_TRANSPORT_ERRORS: Final = (trio.BrokenResourceError, trio.TooSlowError)
+
+
+def _describe(exc: BaseException) -> str:
+    """A short reason for a transport error."""
+    if isinstance(exc, trio.TooSlowError):
+        return "the server stopped reading"
+    cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else exc
+    if isinstance(cause, ssl.SSLError):
+        return f"TLS error: {cause.reason or cause}"
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror.lower()
+    return "connection broken"
+
+
+class _Client:
+    """The state that outlives a connection: name, held lines, leaving."""
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        ui: ClientUI,
+        lines: trio.abc.ReceiveChannel[str],
+        connect: Connect,
+    ) -> None:
+        self._config = config
+        self._ui = ui
+        self._lines = lines
+        self._connect = connect
+        # --name, then whatever the server welcomed or renamed us to: what a
+        # reconnection answers the name prompt with.
+        self._name = config.name or None
+        self._held: deque[str] = deque()
+        self._quit_line: str | None = None  # set once the user is leaving
+        self._change = trio.Event()
+        self._delay = config.reconnect_delay
+        self._connections = 0
+
+    # -- waking each other -------------------------------------------------
+
+    def _changed(self) -> None:
+        """Wake every task waiting for the held lines or the phase to change."""
+        self._change.set()
+        self._change = trio.Event()
+
+    def _show(self, text: str) -> None:
+        self._ui.show(text)
+
+    def _notice(self, text: str) -> None:
+        self._ui.show(render_notice(text, color=self._ui.color))
+
+    def _error(self, text: str) -> None:
+        self._ui.show(render_error(text, color=self._ui.color))
+
+    # -- the connection loop -----------------------------------------------
+
+    async def run(self) -> None:
+        config = self._config
+        while True:
+            try:
+                stream = await self._connect()
+            except ConnectError as exc:
+                if not self._connections or exc.permanent or not config.reconnect:
+                    raise
+                note = f"{exc}; retrying in {self._delay:g} s..."
+            else:
+                self._connections += 1
+                result = await self._session(stream)
+                match result:
+                    case _Left():
+                        return
+                    case _Refused(message):
+                        raise Refused(message)
+                if self._quit_line is not None:
+                    # Input is over: there is nobody to reconnect for.
+                    self._give_up(result.reason)
+                    return
+                if not config.reconnect:
+                    raise ConnectionLost(
+                        f"connection to {config.address} lost: {result.reason}"
+                    )
+                note = (
+                    f"connection lost ({result.reason});"
+                    f" reconnecting in {self._delay:g} s..."
+                )
+            self._notice(note)
+            with trio.move_on_after(self._delay):
+                await self._read_input()  # returns only if the user leaves
+            if self._quit_line is not None:
+                self._give_up("not reconnected")
+                return
+            self._delay = min(
+                self._delay * RECONNECT_BACKOFF_FACTOR, config.reconnect_max_delay
+            )
+
+    def _give_up(self, reason: str) -> None:
+        """Leave after a loss: fine, unless typed lines were never sent."""
+        if self._held:
+            count = len(self._held)
+            raise ConnectionLost(
+                f"connection to {self._config.address} lost ({reason});"
+                f" {count} line{'s' if count != 1 else ''} not sent"
+            )
+
+    async def _session(self, stream: trio.abc.Stream) -> _Result:
+        """Talk over one connection until it ends; close it; say how it ended."""
+        conn = _Connection(stream, auto_name=self._name)
+        async with stream:
+            try:
+                async with trio.open_nursery() as nursery:
+                    conn.scope = nursery.cancel_scope
+                    conn.expect_reply(_Phase.GREETING, self._config.reply_timeout)
+                    nursery.start_soon(self._read_server, conn)
+                    nursery.start_soon(self._write_server, conn)
+                    nursery.start_soon(self._read_input)
+            except* _TRANSPORT_ERRORS as group:
+                conn.finish(_Lost(_describe(group.exceptions[0])))
+            await trio.aclose_forcefully(stream)
+        if conn.result is not None:
+            return conn.result
+        # Only a deadline ends a connection without a result.
+        if conn.phase is _Phase.QUITTING:
+            self._notice("the server did not confirm /quit in time; leaving anyway")
+            return _Left()
+        timeout = self._config.reply_timeout
+        return _Lost(f"no answer from the server within {timeout:g} s")
+
+    # -- input -------------------------------------------------------------
+
+    async def _read_input(self) -> None:
+        """Move typed lines into the held queue until end of input or /quit.
+
+        Returns once the user is leaving. Cancel-safe: a line is either held
+        or still in the channel.
+        """
+        await trio.lowlevel.checkpoint()
+        while self._quit_line is None:
+            if len(self._held) >= self._config.max_held_lines:
+                await self._change.wait()
+                continue
+            try:
+                text = await self._lines.receive()
+            except trio.EndOfChannel:
+                self._quit_line = "/quit"
+                self._changed()
+                return
+            for line in _split_lines(text):
+                if isinstance(parse_request(line), ev.Quit):
+                    self._quit_line = line
+                    break
+                self._held.append(line)
+            self._changed()
+
+    # -- writing -----------------------------------------------------------
+
+    async def _write_server(self, conn: _Connection) -> None:
+        """The only task that writes to the server; runs until cancelled.
+
+        Transport errors (and a write timeout) propagate, for `_session` to
+        turn into `_Lost`.
+        """
+        while True:
+            item = self._next_outgoing(conn)
+            if item is None:
+                await self._change.wait()
+                continue
+            if isinstance(item, _Close):
+                conn.finish(_Left())
+                await trio.sleep_forever()  # finish() cancelled us
+            data, echo = item
+            with trio.fail_after(self._config.write_timeout):
+                await conn.stream.send_all(data)
+            if echo is not None:
+                self._show(echo)
+
+    def _next_outgoing(
+        self, conn: _Connection
+    ) -> tuple[bytes, str | None] | _Close | None:
+        """What to send next, if anything may be sent now."""
+        held = self._held
+        if conn.phase is _Phase.READY:
+            while held:
+                line = held.popleft()
+                self._changed()  # room for the input task
+                outgoing = self._prepare(conn, line)
+                if outgoing is not None:
+                    return outgoing
+            if self._quit_line is not None:
+                conn.expect_reply(_Phase.QUITTING, self._config.quit_timeout)
+                return self._quit_line.encode() + LINE_END, None
+            return None
+        if conn.phase is _Phase.QUITTING:
+            return None
+        if self._quit_line is not None and not held:
+            return _CLOSE  # leaving before we are in: nothing to deliver
+        if conn.phase is _Phase.NAMING:
+            if conn.auto_name is not None:
+                name, conn.auto_name = conn.auto_name, None
+                return self._name_line(conn, name, auto=True)
+            while held:
+                name = held.popleft()
+                self._changed()
+                if name.strip():  # the server ignores a blank name
+                    return self._name_line(conn, name, auto=False)
+        return None
+
+    def _name_line(
+        self, conn: _Connection, name: str, *, auto: bool
+    ) -> tuple[bytes, None]:
+        conn.expect_reply(_Phase.NAME_SENT, self._config.reply_timeout)
+        conn.sent_name = name
+        conn.sent_name_was_auto = auto
+        return name.encode() + LINE_END, None
+
+    def _prepare(self, conn: _Connection, line: str) -> tuple[bytes, str | None] | None:
+        """The bytes for one chat line and how to show it; None to send nothing."""
+        request = parse_request(line)
+        if request is None:
+            return None  # a blank line says nothing
+        data = line.encode()
+        if len(data) > conn.max_line_bytes:
+            self._error(
+                f"not sent: that line is {len(data)} bytes;"
+                f" the server takes at most {conn.max_line_bytes}"
+            )
+            return None
+        echo = None
+        if isinstance(request, ev.Say | ev.Me | ev.PrivateMsg):
+            # The server does not echo our own lines back: show them here.
+            assert self._name is not None, "ready means named"
+            echo = render_own(
+                request, me=self._name, ts=time.time(), color=self._ui.color
+            )
+        return data + LINE_END, echo
+
+    # -- reading -----------------------------------------------------------
+
+    async def _read_server(self, conn: _Connection) -> None:
+        """Read and show server lines; runs until cancelled (the connection ends).
+
+        Transport errors propagate, for `_session` to turn into `_Lost`.
+        """
+        reader = LineReader(max_line_bytes=MAX_SERVER_LINE_BYTES)
+        while True:
+            reader.feed(await conn.stream.receive_some(RECEIVE_SIZE))
+            while conn.result is None:
+                match reader.next_event():
+                    case Line(text):
+                        self._on_line(conn, text)
+                    case LineTooLong(limit):
+                        self._error(f"the server sent a line over {limit} bytes")
+                    case EndOfStream() | ReadQueueExceeded():
+                        self._on_close(conn)
+                    case _:
+                        break  # NEED_DATA
+
+    def _render(self, event: ev.ServerEvent) -> str:
+        return render_event(event, me=self._name, color=self._ui.color)
+
+    def _on_line(self, conn: _Connection, text: str) -> None:
+        try:
+            event = decode_event(text)
+        except ServerProtocolError:
+            self._show(render_unreadable(text, color=self._ui.color))
+            return
+        match event:
+            case ev.Hello(_protocol, server, max_line_bytes):
+                conn.max_line_bytes = max_line_bytes
+                tls = ", TLS" if self._config.ssl_context is not None else ""
+                self._notice(
+                    f"connected to {self._config.address}"
+                    f" ({sanitize_text(server)}{tls})"
+                )
+            case ev.Banner():
+                if self._connections == 1:  # once is enough
+                    self._show(self._render(event))
+            case ev.NamePrompt():
+                conn.wait_for_user(_Phase.NAMING)
+                if conn.auto_name is None:
+                    self._show(self._render(event))
+                self._changed()
+            case ev.Error() if conn.phase is _Phase.NAME_SENT:
+                self._show(self._render(event))
+                if conn.sent_name_was_auto and not self._config.retry_name:
+                    conn.finish(
+                        _Refused(
+                            "the server refused the name"
+                            f" {sanitize_text(conn.sent_name)}:"
+                            f" {sanitize_text(event.text)}"
+                        )
+                    )
+            case ev.Welcome(name):
+                conn.wait_for_user(_Phase.READY)
+                self._set_name(name)
+                self._delay = self._config.reconnect_delay
+                self._show(self._render(event))
+                self._changed()
+            case ev.Renamed(_ts, _room, old, new):
+                if self._name is not None and name_key(old) == name_key(self._name):
+                    self._set_name(new)
+                self._show(self._render(event))
+            case ev.Goodbye():
+                conn.goodbye = event
+                self._show(self._render(event))
+            case _:
+                self._show(self._render(event))
+
+    def _set_name(self, name: str) -> None:
+        self._name = name
+        self._ui.set_name(name)
+
+    def _on_close(self, conn: _Connection) -> None:
+        """The server closed the connection."""
+        goodbye = conn.goodbye
+        if conn.phase is _Phase.QUITTING or (goodbye and goodbye.code == "quit"):
+            conn.finish(_Left())
+        elif (
+            goodbye is not None
+            and conn.phase is not _Phase.READY
+            and goodbye.code != "server-shutdown"
+        ):
+            # Sent away before we were in (e.g. too slow to choose a name):
+            # reconnecting would only repeat it.
+            text = sanitize_text(goodbye.text)
+            conn.finish(_Refused(f"the server closed the connection: {text}"))
+        else:
+            reason = sanitize_text(goodbye.text) if goodbye else "closed by the server"
+            conn.finish(_Lost(reason))
+
+
+async def run_client(
+    config: ClientConfig,
+    ui: ClientUI,
+    lines: trio.abc.ReceiveChannel[str],
+    *,
+    connect: Connect | None = None,
+) -> None:
+    """Chat until the user leaves: returns after /quit or end of input.
+
+    Connects with `connect()` (default: `open_connection(config)`), answers
+    the name prompt with `config.name` or the first typed line, then sends
+    each typed line once the server is ready, showing the user's own chat
+    lines locally. `/quit` or end of `lines` sends `/quit` and waits (up to
+    `config.quit_timeout`) for the goodbye, so every line before it arrived.
+    A lost connection is shown and retried with exponential backoff, unless
+    `config.reconnect` is False; end of input never reconnects.
+
+    Raises `ConnectError` if the first connection fails (or TLS verification
+    ever does), `ConnectionLost` if a lost connection is not retried (or lines
+    typed were never sent), `Refused` if the server refuses `config.name` and
+    `config.retry_name` is False. Each carries a one-line message. Cancelling
+    closes the connection at once.
+    """
+    if connect is None:
+
+        async def connect() -> trio.abc.Stream:
+            return await open_connection(config)
+
+    await _Client(config, ui, lines, connect).run()
+
+
+async def run_with_input(
+    config: ClientConfig,
+    ui: ClientUI,
+    receive_some: Callable[[int], Awaitable[bytes]],
+    *,
+    connect: Connect | None = None,
+) -> None:
+    """`run_client` with the user's lines read from a byte source (a pipe).
+
+    Each line of input is sent in order; at its end the client says /quit and
+    waits for the goodbye, so every line was delivered. Raises as
+    `run_client` does (a bare `ClientError`, not a group).
+    """
+    send, receive = trio.open_memory_channel[str](0)
+    error: ClientError | None = None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_lines, receive_some, send, ui)
+        try:
+            async with receive:
+                await run_client(config, ui, receive, connect=connect)
+        except ClientError as exc:
+            error = exc
+        nursery.cancel_scope.cancel()  # stop reading input: nobody listens
+    if error is not None:
+        raise error
+
+
+class GuestClient:
+    """`run_client` for a host event loop that runs trio in guest mode.
+
+    The host starts `main` with `trio.lowlevel.start_guest_run` and, from its
+    own loop's thread, calls `deliver(line)` for each typed line,
+    `end_input()` at end of input (the client then says /quit and finishes)
+    and `cancel()` to stop at once. None of them waits; calls made before
+    `main` has started are remembered and carried out when it does.
+    """
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        ui: ClientUI,
+        *,
+        max_waiting_lines: int = MAX_WAITING_LINES,
+        connect: Connect | None = None,
+    ) -> None:
+        self._config = config
+        self._ui = ui
+        self._connect = connect
+        self._send, self._receive = trio.open_memory_channel[str](max_waiting_lines)
+        self._scope = trio.CancelScope()
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._early: list[Callable[[], None]] = []
+
+    async def main(self) -> None:
+        """Run the client (in trio); returns or raises as `run_client` does."""
+        self._token = trio.lowlevel.current_trio_token()
+        with self._scope:
+            for call in self._early:
+                call()
+            self._early.clear()
+            async with self._receive:
+                await run_client(
+                    self._config, self._ui, self._receive, connect=self._connect
+                )
+
+    def _soon(self, call: Callable[[], None]) -> None:
+        """Run `call` in trio: soon, or once `main` starts; never after it ended."""
+        if self._token is None:
+            self._early.append(call)
+            return
+        # RunFinishedError: the client is done; nobody is left to tell.
+        with contextlib.suppress(trio.RunFinishedError):
+            self._token.run_sync_soon(call)
+
+    def deliver(self, text: str) -> None:
+        """Hand one typed line to the client (refused with a message if full)."""
+        self._soon(lambda: self._take(text))
+
+    def end_input(self) -> None:
+        """The user ended input (Ctrl-D): the client quits politely."""
+        self._soon(self._send.close)
+
+    def cancel(self) -> None:
+        """Stop the client at once (its connection is closed, not quit)."""
+        self._soon(self._scope.cancel)
+
+    def _take(self, text: str) -> None:
+        try:
+            self._send.send_nowait(text)
+        except trio.WouldBlock:
+            self._ui.show(
+                render_error("not sent: too many lines waiting", color=self._ui.color)
+            )
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client has stopped reading input: it is finishing
