@@ -24,17 +24,17 @@ log = logging.getLogger("trio_chat")
 EXIT_FORCED: int = 130
 
 
-def _positive_float(text: str) -> float:
+def _non_negative_float(text: str) -> float:
     value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
     return value
 
 
-def _positive_int(text: str) -> int:
+def _non_negative_int(text: str) -> int:
     value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
     return value
 
 
@@ -86,49 +86,24 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="how much to log to stderr",
     )
-    limits = serve.add_argument_group("limits")
-    limits.add_argument(
-        "--max-line-bytes",
-        type=_positive_int,
-        default=lim.MAX_LINE_BYTES,
-        help="longest line a client may send (bytes, line ending excluded)",
+    serve.add_argument(
+        "--client-ca",
+        metavar="FILE",
+        help="with --tls, require client certificates signed by this CA (PEM)",
     )
-    limits.add_argument(
-        "--outbox-messages",
-        type=_positive_int,
-        default=lim.OUTBOX_MAX_MESSAGES,
-        help="messages queued for one client before it is dropped as too slow",
+    limits = serve.add_argument_group(
+        "limits", "Every limit a client can run into; 0 switches most of them off."
     )
-    limits.add_argument(
-        "--outbox-bytes",
-        type=_positive_int,
-        default=lim.OUTBOX_MAX_BYTES,
-        help="bytes queued for one client before it is dropped as too slow",
-    )
-    limits.add_argument(
-        "--handshake-timeout",
-        type=_positive_float,
-        default=lim.TLS_HANDSHAKE_TIMEOUT,
-        help="seconds a TLS handshake may take",
-    )
-    limits.add_argument(
-        "--name-timeout",
-        type=_positive_float,
-        default=lim.NAME_TIMEOUT,
-        help="seconds a new connection has to choose a name",
-    )
-    limits.add_argument(
-        "--write-timeout",
-        type=_positive_float,
-        default=lim.WRITE_TIMEOUT,
-        help="seconds one write to a client may take before it is dropped",
-    )
-    limits.add_argument(
-        "--shutdown-grace",
-        type=_positive_float,
-        default=lim.SHUTDOWN_GRACE,
-        help="seconds clients get to receive the shutdown notice",
-    )
+    for option in lim.LIMIT_OPTIONS:
+        default = getattr(lim.Limits(), option.field)
+        limits.add_argument(
+            option.flag,
+            dest=option.field,
+            type=_non_negative_int if option.kind is int else _non_negative_float,
+            default=default,
+            metavar=option.metavar,
+            help=option.help,
+        )
 
     client = commands.add_parser(
         "client",
@@ -151,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="trust this CA (PEM) instead of the system store, e.g. certs/ca.pem",
     )
+    client.add_argument(
+        "--cert",
+        metavar="FILE",
+        help="with --tls, a client certificate (PEM) for servers that require one",
+    )
+    client.add_argument("--key", metavar="FILE", help="the client certificate's key")
     client.add_argument("--name", help="the name to join as (asked for if not given)")
     client.add_argument(
         "--no-reconnect",
@@ -196,15 +177,7 @@ def _format_address(address: object) -> str:
 
 
 def _limits(args: argparse.Namespace) -> lim.Limits:
-    return lim.Limits(
-        max_line_bytes=args.max_line_bytes,
-        outbox_max_messages=args.outbox_messages,
-        outbox_max_bytes=args.outbox_bytes,
-        tls_handshake_timeout=args.handshake_timeout,
-        name_timeout=args.name_timeout,
-        write_timeout=args.write_timeout,
-        shutdown_grace=args.shutdown_grace,
-    )
+    return lim.Limits(**{o.field: getattr(args, o.field) for o in lim.LIMIT_OPTIONS})
 
 
 async def _serve(args: argparse.Namespace, limits: lim.Limits) -> int:
@@ -215,6 +188,8 @@ async def _serve(args: argparse.Namespace, limits: lim.Limits) -> int:
     ssl_context = None
     if args.tls:
         ssl_context = tls.server_context_from_args(args.cert, args.key)
+    for flag in limits.switched_off():
+        log.warning("protection switched off: %s 0", flag)
     chat = Chat(clock=time.time, max_line_bytes=limits.max_line_bytes)
     server = ChatServer(chat, ssl_context=ssl_context, limits=limits)
     exit_code = 0

@@ -1,8 +1,9 @@
 """Every resource limit and timeout, as named constants and one config object.
 
 The constants are the defaults; `Limits` carries the values in force and is
-passed down explicitly (no module-level mutable state). The README's limits
-table lists each one with its command-line flag.
+passed down explicitly (no module-level mutable state). `LIMIT_OPTIONS`
+describes each limit once, for the command line and the README's table.
+For counts and timeouts, 0 switches the protection off.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ MAX_SERVER_LINE_BYTES: Final = 8192
 RECEIVE_SIZE: Final = 64 * 1024
 
 #: Messages a client's outbox holds before the client counts as too slow.
-OUTBOX_MAX_MESSAGES: Final = 1024
-#: Bytes a client's outbox holds (by the hub's own accounting): about a
-#: minute of busy chat; past it the reader is evicted, nobody else waits.
-OUTBOX_MAX_BYTES: Final = 256 * 1024
+OUTBOX_MAX_MESSAGES: Final = 512
+#: Bytes a client's outbox holds (by the hub's own accounting): several
+#: hundred lines of busy chat; past it the reader is evicted, nobody else
+#: waits, and a thousand stuck readers cost at most 64 MiB.
+OUTBOX_MAX_BYTES: Final = 64 * 1024
 #: Smallest outbox allowed: the greeting (hello, banner, prompt) and /help
 #: are queued at once and must fit.
 MIN_OUTBOX_MESSAGES: Final = 16
@@ -45,12 +47,18 @@ WRITE_BATCH_BYTES: Final = 64 * 1024
 TLS_HANDSHAKE_TIMEOUT: Final = 10.0
 #: A connection must pick a name within this many seconds of connecting.
 NAME_TIMEOUT: Final = 30.0
+#: Lines a connection may send before it has a name: enough for typos,
+#: too few to use the name prompt as a free firehose.
+MAX_NAME_ATTEMPTS: Final = 10
 #: Every write to a peer must complete within this many seconds: a peer that
 #: stopped reading (or vanished) does not hold a task and buffers forever.
 WRITE_TIMEOUT: Final = 30.0
+#: Seconds of silence after which a user is disconnected; off by default,
+#: since people on nc cannot answer pings and quiet is normal in a chat.
+IDLE_TIMEOUT: Final = 0.0
 #: Closing a connection (TLS close_notify included) gets this long before the
 #: socket is closed forcefully.
-CLOSE_TIMEOUT: Final = 2.0
+CLOSE_TIMEOUT: Final = 1.0
 #: On SIGINT/SIGTERM, connections get this long to receive the shutdown
 #: notice before they are closed forcefully.
 SHUTDOWN_GRACE: Final = 3.0
@@ -58,10 +66,38 @@ SHUTDOWN_GRACE: Final = 3.0
 #: descriptors or memory.
 ACCEPT_BACKOFF: Final = 0.1
 
+#: Connections open at once, in all: beyond it new ones are refused rather
+#: than let the process run out of file descriptors.
+MAX_CONNECTIONS: Final = 1024
+#: Connections open at once from one address. A classroom behind one NAT
+#: address needs this raised.
+MAX_PER_ADDRESS: Final = 10
+#: New connections from one address per minute: reconnect loops and floods
+#: are slowed, a person reconnecting a few times is not.
+MAX_NEW_PER_MINUTE: Final = 20
+#: Connections without a name yet, in all and per address: silent sockets
+#: (slowloris) cannot crowd out people.
+MAX_UNREGISTERED: Final = 128
+MAX_UNREGISTERED_PER_ADDRESS: Final = 5
+
+#: Token bucket per user: lines that may be sent at once ...
+FLOOD_BURST: Final = 5
+#: ... and lines per second after that. A paste of a few lines goes through;
+#: excess lines are delayed, not dropped.
+FLOOD_RATE: Final = 2.0
+#: A user whose delayed lines exceed this many, or the oldest of which has
+#: waited this many seconds, is dropped for "excess flood".
+FLOOD_MAX_BACKLOG: Final = 20
+FLOOD_MAX_DELAY: Final = 10.0
+
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Limits:
-    """The limits a server enforces; every field defaults to its constant."""
+    """The limits a server enforces; every field defaults to its constant.
+
+    For the counts and timeouts marked "0 = off" in `LIMIT_OPTIONS`, zero
+    switches that protection off.
+    """
 
     max_line_bytes: int = MAX_LINE_BYTES
     max_unterminated_bytes: int = MAX_UNTERMINATED_BYTES
@@ -69,8 +105,19 @@ class Limits:
     outbox_max_bytes: int = OUTBOX_MAX_BYTES
     tls_handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT
     name_timeout: float = NAME_TIMEOUT
+    max_name_attempts: int = MAX_NAME_ATTEMPTS
     write_timeout: float = WRITE_TIMEOUT
+    idle_timeout: float = IDLE_TIMEOUT
     shutdown_grace: float = SHUTDOWN_GRACE
+    max_connections: int = MAX_CONNECTIONS
+    max_per_address: int = MAX_PER_ADDRESS
+    max_new_per_minute: int = MAX_NEW_PER_MINUTE
+    max_unregistered: int = MAX_UNREGISTERED
+    max_unregistered_per_address: int = MAX_UNREGISTERED_PER_ADDRESS
+    flood_burst: int = FLOOD_BURST
+    flood_rate: float = FLOOD_RATE
+    flood_max_backlog: int = FLOOD_MAX_BACKLOG
+    flood_max_delay: float = FLOOD_MAX_DELAY
 
     def __post_init__(self) -> None:
         if self.outbox_max_messages < MIN_OUTBOX_MESSAGES:
@@ -81,3 +128,159 @@ class Limits:
             raise ValueError(f"the outbox must hold at least {MIN_OUTBOX_BYTES} bytes")
         if self.max_line_bytes < 1:
             raise ValueError("the line limit must be at least 1 byte")
+        for option in LIMIT_OPTIONS:
+            if getattr(self, option.field) < 0:
+                raise ValueError(f"{option.flag} cannot be negative")
+        if self.flood_rate > 0 and self.flood_burst < 1:
+            raise ValueError("--flood-burst must be at least 1 when --flood-rate is on")
+
+    def switched_off(self) -> list[str]:
+        """The flags of the protections this configuration switches off."""
+        return [
+            option.flag
+            for option in LIMIT_OPTIONS
+            if option.zero_is_off and not getattr(self, option.field)
+        ]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LimitOption:
+    """One limit as the command line offers it."""
+
+    flag: str
+    field: str
+    kind: type[int] | type[float]
+    help: str
+    zero_is_off: bool = True
+
+    @property
+    def metavar(self) -> str:
+        """What the value is, for --help."""
+        if self.kind is int:
+            return "N"
+        return "PER_SECOND" if self.field == "flood_rate" else "SECONDS"
+
+
+LIMIT_OPTIONS: Final = (
+    LimitOption(
+        "--max-line-bytes",
+        "max_line_bytes",
+        int,
+        "longest line a client may send, in bytes (line ending excluded)",
+        zero_is_off=False,
+    ),
+    LimitOption(
+        "--max-unterminated-bytes",
+        "max_unterminated_bytes",
+        int,
+        "bytes without a newline before a client is dropped (0 = off)",
+    ),
+    LimitOption(
+        "--outbox-messages",
+        "outbox_max_messages",
+        int,
+        f"messages queued for one client before it is dropped as too slow"
+        f" (at least {MIN_OUTBOX_MESSAGES})",
+        zero_is_off=False,
+    ),
+    LimitOption(
+        "--outbox-bytes",
+        "outbox_max_bytes",
+        int,
+        f"bytes queued for one client before it is dropped as too slow"
+        f" (at least {MIN_OUTBOX_BYTES})",
+        zero_is_off=False,
+    ),
+    LimitOption(
+        "--handshake-timeout",
+        "tls_handshake_timeout",
+        float,
+        "seconds a TLS handshake may take (0 = off)",
+    ),
+    LimitOption(
+        "--name-timeout",
+        "name_timeout",
+        float,
+        "seconds a new connection has to choose a name (0 = off)",
+    ),
+    LimitOption(
+        "--max-name-attempts",
+        "max_name_attempts",
+        int,
+        "lines a connection may send before it has a name (0 = off)",
+    ),
+    LimitOption(
+        "--write-timeout",
+        "write_timeout",
+        float,
+        "seconds one write to a client may take before it is dropped (0 = off)",
+    ),
+    LimitOption(
+        "--idle-timeout",
+        "idle_timeout",
+        float,
+        "seconds of silence before a user is disconnected (0 = off, the default)",
+    ),
+    LimitOption(
+        "--shutdown-grace",
+        "shutdown_grace",
+        float,
+        "seconds clients get to receive the shutdown notice",
+        zero_is_off=False,
+    ),
+    LimitOption(
+        "--max-connections",
+        "max_connections",
+        int,
+        "connections open at once, in all (0 = off)",
+    ),
+    LimitOption(
+        "--max-per-address",
+        "max_per_address",
+        int,
+        "connections open at once from one IP address (0 = off)",
+    ),
+    LimitOption(
+        "--max-new-per-minute",
+        "max_new_per_minute",
+        int,
+        "new connections per minute from one IP address (0 = off)",
+    ),
+    LimitOption(
+        "--max-unregistered",
+        "max_unregistered",
+        int,
+        "connections still choosing a name, in all (0 = off)",
+    ),
+    LimitOption(
+        "--max-unregistered-per-address",
+        "max_unregistered_per_address",
+        int,
+        "connections still choosing a name, per IP address (0 = off)",
+    ),
+    LimitOption(
+        "--flood-burst",
+        "flood_burst",
+        int,
+        "lines a user may send at once before being slowed down",
+        zero_is_off=False,
+    ),
+    LimitOption(
+        "--flood-rate",
+        "flood_rate",
+        float,
+        "lines per second a user may send after the burst (0 = off)",
+    ),
+    LimitOption(
+        "--flood-backlog",
+        "flood_max_backlog",
+        int,
+        "delayed lines before a flooding user is dropped (0 = off)",
+    ),
+    LimitOption(
+        "--flood-delay",
+        "flood_max_delay",
+        float,
+        "seconds a delayed line may wait before the user is dropped (0 = off)",
+    ),
+)
