@@ -25,7 +25,7 @@ Connect = Callable[[], Awaitable[Peer]]
 
 
 def make_server(**limits: float) -> ChatServer:
-    return ChatServer(Chat(clock=lambda: NOW), limits=Limits(**limits))  # type: ignore[arg-type]
+    return ChatServer(Chat(clock=lambda: NOW, limits=Limits(**limits)))  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -61,7 +61,9 @@ async def test_server_speaks_first_hello_banner_count_and_prompt(
     connect: Connect,
 ) -> None:
     peer = await connect()
-    assert await peer.line() == "HELLO trio-chat/1 trio-chat/0.1.0 max-line=4096"
+    assert await peer.line() == (
+        "HELLO trio-chat/1 trio-chat/0.1.0 max-line=4096 flood-burst=5 flood-rate=2"
+    )
     banner = [await peer.line() for _ in BANNER]
     assert all(line is not None and line.startswith("BANNER ") for line in banner)
     assert len(banner) >= 5

@@ -36,8 +36,8 @@ def client_context(ca: trustme.CA) -> ssl.SSLContext:
 
 
 def tls_server(context: ssl.SSLContext, **limits: float) -> ChatServer:
-    chat = Chat(clock=lambda: 0.0)
-    return ChatServer(chat, ssl_context=context, limits=Limits(**limits))  # type: ignore[arg-type]
+    chat = Chat(clock=lambda: 0.0, limits=Limits(**limits))  # type: ignore[arg-type]
+    return ChatServer(chat, ssl_context=context)
 
 
 async def test_chat_over_tls_in_memory(

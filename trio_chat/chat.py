@@ -14,7 +14,7 @@ from typing import Final
 from trio_chat import PROTOCOL_VERSION, __version__
 from trio_chat import events as ev
 from trio_chat.hub import Hub, Member
-from trio_chat.limits import MAX_LINE_BYTES
+from trio_chat.limits import Limits
 from trio_chat.names import NAME_RULES, InvalidName, validate_name
 from trio_chat.sanitize import sanitize_text
 
@@ -66,13 +66,13 @@ class Chat:
         *,
         clock: Callable[[], float],
         room: str = ev.LOBBY,
-        max_line_bytes: int = MAX_LINE_BYTES,
+        limits: Limits = Limits(),  # noqa: B008 - frozen, shared safely
     ) -> None:
         self.hub = hub if hub is not None else Hub()
         self.hub.on_evict = self._evicted
         self.room = room
         self._clock = clock
-        self._max_line_bytes = max_line_bytes
+        self.limits = limits
         self.accepting_names = True
 
     # -- connection life cycle -------------------------------------------
@@ -83,7 +83,11 @@ class Chat:
         send(
             member,
             ev.Hello(
-                PROTOCOL_VERSION, f"trio-chat/{__version__}", self._max_line_bytes
+                PROTOCOL_VERSION,
+                f"trio-chat/{__version__}",
+                self.limits.max_line_bytes,
+                self.limits.flood_burst if self.limits.flood_rate else 0,
+                self.limits.flood_rate,
             ),
         )
         for line in BANNER:

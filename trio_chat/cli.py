@@ -190,7 +190,7 @@ async def _serve(args: argparse.Namespace, limits: lim.Limits) -> int:
         ssl_context = tls.server_context_from_args(args.cert, args.key)
     for flag in limits.switched_off():
         log.warning("protection switched off: %s 0", flag)
-    chat = Chat(clock=time.time, max_line_bytes=limits.max_line_bytes)
+    chat = Chat(clock=time.time, limits=limits)
     server = ChatServer(chat, ssl_context=ssl_context, limits=limits)
     exit_code = 0
     listeners = await trio.open_tcp_listeners(args.port, host=args.host)

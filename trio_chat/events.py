@@ -92,6 +92,9 @@ class Hello:
     protocol: str
     server: str
     max_line_bytes: int
+    #: The flood limit clients should pace themselves within (0: none).
+    flood_burst: int = 0
+    flood_rate: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -340,10 +340,12 @@ def encode_event(event: ev.ServerEvent, *, limit: int = MAX_SERVER_LINE_BYTES) -
             return _fit(
                 f"NICK {format_timestamp(ts)} {room} {old} -> {new}", "", limit=limit
             )
-        case ev.Hello(protocol, server, max_line):
+        case ev.Hello(protocol, server, max_line, burst, rate):
+            flood = f" flood-burst={burst} flood-rate={rate:g}" if rate else ""
             return _fit(
-                f"HELLO {protocol} {server} max-line={max_line}", "", limit=limit
+                f"HELLO {protocol} {server} max-line={max_line}{flood}", "", limit=limit
             )
+
         case ev.Banner(text):
             return _fit("BANNER ", text, limit=limit)
         case ev.Info(text):
@@ -424,7 +426,15 @@ def _decode(kind: str, rest: str) -> ev.ServerEvent:
     if kind == "HELLO":
         protocol, server, *options = rest.split(" ")
         settings = dict(option.split("=", 1) for option in options)
-        return ev.Hello(protocol, server, int(settings.get("max-line", MAX_LINE_BYTES)))
+        settings = dict(option.split("=", 1) for option in options)
+        return ev.Hello(
+            protocol,
+            server,
+            int(settings.get("max-line", MAX_LINE_BYTES)),
+            int(settings.get("flood-burst", 0)),
+            float(settings.get("flood-rate", 0)),
+        )
+
     if kind == "WELCOME":
         name, _, text = rest.partition(" ")
         return ev.Welcome(name, text)

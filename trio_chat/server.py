@@ -298,6 +298,8 @@ class Connection:
 class ChatServer:
     """Serve a `Chat` over TCP (optionally TLS), shaped like `trio.serve_tcp`.
 
+    `limits` default to the chat's own.
+
     `serve_tcp` / `serve_listeners` run until `shutdown()` was called and the
     connections have closed (or the grace period ran out); `closed` is set
     then. Cancelling them closes every connection at once.
@@ -308,11 +310,11 @@ class ChatServer:
         chat: Chat,
         *,
         ssl_context: ssl.SSLContext | None = None,
-        limits: Limits = Limits(),  # noqa: B008 - frozen, shared safely
+        limits: Limits | None = None,
     ) -> None:
         self.chat = chat
         self.ssl_context = ssl_context
-        self.limits = limits
+        self.limits = chat.limits if limits is None else limits
         self.shutting_down = False
         self.closed = trio.Event()
         self._ids = itertools.count(1)
