@@ -300,7 +300,7 @@ async def test_tls_client_hello_on_plain_port_gets_one_line_and_close(
 async def test_slow_reader_is_evicted_and_nobody_else_waits(
     nursery: trio.Nursery,
 ) -> None:
-    server = make_server(outbox_max_messages=16, outbox_max_bytes=8192)
+    server = make_server(outbox_max_messages=16, outbox_max_bytes=8192, flood_rate=0)
     connect_peers = []
     for name in ("alice", "bob"):
         client, server_end = trio.testing.memory_stream_pair()

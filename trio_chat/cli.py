@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
@@ -19,6 +20,12 @@ from trio_chat import __version__
 from trio_chat import limits as lim
 
 log = logging.getLogger("trio_chat")
+
+#: SIGUSR1 makes the server log its counts (connections, users, tasks, fds).
+_STATS_SIGNAL: int | None = getattr(signal, "SIGUSR1", None)
+_SIGNALS: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM) + (
+    (_STATS_SIGNAL,) if _STATS_SIGNAL is not None else ()
+)
 
 #: Exit status after a second SIGINT forced the server down.
 EXIT_FORCED: int = 130
@@ -195,7 +202,7 @@ async def _serve(args: argparse.Namespace, limits: lim.Limits) -> int:
     exit_code = 0
     listeners = await trio.open_tcp_listeners(args.port, host=args.host)
     async with trio.open_nursery() as nursery:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with trio.open_signal_receiver(*_SIGNALS) as signals:
             await nursery.start(server.serve_listeners, listeners)
             for listener in listeners:
                 address = listener.socket.getsockname()
@@ -210,7 +217,9 @@ async def _serve(args: argparse.Namespace, limits: lim.Limits) -> int:
             async def watch_signals() -> None:
                 nonlocal exit_code
                 async for signum in signals:
-                    if not server.shutting_down:
+                    if signum == _STATS_SIGNAL:
+                        _log_stats(server.stats())
+                    elif not server.shutting_down:
                         log.info(
                             "%s received: shutting down", signal.Signals(signum).name
                         )
@@ -228,6 +237,19 @@ async def _serve(args: argparse.Namespace, limits: lim.Limits) -> int:
             nursery.cancel_scope.cancel()
     log.info("server stopped")
     return exit_code
+
+
+def _log_stats(stats: dict[str, int]) -> None:
+    fds = _open_fds()
+    counts = " ".join(f"{name}={value}" for name, value in stats.items())
+    log.info("stats: %s fds=%s", counts, "?" if fds is None else fds)
+
+
+def _open_fds() -> int | None:
+    try:
+        return len(os.listdir("/proc/self/fd")) - 1  # minus listdir's own
+    except OSError:
+        return None
 
 
 def _gen_certs(args: argparse.Namespace) -> int:

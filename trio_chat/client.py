@@ -11,7 +11,10 @@ mode (the prompt_toolkit terminal, `trio_chat.terminal`). Tests drive
 One nursery per connection holds three tasks: the server reader, the single
 writer (the only task that calls `send_all`) and the input task, which moves
 typed lines into a bounded queue. The writer takes from that queue only once
-the server is ready for them, so lines typed early are held, not lost.
+the server is ready for them, so lines typed early are held, not lost, and no
+faster than the flood limit the server announced (`trio_chat.pacing`), so a
+long paste or a piped file is slowed down rather than dropped for flooding.
+Piped input waits while the queue is full; a terminal refuses lines then.
 Every wait on something the server owes (connecting, the TLS handshake, the
 greeting, the answer to a name, the goodbye after `/quit`) has a deadline.
 """
@@ -42,6 +45,7 @@ from trio_chat.limits import (
     WRITE_TIMEOUT,
 )
 from trio_chat.names import name_key
+from trio_chat.pacing import TokenBucket, client_bucket
 from trio_chat.protocol import (
     LINE_END,
     NEED_DATA,
@@ -79,8 +83,9 @@ RECONNECT_FIRST_DELAY: Final = 1.0
 RECONNECT_BACKOFF_FACTOR: Final = 2.0
 #: ... up to this ceiling, so a returning server is found within half a minute.
 RECONNECT_MAX_DELAY: Final = 30.0
-#: Typed lines held while the server is not ready (connecting, reconnecting):
-#: a few screens of typing; past it input waits (a pipe is simply read later).
+#: Typed lines held while the server is not ready (connecting, reconnecting)
+#: or while sending is paced: a few screens of typing; past it input waits (a
+#: pipe is simply read later, a terminal's lines wait in its own queue).
 MAX_HELD_LINES: Final = 100
 #: Lines typed (or pasted) into a terminal that the client has not taken yet:
 #: far more than anyone types while a connection is made; past it a line is
@@ -118,6 +123,8 @@ class ClientConfig:
     `server_hostname` (default: `host`) is the name the TLS certificate must
     match. `retry_name`: when the server refuses `name`, let the user type
     another (a terminal); if False (a script), a refused `name` is fatal.
+    `announce_pacing`: tell the user (once per backlog) when lines queue up
+    behind the server's flood limit (a terminal); a script's lines just wait.
     """
 
     host: str = DEFAULT_HOST
@@ -135,6 +142,7 @@ class ClientConfig:
     reconnect_delay: float = RECONNECT_FIRST_DELAY
     reconnect_max_delay: float = RECONNECT_MAX_DELAY
     max_held_lines: int = MAX_HELD_LINES
+    announce_pacing: bool = False
 
     @property
     def address(self) -> str:
@@ -359,6 +367,17 @@ class _Close:
 _CLOSE: Final = _Close()
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Wait:
+    """The writer's verdict: the next line may go at `until` (trio time)."""
+
+    until: float
+
+
+def _unlimited() -> TokenBucket:
+    return client_bucket(0, 0.0)
+
+
 @dataclasses.dataclass(eq=False, slots=True)
 class _Connection:
     stream: trio.abc.Stream
@@ -366,6 +385,10 @@ class _Connection:
     scope: trio.CancelScope = dataclasses.field(default_factory=trio.CancelScope)
     phase: _Phase = _Phase.GREETING
     max_line_bytes: int = MAX_LINE_BYTES
+    # Every line after the name counts against the server's flood limit (a
+    # fresh bucket per connection, like the server's).
+    pacer: TokenBucket = dataclasses.field(default_factory=_unlimited)
+    flood_rate: float = 0.0  # as the server announced it, for messages
     sent_name: str = ""
     sent_name_was_auto: bool = False
     goodbye: ev.Goodbye | None = None
@@ -431,6 +454,7 @@ class _Client:
         self._change = trio.Event()
         self._delay = config.reconnect_delay
         self._connections = 0
+        self._pacing_announced = False  # for the current backlog
 
     # -- waking each other -------------------------------------------------
 
@@ -501,6 +525,7 @@ class _Client:
     async def _session(self, stream: trio.abc.Stream) -> _Result:
         """Talk over one connection until it ends; close it; say how it ended."""
         conn = _Connection(stream, auto_name=self._name)
+        self._pacing_announced = False
         async with stream:
             try:
                 async with trio.open_nursery() as nursery:
@@ -563,6 +588,10 @@ class _Client:
             if isinstance(item, _Close):
                 conn.finish(_Left())
                 await trio.sleep_forever()  # finish() cancelled us
+            if isinstance(item, _Wait):
+                # Only time can change the verdict: new lines queue behind.
+                await trio.sleep_until(item.until)
+                continue
             data, echo = item
             with trio.fail_after(self._config.write_timeout):
                 await conn.stream.send_all(data)
@@ -571,20 +600,31 @@ class _Client:
 
     def _next_outgoing(
         self, conn: _Connection
-    ) -> tuple[bytes, str | None] | _Close | None:
+    ) -> tuple[bytes, str | None] | _Close | _Wait | None:
         """What to send next, if anything may be sent now."""
         held = self._held
         if conn.phase is _Phase.READY:
-            while held:
-                line = held.popleft()
+            while held and not self._sendable(conn, held[0]):
+                held.popleft()  # refused at once: it costs no token
                 self._changed()  # room for the input task
-                outgoing = self._prepare(conn, line)
-                if outgoing is not None:
-                    return outgoing
-            if self._quit_line is not None:
-                conn.expect_reply(_Phase.QUITTING, self._config.quit_timeout)
-                return self._quit_line.encode() + LINE_END, None
-            return None
+            now = trio.current_time()
+            if conn.pacer.tokens(now) >= conn.pacer.burst:
+                # Quiet long enough for a full bucket: a new backlog is news.
+                self._pacing_announced = False
+            if not held and self._quit_line is None:
+                return None
+            # Chat lines, commands and /quit alike: the server counts them all.
+            if now < conn.pacer.ready_at():
+                self._announce_pacing(conn)
+                return _Wait(conn.pacer.ready_at())
+            conn.pacer.take(now)
+            if held:
+                line = held.popleft()
+                self._changed()
+                return self._chat_line(line)
+            assert self._quit_line is not None, "nothing held: the quit is next"
+            conn.expect_reply(_Phase.QUITTING, self._config.quit_timeout)
+            return self._quit_line.encode() + LINE_END, None
         if conn.phase is _Phase.QUITTING:
             return None
         if self._quit_line is not None and not held:
@@ -608,18 +648,35 @@ class _Client:
         conn.sent_name_was_auto = auto
         return name.encode() + LINE_END, None
 
-    def _prepare(self, conn: _Connection, line: str) -> tuple[bytes, str | None] | None:
-        """The bytes for one chat line and how to show it; None to send nothing."""
-        request = parse_request(line)
-        if request is None:
-            return None  # a blank line says nothing
-        data = line.encode()
-        if len(data) > conn.max_line_bytes:
+    def _announce_pacing(self, conn: _Connection) -> None:
+        """Tell a person, once per backlog, that their lines wait their turn."""
+        if self._pacing_announced or not self._held:
+            return
+        self._pacing_announced = True
+        if self._config.announce_pacing:
+            count = len(self._held)
+            self._notice(
+                f"sending slowly: {count} line{'s' if count != 1 else ''} queued"
+                f" (server limit {conn.flood_rate:g}/s)"
+            )
+
+    def _sendable(self, conn: _Connection, line: str) -> bool:
+        """Whether `line` goes to the server; a refusal is shown to the user."""
+        if parse_request(line) is None:
+            return False  # a blank line says nothing
+        size = len(line.encode())
+        if size > conn.max_line_bytes:
             self._error(
-                f"not sent: that line is {len(data)} bytes;"
+                f"not sent: that line is {size} bytes;"
                 f" the server takes at most {conn.max_line_bytes}"
             )
-            return None
+            return False
+        return True
+
+    def _chat_line(self, line: str) -> tuple[bytes, str | None]:
+        """The bytes for one sendable line and how to show it (None: not shown)."""
+        request = parse_request(line)
+        data = line.encode()
         echo = None
         if isinstance(request, ev.Say | ev.Me | ev.PrivateMsg):
             # The server does not echo our own lines back: show them here.
@@ -660,8 +717,10 @@ class _Client:
             self._show(render_unreadable(text, color=self._ui.color))
             return
         match event:
-            case ev.Hello(_protocol, server, max_line_bytes):
+            case ev.Hello(_protocol, server, max_line_bytes, burst, rate):
                 conn.max_line_bytes = max_line_bytes
+                conn.pacer = client_bucket(burst, rate)
+                conn.flood_rate = rate
                 tls = ", TLS" if self._config.ssl_context is not None else ""
                 self._notice(
                     f"connected to {self._config.address}"

@@ -135,11 +135,14 @@ class Limits:
             raise ValueError("--flood-burst must be at least 1 when --flood-rate is on")
 
     def switched_off(self) -> list[str]:
-        """The flags of the protections this configuration switches off."""
+        """The flags of the protections on by default that are switched off."""
+        defaults = Limits()
         return [
             option.flag
             for option in LIMIT_OPTIONS
-            if option.zero_is_off and not getattr(self, option.field)
+            if option.zero_is_off
+            and not getattr(self, option.field)
+            and getattr(defaults, option.field)
         ]
 
 

@@ -13,15 +13,18 @@ import contextlib
 import errno
 import itertools
 import logging
+import math
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import trio
 
 from trio_chat import events as ev
+from trio_chat.admission import Admission, Refusal, address_key
 from trio_chat.chat import Chat
+from trio_chat.flood import EXCESS_FLOOD, FloodControl
 from trio_chat.hub import Member
 from trio_chat.limits import (
     ACCEPT_BACKOFF,
@@ -71,6 +74,22 @@ def _describe(exc: BaseException) -> str:
     return "connection lost"
 
 
+def _count_tasks(task: trio.lowlevel.Task | None) -> int:
+    """Tasks alive in the tree under `task` (itself included)."""
+    if task is None:
+        return 0
+    return 1 + sum(
+        _count_tasks(child)
+        for nursery in task.child_nurseries
+        for child in nursery.child_tasks
+    )
+
+
+def _seconds(limit: float) -> float:
+    """A timeout from the limits, where 0 means none."""
+    return limit if limit > 0 else math.inf
+
+
 class _Stop:
     """The reader is done: the peer must go (a goodbye may be queued)."""
 
@@ -99,6 +118,12 @@ class Connection:
         self._reader_scope = trio.CancelScope()
         self._writing = False  # a send_all is under way (cancelling cuts a line)
         self._first_data = True
+        self.registered = False
+        self.on_registered: Callable[[], None] = lambda: None
+
+    def _on_joined(self) -> None:
+        self.registered = True
+        self.on_registered()
 
     # -- called from other tasks (never wait) ------------------------------
 
@@ -140,11 +165,12 @@ class Connection:
 
     async def _next_event(self, reader: LineReader) -> FramingEvent | _Stop:
         while True:
+            # Lines already buffered still yield to other tasks (one chunk of
+            # many lines must not hog the event loop). The checkpoint comes
+            # before an event is taken, so a cancelled wait never loses one.
+            await trio.lowlevel.checkpoint()
             event = reader.next_event()
             if event is not NEED_DATA:
-                # Lines already buffered still yield to other tasks: one
-                # chunk of many lines must not hog the event loop.
-                await trio.lowlevel.checkpoint()
                 return event
             data = await self.stream.receive_some(RECEIVE_SIZE)
             if self._first_data and data:
@@ -160,42 +186,51 @@ class Connection:
             reader.feed(data)
 
     async def _read_loop(self) -> None:
+        limits = self._limits
         reader = LineReader(
-            max_line_bytes=self._limits.max_line_bytes,
-            max_unterminated_bytes=self._limits.max_unterminated_bytes,
+            max_line_bytes=limits.max_line_bytes,
+            max_unterminated_bytes=limits.max_unterminated_bytes or None,
         )
-        with trio.move_on_after(self._limits.name_timeout) as naming:
+        with trio.move_on_after(_seconds(limits.name_timeout)) as naming:
             joined = await self._name_phase(reader)
         if naming.cancelled_caught:
-            log.info(
-                "[%s] no name within %g s", self.conn_id, self._limits.name_timeout
-            )
+            log.info("[%s] no name within %g s", self.conn_id, limits.name_timeout)
             self._goodbye(
                 "name-timeout",
-                f"No name chosen within {self._limits.name_timeout:g} seconds.",
+                f"No name chosen within {limits.name_timeout:g} seconds.",
             )
             return
         if joined:
+            self._on_joined()
             await self._chat_phase(reader)
 
     async def _name_phase(self, reader: LineReader) -> bool:
         """Read name attempts until one is accepted (True) or the peer goes."""
-        first_line = True
+        attempts = 0
+        most = self._limits.max_name_attempts
         while not self.member.closed:
             event = await self._next_event(reader)
             match event:
                 case Line(text):
-                    if first_line and looks_like_http(text):
+                    if not attempts and looks_like_http(text):
                         log.info("[%s] HTTP request on the chat port", self.conn_id)
                         self._goodbye(
                             "not-http",
                             "This is a trio-chat server, not an HTTP server.",
                         )
                         return False
-                    first_line = False
+                    attempts += 1
+                    if most and attempts > most:
+                        log.info("[%s] dropped: too many name attempts", self.conn_id)
+                        self._goodbye(
+                            "too-many-attempts",
+                            f"No valid name in {most} tries; bye.",
+                        )
+                        return False
                     if self._choose(text.strip()):
                         return True
                 case LineTooLong(limit):
+                    attempts += 1
                     self._line_too_long(limit)
                     self._chat.prompt(self.member)
                 case ReadQueueExceeded():
@@ -225,24 +260,55 @@ class Connection:
         return self._chat.choose_name(self.member, text)
 
     async def _chat_phase(self, reader: LineReader) -> None:
+        """Relay the member's lines, at the flood limit's pace, until it goes.
+
+        Lines over the allowance wait in a bounded backlog; the socket keeps
+        being read meanwhile, so a flooder is seen (and dropped) at once.
+        """
+        await trio.lowlevel.checkpoint()
         member = self.member
+        limits = self._limits
+        now = trio.current_time()
+        flood: FloodControl[str] = FloodControl(
+            burst=limits.flood_burst,
+            rate=limits.flood_rate,
+            max_backlog=limits.flood_max_backlog,
+            max_delay=limits.flood_max_delay,
+            now=now,
+        )
+        idle = _seconds(limits.idle_timeout)
+        last_heard = now
         while not member.closed:
-            event = await self._next_event(reader)
-            match event:
-                case Line(text):
-                    request = parse_request(sanitize_text(text))
-                    if request is not None:
-                        self._chat.handle(member, request)
-                case LineTooLong(limit):
-                    self._line_too_long(limit)
-                case ReadQueueExceeded():
-                    self._drop("read queue exceeded")
-                case EndOfStream():
-                    self._chat.leave(member, "disconnected", "connection closed")
+            now = trio.current_time()
+            for text in flood.ready(now):
+                request = parse_request(sanitize_text(text))
+                if request is not None:
+                    self._chat.handle(member, request)
+                if member.closed:
                     return
-                case _Stop():
-                    self._chat.leave(member, "disconnected", "protocol error")
-                    return
+            if flood.over_limit(now):
+                self._drop(EXCESS_FLOOD)
+                return
+            wake = min(flood.next_time(now), last_heard + idle)
+            if wake <= now:  # idle: the flood backlog is never due in the past
+                self._drop("idle timeout")
+                return
+            with trio.move_on_at(wake):
+                event = await self._next_event(reader)
+                match event:
+                    case Line(text):
+                        last_heard = trio.current_time()
+                        flood.offer(text, last_heard)
+                    case LineTooLong(limit):
+                        self._line_too_long(limit)
+                    case ReadQueueExceeded():
+                        self._drop("read queue exceeded")
+                    case EndOfStream():
+                        self._chat.leave(member, "disconnected", "connection closed")
+                        return
+                    case _Stop():
+                        self._chat.leave(member, "disconnected", "protocol error")
+                        return
         await trio.lowlevel.checkpoint()
 
     def _line_too_long(self, limit: int) -> None:
@@ -273,7 +339,7 @@ class Connection:
                 size += len(more)
             self.member.sent(size)
             self._writing = True
-            with trio.fail_after(self._limits.write_timeout):
+            with trio.fail_after(_seconds(self._limits.write_timeout)):
                 await self.stream.send_all(data if len(batch) == 1 else b"".join(batch))
             self._writing = False
 
@@ -320,6 +386,16 @@ class ChatServer:
         self._ids = itertools.count(1)
         self._connections: set[Connection] = set()
         self._accept_scope = trio.CancelScope()
+        self.admission = Admission(self.limits)
+
+    def stats(self) -> dict[str, int]:
+        """Counts for operators: connections, unregistered, users, trio tasks."""
+        return {
+            "connections": len(self._connections),
+            "unregistered": sum(not c.registered for c in self._connections),
+            "users": len(self.chat.hub),
+            "tasks": _count_tasks(trio.lowlevel.current_root_task()),
+        }
 
     @property
     def connection_count(self) -> int:
@@ -410,12 +486,20 @@ class ChatServer:
             await trio.aclose_forcefully(stream)  # gone before we looked
             return
         address = f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}"
-        await self.handle_stream(stream, peer=address)
+        await self.handle_stream(stream, peer=address, address_key=address_key(peer[0]))
 
     async def handle_stream(
-        self, stream: trio.abc.Stream, *, peer: str = "memory"
+        self,
+        stream: trio.abc.Stream,
+        *,
+        peer: str = "memory",
+        address_key: str | None = None,
     ) -> None:
         """Serve one client on `stream` until it leaves; then close `stream`.
+
+        With an `address_key` the connection is first subject to the
+        per-address and global connection limits: if refused it gets one
+        line (on plain TCP) and is closed, before any TLS handshake.
 
         The per-connection boundary: transport errors are logged at INFO,
         bugs at ERROR with their traceback; neither escapes, and only this
@@ -423,8 +507,17 @@ class ChatServer:
         closed (with a short deadline).
         """
         conn_id = f"c{next(self._ids)}"
+        if address_key is not None:
+            refusal = self.admission.admit(address_key, trio.current_time())
+            if refusal is not None:
+                log.info("[%s] refused %s: %s", conn_id, peer, refusal.text)
+                await self._refuse(stream, refusal)
+                return
         log.info("[%s] connected from %s", conn_id, peer)
         connection = Connection(self, stream, conn_id)
+        if address_key is not None:
+            key = address_key
+            connection.on_registered = lambda: self.admission.registered(key)
         self._connections.add(connection)
         try:
             with connection.scope:
@@ -441,6 +534,8 @@ class ChatServer:
             log.exception("[%s] internal error; closing this connection", conn_id)
             self.chat.leave(connection.member, "disconnected", "server error")
         finally:
+            if address_key is not None:
+                self.admission.released(address_key, registered=connection.registered)
             self._connections.discard(connection)
             self.chat.leave(connection.member, "disconnected", "connection closed")
             with trio.CancelScope(shield=True):
@@ -451,13 +546,22 @@ class ChatServer:
                 await trio.aclose_forcefully(stream)
             log.info("[%s] closed", conn_id)
 
+    async def _refuse(self, stream: trio.abc.Stream, refusal: Refusal) -> None:
+        """One line saying why (plain TCP only), then close, all bounded."""
+        if self.ssl_context is None:
+            line = encode_event(ev.Goodbye(refusal.code, refusal.text))
+            # A peer that is gone already needs telling nothing.
+            with contextlib.suppress(*_PEER_ERRORS), trio.move_on_after(CLOSE_TIMEOUT):
+                await stream.send_all(line)
+        await trio.aclose_forcefully(stream)
+
     async def _tls_handshake(
         self, stream: trio.abc.Stream, conn_id: str
     ) -> trio.SSLStream[trio.abc.Stream]:
         assert self.ssl_context is not None
         ssl_stream = trio.SSLStream(stream, self.ssl_context, server_side=True)
         try:
-            with trio.fail_after(self.limits.tls_handshake_timeout):
+            with trio.fail_after(_seconds(self.limits.tls_handshake_timeout)):
                 await ssl_stream.do_handshake()
         except trio.TooSlowError:
             log.info("[%s] TLS handshake timed out", conn_id)

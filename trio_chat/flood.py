@@ -1,0 +1,115 @@
+"""Flood control: a token bucket per user, sans-IO (the clock is passed in).
+
+A user may send `burst` lines at once, then `rate` lines per second. Lines
+over the allowance are not dropped but delayed; the connection keeps a
+bounded backlog of them, and a user whose backlog grows too long or too old
+is dropped for "excess flood" (see `FloodControl`).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+from typing import Final, Generic, TypeVar
+
+#: Reason given when a user is dropped for flooding.
+EXCESS_FLOOD: Final = "excess flood"
+
+T = TypeVar("T")
+
+
+class TokenBucket:
+    """`burst` tokens at most, refilled at `rate` per second; rate 0 = no limit."""
+
+    def __init__(self, burst: int, rate: float, now: float) -> None:
+        self.burst = burst
+        self.rate = rate
+        self._tokens = float(burst)
+        self._stamp = now
+
+    def _refill(self, now: float) -> None:
+        if now > self._stamp:
+            self._tokens = min(
+                self.burst, self._tokens + (now - self._stamp) * self.rate
+            )
+            self._stamp = now
+
+    def wait(self, now: float) -> float:
+        """Seconds until a token is available (0.0: one is available now)."""
+        if self.rate <= 0:
+            return 0.0
+        self._refill(now)
+        if self._tokens >= 1.0:
+            return 0.0
+        return (1.0 - self._tokens) / self.rate
+
+    def take(self, now: float) -> bool:
+        """Take a token if one is available now; True if taken."""
+        if self.rate <= 0:
+            return True
+        self._refill(now)
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Held(Generic[T]):
+    item: T
+    since: float
+
+
+class FloodControl(Generic[T]):
+    """Admit items (lines) at the bucket's pace, holding the excess in order.
+
+    `offer` queues an item; `ready` returns the items that may go now, in
+    order; `next_time` says when to call `ready` again. `over_limit` turns
+    true when more than `max_backlog` items are held or the oldest has waited
+    more than `max_delay` seconds (0 switches either check off).
+    """
+
+    def __init__(
+        self,
+        *,
+        burst: int,
+        rate: float,
+        max_backlog: int,
+        max_delay: float,
+        now: float,
+    ) -> None:
+        self._bucket = TokenBucket(burst, rate, now)
+        self._held: collections.deque[_Held[T]] = collections.deque()
+        self._max_backlog = max_backlog
+        self._max_delay = max_delay
+
+    @property
+    def backlog(self) -> int:
+        """Items held back."""
+        return len(self._held)
+
+    def offer(self, item: T, now: float) -> None:
+        """Queue `item`, which arrived at `now`."""
+        self._held.append(_Held(item, now))
+
+    def ready(self, now: float) -> list[T]:
+        """Items that may go now, oldest first (each takes a token)."""
+        out: list[T] = []
+        while self._held and self._bucket.take(now):
+            out.append(self._held.popleft().item)
+        return out
+
+    def next_time(self, now: float) -> float:
+        """When the next held item may go (`math.inf` if none is held)."""
+        if not self._held:
+            return math.inf
+        return now + self._bucket.wait(now)
+
+    def over_limit(self, now: float) -> bool:
+        """True if the held items are too many or the oldest waited too long."""
+        if not self._held:
+            return False
+        if self._max_backlog and len(self._held) > self._max_backlog:
+            return True
+        return bool(self._max_delay) and now - self._held[0].since > self._max_delay
