@@ -213,3 +213,11 @@ def test_half_configured_tls_fails_with_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("trio-chat: ")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_every_limit_is_in_the_readme() -> None:
+    from trio_chat.limits import LIMIT_OPTIONS
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for option in LIMIT_OPTIONS:
+        assert f"`{option.flag}`" in readme, option.flag
