@@ -13,6 +13,7 @@ import ssl
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import trio
@@ -36,6 +37,7 @@ from trio_chat.limits import MAX_LINE_BYTES, Limits
 from trio_chat.protocol import NEED_DATA, EndOfStream, Line, LineReader
 from trio_chat.server import ChatServer
 from trio_chat.tls import client_context
+from trio_chat.tls import server_context as tls_server_context
 
 #: Ceiling for one expected step (virtual time under autojump_clock).
 STEP_TIMEOUT = 30.0
@@ -530,9 +532,14 @@ def server_context(ca: trustme.CA, *hosts: str) -> ssl.SSLContext:
 
 
 @contextlib.asynccontextmanager
-async def serving(ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[int]:
+async def serving(
+    ssl_context: ssl.SSLContext | None = None, *, limits: Limits | None = None
+) -> AsyncIterator[int]:
     """A real chat server on 127.0.0.1 port 0 for the block; yields its port."""
-    server = ChatServer(Chat(clock=time.time), ssl_context=ssl_context, limits=Limits())
+    limits = Limits() if limits is None else limits
+    server = ChatServer(
+        Chat(clock=time.time, limits=limits), ssl_context=ssl_context, limits=limits
+    )
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(server.serve_tcp, 0, "127.0.0.1")
         yield listeners[0].socket.getsockname()[1]
@@ -611,6 +618,85 @@ async def test_piped_lines_reach_a_real_server_over_tls_in_order(
             await ui.expect("(trio-chat/0.1.0, TLS)")
             await ui.expect("-- Bye!")
             await bob.aclose()
+
+
+def _write_leaf(ca: trustme.CA, directory: Path, name: str, host: str) -> list[str]:
+    """Issue a certificate for `host`; write it as `name`.pem and `name`.key."""
+    leaf = ca.issue_cert(host)
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    key.chmod(0o600)
+    return [str(cert), str(key)]
+
+
+async def test_cli_client_presents_its_certificate_to_a_server_requiring_one(
+    ca: trustme.CA, tmp_path: Path
+) -> None:
+    # `client --tls --cafile --cert --key` against a server that only lets in
+    # clients with a certificate from its client CA.
+    client_ca = trustme.CA()
+    files = {"ca": tmp_path / "ca.pem", "client-ca": tmp_path / "client-ca.pem"}
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    client_ca.cert_pem.write_to_path(str(files["client-ca"]))
+    server_ctx = tls_server_context(
+        *_write_leaf(ca, tmp_path, "server", "127.0.0.1"), client_ca=files["client-ca"]
+    )
+    alice = _write_leaf(client_ca, tmp_path, "alice", "alice.example")
+    bob_ctx = client_context(files["ca"], certfile=alice[0], keyfile=alice[1])
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(server_ctx) as port:
+            bob = Peer(
+                await trio.open_ssl_over_tcp_stream(
+                    "127.0.0.1", port, ssl_context=bob_ctx
+                )
+            )
+            await bob.join("bob")
+            result = await trio.run_process(
+                [
+                    sys.executable,
+                    *("-m", "trio_chat", "client", "--port", str(port)),
+                    *("--tls", "--cafile", str(files["ca"])),
+                    *("--cert", alice[0], "--key", alice[1], "--name", "alice"),
+                ],
+                stdin=b"hello with a certificate\n",
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+            assert result.returncode == 0, result.stderr
+            line = await bob.expect("MSG")
+            assert line.endswith(" <alice> hello with a certificate")
+            await bob.aclose()
+
+
+async def test_a_client_without_a_certificate_cannot_join(
+    ca: trustme.CA, tmp_path: Path
+) -> None:
+    client_ca = tmp_path / "client-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(client_ca))
+    server_ctx = tls_server_context(
+        *_write_leaf(ca, tmp_path, "server", "127.0.0.1"), client_ca=client_ca
+    )
+    context = client_context()
+    ca.configure_trust(context)
+    chunks = [b"hello\n", b""]
+
+    async def stdin(max_bytes: int) -> bytes:
+        await trio.lowlevel.checkpoint()
+        return chunks.pop(0)
+
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(server_ctx) as port:
+            config = ClientConfig(
+                port=port, ssl_context=context, name="alice", reconnect=False
+            )
+            ui = RecordingUI()
+            # The server refuses it in the handshake (TLS 1.2) or right after
+            # (1.3); trio sends no alert, so the client sees a closed connection.
+            with pytest.raises(client.ClientError):
+                await run_with_input(config, ui, stdin)
+    assert not any("You are in" in line for line in ui.lines)
 
 
 # --------------------------------------------------------------------------

@@ -6,6 +6,7 @@ nursery, so a verification failure shows up exactly as a client would see it.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import os
@@ -94,11 +95,13 @@ def _dev_server_context() -> ssl.SSLContext:
     return tls.server_context(*tls.dev_cert_paths())
 
 
-def _issue(ca: trustme.CA, directory: Path, *hosts: str) -> tuple[Path, Path]:
+def _issue(
+    ca: trustme.CA, directory: Path, *hosts: str, name: str = "leaf"
+) -> tuple[Path, Path]:
     """A leaf for `hosts` written as (cert chain, key), key mode 0600."""
     leaf = ca.issue_cert(*hosts)
-    cert = directory / "leaf.pem"
-    key = directory / "leaf.key"
+    cert = directory / f"{name}.pem"
+    key = directory / f"{name}.key"
     cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
     key.write_bytes(leaf.private_key_pem.bytes())
     key.chmod(0o600)
@@ -242,6 +245,204 @@ def test_client_context_bad_cafile(tmp_path: Path) -> None:
     with pytest.raises(tls.TLSConfigError, match="valid PEM certificate") as info:
         tls.client_context(garbage)
     assert str(garbage) in str(info.value)
+
+
+# --- mutual TLS ----------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class MutualFiles:
+    """A server's CA and certificate, a client CA, and client certificates."""
+
+    server_ca: Path
+    server: tuple[Path, Path]
+    client_ca: Path
+    client: tuple[Path, Path]  # issued by client_ca
+    stranger: tuple[Path, Path]  # issued by another CA
+
+
+@pytest.fixture
+def mutual(ca: trustme.CA, tmp_path: Path) -> MutualFiles:
+    server_ca = tmp_path / "server-ca.pem"
+    ca.cert_pem.write_to_path(str(server_ca))
+    client_ca = trustme.CA()
+    client_ca_file = tmp_path / "client-ca.pem"
+    client_ca.cert_pem.write_to_path(str(client_ca_file))
+    return MutualFiles(
+        server_ca=server_ca,
+        server=_issue(ca, tmp_path, "localhost", name="server"),
+        client_ca=client_ca_file,
+        client=_issue(client_ca, tmp_path, "alice.example", name="alice"),
+        stranger=_issue(trustme.CA(), tmp_path, "mallory.example", name="mallory"),
+    )
+
+
+def _client_ctx(
+    files: MutualFiles, client: tuple[Path, Path] | None, version: ssl.TLSVersion
+) -> ssl.SSLContext:
+    certfile, keyfile = client if client is not None else (None, None)
+    context = tls.client_context(files.server_ca, certfile=certfile, keyfile=keyfile)
+    context.maximum_version = version
+    return context
+
+
+#: The client certificate arrives at a different point of each handshake:
+#: in TLS 1.3 the client has finished before the server has checked it.
+TLS_VERSIONS = pytest.mark.parametrize(
+    "version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["1.2", "1.3"]
+)
+
+
+@TLS_VERSIONS
+async def test_client_certificate_from_the_client_ca_is_accepted(
+    mutual: MutualFiles, version: ssl.TLSVersion
+) -> None:
+    server_ctx = tls.server_context(*mutual.server, client_ca=mutual.client_ca)
+    client_ctx = _client_ctx(mutual, mutual.client, version)
+    server, client = await _handshake(server_ctx, client_ctx, "localhost")
+    await _assert_round_trip(server, client)
+    assert isinstance(server, trio.SSLStream)
+    peer = server.getpeercert()
+    assert peer is not None
+    assert peer["subjectAltName"] == (("DNS", "alice.example"),)
+
+
+@TLS_VERSIONS
+@pytest.mark.parametrize(
+    ("who", "server_reason"),
+    [
+        ("none", "PEER_DID_NOT_RETURN_A_CERTIFICATE"),
+        ("stranger", "CERTIFICATE_VERIFY_FAILED"),
+    ],
+)
+async def test_client_without_a_certificate_from_the_client_ca_is_refused(
+    mutual: MutualFiles, version: ssl.TLSVersion, who: str, server_reason: str
+) -> None:
+    server_ctx = tls.server_context(*mutual.server, client_ca=mutual.client_ca)
+    client_ctx = _client_ctx(
+        mutual, mutual.stranger if who == "stranger" else None, version
+    )
+    server_transport, client_transport = trio.testing.memory_stream_pair()
+    server = trio.SSLStream(server_transport, server_ctx, server_side=True)
+    client = trio.SSLStream(client_transport, client_ctx, server_hostname="localhost")
+    received: list[bytes | bytearray] = []
+
+    async def serve() -> None:
+        with pytest.raises(trio.BrokenResourceError) as failure:
+            await server.do_handshake()
+            received.append(await server.receive_some())  # never reached
+        cause = failure.value.__cause__
+        assert isinstance(cause, ssl.SSLError)
+        assert cause.reason == server_reason
+        await trio.aclose_forcefully(server_transport)  # as the chat server does
+
+    with trio.fail_after(HANDSHAKE_DEADLINE):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve)
+            # TLS 1.2 fails in the handshake; with 1.3 the client's handshake
+            # "succeeds" and the refusal shows on its first read. Either way
+            # it cannot exchange data.
+            with pytest.raises(trio.BrokenResourceError):
+                await client.do_handshake()
+                await client.send_all(PAYLOAD)
+                await client.receive_some()
+    assert received == []
+
+
+def test_client_ca_settings(mutual: MutualFiles) -> None:
+    open_ctx = tls.server_context(*mutual.server)
+    assert open_ctx.verify_mode == ssl.CERT_NONE  # no client certificate asked
+    context = tls.server_context(*mutual.server, client_ca=mutual.client_ca)
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert context.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert context.options & ssl.OP_NO_RENEGOTIATION
+    # Only the client CA vouches for clients, never the system's store.
+    assert len(context.get_ca_certs()) == 1
+
+
+async def test_a_client_certificate_is_harmless_when_not_asked_for(
+    mutual: MutualFiles,
+) -> None:
+    server_ctx = tls.server_context(*mutual.server)
+    client_ctx = _client_ctx(mutual, mutual.client, ssl.TLSVersion.TLSv1_3)
+    server, client = await _handshake(server_ctx, client_ctx, "localhost")
+    await _assert_round_trip(server, client)
+
+
+def _client_config_error(
+    cafile: Path | None = None,
+    *,
+    certfile: Path | None = None,
+    keyfile: Path | None = None,
+) -> str:
+    with pytest.raises(tls.TLSConfigError) as info:
+        tls.client_context(cafile, certfile=certfile, keyfile=keyfile)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_client_certificate_errors_name_the_file(
+    mutual: MutualFiles, tmp_path: Path
+) -> None:
+    cert, key = mutual.client
+    missing = tmp_path / "missing.pem"
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_bytes(b"not PEM at all\n")
+    _, other_key = mutual.stranger
+
+    message = _client_config_error(certfile=missing, keyfile=key)
+    assert message == f"TLS client certificate file not found: {missing}"
+    message = _client_config_error(certfile=cert, keyfile=missing)
+    assert message == f"TLS client key file not found: {missing}"
+    message = _client_config_error(certfile=garbage, keyfile=key)
+    assert message == (
+        f"TLS client certificate file {garbage} does not hold a valid PEM certificate"
+    )
+    message = _client_config_error(certfile=cert, keyfile=garbage)
+    assert message == f"TLS client key file {garbage} does not hold a PEM private key"
+    message = _client_config_error(certfile=cert, keyfile=other_key)
+    assert message == (
+        f"TLS client key file {other_key} does not match the certificate in {cert}"
+    )
+
+
+def test_client_certificate_needs_its_key_and_the_key_its_certificate(
+    mutual: MutualFiles,
+) -> None:
+    cert, key = mutual.client
+    assert _client_config_error(certfile=cert) == (
+        "a TLS client certificate file needs its key file too"
+    )
+    assert _client_config_error(keyfile=key) == (
+        "a TLS client key file needs its certificate file too"
+    )
+
+
+@pytest.mark.parametrize("content", [None, b"garbage\n"], ids=["missing", "garbage"])
+def test_bad_client_ca_is_named(
+    mutual: MutualFiles, tmp_path: Path, content: bytes | None
+) -> None:
+    client_ca = tmp_path / "bad-ca.pem"
+    if content is not None:
+        client_ca.write_bytes(content)
+    with pytest.raises(tls.TLSConfigError) as info:
+        tls.server_context(*mutual.server, client_ca=client_ca)
+    message = str(info.value)
+    assert message.startswith("client CA file ")
+    assert str(client_ca) in message
+    assert "\n" not in message
+
+
+def test_from_args_passes_the_client_ca_on(mutual: MutualFiles) -> None:
+    cert, key = mutual.server
+    client_ca = str(mutual.client_ca)
+    explicit = tls.server_context_from_args(str(cert), str(key), client_ca)
+    assert explicit.verify_mode == ssl.CERT_REQUIRED
+    # The development certificate with a real client CA is fine too.
+    dev = tls.server_context_from_args(None, None, client_ca)
+    assert dev.verify_mode == ssl.CERT_REQUIRED
+    assert tls.server_context_from_args(None, None).verify_mode == ssl.CERT_NONE
 
 
 # --- permission warning ------------------------------------------------------
@@ -478,6 +679,34 @@ def test_cli_gen_certs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     leaf = x509.load_pem_x509_certificates((target / "server.pem").read_bytes())[0]
     san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["chat.lan"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "complaint"),
+    [
+        (["--cert", "c.pem", "--key", "c.key"], "--cert needs --tls"),
+        (["--key", "c.key"], "--key needs --tls"),
+        (["--tls", "--cert", "c.pem"], "--cert needs --key too"),
+        (["--tls", "--key", "c.key"], "--key needs --cert too"),
+    ],
+)
+def test_cli_client_certificate_flags(
+    flags: list[str], complaint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["client", "--name", "x", *flags]) == 2
+    assert capsys.readouterr().err == f"trio-chat: {complaint}\n"
+
+
+def test_cli_client_certificate_file_errors_are_one_line(
+    mutual: MutualFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, key = mutual.client
+    missing = tmp_path / "missing.pem"
+    argv = ["client", "--tls", "--cert", str(missing), "--key", str(key)]
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"trio-chat: TLS client certificate file not found: {missing}\n"
+    )
 
 
 def test_cli_gen_certs_refuses_to_overwrite(

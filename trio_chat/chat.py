@@ -15,7 +15,7 @@ from trio_chat import PROTOCOL_VERSION, __version__
 from trio_chat import events as ev
 from trio_chat.hub import Hub, Member
 from trio_chat.limits import Limits
-from trio_chat.names import NAME_RULES, InvalidName, validate_name
+from trio_chat.names import NAME_RULES, InvalidName, name_key, validate_name
 from trio_chat.sanitize import sanitize_text
 
 log = logging.getLogger("trio_chat.chat")
@@ -110,6 +110,9 @@ class Chat:
             self.hub.send(member, ev.Error("name-invalid", str(exc)))
             self.prompt(member)
             return False
+        if self._too_similar(member, name):
+            self.prompt(member)
+            return False
         if not self.hub.add(member, name):
             self.hub.send(
                 member,
@@ -134,6 +137,18 @@ class Chat:
         )
         self.hub.publish(ev.Joined(self._clock(), self.room, name), exclude=member)
         log.info("[%s] joined as %s", member.conn_id, name)
+        return True
+
+    def _too_similar(self, member: Member, name: str) -> bool:
+        """Refuse `name` if it looks like someone else's who is online."""
+        other = self.hub.lookalike(name)
+        if other is None or other is member or other.name is None:
+            return False
+        if name_key(other.name) == name_key(name):
+            text = f"The name {name} is taken; choose another."
+        else:
+            text = f"The name {name} looks too much like {other.name}, who is online."
+        self.hub.send(member, ev.Error("name-taken", text))
         return True
 
     def leave(self, member: Member, how: ev.LeaveHow, reason: str = "") -> None:
@@ -216,6 +231,8 @@ class Chat:
             return
         if new == old:
             self.hub.send(member, ev.Info(f"You are already {new}."))
+            return
+        if self._too_similar(member, new):
             return
         if not self.hub.rename(member, new):
             self.hub.send(member, ev.Error("name-taken", f"The name {new} is taken."))

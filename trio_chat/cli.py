@@ -192,9 +192,11 @@ async def _serve(args: argparse.Namespace, limits: lim.Limits) -> int:
     from trio_chat.chat import Chat
     from trio_chat.server import ChatServer
 
+    if args.client_ca is not None and not args.tls:
+        raise tls.TLSConfigError("--client-ca needs --tls")
     ssl_context = None
     if args.tls:
-        ssl_context = tls.server_context_from_args(args.cert, args.key)
+        ssl_context = tls.server_context_from_args(args.cert, args.key, args.client_ca)
     for flag in limits.switched_off():
         log.warning("protection switched off: %s 0", flag)
     chat = Chat(clock=time.time, limits=limits)
@@ -280,13 +282,25 @@ def _run_client(args: argparse.Namespace) -> int:
     # last-resort handler, which follows sys.stderr even when prompt_toolkit
     # redirects it above the prompt).
     logging.getLogger("trio_chat").setLevel(logging.WARNING)
-    if args.cafile is not None and not args.tls:
-        print("trio-chat: --cafile needs --tls", file=sys.stderr)
+    tls_files = {"--cafile": args.cafile, "--cert": args.cert, "--key": args.key}
+    for flag, value in tls_files.items():
+        if value is not None and not args.tls:
+            print(f"trio-chat: {flag} needs --tls", file=sys.stderr)
+            return 2
+    if (args.cert is None) != (args.key is None):
+        given, missing = (
+            ("--key", "--cert") if args.cert is None else ("--cert", "--key")
+        )
+        print(f"trio-chat: {given} needs {missing} too", file=sys.stderr)
         return 2
+    if args.client_ca is not None and not args.tls:
+        raise tls.TLSConfigError("--client-ca needs --tls")
     ssl_context = None
     if args.tls:
         try:
-            ssl_context = tls.client_context(args.cafile)
+            ssl_context = tls.client_context(
+                args.cafile, certfile=args.cert, keyfile=args.key
+            )
         except tls.TLSConfigError as exc:
             print(f"trio-chat: {exc}", file=sys.stderr)
             return 2
@@ -301,6 +315,9 @@ def _run_client(args: argparse.Namespace) -> int:
         # A script's --name is refused for good: its next lines are chat,
         # not names to try.
         retry_name=interactive or args.name is None,
+        # A person is told when lines queue behind the flood limit; a pipe
+        # is simply read more slowly.
+        announce_pacing=interactive,
     )
 
     async def on_terminal() -> None:

@@ -21,7 +21,7 @@ import trio
 
 from trio_chat import events as ev
 from trio_chat.limits import OUTBOX_MAX_BYTES, OUTBOX_MAX_MESSAGES
-from trio_chat.names import name_key
+from trio_chat.names import confusable_key, name_key
 
 #: Eviction reason for a member whose outbox is full.
 SEND_QUEUE_EXCEEDED: Final = "send queue exceeded"
@@ -123,6 +123,7 @@ class Hub:
         self, *, on_evict: Callable[[Member, str], None] = lambda m, r: None
     ) -> None:
         self._members: dict[str, Member] = {}
+        self._lookalikes: dict[str, Member] = {}  # by confusable_key
         self.on_evict = on_evict
         self._evicted: collections.deque[tuple[Member, str]] = collections.deque()
         self._announcing = False
@@ -149,6 +150,14 @@ class Hub:
             key=name_key,
         )
 
+    def lookalike(self, name: str) -> Member | None:
+        """The online member whose name is confusable with `name`, if any.
+
+        Confusable means an equal `confusable_key` (Unicode TR39 skeleton):
+        "alice", "ALICE" and "аlice" with a Cyrillic а all are.
+        """
+        return self._lookalikes.get(confusable_key(name))
+
     def add(self, member: Member, name: str) -> bool:
         """Register `member` as `name`; False if the name's key is taken."""
         key = name_key(name)
@@ -156,6 +165,7 @@ class Hub:
             return False
         member.name = name
         self._members[key] = member
+        self._lookalikes.setdefault(confusable_key(name), member)
         return True
 
     def rename(self, member: Member, new: str) -> bool:
@@ -166,11 +176,19 @@ class Hub:
         holder = self._members.get(new_key)
         if holder is not None and holder is not member:
             return False
-        assert old_key is not None
+        assert old_key is not None and member.name is not None
         del self._members[old_key]
+        self._forget_lookalike(member)
         member.name = new
         self._members[new_key] = member
+        self._lookalikes.setdefault(confusable_key(new), member)
         return True
+
+    def _forget_lookalike(self, member: Member) -> None:
+        assert member.name is not None
+        skeleton = confusable_key(member.name)
+        if self._lookalikes.get(skeleton) is member:
+            del self._lookalikes[skeleton]
 
     def remove(self, member: Member) -> bool:
         """Remove `member`; False if it was not online."""
@@ -178,6 +196,7 @@ class Hub:
             return False
         assert member.key is not None
         del self._members[member.key]
+        self._forget_lookalike(member)
         return True
 
     def publish(self, event: ev.ServerEvent, *, exclude: Member | None = None) -> None:

@@ -1,9 +1,11 @@
 """TLS contexts for the server and the client, built from PEM files.
 
 Every context verifies what it should: the client always checks the server's
-certificate and host name, and nothing here can turn that off. Problems with
-the files become `TLSConfigError`, whose message is one line fit to show a
-user. Nothing here waits or imports trio.
+certificate and host name, and nothing here can turn that off. Mutual TLS is
+optional: a server given a client CA requires every client to present a
+certificate that CA issued, and a client can be given one to present.
+Problems with the files become `TLSConfigError`, whose message is one line fit
+to show a user. Nothing here waits or imports trio.
 """
 
 from __future__ import annotations
@@ -107,31 +109,41 @@ def _restrict(context: ssl.SSLContext) -> ssl.SSLContext:
     return context
 
 
-def _server_context(
-    certfile: StrPath, keyfile: StrPath, *, check_key_permissions: bool
-) -> ssl.SSLContext:
-    _read(certfile, "TLS certificate file")
-    key_pem = _read(keyfile, "TLS key file")
-    _check_certificates(certfile, "TLS certificate file")
+def _load_cert_chain(
+    context: ssl.SSLContext,
+    certfile: StrPath,
+    keyfile: StrPath,
+    *,
+    what: str,
+    check_key_permissions: bool,
+) -> None:
+    """Have `context` present `certfile` with `keyfile`.
+
+    `what` names the pair in messages ("TLS" for the server's own, "TLS
+    client" for a client's): "<what> certificate file", "<what> key file".
+    """
+    cert_what, key_what = f"{what} certificate file", f"{what} key file"
+    _read(certfile, cert_what)
+    key_pem = _read(keyfile, key_what)
+    _check_certificates(certfile, cert_what)
     if b"PRIVATE KEY-----" not in key_pem:
         raise TLSConfigError(
-            f"TLS key file {_show(keyfile)} does not hold a PEM private key"
+            f"{key_what} {_show(keyfile)} does not hold a PEM private key"
         )
-    context = _restrict(ssl.create_default_context(ssl.Purpose.CLIENT_AUTH))
     try:
         context.load_cert_chain(certfile, keyfile, password=_no_passphrase)
     except _EncryptedKey:
         raise TLSConfigError(
-            f"TLS key file {_show(keyfile)} is encrypted; give an unencrypted key"
+            f"{key_what} {_show(keyfile)} is encrypted; give an unencrypted key"
         ) from None
     except ssl.SSLError as exc:
         if exc.reason == "KEY_VALUES_MISMATCH":
             raise TLSConfigError(
-                f"TLS key file {_show(keyfile)} does not match"
+                f"{key_what} {_show(keyfile)} does not match"
                 f" the certificate in {_show(certfile)}"
             ) from None
         raise TLSConfigError(
-            f"TLS key file {_show(keyfile)} does not hold a valid PEM private key"
+            f"{key_what} {_show(keyfile)} does not hold a valid PEM private key"
         ) from None
     except OSError as exc:  # the files changed since they were read
         raise TLSConfigError(
@@ -139,50 +151,97 @@ def _server_context(
         ) from None
     if check_key_permissions:
         _warn_if_key_exposed(keyfile)
-    return context
 
 
-def server_context(certfile: StrPath, keyfile: StrPath) -> ssl.SSLContext:
+def _ca_context(purpose: ssl.Purpose, cafile: StrPath, what: str) -> ssl.SSLContext:
+    """A default context for `purpose` that trusts only the CAs in `cafile`."""
+    _read(cafile, what)
+    _check_certificates(cafile, what)
+    try:
+        # With a cafile, only that file's CAs are trusted (no system store).
+        return ssl.create_default_context(purpose, cafile=os.fspath(cafile))
+    except OSError as exc:  # the file changed since it was checked
+        raise TLSConfigError(f"cannot load {what} {_show(cafile)}: {exc}") from None
+
+
+def _server_context(
+    certfile: StrPath,
+    keyfile: StrPath,
+    *,
+    client_ca: StrPath | None,
+    check_key_permissions: bool,
+) -> ssl.SSLContext:
+    if client_ca is None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    else:
+        context = _ca_context(ssl.Purpose.CLIENT_AUTH, client_ca, "client CA file")
+        context.verify_mode = ssl.CERT_REQUIRED
+    _load_cert_chain(
+        context,
+        certfile,
+        keyfile,
+        what="TLS",
+        check_key_permissions=check_key_permissions,
+    )
+    return _restrict(context)
+
+
+def server_context(
+    certfile: StrPath, keyfile: StrPath, *, client_ca: StrPath | None = None
+) -> ssl.SSLContext:
     """A server context presenting `certfile` (PEM chain) with `keyfile` (PEM key).
 
-    TLS 1.2 at least, no renegotiation, client certificates not requested.
-    Logs a warning (logger ``trio_chat.tls``) if the key file can be read by
-    its group or others.
+    TLS 1.2 at least, no renegotiation. Without `client_ca`, client
+    certificates are not requested. With it (a PEM file of CAs), every client
+    must present a certificate issued by one of those CAs, and only by them
+    (the system store is not trusted for clients): the handshake fails
+    otherwise. Logs a warning (logger ``trio_chat.tls``) if the key file can
+    be read by its group or others.
 
     Raises TLSConfigError, naming the file, if a file is missing or unreadable,
     is not PEM, the key is encrypted or does not match the certificate.
     """
-    return _server_context(certfile, keyfile, check_key_permissions=True)
+    return _server_context(
+        certfile, keyfile, client_ca=client_ca, check_key_permissions=True
+    )
 
 
-def client_context(cafile: StrPath | None = None) -> ssl.SSLContext:
+def client_context(
+    cafile: StrPath | None = None,
+    *,
+    certfile: StrPath | None = None,
+    keyfile: StrPath | None = None,
+) -> ssl.SSLContext:
     """A client context that verifies the server's certificate and host name.
 
     Trusts the system's CA store, or with `cafile` that PEM file's CAs instead
     (e.g. the development CA, `dev_ca_path()`). TLS 1.2 at least, no
     renegotiation, CERT_REQUIRED and check_hostname always: there is
-    deliberately no way to turn verification off.
+    deliberately no way to turn verification off. With `certfile` and
+    `keyfile` (both or neither), presents that client certificate to servers
+    that ask for one (mutual TLS); warns, as the server does, if the key file
+    can be read by others.
 
-    Raises TLSConfigError, naming the file, if `cafile` is missing, unreadable
-    or holds no PEM certificate.
+    Raises TLSConfigError, naming the file, if a file is missing, unreadable,
+    not PEM, the key is encrypted or does not match the certificate, or if
+    only one of `certfile` and `keyfile` is given.
     """
+    if (certfile is None) != (keyfile is None):
+        given, missing = (
+            ("certificate", "key") if keyfile is None else ("key", "certificate")
+        )
+        raise TLSConfigError(f"a TLS client {given} file needs its {missing} file too")
     if cafile is None:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     else:
-        _read(cafile, "CA file")
-        _check_certificates(cafile, "CA file")
-        try:
-            # With a cafile, only that file's CAs are trusted.
-            context = ssl.create_default_context(
-                ssl.Purpose.SERVER_AUTH, cafile=os.fspath(cafile)
-            )
-        except OSError as exc:  # the file changed since it was checked
-            raise TLSConfigError(
-                f"cannot load CA file {_show(cafile)}: {exc}"
-            ) from None
+        context = _ca_context(ssl.Purpose.SERVER_AUTH, cafile, "CA file")
     # create_default_context already does this; saying it keeps it so.
     context.verify_mode = ssl.CERT_REQUIRED
     context.check_hostname = True
+    if certfile is not None and keyfile is not None:
+        _load_cert_chain(
+            context, certfile, keyfile, what="TLS client", check_key_permissions=True
+        )
     return _restrict(context)
 
 
@@ -220,14 +279,18 @@ def dev_ca_path() -> Path:
     return ca
 
 
-def server_context_from_args(cert: str | None, key: str | None) -> ssl.SSLContext:
-    """The server context for `serve --tls [--cert FILE --key FILE]`.
+def server_context_from_args(
+    cert: str | None, key: str | None, client_ca: str | None = None
+) -> ssl.SSLContext:
+    """The server context for `serve --tls [--cert F --key F] [--client-ca F]`.
 
-    Neither given: the development certificate, with a logged warning that it
-    is for testing only (and no permission check on its key, which is public
-    anyway). Both given: `server_context(cert, key)`.
+    Neither `cert` nor `key` given: the development certificate, with a
+    logged warning that it is for testing only (and no permission check on
+    its key, which is public anyway). Both given: `server_context(cert, key)`.
+    `client_ca` (with either) requires client certificates issued by it.
 
-    Raises TLSConfigError if only one is given, or as `server_context` does.
+    Raises TLSConfigError if only one of `cert` and `key` is given, or as
+    `server_context` does.
     """
     if cert is None and key is None:
         dev_cert, dev_key = dev_cert_paths()
@@ -236,8 +299,10 @@ def server_context_from_args(cert: str | None, key: str | None) -> ssl.SSLContex
             " key is public; pass --cert FILE --key FILE for real use",
             _show(dev_cert),
         )
-        return _server_context(dev_cert, dev_key, check_key_permissions=False)
+        return _server_context(
+            dev_cert, dev_key, client_ca=client_ca, check_key_permissions=False
+        )
     if cert is None or key is None:
         given, missing = ("--cert", "--key") if key is None else ("--key", "--cert")
         raise TLSConfigError(f"{given} needs {missing} too")
-    return server_context(cert, key)
+    return server_context(cert, key, client_ca=client_ca)
