@@ -221,3 +221,24 @@ def test_every_limit_is_in_the_readme() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     for option in LIMIT_OPTIONS:
         assert f"`{option.flag}`" in readme, option.flag
+
+
+def test_client_ca_without_tls_fails_with_one_line() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trio_chat",
+            "serve",
+            "--port",
+            "0",
+            "--client-ca",
+            "certs/ca.pem",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "trio-chat: --client-ca needs --tls"

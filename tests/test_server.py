@@ -449,3 +449,30 @@ async def test_reset_connection_is_a_disconnect(nursery: trio.Nursery) -> None:
     server.shutdown()
     await alice.until_closed()
     await alice.aclose()
+
+
+@pytest.mark.parametrize(
+    ("attempt", "reason"),
+    [
+        ("\u0430\u04cf\u0456\u0441\u0435", "looks too much like alice"),  # all Cyrillic
+        ("ALICE", "is taken"),
+        ("ＡＬＩＣＥ", "looks too much like alice"),  # fullwidth
+    ],
+)
+async def test_lookalike_of_an_online_name_is_refused(
+    connect: Connect, attempt: str, reason: str
+) -> None:
+    (alice,) = await joined(connect, "alice")
+    peer = await connect()
+    await peer.expect("NAME")
+    await peer.send(attempt)
+    error = await peer.expect("ERR")
+    assert error.startswith("ERR name-") and reason in error
+    await peer.send("bob")
+    await peer.expect("WELCOME")
+    await peer.send(f"/nick {attempt}")
+    assert reason in await peer.expect("ERR")
+    await alice.send("/quit")
+    await peer.expect("LEAVE")
+    await peer.send(f"/nick {attempt}")  # free once alice has gone
+    assert (await peer.expect("NICK")).endswith(f"bob -> {attempt}")
