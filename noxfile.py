@@ -26,6 +26,20 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def soak(session: nox.Session) -> None:
+    """Soak the real server for 3 minutes: churn, resets, hostile lines (slow)."""
+    session.install("-e", ".", *_groups("test"))
+    session.run("pytest", "-m", "slow", "tests/test_soak.py", *session.posargs)
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """Send the real server random bytes for a minute beside a canary (slow)."""
+    session.install("-e", ".", *_groups("test"))
+    session.run("pytest", "-m", "slow", "tests/test_fuzz.py", *session.posargs)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """Check style and cancellation mistakes: ruff, ruff format, flake8-async."""
     session.install(*_groups("lint"))
