@@ -6,29 +6,7 @@ import math
 
 import pytest
 
-from trio_chat.flood import FloodControl, TokenBucket
-
-
-def test_bucket_allows_a_burst_then_the_rate() -> None:
-    bucket = TokenBucket(burst=5, rate=2.0, now=0.0)
-    assert [bucket.take(0.0) for _ in range(6)] == [True] * 5 + [False]
-    assert bucket.wait(0.0) == pytest.approx(0.5)
-    assert not bucket.take(0.49)
-    assert bucket.take(0.5)
-    assert not bucket.take(0.5)
-
-
-def test_bucket_refills_but_never_past_the_burst() -> None:
-    bucket = TokenBucket(burst=3, rate=1.0, now=0.0)
-    for _ in range(3):
-        assert bucket.take(0.0)
-    assert [bucket.take(1000.0) for _ in range(4)] == [True, True, True, False]
-
-
-def test_rate_zero_means_no_limit() -> None:
-    bucket = TokenBucket(burst=1, rate=0.0, now=0.0)
-    assert all(bucket.take(0.0) for _ in range(1000))
-    assert bucket.wait(0.0) == 0.0
+from trio_chat.flood import FloodControl
 
 
 def flood(**overrides: float) -> FloodControl[int]:
@@ -72,6 +50,13 @@ def test_a_line_held_too_long_is_a_flood() -> None:
     control.ready(0.0)
     assert not control.over_limit(10.0)
     assert control.over_limit(10.1)
+
+
+def test_no_rate_means_no_delay() -> None:
+    control = flood(rate=0.0)
+    for number in range(1000):
+        control.offer(number, 0.0)
+    assert len(control.ready(0.0)) == 1000
 
 
 def test_a_paste_of_a_few_lines_goes_at_once() -> None:

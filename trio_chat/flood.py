@@ -1,5 +1,8 @@
 """Flood control: a token bucket per user, sans-IO (the clock is passed in).
 
+The bucket is `trio_chat.pacing.TokenBucket`, the same one our client paces
+itself with.
+
 A user may send `burst` lines at once, then `rate` lines per second. Lines
 over the allowance are not dropped but delayed; the connection keeps a
 bounded backlog of them, and a user whose backlog grows too long or too old
@@ -13,46 +16,12 @@ import dataclasses
 import math
 from typing import Final, Generic, TypeVar
 
+from trio_chat.pacing import TokenBucket
+
 #: Reason given when a user is dropped for flooding.
 EXCESS_FLOOD: Final = "excess flood"
 
 T = TypeVar("T")
-
-
-class TokenBucket:
-    """`burst` tokens at most, refilled at `rate` per second; rate 0 = no limit."""
-
-    def __init__(self, burst: int, rate: float, now: float) -> None:
-        self.burst = burst
-        self.rate = rate
-        self._tokens = float(burst)
-        self._stamp = now
-
-    def _refill(self, now: float) -> None:
-        if now > self._stamp:
-            self._tokens = min(
-                self.burst, self._tokens + (now - self._stamp) * self.rate
-            )
-            self._stamp = now
-
-    def wait(self, now: float) -> float:
-        """Seconds until a token is available (0.0: one is available now)."""
-        if self.rate <= 0:
-            return 0.0
-        self._refill(now)
-        if self._tokens >= 1.0:
-            return 0.0
-        return (1.0 - self._tokens) / self.rate
-
-    def take(self, now: float) -> bool:
-        """Take a token if one is available now; True if taken."""
-        if self.rate <= 0:
-            return True
-        self._refill(now)
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -79,7 +48,8 @@ class FloodControl(Generic[T]):
         max_delay: float,
         now: float,
     ) -> None:
-        self._bucket = TokenBucket(burst, rate, now)
+        del now  # the bucket starts full whenever it starts
+        self._bucket = TokenBucket(burst, rate)
         self._held: collections.deque[_Held[T]] = collections.deque()
         self._max_backlog = max_backlog
         self._max_delay = max_delay
@@ -96,7 +66,8 @@ class FloodControl(Generic[T]):
     def ready(self, now: float) -> list[T]:
         """Items that may go now, oldest first (each takes a token)."""
         out: list[T] = []
-        while self._held and self._bucket.take(now):
+        while self._held and now >= self._bucket.ready_at():
+            self._bucket.take(now)
             out.append(self._held.popleft().item)
         return out
 
@@ -104,7 +75,7 @@ class FloodControl(Generic[T]):
         """When the next held item may go (`math.inf` if none is held)."""
         if not self._held:
             return math.inf
-        return now + self._bucket.wait(now)
+        return max(now, self._bucket.ready_at())
 
     def over_limit(self, now: float) -> bool:
         """True if the held items are too many or the oldest waited too long."""
