@@ -536,6 +536,21 @@ ENCODE_TABLE: list[tuple[ev.ServerEvent, bytes]] = [
         b"WELCOME bob You are in #lobby as bob.\r\n",
     ),
     (ev.WhoList("#lobby", ("alice", "bob")), b"WHO #lobby alice bob\r\n"),
+    (
+        ev.TopicIs(TS, "#rust", "alice", "borrow checking"),
+        f"TOPIC {TS_TEXT} #rust alice borrow checking\r\n".encode(),
+    ),
+    (
+        ev.TopicIs(TS, "#rust", "alice", ""),
+        f"TOPIC {TS_TEXT} #rust alice \r\n".encode(),
+    ),
+    (ev.RoomInfo("#rust", 3, "borrow checking"), b"ROOM #rust 3 borrow checking\r\n"),
+    (ev.RoomInfo("#empty", 0, ""), b"ROOM #empty 0 \r\n"),
+    (ev.Switched("#rust"), b"SWITCH #rust\r\n"),
+    (
+        ev.Left(TS, "#rust", "bob", "parted", "lunch"),
+        f"LEAVE {TS_TEXT} #rust bob parted (lunch)\r\n".encode(),
+    ),
     (ev.WhoList("#lobby", ()), b"WHO #lobby \r\n"),
     (ev.HelpLine("/help   this list"), b"HELP /help   this list\r\n"),
     (
@@ -563,6 +578,9 @@ KINDS: dict[type, str] = {
     ev.Left: "LEAVE",
     ev.Renamed: "NICK",
     ev.WhoList: "WHO",
+    ev.TopicIs: "TOPIC",
+    ev.RoomInfo: "ROOM",
+    ev.Switched: "SWITCH",
     ev.HelpLine: "HELP",
     ev.Error: "ERR",
     ev.Goodbye: "BYE",

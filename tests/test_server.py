@@ -13,7 +13,7 @@ import trio.testing
 from chatpeer import Peer
 
 from trio_chat import events as ev
-from trio_chat.chat import BANNER, Chat
+from trio_chat.chat import BANNER, HELP_LINES, Chat
 from trio_chat.limits import Limits
 from trio_chat.protocol import decode_event, encode_event
 from trio_chat.server import ChatServer
@@ -142,9 +142,22 @@ async def test_help_lists_every_command(connect: Connect) -> None:
     (alice,) = await joined(connect, "alice")
     await alice.send("/help")
     text = []
-    for _ in range(7):
+    for _ in HELP_LINES:
         text.append(await alice.expect("HELP"))
-    for command in ("/help", "/who", "/nick", "/me", "/msg", "/quit", "//"):
+    for command in (
+        "/help",
+        "/who",
+        "/nick",
+        "/me",
+        "/msg",
+        "/quit",
+        "//",
+        "/join",
+        "/part",
+        "/switch",
+        "/rooms",
+        "/topic",
+    ):
         assert any(line.startswith(f"HELP {command}") for line in text), command
 
 

@@ -13,9 +13,15 @@ from typing import Final
 
 from trio_chat import PROTOCOL_VERSION, __version__
 from trio_chat import events as ev
-from trio_chat.hub import Hub, Member
+from trio_chat.hub import Hub, Member, Room
 from trio_chat.limits import Limits
-from trio_chat.names import NAME_RULES, InvalidName, name_key, validate_name
+from trio_chat.names import (
+    NAME_RULES,
+    InvalidName,
+    name_key,
+    validate_name,
+    validate_room,
+)
 from trio_chat.sanitize import sanitize_text
 
 log = logging.getLogger("trio_chat.chat")
@@ -33,9 +39,14 @@ BANNER: Final = (
 #: The `/help` text, one line each.
 HELP_LINES: Final = (
     "/help                  this list",
-    "/who  (or /names)      who is online",
     "/nick NEW              change your name",
     "/me ACTION             say what you do, e.g. /me waves",
+    "/join ROOM [KEY]       join or create a room (# optional)",
+    "/part [ROOM] [REASON]  leave a room (the current one by default)",
+    "/switch ROOM           send plain lines to ROOM (one you are in)",
+    "/rooms                 list the rooms, their sizes and topics",
+    "/topic [TEXT]          show or set the room's topic (- clears it)",
+    "/who [ROOM|*]          who is in this room, ROOM, or online (*)",
     "/msg NAME TEXT         private message, seen only by NAME",
     "/quit [REASON]         leave the chat",
     "//TEXT                 send a line that starts with /",
@@ -71,6 +82,7 @@ class Chat:
         self.hub = hub if hub is not None else Hub()
         self.hub.on_evict = self._evicted
         self.room = room
+        self.lobby = self.hub.open_room(room, permanent=True)
         self._clock = clock
         self.limits = limits
         self.accepting_names = True
@@ -135,7 +147,12 @@ class Chat:
                 + (" ..." if len(others) > WHO_NAMES_PER_LINE else "")
             ),
         )
-        self.hub.publish(ev.Joined(self._clock(), self.room, name), exclude=member)
+        self.hub.enter(member, self.lobby)
+        self.hub.publish(
+            ev.Joined(self._clock(), self.lobby.name, name),
+            room=self.lobby,
+            exclude=member,
+        )
         log.info("[%s] joined as %s", member.conn_id, name)
         return True
 
@@ -168,7 +185,12 @@ class Chat:
             how,
             f" ({reason})" if reason else "",
         )
-        self.hub.publish(ev.Left(self._clock(), self.room, member.name, how, reason))
+        now = self._clock()
+        for room in list(member.rooms.values()):
+            self.hub.exit(member, room)
+            self.hub.publish(
+                ev.Left(now, room.name, member.name, how, reason), room=room
+            )
 
     # -- requests ---------------------------------------------------------
 
@@ -178,14 +200,12 @@ class Chat:
         assert name is not None, "requests come only after a name"
         send = self.hub.send
         match request:
-            case ev.Say(text):
-                self.hub.publish(
-                    ev.Message(self._clock(), self.room, name, text), exclude=member
-                )
-            case ev.Me(text):
-                self.hub.publish(
-                    ev.Action(self._clock(), self.room, name, text), exclude=member
-                )
+            case ev.Say(text) | ev.Me(text):
+                room = self._speaking_room(member)
+                if room is not None:
+                    kind = ev.Message if isinstance(request, ev.Say) else ev.Action
+                    event = kind(self._clock(), room.name, name, text)
+                    self.hub.publish(event, room=room, exclude=member)
             case ev.PrivateMsg(target, text):
                 recipient = self.hub.get(target)
                 if recipient is None or recipient.name is None:
@@ -202,16 +222,18 @@ class Chat:
                     )
             case ev.Nick(new):
                 self._rename(member, name, new)
-            case ev.Who():
-                names = self.hub.names()
-                send(member, ev.Info(f"{_plural(len(names), 'user')} in {self.room}:"))
-                for start in range(0, len(names), WHO_NAMES_PER_LINE):
-                    send(
-                        member,
-                        ev.WhoList(
-                            self.room, tuple(names[start : start + WHO_NAMES_PER_LINE])
-                        ),
-                    )
+            case ev.Who(scope):
+                self._who(member, scope)
+            case ev.Join(room_name, key):
+                self._join(member, room_name, key)
+            case ev.Part(room_name, reason):
+                self._part(member, room_name, reason[:MAX_REASON_LENGTH])
+            case ev.Switch(room_name):
+                self._switch(member, room_name)
+            case ev.Rooms():
+                self._rooms(member)
+            case ev.Topic(text):
+                self._topic(member, text)
             case ev.Help():
                 for line in HELP_LINES:
                     send(member, ev.HelpLine(line))
@@ -222,6 +244,146 @@ class Chat:
                 member.close()
             case ev.BadCommand(code, text):
                 send(member, ev.Error(code, text))
+
+    # -- rooms --------------------------------------------------------------
+
+    def _error(self, member: Member, code: str, text: str) -> None:
+        self.hub.send(member, ev.Error(code, text))
+
+    def _speaking_room(self, member: Member) -> Room | None:
+        room = member.current
+        if room is None:
+            self._error(member, "no-room", "You are in no room: /join a room first.")
+            return None
+        if room.ops_only and member.key not in room.ops:
+            self._error(member, "ops-only", f"Only ops may speak in {room.name} now.")
+            return None
+        return room
+
+    def _member_room(self, member: Member, raw: str) -> Room | None:
+        """The room `raw` names among the member's, or its current room."""
+        if not raw:
+            if member.current is None:
+                self._error(member, "no-room", "You are in no room.")
+            return member.current
+        try:
+            key = name_key(validate_room(raw))
+        except InvalidName as exc:
+            self._error(member, "room-invalid", str(exc))
+            return None
+        room = member.rooms.get(key)
+        if room is None:
+            self._error(
+                member, "not-in-room", f"You are not in {sanitize_text(raw)[:40]}."
+            )
+        return room
+
+    def _join(self, member: Member, raw: str, key: str) -> None:
+        assert member.name is not None
+        try:
+            name = validate_room(raw)
+        except InvalidName as exc:
+            self._error(member, "room-invalid", str(exc))
+            return
+        room = self.hub.room(name)
+        if room is not None and room.key in member.rooms:
+            self._switch(member, name)
+            return
+        limits = self.limits
+        if limits.max_rooms_per_user and len(member.rooms) >= limits.max_rooms_per_user:
+            self._error(
+                member,
+                "too-many-rooms",
+                f"You are in {len(member.rooms)} rooms, the most there may be;"
+                " /part one first.",
+            )
+            return
+        if room is None:
+            if limits.max_rooms and len(self.hub.rooms) >= limits.max_rooms:
+                self._error(member, "too-many-rooms", "No more rooms may be created.")
+                return
+            room = self.hub.open_room(name)
+            room.ops.add(name_key(member.name))  # the creator runs the room
+            room.password = key
+            log.info("[%s] %s created %s", member.conn_id, member.name, room.name)
+        elif room.password and key != room.password:
+            self._error(member, "bad-room-key", f"{room.name} needs the right key.")
+            return
+        self.hub.enter(member, room)
+        now = self._clock()
+        self.hub.publish(ev.Joined(now, room.name, member.name), room=room)
+        if room.topic:
+            self.hub.send(
+                member,
+                ev.TopicIs(room.topic_ts, room.name, room.topic_setter, room.topic),
+            )
+        self._who(member, room.name)
+        self.hub.send(member, ev.Switched(room.name))
+
+    def _part(self, member: Member, raw: str, reason: str) -> None:
+        assert member.name is not None
+        room = self._member_room(member, raw)
+        if room is None:
+            return
+        self.hub.publish(
+            ev.Left(self._clock(), room.name, member.name, "parted", reason), room=room
+        )
+        self.hub.exit(member, room)
+        if member.current is not None:
+            self.hub.send(member, ev.Switched(member.current.name))
+
+    def _switch(self, member: Member, raw: str) -> None:
+        room = self._member_room(member, raw)
+        if room is not None:
+            member.current = room
+            self.hub.send(member, ev.Switched(room.name))
+
+    def _rooms(self, member: Member) -> None:
+        rooms = sorted(self.hub.rooms.values(), key=lambda room: room.key)
+        self.hub.send(member, ev.Info(f"{_plural(len(rooms), 'room')}:"))
+        for room in rooms:
+            topic = room.topic + (" [key]" if room.password else "")
+            self.hub.send(member, ev.RoomInfo(room.name, len(room), topic.strip()))
+
+    def _topic(self, member: Member, text: str | None) -> None:
+        assert member.name is not None
+        room = self._member_room(member, "")
+        if room is None:
+            return
+        if text is None:
+            if room.topic:
+                self.hub.send(
+                    member,
+                    ev.TopicIs(room.topic_ts, room.name, room.topic_setter, room.topic),
+                )
+            else:
+                self.hub.send(member, ev.Info(f"{room.name} has no topic."))
+            return
+        if room.ops and member.key not in room.ops:
+            self._error(member, "not-op", f"Only the ops of {room.name} set its topic.")
+            return
+        topic = text[: self.limits.max_topic_length] if text != "-" else ""
+        room.topic, room.topic_setter, room.topic_ts = topic, member.name, self._clock()
+        self.hub.publish(
+            ev.TopicIs(room.topic_ts, room.name, member.name, topic), room=room
+        )
+
+    def _who(self, member: Member, scope: str) -> None:
+        if scope == "*":
+            label, names = "online", self.hub.names()
+        else:
+            room = self._member_room(member, scope) if scope else member.current
+            if room is None:
+                if not scope:
+                    self._error(member, "no-room", "You are in no room.")
+                return
+            label, names = room.name, room.names()
+        where = f"in {label}" if label.startswith("#") else label
+        self.hub.send(member, ev.Info(f"{_plural(len(names), 'user')} {where}:"))
+        room_field = label if label.startswith("#") else "*"
+        for start in range(0, len(names), WHO_NAMES_PER_LINE):
+            chunk = tuple(names[start : start + WHO_NAMES_PER_LINE])
+            self.hub.send(member, ev.WhoList(room_field, chunk))
 
     def _rename(self, member: Member, old: str, raw: str) -> None:
         try:
@@ -238,5 +400,8 @@ class Chat:
             self.hub.send(member, ev.Error("name-taken", f"The name {new} is taken."))
             return
         log.info("[%s] %s is now %s", member.conn_id, old, new)
-        event = ev.Renamed(self._clock(), self.room, old, new)
-        self.hub.publish(event)
+        now = self._clock()
+        for room in member.rooms.values():
+            self.hub.publish(ev.Renamed(now, room.name, old, new), room=room)
+        if not member.rooms:
+            self.hub.send(member, ev.Renamed(now, "*", old, new))

@@ -293,8 +293,6 @@ def _run_client(args: argparse.Namespace) -> int:
         )
         print(f"trio-chat: {given} needs {missing} too", file=sys.stderr)
         return 2
-    if args.client_ca is not None and not args.tls:
-        raise tls.TLSConfigError("--client-ca needs --tls")
     ssl_context = None
     if args.tls:
         try:

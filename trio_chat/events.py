@@ -55,7 +55,44 @@ class PrivateMsg:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Who:
-    """List who is online."""
+    """List who is in a room: "" the current one, "*" everyone online."""
+
+    room: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Join:
+    """Join (or create) a room, with its key if it has one."""
+
+    room: str
+    key: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Part:
+    """Leave a room ("" the current one)."""
+
+    room: str = ""
+    reason: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Switch:
+    """Make `room` (already joined) where plain lines go."""
+
+    room: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rooms:
+    """List the rooms."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Topic:
+    """Show the current room's topic (None) or set it."""
+
+    text: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -78,7 +115,21 @@ class BadCommand:
     text: str
 
 
-Request = Say | Me | Nick | PrivateMsg | Who | Help | Quit | BadCommand
+Request = (
+    Say
+    | Me
+    | Nick
+    | PrivateMsg
+    | Who
+    | Join
+    | Part
+    | Switch
+    | Rooms
+    | Topic
+    | Help
+    | Quit
+    | BadCommand
+)
 
 
 # --------------------------------------------------------------------------
@@ -165,7 +216,9 @@ class Joined:
     name: str
 
 
-LeaveHow = Literal["quit", "disconnected"]
+#: How someone left a room: left the server on purpose (quit), was cut off
+#: (disconnected), or left just that room and is still online (parted).
+LeaveHow = Literal["quit", "disconnected", "parted"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -198,6 +251,32 @@ class WhoList:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class TopicIs:
+    """`room`'s topic, set by `setter` at `ts` ("" text: no topic)."""
+
+    ts: float
+    room: str
+    setter: str
+    text: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RoomInfo:
+    """One room in a `/rooms` listing."""
+
+    room: str
+    members: int
+    topic: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Switched:
+    """Plain lines from this user now go to `room`."""
+
+    room: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class HelpLine:
     """One line of `/help`."""
 
@@ -224,7 +303,7 @@ class Goodbye:
 class Replayed:
     """A chat or notice event replayed from history, with its original time."""
 
-    event: Message | Action | Joined | Left | Renamed
+    event: Message | Action | Joined | Left | Renamed | TopicIs
 
 
 ServerEvent = (
@@ -240,6 +319,9 @@ ServerEvent = (
     | Left
     | Renamed
     | WhoList
+    | TopicIs
+    | RoomInfo
+    | Switched
     | HelpLine
     | Error
     | Goodbye

@@ -49,6 +49,8 @@ class Member:
         self.encode = encode
         self.name: str | None = None
         self.evicted: str | None = None
+        self.rooms: dict[str, Room] = {}  # by room key, in joining order
+        self.current: Room | None = None  # where plain lines go
         self._on_evict = on_evict
         self._max_bytes = max_bytes
         self._queued_bytes = 0
@@ -104,11 +106,43 @@ class Member:
             self._on_evict(reason)
 
 
-class Fanout(Protocol):
-    """Deliver a room event to its members: the one narrow fan-out interface."""
+class Room:
+    """A room: its members (in joining order), topic, ops and settings."""
 
-    def publish(self, event: ev.ServerEvent, *, exclude: Member | None = None) -> None:
-        """Deliver `event` to every member but `exclude`; never waits."""
+    def __init__(self, name: str, *, permanent: bool = False) -> None:
+        self.name = name
+        self.key = name_key(name)
+        self.permanent = permanent  # kept when empty (the lobby)
+        self.members: dict[Member, None] = {}
+        self.ops: set[str] = set()  # name keys
+        self.topic = ""
+        self.topic_setter = ""
+        self.topic_ts = 0.0
+        self.password = ""
+        self.ops_only = False  # only ops may speak (lectures)
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def names(self) -> list[str]:
+        """Member names, sorted for people."""
+        return sorted((m.name for m in self.members if m.name), key=name_key)
+
+
+class Fanout(Protocol):
+    """Deliver an event to a room: the one narrow fan-out interface."""
+
+    def publish(
+        self,
+        event: ev.ServerEvent,
+        *,
+        room: Room | None = None,
+        exclude: Member | None = None,
+    ) -> None:
+        """Deliver `event` to `room`'s members (None: everyone) but `exclude`.
+
+        Never waits.
+        """
 
 
 class Hub:
@@ -123,6 +157,7 @@ class Hub:
         self, *, on_evict: Callable[[Member, str], None] = lambda m, r: None
     ) -> None:
         self._members: dict[str, Member] = {}
+        self.rooms: dict[str, Room] = {}  # by room key
         self._lookalikes: dict[str, Member] = {}  # by confusable_key
         self.on_evict = on_evict
         self._evicted: collections.deque[tuple[Member, str]] = collections.deque()
@@ -199,15 +234,48 @@ class Hub:
         self._forget_lookalike(member)
         return True
 
-    def publish(self, event: ev.ServerEvent, *, exclude: Member | None = None) -> None:
-        """Deliver `event` to every member but `exclude`, never waiting.
+    def room(self, name: str) -> Room | None:
+        """The room called `name` (compared through `name_key`), if it exists."""
+        return self.rooms.get(name_key(name))
 
-        Each distinct encoder runs once. A member whose outbox is full is
-        evicted on the spot; its leave is announced after everyone else got
-        the event.
+    def open_room(self, name: str, *, permanent: bool = False) -> Room:
+        """The room called `name`, created if needed."""
+        room = self.room(name)
+        if room is None:
+            room = self.rooms[name_key(name)] = Room(name, permanent=permanent)
+        return room
+
+    def enter(self, member: Member, room: Room) -> None:
+        """Put `member` in `room` (it becomes the member's current room)."""
+        room.members[member] = None
+        member.rooms[room.key] = room
+        member.current = room
+
+    def exit(self, member: Member, room: Room) -> None:
+        """Take `member` out of `room`; an empty room goes (unless permanent)."""
+        room.members.pop(member, None)
+        member.rooms.pop(room.key, None)
+        if member.current is room:
+            member.current = next(iter(member.rooms.values()), None)
+        if not room.members and not room.permanent:
+            self.rooms.pop(room.key, None)
+
+    def publish(
+        self,
+        event: ev.ServerEvent,
+        *,
+        room: Room | None = None,
+        exclude: Member | None = None,
+    ) -> None:
+        """Deliver `event` to `room` (None: everyone online) but `exclude`.
+
+        Never waits. Each distinct encoder runs once. A member whose outbox
+        is full is evicted on the spot; its leave is announced after everyone
+        else got the event.
         """
         encoded: dict[Encoder, bytes] = {}
-        for member in list(self._members.values()):
+        members = self._members.values() if room is None else room.members
+        for member in list(members):
             if member is exclude or member.evicted is not None:
                 continue
             data = encoded.get(member.encode)

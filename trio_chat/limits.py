@@ -80,6 +80,12 @@ MAX_NEW_PER_MINUTE: Final = 20
 MAX_UNREGISTERED: Final = 128
 MAX_UNREGISTERED_PER_ADDRESS: Final = 5
 
+#: Rooms on the server, and rooms one user may be in at once.
+MAX_ROOMS: Final = 1000
+MAX_ROOMS_PER_USER: Final = 20
+#: Longest room topic, in characters: a line, not an essay.
+MAX_TOPIC_LENGTH: Final = 300
+
 #: Token bucket per user: lines that may be sent at once ...
 FLOOD_BURST: Final = 5
 #: ... and lines per second after that. A paste of a few lines goes through;
@@ -118,6 +124,9 @@ class Limits:
     flood_rate: float = FLOOD_RATE
     flood_max_backlog: int = FLOOD_MAX_BACKLOG
     flood_max_delay: float = FLOOD_MAX_DELAY
+    max_rooms: int = MAX_ROOMS
+    max_rooms_per_user: int = MAX_ROOMS_PER_USER
+    max_topic_length: int = MAX_TOPIC_LENGTH
 
     def __post_init__(self) -> None:
         if self.outbox_max_messages < MIN_OUTBOX_MESSAGES:
@@ -279,6 +288,20 @@ LIMIT_OPTIONS: Final = (
         "flood_max_backlog",
         int,
         "delayed lines before a flooding user is dropped (0 = off)",
+    ),
+    LimitOption("--max-rooms", "max_rooms", int, "rooms on the server (0 = off)"),
+    LimitOption(
+        "--max-rooms-per-user",
+        "max_rooms_per_user",
+        int,
+        "rooms one user may be in at once (0 = off)",
+    ),
+    LimitOption(
+        "--max-topic-length",
+        "max_topic_length",
+        int,
+        "longest room topic, in characters",
+        zero_is_off=False,
     ),
     LimitOption(
         "--flood-delay",

@@ -55,6 +55,8 @@ from fontTools import unicodedata as ucd  # type: ignore[import-untyped]
 #: Shortest and longest name, in characters after NFC normalisation.
 MIN_NAME_LENGTH: Final = 1
 MAX_NAME_LENGTH: Final = 24
+#: Longest room name, `#` excluded: room names say what a room is for.
+MAX_ROOM_LENGTH: Final = 32
 #: Punctuation allowed in names besides letters and digits.
 NAME_PUNCTUATION: Final = frozenset("_-.")
 #: Names nobody may take, nor anything confusable with them: they would pass
@@ -180,12 +182,29 @@ def validate_name(raw: str) -> str:
     "Highly Restrictive" level allows. Raises `RuntimeError` as `skeleton`
     does.
     """
+    return _checked(raw, "name", MAX_NAME_LENGTH, check_reserved=True)
+
+
+def validate_room(raw: str) -> str:
+    """Return `raw` as a valid room name: `#` and 1 to 32 name characters.
+
+    The `#` is optional in `raw`. The characters follow the same rules as
+    user names (letters and digits of one script, `_ - .`); rooms are
+    compared through `name_key` too. Raises `InvalidName` with a one-line
+    message for people.
+    """
+    text = raw.strip()
+    body = text[1:] if text.startswith("#") else text
+    return "#" + _checked(body, "room name", MAX_ROOM_LENGTH, check_reserved=False)
+
+
+def _checked(raw: str, what: str, max_length: int, *, check_reserved: bool) -> str:
     name = unicodedata.normalize("NFC", raw.strip())
     if len(name) < MIN_NAME_LENGTH:
-        raise InvalidName("A name cannot be empty.")
-    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidName(f"A {what} cannot be empty.")
+    if len(name) > max_length:
         raise InvalidName(
-            f"That name is {len(name)} characters; the most is {MAX_NAME_LENGTH}."
+            f"That {what} is {len(name)} characters; the most is {max_length}."
         )
     for index, char in enumerate(name):
         category = unicodedata.category(char)
@@ -194,27 +213,29 @@ def validate_name(raw: str) -> str:
         if index > 0 and (char in NAME_PUNCTUATION or category in _MARK_CATEGORIES):
             continue
         if index == 0 and (char in NAME_PUNCTUATION or category in _MARK_CATEGORIES):
-            raise InvalidName("A name must start with a letter or a digit.")
+            raise InvalidName(f"A {what} must start with a letter or a digit.")
         raise InvalidName(
-            f"A name may hold only letters, digits and _ - . (not {_show(char)})."
+            f"A {what} may hold only letters, digits and _ - . (not {_show(char)})."
         )
     invisible = _default_ignorable().search(name)
     if invisible is not None:
         raise InvalidName(
-            "A name may not hold invisible characters"
+            f"A {what} may not hold invisible characters"
             f" (not {_code_point(invisible.group())})."
         )
-    if not _reserved_keys().isdisjoint((confusable_key(name), _settle(name))):
-        raise InvalidName(f"The name {name!r} is reserved.")
+    if check_reserved and not _reserved_keys().isdisjoint(
+        (confusable_key(name), _settle(name))
+    ):
+        raise InvalidName(f"The {what} {name!r} is reserved.")
     digits = _mixed_digits(name)
     if digits is not None:
         raise InvalidName(
-            "A name may not mix digits of different numbering systems"
+            f"A {what} may not mix digits of different numbering systems"
             f" ({digits[0]} and {digits[1]})."
         )
     scripts = _mixed_scripts(name)
     if scripts is not None:
-        raise InvalidName(f"A name may not mix scripts ({_and(scripts)}).")
+        raise InvalidName(f"A {what} may not mix scripts ({_and(scripts)}).")
     return name
 
 

@@ -245,7 +245,21 @@ def parse_request(text: str) -> ev.Request | None:
     if command == "help":
         return ev.Help()
     if command in ("who", "names"):
-        return ev.Who()
+        return ev.Who(rest.split(" ", 1)[0] if rest else "")
+    if command == "join":
+        room, _, key = rest.partition(" ")
+        return ev.Join(room, key.strip()) if room else _usage("join", "ROOM [KEY]")
+    if command in ("part", "leave"):
+        room, _, reason = rest.partition(" ")
+        if room and not room.startswith("#"):
+            return ev.Part("", rest)  # a reason only: the current room
+        return ev.Part(room, reason.strip())
+    if command in ("switch", "go"):
+        return ev.Switch(rest) if rest and " " not in rest else _usage("switch", "ROOM")
+    if command in ("rooms", "list"):
+        return ev.Rooms()
+    if command == "topic":
+        return ev.Topic(rest or None)
     if command == "quit":
         return ev.Quit(rest)
     if command == "me":
@@ -362,6 +376,14 @@ def encode_event(event: ev.ServerEvent, *, limit: int = MAX_SERVER_LINE_BYTES) -
             return _fit(f"ERR {code} ", text, limit=limit)
         case ev.Goodbye(code, text):
             return _fit(f"BYE {code} ", text, limit=limit)
+        case ev.TopicIs(ts, room, setter, text):
+            return _fit(
+                f"TOPIC {format_timestamp(ts)} {room} {setter} ", text, limit=limit
+            )
+        case ev.RoomInfo(room, members, topic):
+            return _fit(f"ROOM {room} {members} ", topic, limit=limit)
+        case ev.Switched(room):
+            return _fit(f"SWITCH {room}", "", limit=limit)
         case ev.Replayed(inner):
             prefix = b"HIST "
             return prefix + encode_event(inner, limit=limit - len(prefix))
@@ -377,8 +399,17 @@ class ServerProtocolError(ValueError):
 
 
 #: Kinds of line that may be replayed from history (behind HIST).
-_REPLAYABLE_KINDS: Final = frozenset({"MSG", "ACTION", "JOIN", "LEAVE", "NICK"})
-_LEAVE_REASON: Final = re.compile(r"^(quit|disconnected)(?: \((.*)\))?$", re.DOTALL)
+_REPLAYABLE_KINDS: Final = frozenset(
+    {"MSG", "ACTION", "JOIN", "LEAVE", "NICK", "TOPIC"}
+)
+_LEAVE_HOWS: Final[dict[str, ev.LeaveHow]] = {
+    "quit": "quit",
+    "disconnected": "disconnected",
+    "parted": "parted",
+}
+_LEAVE_REASON: Final = re.compile(
+    r"^(quit|disconnected|parted)(?: \((.*)\))?$", re.DOTALL
+)
 
 
 def decode_event(line: str) -> ev.ServerEvent:
@@ -416,13 +447,22 @@ def _decode(kind: str, rest: str) -> ev.ServerEvent:
         match = _LEAVE_REASON.match(tail)
         if match is None:
             raise ValueError("bad leave reason")
-        how: ev.LeaveHow = "quit" if match.group(1) == "quit" else "disconnected"
+        how: ev.LeaveHow = _LEAVE_HOWS[match.group(1)]
         return ev.Left(parse_timestamp(ts_text), room, name, how, match.group(2) or "")
     if kind == "NICK":
         ts_text, room, old, arrow, new = rest.split(" ")
         if arrow != "->":
             raise ValueError("no arrow")
         return ev.Renamed(parse_timestamp(ts_text), room, old, new)
+    if kind == "TOPIC":
+        ts_text, room, setter, *words = rest.split(" ", 3)
+        return ev.TopicIs(parse_timestamp(ts_text), room, setter, "".join(words))
+    if kind == "ROOM":
+        room, members, *words = rest.split(" ", 2)
+        return ev.RoomInfo(room, int(members), "".join(words))
+    if kind == "SWITCH":
+        (room,) = rest.split(" ")
+        return ev.Switched(room)
     if kind == "HELLO":
         protocol, server, *options = rest.split(" ")
         settings = dict(option.split("=", 1) for option in options)
@@ -450,7 +490,8 @@ def _decode(kind: str, rest: str) -> ev.ServerEvent:
             raise ValueError("HIST of a line that is not chat or notice")
         inner = _decode(inner_kind, inner_rest)
         if not isinstance(
-            inner, ev.Message | ev.Action | ev.Joined | ev.Left | ev.Renamed
+            inner,
+            ev.Message | ev.Action | ev.Joined | ev.Left | ev.Renamed | ev.TopicIs,
         ):
             raise ValueError("HIST of a line that is not chat or notice")
         return ev.Replayed(inner)

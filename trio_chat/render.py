@@ -114,6 +114,9 @@ def _action(sender: str, text: str, *, me: str | None, color: bool) -> str:
 def _left(event: ev.Left, *, me: str | None, color: bool) -> str:
     who = _name(event.name, me=me, color=color)
     reason = sanitize_text(event.reason)
+    if event.how == "parted":
+        detail = f" ({reason})" if reason else ""
+        return f"{who} left {sanitize_text(event.room)}{detail}"
     if event.how == "quit":
         detail = f" (quit: {reason})" if reason else " (quit)"
         return f"{who} left{detail}"
@@ -127,13 +130,21 @@ def _notice_line(text: str, *, color: bool) -> str:
 
 
 def _chat_body(
-    event: ev.Message | ev.Action | ev.Joined | ev.Left | ev.Renamed,
+    event: ev.Message | ev.Action | ev.Joined | ev.Left | ev.Renamed | ev.TopicIs,
     *,
     me: str | None,
     color: bool,
 ) -> str:
     """The part of a chat or notice line after its time stamp."""
     match event:
+        case ev.TopicIs(_ts, room, setter, text):
+            about = f"topic of {sanitize_text(room)}"
+            by = _name(setter, me=me, color=color)
+            if not text:
+                return _notice_line(f"{about} cleared by {by}", color=color)
+            return _notice_line(
+                f"{about}: {sanitize_text(text)} (set by {by})", color=color
+            )
         case ev.Message(_ts, _room, sender, text):
             return _message(sender, text, me=me, color=color)
         case ev.Action(_ts, _room, sender, text):
@@ -166,9 +177,18 @@ def render_event(
     event; every server string is sanitised.
     """
     match event:
-        case ev.Message() | ev.Action() | ev.Joined() | ev.Left() | ev.Renamed():
+        case (
+            ev.Message() | ev.Action() | ev.Joined() | ev.Left() | ev.Renamed()
+        ) | ev.TopicIs():
             stamp = _stamp(event.ts, color=color, localtime=localtime)
             return stamp + _chat_body(event, me=me, color=color)
+        case ev.RoomInfo(room, members, topic):
+            about = f": {sanitize_text(topic)}" if topic else ""
+            return _notice_line(
+                f"{sanitize_text(room)} ({members} here){about}", color=color
+            )
+        case ev.Switched(room):
+            return render_notice(f"now talking in {sanitize_text(room)}", color=color)
         case ev.Replayed(inner):
             stamp = _stamp(inner.ts, color=color, localtime=localtime)
             tag = _style("[history]", _HISTORY_STYLE, color=color)

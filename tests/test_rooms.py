@@ -1,0 +1,176 @@
+"""Rooms: joining, switching, parting, topics, and who sees what."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+from chatpeer import Peer
+
+from trio_chat.chat import Chat
+from trio_chat.limits import Limits
+from trio_chat.server import ChatServer
+
+NOW = 1_795_475_428.0
+STAMP = "2026-11-23T23:10:28Z"
+
+
+@pytest.fixture
+def server() -> ChatServer:
+    return ChatServer(Chat(clock=lambda: NOW, limits=Limits(max_rooms_per_user=3)))
+
+
+async def join_all(
+    nursery: trio.Nursery, server: ChatServer, *names: str
+) -> list[Peer]:
+    peers = []
+    for name in names:
+        client, server_end = trio.testing.memory_stream_pair()
+        nursery.start_soon(server.handle_stream, server_end)
+        peer = Peer(client)
+        await peer.join(name)
+        peers.append(peer)
+    for index, peer in enumerate(peers):  # drain the join notices of later peers
+        for later in names[index + 1 :]:
+            assert await peer.expect("JOIN") == f"JOIN {STAMP} #lobby {later}"
+    return peers
+
+
+async def command(peer: Peer, line: str, until: str) -> str:
+    await peer.send(line)
+    return await peer.expect(until)
+
+
+async def test_join_creates_a_room_and_lines_stay_in_it(
+    nursery: trio.Nursery, server: ChatServer
+) -> None:
+    alice, bob, carol = await join_all(nursery, server, "alice", "bob", "carol")
+    assert await command(alice, "/join rust", "JOIN") == f"JOIN {STAMP} #rust alice"
+    assert await alice.expect("WHO") == "WHO #rust alice"
+    assert await alice.expect("SWITCH") == "SWITCH #rust"
+    await bob.send("/join #RUST")  # names of rooms ignore case
+    assert await bob.expect("SWITCH") == "SWITCH #rust"
+    assert await alice.expect("JOIN") == f"JOIN {STAMP} #rust bob"
+    await alice.send("borrow checker!")
+    assert await bob.expect("MSG") == f"MSG {STAMP} #rust <alice> borrow checker!"
+    await carol.send("/who *")
+    assert await carol.expect("WHO") == "WHO * alice bob carol"
+    assert not any(line.startswith("MSG") for line in carol.lines)
+
+
+async def test_switch_picks_where_plain_lines_go(
+    nursery: trio.Nursery, server: ChatServer
+) -> None:
+    alice, bob = await join_all(nursery, server, "alice", "bob")
+    await command(alice, "/join #rust", "SWITCH")
+    await alice.send("in rust")
+    assert await command(alice, "/switch lobby", "SWITCH") == "SWITCH #lobby"
+    await alice.send("in the lobby")
+    assert await bob.expect("MSG") == f"MSG {STAMP} #lobby <alice> in the lobby"
+    assert not any("in rust" in line for line in bob.lines)
+    error = await command(alice, "/switch #nowhere", "ERR")
+    assert error.startswith("ERR not-in-room ")
+
+
+async def test_part_leaves_a_room_and_an_empty_room_goes(
+    nursery: trio.Nursery, server: ChatServer
+) -> None:
+    alice, bob = await join_all(nursery, server, "alice", "bob")
+    await command(alice, "/join #rust", "SWITCH")
+    await command(bob, "/join #rust", "SWITCH")
+    await alice.expect("JOIN")
+    await bob.send("/part see you")
+    leave = f"LEAVE {STAMP} #rust bob parted (see you)"
+    assert await alice.expect("LEAVE") == leave
+    assert await bob.expect("LEAVE") == leave
+    assert await bob.expect("SWITCH") == "SWITCH #lobby"
+    await alice.send("/part #rust")
+    assert await alice.expect("SWITCH") == "SWITCH #lobby"
+    await bob.send("/rooms")
+    assert (await bob.expect("ROOM")).startswith("ROOM #lobby 2")
+    await bob.send("/who")
+    assert await bob.expect("WHO") == "WHO #lobby alice bob"
+    assert not any(line.startswith("ROOM #rust") for line in bob.lines)
+
+
+async def test_rooms_lists_sizes_and_topics(
+    nursery: trio.Nursery, server: ChatServer
+) -> None:
+    alice, bob = await join_all(nursery, server, "alice", "bob")
+    await command(alice, "/join #rust", "SWITCH")
+    await alice.send("/topic ownership and borrowing")
+    assert (
+        await alice.expect("TOPIC")
+        == f"TOPIC {STAMP} #rust alice ownership and borrowing"
+    )
+    await bob.send("/rooms")
+    while await bob.line() != "INFO 2 rooms:":
+        pass
+    assert await bob.expect("ROOM") == "ROOM #lobby 2 "
+    assert await bob.expect("ROOM") == "ROOM #rust 1 ownership and borrowing"
+
+
+async def test_topic_is_for_room_ops_and_shown_on_join(
+    nursery: trio.Nursery, server: ChatServer
+) -> None:
+    alice, bob = await join_all(nursery, server, "alice", "bob")
+    await command(alice, "/join #rust", "SWITCH")
+    await alice.send("/topic no unsafe")
+    await alice.expect("TOPIC")
+    await bob.send("/join #rust")
+    assert await bob.expect("TOPIC") == f"TOPIC {STAMP} #rust alice no unsafe"
+    error = await command(bob, "/topic anything goes", "ERR")
+    assert error.startswith("ERR not-op ")
+    await bob.send("/topic")
+    assert await bob.expect("TOPIC") == f"TOPIC {STAMP} #rust alice no unsafe"
+
+
+async def test_quit_and_nick_reach_every_shared_room(
+    nursery: trio.Nursery, server: ChatServer
+) -> None:
+    alice, bob = await join_all(nursery, server, "alice", "bob")
+    for peer in (alice, bob):
+        await command(peer, "/join #rust", "SWITCH")
+    await alice.expect("JOIN")
+    await alice.send("/nick alicia")
+    nicks = [await bob.expect("NICK"), await bob.expect("NICK")]
+    assert sorted(nicks) == [
+        f"NICK {STAMP} #lobby alice -> alicia",
+        f"NICK {STAMP} #rust alice -> alicia",
+    ]
+    await alice.send("/quit bye")
+    leaves = [await bob.expect("LEAVE"), await bob.expect("LEAVE")]
+    assert sorted(leaves) == [
+        f"LEAVE {STAMP} #lobby alicia quit (bye)",
+        f"LEAVE {STAMP} #rust alicia quit (bye)",
+    ]
+
+
+async def test_room_key(nursery: trio.Nursery, server: ChatServer) -> None:
+    alice, bob = await join_all(nursery, server, "alice", "bob")
+    await command(alice, "/join #secret hunter2", "SWITCH")
+    assert (await command(bob, "/join #secret", "ERR")).startswith("ERR bad-room-key ")
+    assert await command(bob, "/join #secret hunter2", "SWITCH") == "SWITCH #secret"
+    await bob.send("/rooms")
+    await bob.expect("ROOM")
+    assert await bob.expect("ROOM") == "ROOM #secret 2 [key]"
+
+
+async def test_room_limits_and_names(nursery: trio.Nursery, server: ChatServer) -> None:
+    (alice,) = await join_all(nursery, server, "alice")
+    await command(alice, "/join #a", "SWITCH")
+    await command(alice, "/join #b", "SWITCH")
+    assert (await command(alice, "/join #c", "ERR")).startswith("ERR too-many-rooms ")
+    error = await command(alice, "/join #no<way>", "ERR")
+    assert error.startswith("ERR room-invalid ")
+    assert (await command(alice, "/part #zzz", "ERR")).startswith("ERR not-in-room ")
+
+
+async def test_speaking_with_no_room(nursery: trio.Nursery, server: ChatServer) -> None:
+    alice, bob = await join_all(nursery, server, "alice", "bob")
+    await alice.send("/part")
+    await alice.expect("LEAVE")
+    await alice.send("anyone?")
+    assert (await alice.expect("ERR")).startswith("ERR no-room ")
+    await bob.send("/who *")
+    assert await bob.expect("WHO") == "WHO * alice bob"
