@@ -193,3 +193,27 @@ async def test_tasks_return_to_baseline_after_every_kind_of_exit(
     await watcher.expect("WHO")
     leaves = [line for line in watcher.lines if line.startswith("LEAVE")]
     assert len(leaves) == 4  # one each for those that had joined
+
+
+async def test_delayed_lines_are_still_relayed_after_the_sender_hangs_up(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    server = server_with(flood_burst=5, flood_rate=2.0, flood_max_backlog=20)
+    alice, bob = await open_peers(nursery, server, "alice", "bob")
+    await alice.send_bytes(b"".join(f"line {n}\r\n".encode() for n in range(12)))
+    await alice.aclose()
+    for number in range(12):
+        assert await bob.expect("MSG") == f"MSG {STAMP} #lobby <alice> line {number}"
+    leave = await bob.expect("LEAVE")
+    assert leave == f"LEAVE {STAMP} #lobby alice disconnected (connection closed)"
+
+
+async def test_a_capital_i_lookalike_is_refused(nursery: trio.Nursery) -> None:
+    server = server_with()
+    await open_peers(nursery, server, "alice")
+    client, server_end = trio.testing.memory_stream_pair()
+    nursery.start_soon(server.handle_stream, server_end)
+    peer = Peer(client)
+    await peer.expect("NAME")
+    await peer.send("aIice")
+    assert "looks too much like alice" in await peer.expect("ERR")

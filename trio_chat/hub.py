@@ -21,7 +21,7 @@ import trio
 
 from trio_chat import events as ev
 from trio_chat.limits import OUTBOX_MAX_BYTES, OUTBOX_MAX_MESSAGES
-from trio_chat.names import confusable_key, name_key
+from trio_chat.names import lookalike_keys, name_key
 
 #: Eviction reason for a member whose outbox is full.
 SEND_QUEUE_EXCEEDED: Final = "send queue exceeded"
@@ -188,10 +188,14 @@ class Hub:
     def lookalike(self, name: str) -> Member | None:
         """The online member whose name is confusable with `name`, if any.
 
-        Confusable means an equal `confusable_key` (Unicode TR39 skeleton):
-        "alice", "ALICE" and "аlice" with a Cyrillic а all are.
+        Confusable means their `lookalike_keys` (Unicode TR39 skeletons)
+        meet: "alice", "ALICE", "aIice" and "аlice" with a Cyrillic а all do.
         """
-        return self._lookalikes.get(confusable_key(name))
+        for key in lookalike_keys(name):
+            member = self._lookalikes.get(key)
+            if member is not None:
+                return member
+        return None
 
     def add(self, member: Member, name: str) -> bool:
         """Register `member` as `name`; False if the name's key is taken."""
@@ -200,7 +204,7 @@ class Hub:
             return False
         member.name = name
         self._members[key] = member
-        self._lookalikes.setdefault(confusable_key(name), member)
+        self._index_lookalike(member)
         return True
 
     def rename(self, member: Member, new: str) -> bool:
@@ -216,14 +220,19 @@ class Hub:
         self._forget_lookalike(member)
         member.name = new
         self._members[new_key] = member
-        self._lookalikes.setdefault(confusable_key(new), member)
+        self._index_lookalike(member)
         return True
+
+    def _index_lookalike(self, member: Member) -> None:
+        assert member.name is not None
+        for key in lookalike_keys(member.name):
+            self._lookalikes.setdefault(key, member)
 
     def _forget_lookalike(self, member: Member) -> None:
         assert member.name is not None
-        skeleton = confusable_key(member.name)
-        if self._lookalikes.get(skeleton) is member:
-            del self._lookalikes[skeleton]
+        for key in lookalike_keys(member.name):
+            if self._lookalikes.get(key) is member:
+                del self._lookalikes[key]
 
     def remove(self, member: Member) -> bool:
         """Remove `member`; False if it was not online."""

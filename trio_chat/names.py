@@ -160,6 +160,17 @@ def confusable_key(name: str) -> str:
     return _settle(name_key(name))
 
 
+def lookalike_keys(name: str) -> frozenset[str]:
+    """Every key under which `name` may look like another name.
+
+    The `confusable_key`, and the skeleton of the name as typed (before case
+    is folded), so that "aIice" with a capital I, which looks like "alice",
+    is caught too. Two names look alike if their key sets meet.
+    """
+    typed = _settle(unicodedata.normalize("NFC", name))
+    return frozenset({confusable_key(name), typed})
+
+
 def _settle(text: str) -> str:
     """Skeleton and casefold `text` until neither changes it."""
     for _ in range(_MAX_FOLD_PASSES):

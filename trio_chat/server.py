@@ -278,6 +278,7 @@ class Connection:
         )
         idle = _seconds(limits.idle_timeout)
         last_heard = now
+        ended = False  # the peer closed its side: relay what it sent, then go
         while not member.closed:
             now = trio.current_time()
             for text in flood.ready(now):
@@ -289,6 +290,12 @@ class Connection:
             if flood.over_limit(now):
                 self._drop(EXCESS_FLOOD)
                 return
+            if ended:
+                if not flood.backlog:
+                    self._chat.leave(member, "disconnected", "connection closed")
+                    return
+                await trio.sleep_until(flood.next_time(now))
+                continue
             wake = min(flood.next_time(now), last_heard + idle)
             if wake <= now:  # idle: the flood backlog is never due in the past
                 self._drop("idle timeout")
@@ -304,8 +311,7 @@ class Connection:
                     case ReadQueueExceeded():
                         self._drop("read queue exceeded")
                     case EndOfStream():
-                        self._chat.leave(member, "disconnected", "connection closed")
-                        return
+                        ended = True
                     case _Stop():
                         self._chat.leave(member, "disconnected", "protocol error")
                         return
