@@ -30,7 +30,8 @@ async def start_server(tmp_path: Path, *args: str) -> Server:
     log = tmp_path / "server.log"
     with log.open("wb") as log_file:
         process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "trio_chat", "serve", "--port", "0", *args],
+            [sys.executable, "-m", "trio_chat", "serve", "--port", "0", *args]
+            + ([] if "--db" in args else ["--db", str(tmp_path / "history.db")]),
             stdout=subprocess.PIPE,
             stderr=log_file,
             stdin=subprocess.DEVNULL,
@@ -242,3 +243,41 @@ def test_client_ca_without_tls_fails_with_one_line() -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip() == "trio-chat: --client-ca needs --tls"
+
+
+async def test_history_survives_kill_9(tmp_path: Path) -> None:
+    db = str(tmp_path / "kept.db")
+    server = await start_server(tmp_path, "--db", db, "--flood-rate", "0")
+    try:
+        alice = Peer(await trio.open_tcp_stream("127.0.0.1", server.port))
+        bob = Peer(await trio.open_tcp_stream("127.0.0.1", server.port))
+        await alice.join("alice")
+        await bob.join("bob")
+        seen = []
+        for number in range(30):
+            await alice.send(f"line {number}")
+            seen.append(await bob.expect("MSG"))  # bob saw it: it must survive
+        server.process.kill()  # SIGKILL: no shutdown, no flush
+        await server.process.wait()
+        await alice.aclose()
+        await bob.aclose()
+    finally:
+        with trio.move_on_after(PROCESS_TIMEOUT, shield=True):
+            await kill(server)
+    again = await start_server(tmp_path, "--db", db, "--history", "50")
+    try:
+        carol = Peer(await trio.open_tcp_stream("127.0.0.1", again.port))
+        await carol.join("carol")
+        await carol.send("/who")
+        await carol.expect("WHO")
+        replayed = [
+            line[len("HIST ") :] for line in carol.lines if line.startswith("HIST ")
+        ]
+        for line in seen:
+            assert line in replayed
+        await carol.send("/history 200")
+        await carol.expect("INFO")
+        await carol.aclose()
+    finally:
+        with trio.move_on_after(PROCESS_TIMEOUT, shield=True):
+            await kill(again)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import trio
 import trio.testing
 from chatpeer import Peer
 
+from trio_chat import events as ev
 from trio_chat.chat import Chat
 from trio_chat.limits import Limits
 from trio_chat.server import ChatServer
+from trio_chat.store import AsyncStore
 
 NOW = 1_795_475_428.0
 STAMP = "2026-11-23T23:10:28Z"
@@ -174,3 +178,52 @@ async def test_speaking_with_no_room(nursery: trio.Nursery, server: ChatServer) 
     assert (await alice.expect("ERR")).startswith("ERR no-room ")
     await bob.send("/who *")
     assert await bob.expect("WHO") == "WHO * alice bob"
+
+
+async def test_joining_replays_recent_history(nursery: trio.Nursery) -> None:
+    server = ChatServer(Chat(clock=lambda: NOW, limits=Limits(history_lines=3)))
+    alice, bob = await join_all(nursery, server, "alice", "bob")
+    for number in range(4):
+        await alice.send(f"line {number}")
+        await bob.expect("MSG")
+    (carol,) = await join_all(nursery, server, "carol")
+    await carol.send("/who")
+    await carol.expect("WHO")
+    assert [line for line in carol.lines if line.startswith("HIST")] == [
+        f"HIST MSG {STAMP} #lobby <alice> line {n}" for n in (1, 2, 3)
+    ]
+    await carol.send("/history 2")
+    assert await carol.expect("INFO") == "INFO 2 lines of #lobby:"
+    assert await carol.expect("HIST") == f"HIST MSG {STAMP} #lobby <alice> line 3"
+    assert await carol.expect("HIST") == f"HIST JOIN {STAMP} #lobby carol"
+
+
+async def test_history_can_be_switched_off(nursery: trio.Nursery) -> None:
+    server = ChatServer(Chat(clock=lambda: NOW, limits=Limits(history_lines=0)))
+    alice, bob = await join_all(nursery, server, "alice", "bob")
+    await alice.send("gone")
+    await bob.expect("MSG")
+    (carol,) = await join_all(nursery, server, "carol")
+    await carol.send("/who")
+    await carol.expect("WHO")
+    assert not any(line.startswith("HIST") for line in carol.lines)
+
+
+async def test_history_from_the_store(nursery: trio.Nursery, tmp_path: Path) -> None:
+    async with AsyncStore.open(str(tmp_path / "h.db")) as store:
+        chat = Chat(clock=lambda: NOW, limits=Limits(flood_rate=0))
+        server = ChatServer(chat, store=store)
+        alice, bob = await join_all(nursery, server, "alice", "bob")
+        for number in range(30):
+            await alice.send(f"line {number}")
+        for _ in range(30):
+            await bob.expect("MSG")
+        rows = await store.history("#lobby", 100)
+        assert [event.text for _, event in rows if isinstance(event, ev.Message)] == [
+            f"line {n}" for n in range(30)
+        ]
+        await bob.send("/history 25")
+        assert await bob.expect("INFO") == "INFO 25 lines of #lobby:"
+        for peer in (alice, bob):
+            await peer.aclose()
+        await trio.testing.wait_all_tasks_blocked()

@@ -7,6 +7,8 @@ the hub. It never waits; the clock is passed in.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Final
@@ -14,7 +16,7 @@ from typing import Final
 from trio_chat import PROTOCOL_VERSION, __version__
 from trio_chat import events as ev
 from trio_chat.hub import Hub, Member, Room
-from trio_chat.limits import Limits
+from trio_chat.limits import MAX_HISTORY_FETCH, Limits
 from trio_chat.names import (
     NAME_RULES,
     InvalidName,
@@ -46,6 +48,7 @@ HELP_LINES: Final = (
     "/switch ROOM           send plain lines to ROOM (one you are in)",
     "/rooms                 list the rooms, their sizes and topics",
     "/topic [TEXT]          show or set the room's topic (- clears it)",
+    "/history [N]           the room's last N lines (50 by default)",
     "/who [ROOM|*]          who is in this room, ROOM, or online (*)",
     "/msg NAME TEXT         private message, seen only by NAME",
     "/quit [REASON]         leave the chat",
@@ -53,10 +56,39 @@ HELP_LINES: Final = (
 )
 #: Names that fit in one WHO line, so long lists are split.
 WHO_NAMES_PER_LINE: Final = 50
+#: Rooms whose recent lines are kept in memory when no room limit is set.
+MAX_REMEMBERED_ROOMS: Final = 1000
 #: Longest /quit reason kept, in characters.
 MAX_REASON_LENGTH: Final = 200
 #: Leave reason when the peer closed the connection without /quit.
 CONNECTION_CLOSED: Final = "connection closed"
+
+
+#: The events a room's history holds.
+RoomEvent = ev.Message | ev.Action | ev.Joined | ev.Left | ev.Renamed
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Persist:
+    """A chat line to commit to the store before anyone sees it.
+
+    The connection awaits the commit, then calls `Chat.deliver`.
+    """
+
+    room: Room
+    event: ev.Message | ev.Action
+    sender: Member
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FetchHistory:
+    """The member asked for `limit` lines of `room`'s history from the store."""
+
+    room: Room
+    limit: int
+
+
+FollowUp = Persist | FetchHistory
 
 
 def _plural(count: int, word: str) -> str:
@@ -78,11 +110,21 @@ class Chat:
         clock: Callable[[], float],
         room: str = ev.LOBBY,
         limits: Limits = Limits(),  # noqa: B008 - frozen, shared safely
+        durable: bool = False,
+        record: Callable[[str, RoomEvent], None] = lambda room_key, event: None,
     ) -> None:
         self.hub = hub if hub is not None else Hub()
         self.hub.on_evict = self._evicted
         self.room = room
         self.lobby = self.hub.open_room(room, permanent=True)
+        #: With a store, chat lines are committed before fan-out (`Persist`)
+        #: and `record` writes notices behind; without one, only the recent
+        #: lines below are kept, in memory.
+        self.durable = durable
+        self.record = record
+        self._recent: collections.OrderedDict[str, collections.deque[RoomEvent]] = (
+            collections.OrderedDict()
+        )
         self._clock = clock
         self.limits = limits
         self.accepting_names = True
@@ -147,14 +189,57 @@ class Chat:
                 + (" ..." if len(others) > WHO_NAMES_PER_LINE else "")
             ),
         )
+        self.replay(member, self.lobby)
         self.hub.enter(member, self.lobby)
-        self.hub.publish(
-            ev.Joined(self._clock(), self.lobby.name, name),
-            room=self.lobby,
-            exclude=member,
+        self._notice(
+            self.lobby, ev.Joined(self._clock(), self.lobby.name, name), exclude=member
         )
         log.info("[%s] joined as %s", member.conn_id, name)
         return True
+
+    # -- history ------------------------------------------------------------
+
+    def _remember(self, room_key: str, event: RoomEvent) -> None:
+        size = self.limits.history_lines
+        if not size:
+            return
+        recent = self._recent.get(room_key)
+        if recent is None:
+            recent = self._recent[room_key] = collections.deque(maxlen=size)
+            while len(self._recent) > (self.limits.max_rooms or MAX_REMEMBERED_ROOMS):
+                self._recent.popitem(last=False)
+        else:
+            self._recent.move_to_end(room_key)
+        recent.append(event)
+
+    def preload(self, room_key: str, events: list[RoomEvent]) -> None:
+        """Fill a room's recent lines (from the store, at start-up)."""
+        for event in events:
+            self._remember(room_key, event)
+
+    def replay(self, member: Member, room: Room) -> None:
+        """Send `member` the room's recent lines, marked as history."""
+        for event in self._recent.get(room.key, ()):
+            self.hub.send(member, ev.Replayed(event))
+
+    def recent(self, room: Room, limit: int) -> list[RoomEvent]:
+        """Up to `limit` of the room's recent lines held in memory."""
+        lines = list(self._recent.get(room.key, ()))
+        return lines[-limit:] if limit else []
+
+    def _notice(
+        self, room: Room, event: RoomEvent, *, exclude: Member | None = None
+    ) -> None:
+        """Publish a notice (join, leave, rename) and keep it as history."""
+        self._remember(room.key, event)
+        self.record(room.key, event)
+        self.hub.publish(event, room=room, exclude=exclude)
+
+    def deliver(self, persist: Persist) -> None:
+        """Fan out a chat line (after the store committed it)."""
+        self._remember(persist.room.key, persist.event)
+        if persist.room.key in self.hub.rooms:
+            self.hub.publish(persist.event, room=persist.room, exclude=persist.sender)
 
     def _too_similar(self, member: Member, name: str) -> bool:
         """Refuse `name` if it looks like someone else's who is online."""
@@ -188,14 +273,16 @@ class Chat:
         now = self._clock()
         for room in list(member.rooms.values()):
             self.hub.exit(member, room)
-            self.hub.publish(
-                ev.Left(now, room.name, member.name, how, reason), room=room
-            )
+            self._notice(room, ev.Left(now, room.name, member.name, how, reason))
 
     # -- requests ---------------------------------------------------------
 
-    def handle(self, member: Member, request: ev.Request) -> None:
-        """Carry out one request from a member that is in."""
+    def handle(self, member: Member, request: ev.Request) -> FollowUp | None:
+        """Carry out one request from a member that is in.
+
+        Returns what the connection must still do that waits on the store
+        (commit a chat line, then `deliver` it; fetch history), or None.
+        """
         name = member.name
         assert name is not None, "requests come only after a name"
         send = self.hub.send
@@ -205,7 +292,17 @@ class Chat:
                 if room is not None:
                     kind = ev.Message if isinstance(request, ev.Say) else ev.Action
                     event = kind(self._clock(), room.name, name, text)
-                    self.hub.publish(event, room=room, exclude=member)
+                    persist = Persist(room, event, member)
+                    if self.durable:
+                        return persist
+                    self.deliver(persist)
+            case ev.History(count):
+                room = self._member_room(member, "")
+                if room is not None:
+                    limit = min(count, MAX_HISTORY_FETCH)
+                    if self.durable:
+                        return FetchHistory(room, limit)
+                    self.send_history(member, room, self.recent(room, limit))
             case ev.PrivateMsg(target, text):
                 recipient = self.hub.get(target)
                 if recipient is None or recipient.name is None:
@@ -244,6 +341,14 @@ class Chat:
                 member.close()
             case ev.BadCommand(code, text):
                 send(member, ev.Error(code, text))
+        return None
+
+    def send_history(self, member: Member, room: Room, events: list[RoomEvent]) -> None:
+        """Send `events` (oldest first) to `member` as `room`'s history."""
+        lines = _plural(len(events), "line")
+        self.hub.send(member, ev.Info(f"{lines} of {room.name}:"))
+        for event in events:
+            self.hub.send(member, ev.Replayed(event))
 
     # -- rooms --------------------------------------------------------------
 
@@ -309,9 +414,9 @@ class Chat:
         elif room.password and key != room.password:
             self._error(member, "bad-room-key", f"{room.name} needs the right key.")
             return
+        self.replay(member, room)
         self.hub.enter(member, room)
-        now = self._clock()
-        self.hub.publish(ev.Joined(now, room.name, member.name), room=room)
+        self._notice(room, ev.Joined(self._clock(), room.name, member.name))
         if room.topic:
             self.hub.send(
                 member,
@@ -325,9 +430,8 @@ class Chat:
         room = self._member_room(member, raw)
         if room is None:
             return
-        self.hub.publish(
-            ev.Left(self._clock(), room.name, member.name, "parted", reason), room=room
-        )
+        parted = ev.Left(self._clock(), room.name, member.name, "parted", reason)
+        self._notice(room, parted)
         self.hub.exit(member, room)
         if member.current is not None:
             self.hub.send(member, ev.Switched(member.current.name))
@@ -402,6 +506,6 @@ class Chat:
         log.info("[%s] %s is now %s", member.conn_id, old, new)
         now = self._clock()
         for room in member.rooms.values():
-            self.hub.publish(ev.Renamed(now, room.name, old, new), room=room)
+            self._notice(room, ev.Renamed(now, room.name, old, new))
         if not member.rooms:
             self.hub.send(member, ev.Renamed(now, "*", old, new))

@@ -7,17 +7,22 @@ handling and starts trio.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import trio
 
 from trio_chat import __version__
 from trio_chat import limits as lim
+
+if TYPE_CHECKING:
+    from trio_chat.server import ChatServer
 
 log = logging.getLogger("trio_chat")
 
@@ -26,6 +31,9 @@ _STATS_SIGNAL: int | None = getattr(signal, "SIGUSR1", None)
 _SIGNALS: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM) + (
     (_STATS_SIGNAL,) if _STATS_SIGNAL is not None else ()
 )
+
+#: Where `serve` keeps history unless told otherwise: the working directory.
+DEFAULT_DB = "trio-chat.db"
 
 #: Exit status after a second SIGINT forced the server down.
 EXIT_FORCED: int = 130
@@ -92,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="how much to log to stderr",
+    )
+    serve.add_argument(
+        "--db",
+        metavar="PATH",
+        default=DEFAULT_DB,
+        help="SQLite file keeping the rooms' history across restarts;"
+        " ':memory:' keeps only recent lines, in memory",
     )
     serve.add_argument(
         "--client-ca",
@@ -191,6 +206,7 @@ async def _serve(args: argparse.Namespace, limits: lim.Limits) -> int:
     from trio_chat import tls
     from trio_chat.chat import Chat
     from trio_chat.server import ChatServer
+    from trio_chat.store import AsyncStore
 
     if args.client_ca is not None and not args.tls:
         raise tls.TLSConfigError("--client-ca needs --tls")
@@ -199,8 +215,21 @@ async def _serve(args: argparse.Namespace, limits: lim.Limits) -> int:
         ssl_context = tls.server_context_from_args(args.cert, args.key, args.client_ca)
     for flag in limits.switched_off():
         log.warning("protection switched off: %s 0", flag)
-    chat = Chat(clock=time.time, limits=limits)
-    server = ChatServer(chat, ssl_context=ssl_context, limits=limits)
+    async with contextlib.AsyncExitStack() as stack:
+        store = None
+        if args.db != ":memory:":
+            store = await stack.enter_async_context(AsyncStore.open(args.db))
+        chat = Chat(clock=time.time, limits=limits)
+        if store is not None:
+            for room_key in await store.recent_rooms(limits.max_rooms or 1000):
+                rows = await store.history(room_key, limits.history_lines)
+                chat.preload(room_key, [event for _, event in rows])
+            log.info("history in %s", args.db)
+        server = ChatServer(chat, ssl_context=ssl_context, limits=limits, store=store)
+        return await _run_server(args, server)
+
+
+async def _run_server(args: argparse.Namespace, server: ChatServer) -> int:
     exit_code = 0
     listeners = await trio.open_tcp_listeners(args.port, host=args.host)
     async with trio.open_nursery() as nursery:
@@ -376,11 +405,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     _configure_logging(args.log_level)
+    from trio_chat.store import StoreError
     from trio_chat.tls import TLSConfigError
 
     try:
         return trio.run(_serve, args, limits)
-    except TLSConfigError as exc:
+    except (TLSConfigError, StoreError) as exc:
         print(f"trio-chat: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -84,6 +84,13 @@ class Switch:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class History:
+    """Replay the current room's last `count` lines."""
+
+    count: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Rooms:
     """List the rooms."""
 
@@ -126,6 +133,7 @@ Request = (
     | Switch
     | Rooms
     | Topic
+    | History
     | Help
     | Quit
     | BadCommand

@@ -80,6 +80,12 @@ MAX_NEW_PER_MINUTE: Final = 20
 MAX_UNREGISTERED: Final = 128
 MAX_UNREGISTERED_PER_ADDRESS: Final = 5
 
+#: Lines of a room's history replayed to whoever joins it.
+HISTORY_LINES: Final = 20
+#: Most lines one `/history` request returns: a screenful or three, and
+#: well under the outbox, so asking for history never gets a reader evicted.
+MAX_HISTORY_FETCH: Final = 200
+
 #: Rooms on the server, and rooms one user may be in at once.
 MAX_ROOMS: Final = 1000
 MAX_ROOMS_PER_USER: Final = 20
@@ -127,6 +133,7 @@ class Limits:
     max_rooms: int = MAX_ROOMS
     max_rooms_per_user: int = MAX_ROOMS_PER_USER
     max_topic_length: int = MAX_TOPIC_LENGTH
+    history_lines: int = HISTORY_LINES
 
     def __post_init__(self) -> None:
         if self.outbox_max_messages < MIN_OUTBOX_MESSAGES:
@@ -301,6 +308,13 @@ LIMIT_OPTIONS: Final = (
         "max_topic_length",
         int,
         "longest room topic, in characters",
+        zero_is_off=False,
+    ),
+    LimitOption(
+        "--history",
+        "history_lines",
+        int,
+        "lines of a room's history replayed on joining it (0 = none)",
         zero_is_off=False,
     ),
     LimitOption(

@@ -222,6 +222,10 @@ def looks_like_http(line: str) -> bool:
 # User input -> requests
 
 
+#: Lines `/history` replays when no count is given.
+DEFAULT_HISTORY_REQUEST: Final = 50
+
+
 def _usage(command: str, usage: str) -> ev.BadCommand:
     return ev.BadCommand("usage", f"Usage: /{command} {usage}".rstrip())
 
@@ -260,6 +264,12 @@ def parse_request(text: str) -> ev.Request | None:
         return ev.Rooms()
     if command == "topic":
         return ev.Topic(rest or None)
+    if command == "history":
+        if not rest:
+            return ev.History(DEFAULT_HISTORY_REQUEST)
+        if not rest.isdigit() or not rest.isascii():
+            return _usage("history", "[N]")
+        return ev.History(int(rest))
     if command == "quit":
         return ev.Quit(rest)
     if command == "me":

@@ -23,7 +23,7 @@ import trio
 
 from trio_chat import events as ev
 from trio_chat.admission import Admission, Refusal, address_key
-from trio_chat.chat import Chat
+from trio_chat.chat import Chat, FetchHistory, FollowUp, Persist, RoomEvent
 from trio_chat.flood import EXCESS_FLOOD, FloodControl
 from trio_chat.hub import Member
 from trio_chat.limits import (
@@ -48,8 +48,13 @@ from trio_chat.protocol import (
     parse_request,
 )
 from trio_chat.sanitize import sanitize_text
+from trio_chat.store import AsyncStore, StoreError
 
 log = logging.getLogger("trio_chat.server")
+
+#: Join, leave and rename notices waiting to be written to the store; past
+#: it a notice is not saved (and a warning logged) rather than anyone wait.
+UNSAVED_NOTICES: Final = 4096
 
 #: accept() errors that mean "out of a resource for now": back off, retry.
 _CAPACITY_ERRNOS: Final = frozenset(
@@ -284,7 +289,9 @@ class Connection:
             for text in flood.ready(now):
                 request = parse_request(sanitize_text(text))
                 if request is not None:
-                    self._chat.handle(member, request)
+                    follow_up = self._chat.handle(member, request)
+                    if follow_up is not None:
+                        await self._server.follow_up(member, follow_up)
                 if member.closed:
                     return
             if flood.over_limit(now):
@@ -383,16 +390,65 @@ class ChatServer:
         *,
         ssl_context: ssl.SSLContext | None = None,
         limits: Limits | None = None,
+        store: AsyncStore | None = None,
     ) -> None:
         self.chat = chat
         self.ssl_context = ssl_context
         self.limits = chat.limits if limits is None else limits
+        self.store = store
+        self._unsaved_send, self._unsaved = trio.open_memory_channel[
+            tuple[str, RoomEvent]
+        ](UNSAVED_NOTICES)
+        if store is not None:
+            chat.durable = True
+            chat.record = self._record
         self.shutting_down = False
         self.closed = trio.Event()
         self._ids = itertools.count(1)
         self._connections: set[Connection] = set()
         self._accept_scope = trio.CancelScope()
         self.admission = Admission(self.limits)
+
+    async def follow_up(self, member: Member, action: FollowUp) -> None:
+        """Do what a request left to do with the store, in the member's task.
+
+        A chat line is committed before it is fanned out, so whatever anyone
+        saw survives a crash. If the store fails, the line still goes out
+        (and the failure is logged): chatting beats history.
+        """
+        await trio.lowlevel.checkpoint()
+        match action:
+            case Persist(room, event):
+                if self.store is not None:
+                    try:
+                        await self.store.append(room.key, event)
+                    except StoreError as exc:
+                        log.error("[%s] line not saved: %s", member.conn_id, exc)
+                self.chat.deliver(action)
+            case FetchHistory(room, limit):
+                events = self.chat.recent(room, limit)
+                if self.store is not None:
+                    try:
+                        rows = await self.store.history(room.key, limit)
+                    except StoreError as exc:
+                        log.error("[%s] history not read: %s", member.conn_id, exc)
+                    else:
+                        events = [event for _, event in rows]
+                self.chat.send_history(member, room, events)
+
+    def _record(self, room_key: str, event: RoomEvent) -> None:
+        try:
+            self._unsaved_send.send_nowait((room_key, event))
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            log.warning("history writes are behind: a notice was not saved")
+
+    async def _save_notices(self, store: AsyncStore) -> None:
+        """Write join, leave and rename notices behind, in order."""
+        async for room_key, event in self._unsaved:
+            try:
+                await store.append(room_key, event)
+            except StoreError as exc:
+                log.error("notice not saved: %s", exc)
 
     def stats(self) -> dict[str, int]:
         """Counts for operators: connections, unregistered, users, trio tasks."""
@@ -426,7 +482,7 @@ class ChatServer:
         # serve_listeners calls task_status.started().
         await self.serve_listeners(listeners, task_status=task_status)
 
-    async def serve_listeners(
+    async def serve_listeners(  # noqa: ASYNC128 - _serve calls started()
         self,
         listeners: Sequence[trio.SocketListener],
         *,
@@ -439,24 +495,35 @@ class ChatServer:
         The listeners are closed when this returns (or is cancelled).
         """
         try:
-            async with trio.open_nursery() as connections:
-                with self._accept_scope:
-                    async with trio.open_nursery() as accepting:
-                        for listener in listeners:
-                            accepting.start_soon(
-                                self._accept_loop, listener, connections
-                            )
-                        task_status.started(list(listeners))
-                # Only a shutdown gets here: stop listening, then say goodbye.
-                self._close_listeners(listeners)
-                for connection in list(self._connections):
-                    connection.shutdown()
-                connections.cancel_scope.deadline = (
-                    trio.current_time() + self.limits.shutdown_grace
-                )
+            async with trio.open_nursery() as background:
+                if self.store is not None:
+                    background.start_soon(self._save_notices, self.store)
+                await self._serve(listeners, task_status)
+                # Connections are done: write the notices still queued, briefly.
+                self._unsaved_send.close()
+                background.cancel_scope.deadline = trio.current_time() + CLOSE_TIMEOUT
         finally:
             self._close_listeners(listeners)
             self.closed.set()
+
+    async def _serve(  # noqa: ASYNC114 - only serve_listeners starts it
+        self,
+        listeners: Sequence[trio.SocketListener],
+        task_status: trio.TaskStatus[list[trio.SocketListener]],
+    ) -> None:
+        async with trio.open_nursery() as connections:
+            with self._accept_scope:
+                async with trio.open_nursery() as accepting:
+                    for listener in listeners:
+                        accepting.start_soon(self._accept_loop, listener, connections)
+                    task_status.started(list(listeners))
+            # Only a shutdown gets here: stop listening, then say goodbye.
+            self._close_listeners(listeners)
+            for connection in list(self._connections):
+                connection.shutdown()
+            connections.cancel_scope.deadline = (
+                trio.current_time() + self.limits.shutdown_grace
+            )
 
     @staticmethod
     def _close_listeners(listeners: Sequence[trio.SocketListener]) -> None:
