@@ -85,7 +85,8 @@ async def start_server(log: Path) -> tuple[trio.Process, int]:
     """`python -m trio_chat serve --port 0`; returns it and its port."""
     with log.open("wb") as stderr:
         server = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "trio_chat", "serve", "--port", "0"],
+            [sys.executable, "-m", "trio_chat", "serve", "--port", "0"]
+            + ["--db", ":memory:"],
             stdout=subprocess.PIPE,
             stderr=stderr,
         )
