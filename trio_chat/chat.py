@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import time
 from collections.abc import Callable
 from typing import Final
 
@@ -49,6 +50,10 @@ HELP_LINES: Final = (
     "/rooms                 list the rooms, their sizes and topics",
     "/topic [TEXT]          show or set the room's topic (- clears it)",
     "/history [N]           the room's last N lines (50 by default)",
+    "/reply TEXT            answer the last private message you got",
+    "/away [REASON], /back  say you are away, or back",
+    "/whois NAME            rooms, idle time and away status of NAME",
+    "/ignore [NAME]         hide NAME's lines (no NAME: list); /unignore NAME",
     "/who [ROOM|*]          who is in this room, ROOM, or online (*)",
     "/msg NAME TEXT         private message, seen only by NAME",
     "/quit [REASON]         leave the chat",
@@ -58,6 +63,8 @@ HELP_LINES: Final = (
 WHO_NAMES_PER_LINE: Final = 50
 #: Rooms whose recent lines are kept in memory when no room limit is set.
 MAX_REMEMBERED_ROOMS: Final = 1000
+#: Names one user may /ignore at once.
+MAX_IGNORED: Final = 100
 #: Longest /quit reason kept, in characters.
 MAX_REASON_LENGTH: Final = 200
 #: Leave reason when the peer closed the connection without /quit.
@@ -89,6 +96,15 @@ class FetchHistory:
 
 
 FollowUp = Persist | FetchHistory
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def _plural(count: int, word: str) -> str:
@@ -189,6 +205,7 @@ class Chat:
                 + (" ..." if len(others) > WHO_NAMES_PER_LINE else "")
             ),
         )
+        member.connected_at = member.last_active = self._clock()
         self.replay(member, self.lobby)
         self.hub.enter(member, self.lobby)
         self._notice(
@@ -239,7 +256,12 @@ class Chat:
         """Fan out a chat line (after the store committed it)."""
         self._remember(persist.room.key, persist.event)
         if persist.room.key in self.hub.rooms:
-            self.hub.publish(persist.event, room=persist.room, exclude=persist.sender)
+            self.hub.publish(
+                persist.event,
+                room=persist.room,
+                exclude=persist.sender,
+                sender_key=persist.sender.key,
+            )
 
     def _too_similar(self, member: Member, name: str) -> bool:
         """Refuse `name` if it looks like someone else's who is online."""
@@ -286,6 +308,12 @@ class Chat:
         name = member.name
         assert name is not None, "requests come only after a name"
         send = self.hub.send
+        member.last_active = self._clock()
+        if isinstance(request, ev.Reply):
+            if member.last_private_from is None:
+                self._error(member, "no-one-to-reply", "Nobody has messaged you yet.")
+                return None
+            request = ev.PrivateMsg(member.last_private_from, request.text)
         match request:
             case ev.Say(text) | ev.Me(text):
                 room = self._speaking_room(member)
@@ -314,9 +342,31 @@ class Chat:
                         ),
                     )
                 else:
-                    send(
-                        recipient, ev.Private(self._clock(), name, recipient.name, text)
-                    )
+                    if member.key not in recipient.ignoring:
+                        recipient.last_private_from = name
+                        private = ev.Private(self._clock(), name, recipient.name, text)
+                        send(recipient, private)
+                    if recipient.away:
+                        send(
+                            member,
+                            ev.Info(f"{recipient.name} is away: {recipient.away}"),
+                        )
+            case ev.Away(reason):
+                member.away = reason[:MAX_REASON_LENGTH] or "away"
+                send(member, ev.Info(f"You are marked away: {member.away}"))
+            case ev.Back():
+                member.away = ""
+                send(member, ev.Info("You are back."))
+            case ev.Whois(target):
+                self._whois(member, target)
+            case ev.Ignore(target):
+                self._ignore(member, target)
+            case ev.Unignore(target):
+                member.ignoring.discard(name_key(target))
+                send(
+                    member,
+                    ev.Info(f"You see {sanitize_text(target)[:40]}'s lines again."),
+                )
             case ev.Nick(new):
                 self._rename(member, name, new)
             case ev.Who(scope):
@@ -349,6 +399,49 @@ class Chat:
         self.hub.send(member, ev.Info(f"{lines} of {room.name}:"))
         for event in events:
             self.hub.send(member, ev.Replayed(event))
+
+    # -- presence -------------------------------------------------------------
+
+    def _whois(self, member: Member, target: str) -> None:
+        other = self.hub.get(target)
+        if other is None or other.name is None:
+            shown = sanitize_text(target)[:40]
+            self._error(member, "no-such-user", f"Nobody called {shown} is online.")
+            return
+        now = self._clock()
+        rooms = ", ".join(room.name for room in other.rooms.values()) or "no room"
+        since = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(other.connected_at))
+        idle = _duration(now - other.last_active)
+        away = f"; away: {other.away}" if other.away else ""
+        self.hub.send(
+            member,
+            ev.Info(
+                f"{other.name}: in {rooms}; online since {since}; idle {idle}{away}"
+            ),
+        )
+
+    def _ignore(self, member: Member, target: str) -> None:
+        if not target:
+            shown = ", ".join(sorted(member.ignoring)) or "nobody"
+            self.hub.send(member, ev.Info(f"You ignore {shown}."))
+            return
+        key = name_key(target)
+        if key == member.key:
+            self._error(member, "usage", "You cannot ignore yourself.")
+            return
+        if len(member.ignoring) >= MAX_IGNORED:
+            self._error(
+                member, "too-many", f"You can ignore at most {MAX_IGNORED} names."
+            )
+            return
+        member.ignoring.add(key)
+        self.hub.send(
+            member,
+            ev.Info(
+                f"You no longer see {sanitize_text(target)[:40]}'s lines"
+                " (/unignore to undo)."
+            ),
+        )
 
     # -- rooms --------------------------------------------------------------
 
@@ -488,6 +581,15 @@ class Chat:
         for start in range(0, len(names), WHO_NAMES_PER_LINE):
             chunk = tuple(names[start : start + WHO_NAMES_PER_LINE])
             self.hub.send(member, ev.WhoList(room_field, chunk))
+        away = [
+            f"{other.name} ({other.away})"
+            for other in self.hub
+            if other.away and other.name in names
+        ]
+        if away:
+            self.hub.send(
+                member, ev.Info("away: " + ", ".join(away[:WHO_NAMES_PER_LINE]))
+            )
 
     def _rename(self, member: Member, old: str, raw: str) -> None:
         try:

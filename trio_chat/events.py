@@ -84,6 +84,46 @@ class Switch:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Away:
+    """Mark oneself away ("" reason: just away)."""
+
+    reason: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Back:
+    """No longer away."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Whois:
+    """What is known of a user who is online."""
+
+    name: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Ignore:
+    """Stop seeing a user's lines ("" name: list who is ignored)."""
+
+    name: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Unignore:
+    """See a user's lines again."""
+
+    name: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reply:
+    """A private message to whoever last sent one to us."""
+
+    text: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class History:
     """Replay the current room's last `count` lines."""
 
@@ -134,6 +174,12 @@ Request = (
     | Rooms
     | Topic
     | History
+    | Away
+    | Back
+    | Whois
+    | Ignore
+    | Unignore
+    | Reply
     | Help
     | Quit
     | BadCommand

@@ -51,6 +51,11 @@ class Member:
         self.evicted: str | None = None
         self.rooms: dict[str, Room] = {}  # by room key, in joining order
         self.current: Room | None = None  # where plain lines go
+        self.away = ""  # the reason, when away
+        self.connected_at = 0.0
+        self.last_active = 0.0
+        self.ignoring: set[str] = set()  # name keys whose lines are not shown
+        self.last_private_from: str | None = None
         self._on_evict = on_evict
         self._max_bytes = max_bytes
         self._queued_bytes = 0
@@ -275,8 +280,11 @@ class Hub:
         *,
         room: Room | None = None,
         exclude: Member | None = None,
+        sender_key: str | None = None,
     ) -> None:
         """Deliver `event` to `room` (None: everyone online) but `exclude`.
+
+        Members who `/ignore` `sender_key` are skipped.
 
         Never waits. Each distinct encoder runs once. A member whose outbox
         is full is evicted on the spot; its leave is announced after everyone
@@ -286,6 +294,8 @@ class Hub:
         members = self._members.values() if room is None else room.members
         for member in list(members):
             if member is exclude or member.evicted is not None:
+                continue
+            if member.ignoring and sender_key in member.ignoring:
                 continue
             data = encoded.get(member.encode)
             if data is None:

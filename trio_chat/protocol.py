@@ -264,6 +264,20 @@ def parse_request(text: str) -> ev.Request | None:
         return ev.Rooms()
     if command == "topic":
         return ev.Topic(rest or None)
+    if command == "away":
+        return ev.Away(rest)
+    if command == "back":
+        return ev.Back()
+    if command == "whois":
+        return ev.Whois(rest) if rest and " " not in rest else _usage("whois", "NAME")
+    if command == "ignore":
+        return ev.Ignore(rest) if " " not in rest else _usage("ignore", "[NAME]")
+    if command == "unignore":
+        if not rest or " " in rest:
+            return _usage("unignore", "NAME")
+        return ev.Unignore(rest)
+    if command in ("reply", "r"):
+        return ev.Reply(rest) if rest else _usage("reply", "TEXT")
     if command == "history":
         if not rest:
             return ev.History(DEFAULT_HISTORY_REQUEST)
