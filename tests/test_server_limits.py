@@ -217,3 +217,25 @@ async def test_a_capital_i_lookalike_is_refused(nursery: trio.Nursery) -> None:
     await peer.expect("NAME")
     await peer.send("aIice")
     assert "looks too much like alice" in await peer.expect("ERR")
+
+
+async def test_nul_bytes_vanish_and_an_emptied_line_is_ignored(
+    nursery: trio.Nursery,
+) -> None:
+    server = server_with()
+    alice, bob = await open_peers(nursery, server, "alice", "bob")
+    await alice.send_bytes(b"\x00\x00\r\n\x1b[0m\r\nhel\x00lo \xff\r\n")
+    assert await bob.expect("MSG") == f"MSG {STAMP} #lobby <alice> hello \ufffd"
+    await alice.send("/who")
+    await alice.expect("WHO")
+    assert [line for line in bob.lines if line.startswith("MSG")] == [
+        f"MSG {STAMP} #lobby <alice> hello \ufffd"
+    ]
+
+
+async def test_quit_reasons_are_capped(nursery: trio.Nursery) -> None:
+    server = server_with()
+    alice, bob = await open_peers(nursery, server, "alice", "bob")
+    await alice.send("/quit " + "x" * 3000)
+    leave = await bob.expect("LEAVE")
+    assert leave == f"LEAVE {STAMP} #lobby alice quit ({'x' * 200})"
