@@ -227,3 +227,25 @@ async def test_history_from_the_store(nursery: trio.Nursery, tmp_path: Path) -> 
         for peer in (alice, bob):
             await peer.aclose()
         await trio.testing.wait_all_tasks_blocked()
+
+
+async def test_room_ops_share_ops_set_keys_and_give_lectures(
+    nursery: trio.Nursery, server: ChatServer
+) -> None:
+    alice, bob, carol = await join_all(nursery, server, "alice", "bob", "carol")
+    await command(alice, "/join #class", "SWITCH")
+    await command(bob, "/join #class", "SWITCH")
+    assert (await command(bob, "/lecture on", "ERR")).startswith("ERR not-op ")
+    await alice.send("/lecture on")
+    assert (
+        await bob.expect("INFO") == "INFO alice says: in #class only ops may speak now."
+    )
+    assert (await command(bob, "questions?", "ERR")).startswith("ERR ops-only ")
+    await alice.send("/op bob")
+    assert await bob.expect("INFO") == "INFO alice made bob an op of #class."
+    await bob.send("now I may")
+    assert await alice.expect("MSG") == f"MSG {STAMP} #class <bob> now I may"
+    await bob.send("/key sesame")
+    await alice.expect("INFO")
+    assert (await command(carol, "/join #class", "ERR")).startswith("ERR bad-room-key ")
+    assert await command(carol, "/join #class sesame", "SWITCH") == "SWITCH #class"

@@ -50,6 +50,9 @@ HELP_LINES: Final = (
     "/rooms                 list the rooms, their sizes and topics",
     "/topic [TEXT]          show or set the room's topic (- clears it)",
     "/history [N]           the room's last N lines (50 by default)",
+    "/op NAME               (room ops) make NAME an op of this room too",
+    "/key [KEY]             (room ops) set the room's key, or remove it",
+    "/lecture on|off        (room ops) only ops may speak, or everyone",
     "/reply TEXT            answer the last private message you got",
     "/away [REASON], /back  say you are away, or back",
     "/whois NAME            rooms, idle time and away status of NAME",
@@ -351,6 +354,8 @@ class Chat:
                             member,
                             ev.Info(f"{recipient.name} is away: {recipient.away}"),
                         )
+            case ev.RoomMode(setting, value):
+                self._room_mode(member, setting, value)
             case ev.Away(reason):
                 member.away = reason[:MAX_REASON_LENGTH] or "away"
                 send(member, ev.Info(f"You are marked away: {member.away}"))
@@ -399,6 +404,33 @@ class Chat:
         self.hub.send(member, ev.Info(f"{lines} of {room.name}:"))
         for event in events:
             self.hub.send(member, ev.Replayed(event))
+
+    def _room_mode(self, member: Member, setting: str, value: str) -> None:
+        assert member.name is not None
+        room = self._member_room(member, "")
+        if room is None:
+            return
+        if member.key not in room.ops:
+            self._error(member, "not-op", f"Only the ops of {room.name} may do that.")
+            return
+        if setting == "op":
+            other = self.hub.get(value)
+            if other is None or other.name is None or room.key not in other.rooms:
+                shown = sanitize_text(value)[:40]
+                self._error(member, "no-such-user", f"{shown} is not in {room.name}.")
+                return
+            room.ops.add(name_key(other.name))
+            text = f"{member.name} made {other.name} an op of {room.name}."
+        elif setting == "key":
+            room.password = value
+            done = "set a" if value else "removed the"
+            text = f"{member.name} {done} key on {room.name}."
+        else:
+            room.ops_only = value == "on"
+            mode = "only ops may speak" if room.ops_only else "everyone may speak"
+            text = f"{member.name} says: in {room.name} {mode} now."
+        log.info("[%s] %s", member.conn_id, text)
+        self.hub.publish(ev.Info(text), room=room)
 
     # -- presence -------------------------------------------------------------
 

@@ -124,6 +124,14 @@ class Reply:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class RoomMode:
+    """A room op changes the room: `op` NAME, `key` [KEY], `lecture` on|off."""
+
+    setting: str
+    value: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class History:
     """Replay the current room's last `count` lines."""
 
@@ -174,6 +182,7 @@ Request = (
     | Rooms
     | Topic
     | History
+    | RoomMode
     | Away
     | Back
     | Whois

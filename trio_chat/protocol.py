@@ -264,6 +264,18 @@ def parse_request(text: str) -> ev.Request | None:
         return ev.Rooms()
     if command == "topic":
         return ev.Topic(rest or None)
+    if command == "op":
+        return (
+            ev.RoomMode("op", rest)
+            if rest and " " not in rest
+            else _usage("op", "NAME")
+        )
+    if command == "key":
+        return ev.RoomMode("key", rest) if " " not in rest else _usage("key", "[KEY]")
+    if command == "lecture":
+        if rest.lower() not in ("on", "off"):
+            return _usage("lecture", "on|off")
+        return ev.RoomMode("lecture", rest.lower())
     if command == "away":
         return ev.Away(rest)
     if command == "back":
