@@ -54,6 +54,9 @@ class RecordingUI:
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.names: list[str | None] = []
+        self.rooms: list[str | None] = []
+        self.roster: client.Roster | None = None
+        self.bells: list[int] = []  # len(lines) when each bell rang
         self._seen = 0
         self._changed = trio.Event()
 
@@ -64,6 +67,15 @@ class RecordingUI:
 
     def set_name(self, name: str | None) -> None:
         self.names.append(name)
+
+    def set_room(self, room: str | None) -> None:
+        self.rooms.append(room)
+
+    def set_roster(self, roster: client.Roster) -> None:
+        self.roster = roster
+
+    def bell(self) -> None:
+        self.bells.append(len(self.lines))
 
     async def expect(self, text: str) -> str:
         """The next shown line containing `text` (earlier ones are skipped)."""

@@ -34,6 +34,8 @@ STEP_TIMEOUT = 20.0
 #: Ceiling for the whole test.
 TEST_TIMEOUT = 90.0
 COLUMNS, ROWS = 80, 24
+#: alice's prompt: her name and her current room.
+PROMPT = "alice #lobby> "
 
 
 class Terminal:
@@ -55,7 +57,7 @@ class Terminal:
         rows = [
             index
             for index, row in enumerate(self.rows())
-            if row == "alice>" or row.startswith("alice> ")
+            if row == PROMPT.rstrip() or row.startswith(PROMPT)
         ]
         return rows[-1] if rows else None
 
@@ -85,8 +87,16 @@ async def start_server(log: Path) -> tuple[trio.Process, int]:
     """`python -m trio_chat serve --port 0`; returns it and its port."""
     with log.open("wb") as stderr:
         server = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "trio_chat", "serve", "--port", "0"]
-            + ["--db", ":memory:"],
+            [
+                sys.executable,
+                "-m",
+                "trio_chat",
+                "serve",
+                "--port",
+                "0",
+                "--db",
+                ":memory:",
+            ],
             stdout=subprocess.PIPE,
             stderr=stderr,
         )
@@ -158,7 +168,7 @@ async def test_typing_survives_incoming_messages_and_leaving_is_clean(
             # Half a line typed, then bob speaks.
             await terminal.type(b"hello wor")
             await terminal.wait_until(
-                lambda: terminal.shows("alice> hello wor"), "the half-typed line"
+                lambda: terminal.shows(PROMPT + "hello wor"), "the half-typed line"
             )
             await bob.send("hi from bob")
 
@@ -168,8 +178,8 @@ async def test_typing_survives_incoming_messages_and_leaving_is_clean(
                 return (
                     terminal.shows("<bob> hi from bob")
                     and row is not None
-                    and terminal.rows()[row] == "alice> hello wor"
-                    and (cursor.y, cursor.x) == (row, len("alice> hello wor"))
+                    and terminal.rows()[row] == PROMPT + "hello wor"
+                    and (cursor.y, cursor.x) == (row, len(PROMPT + "hello wor"))
                     and all("<bob>" not in line for line in terminal.rows()[row:])
                 )
 
@@ -186,8 +196,8 @@ async def test_typing_survives_incoming_messages_and_leaving_is_clean(
                 cursor = terminal.screen.cursor
                 return (
                     row is not None
-                    and terminal.rows()[row] == "alice> hello big wor"
-                    and (cursor.y, cursor.x) == (row, len("alice> hello big "))
+                    and terminal.rows()[row] == PROMPT + "hello big wor"
+                    and (cursor.y, cursor.x) == (row, len(PROMPT + "hello big "))
                 )
 
             await terminal.wait_until(edited_mid_line, "the line edited mid-way")
@@ -204,7 +214,7 @@ async def test_typing_survives_incoming_messages_and_leaving_is_clean(
                 theirs = [i for i, r in enumerate(rows) if "<bob> hi from bob" in r]
                 return (
                     row is not None
-                    and rows[row] == "alice>"
+                    and rows[row] == PROMPT.rstrip()
                     and len(own) == 1
                     and len(theirs) == 1
                     and theirs[0] < own[0] < row

@@ -12,7 +12,10 @@ from hypothesis import strategies as st
 from trio_chat import events as ev
 from trio_chat.protocol import decode_event
 from trio_chat.render import (
+    MENTION_MARK,
     NAME_PALETTE,
+    is_mention,
+    mentions,
     name_color,
     render_error,
     render_event,
@@ -159,3 +162,131 @@ def test_no_control_characters_ever_reach_the_terminal(
     ):
         shown = SGR.sub("", render_event(event, me=sender, color=color))
         assert not any(ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 for char in shown)
+
+
+# --------------------------------------------------------------------------
+# Rooms and mentions
+
+
+def in_room(line: str, room: str | None, me: str | None = "carol") -> str:
+    """Render one wire line without colour, for a user whose room is `room`."""
+    return render_event(
+        decode_event(line), me=me, color=False, localtime=time.gmtime, room=room
+    )
+
+
+@pytest.mark.parametrize(
+    ("wire", "room", "shown"),
+    [
+        # Lines for another room carry its name; the current room's do not.
+        (f"MSG {TS} #rust <bob> hi", "#lobby", "23:10 #rust <bob> hi"),
+        (f"MSG {TS} #rust <bob> hi", "#rust", "23:10 <bob> hi"),
+        (f"MSG {TS} #Rust <bob> hi", "#rust", "23:10 <bob> hi"),  # names' rules
+        (f"ACTION {TS} #rust bob waves", "#lobby", "23:10 #rust * bob waves"),
+        (f"JOIN {TS} #rust bob", "#lobby", "23:10 #rust -- bob joined"),
+        (f"HIST MSG {TS} #rust <bob> old", "#lobby", "23:10 [history] #rust <bob> old"),
+        (f"HIST MSG {TS} #rust <bob> old", "#rust", "23:10 [history] <bob> old"),
+        # Lines that name their room already, or concern every room at once.
+        (
+            f"LEAVE {TS} #rust bob parted (bye)",
+            "#lobby",
+            "23:10 -- bob left #rust (bye)",
+        ),
+        (
+            f"TOPIC {TS} #rust bob Rust talk",
+            "#lobby",
+            "23:10 -- topic of #rust: Rust talk (set by bob)",
+        ),
+        (f"NICK {TS} #rust bob -> rob", "#lobby", "23:10 -- bob is now known as rob"),
+        (f"LEAVE {TS} #rust bob quit", "#lobby", "23:10 -- bob left (quit)"),
+        (f"PRIV {TS} @carol <bob> psst", "#lobby", "23:10 [private] <bob> psst"),
+        # No current room (the default): no tags at all.
+        (f"MSG {TS} #rust <bob> hi", None, "23:10 <bob> hi"),
+    ],
+)
+def test_room_tags(wire: str, room: str | None, shown: str) -> None:
+    assert in_room(wire, room) == shown
+
+
+def test_room_tag_is_sanitised_and_default_is_untagged() -> None:
+    event = ev.Message(0.0, "#ru\x1b[2Jst", "bob", "hi")
+    shown = render_event(event, me="carol", color=False, room="#lobby")
+    assert shown.endswith(" #rust <bob> hi")  # the escape sequence is gone
+    assert render_event(event, me="carol", color=False).endswith(" <bob> hi")
+
+
+@pytest.mark.parametrize(
+    ("wire", "shown"),
+    [
+        (f"MSG {TS} #lobby <bob> hi carol", "! 23:10 <bob> hi carol"),
+        (f"MSG {TS} #lobby <bob> CAROL: look", "! 23:10 <bob> CAROL: look"),
+        (f"MSG {TS} #lobby <bob> ask carol.", "! 23:10 <bob> ask carol."),
+        (f"ACTION {TS} #lobby bob pokes @Carol", "! 23:10 * bob pokes @Carol"),
+        (f"PRIV {TS} @carol <bob> carol?", "! 23:10 [private] <bob> carol?"),
+        (f"MSG {TS} #rust <bob> carol", "! 23:10 #rust <bob> carol"),
+        # Not a word of its own: no mention.
+        (f"MSG {TS} #lobby <bob> caroline", "23:10 <bob> caroline"),
+        (f"MSG {TS} #lobby <bob> xcarol", "23:10 <bob> xcarol"),
+        (f"MSG {TS} #lobby <bob> carol_2 here", "23:10 <bob> carol_2 here"),
+        (f"MSG {TS} #lobby <bob> carol-2 here", "23:10 <bob> carol-2 here"),
+        # Never: one's own lines, history, notices.
+        (f"MSG {TS} #lobby <Carol> carol here", "23:10 <Carol> carol here"),
+        (f"HIST MSG {TS} #lobby <bob> carol", "23:10 [history] <bob> carol"),
+        (f"JOIN {TS} #lobby carol", "23:10 -- carol joined"),
+        (
+            f"TOPIC {TS} #lobby bob ask carol",
+            "23:10 -- topic of #lobby: ask carol (set by bob)",
+        ),
+    ],
+)
+def test_mentions_without_colour(wire: str, shown: str) -> None:
+    assert in_room(wire, "#lobby") == shown
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "expected"),
+    [
+        ("alice", "alice", True),
+        ("hi ALICE!", "alice", True),
+        ("alice's turn", "alice", True),
+        ("(alice)", "alice", True),
+        ("malice", "alice", False),
+        ("alicexyz", "alice", False),
+        ("bob.alice", "alice", False),
+        ("al.ice, hi", "al.ice", True),
+        ("hej ÅSA", "åsa", True),
+        ("hej A\u030asa", "Åsa", True),  # decomposed Å: the same name
+        ("Åsaa", "åsa", False),
+        ("Дмитрий!", "дмитрий", True),
+        ("anything", None, False),
+        ("", "alice", False),
+    ],
+)
+def test_mentions_are_words_compared_as_names(
+    text: str, name: str | None, expected: bool
+) -> None:
+    assert mentions(text, name) is expected
+
+
+def test_colour_marks_mentions_and_tags_and_reads_like_plain_without_it() -> None:
+    for wire in (
+        f"MSG {TS} #rust <bob> hi carol",
+        f"ACTION {TS} #lobby bob waves at carol",
+        f"PRIV {TS} @carol <bob> carol?",
+        f"MSG {TS} #rust <bob> plain",
+        f"HIST MSG {TS} #rust <bob> carol",
+    ):
+        event = decode_event(wire)
+        coloured = render_event(
+            event, me="carol", color=True, localtime=time.gmtime, room="#lobby"
+        )
+        assert SGR.sub("", coloured) == in_room(wire, "#lobby")
+        if is_mention(event, "carol"):
+            assert coloured.startswith(f"\x1b[7m{MENTION_MARK}\x1b[0m ")
+            assert "\x1b[7m" in coloured.partition(" ")[2]  # the text too
+        else:
+            assert "\x1b[7m" not in coloured
+    tagged = render_event(
+        decode_event(f"MSG {TS} #rust <bob> hi"), me="carol", color=True, room="#a"
+    )
+    assert "\x1b[4m#rust\x1b[0m " in tagged

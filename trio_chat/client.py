@@ -17,6 +17,17 @@ long paste or a piped file is slowed down rather than dropped for flooding.
 Piped input waits while the queue is full; a terminal refuses lines then.
 Every wait on something the server owes (connecting, the TLS handshake, the
 greeting, the answer to a name, the goodbye after `/quit`) has a deadline.
+
+Rooms: the client follows its current room (from `SWITCH`, `#lobby` after
+`WELCOME`) and the rooms it is in (its own `JOIN` and parted `LEAVE` lines),
+tells the UI (`set_room`, for the prompt) and renders lines of other rooms
+with their room's tag. After a reconnection it joins those rooms again, with
+the keys the user gave, and switches back. It keeps a bounded `Roster` of the
+rooms and names it has heard of, which the terminal completes from.
+
+Mentions: a line from someone else naming the user is highlighted by the
+renderer; the bell (`ClientUI.bell`) rings for mentions, for every line or
+never, as the user's local `/bell off|mentions|all` command says.
 """
 
 from __future__ import annotations
@@ -30,7 +41,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Final, Protocol, TextIO
+from typing import Final, Literal, Protocol, TextIO
 
 import trio
 
@@ -59,6 +70,7 @@ from trio_chat.protocol import (
     parse_request,
 )
 from trio_chat.render import (
+    is_mention,
     render_error,
     render_event,
     render_notice,
@@ -94,6 +106,20 @@ MAX_WAITING_LINES: Final = 256
 #: Longest line read from piped input; longer ones are refused unsent. Above
 #: the server's own limit, so most long lines get the precise message.
 MAX_INPUT_LINE_BYTES: Final = 64 * 1024
+#: Names remembered for completion: more people than one user meets in a
+#: session on a busy server, yet a bounded few kilobytes however many pass by.
+MAX_KNOWN_NAMES: Final = 1000
+#: Rooms remembered for completion: the server's default room limit, so a
+#: whole /rooms listing fits.
+MAX_KNOWN_ROOMS: Final = 1000
+#: Keys from /join lines whose answer has not come yet: far more than anyone
+#: types before the server answers; the oldest is forgotten past it.
+MAX_PENDING_JOIN_KEYS: Final = 64
+
+#: When the bell rings: never, for lines naming the user, for every line
+#: from someone else.
+BellMode = Literal["off", "mentions", "all"]
+BELL_MODES: Final[tuple[BellMode, ...]] = ("off", "mentions", "all")
 
 
 class ClientError(Exception):
@@ -125,6 +151,7 @@ class ClientConfig:
     another (a terminal); if False (a script), a refused `name` is fatal.
     `announce_pacing`: tell the user (once per backlog) when lines queue up
     behind the server's flood limit (a terminal); a script's lines just wait.
+    `bell`: when the bell rings at first (the user's `/bell` changes it).
     """
 
     host: str = DEFAULT_HOST
@@ -143,12 +170,82 @@ class ClientConfig:
     reconnect_max_delay: float = RECONNECT_MAX_DELAY
     max_held_lines: int = MAX_HELD_LINES
     announce_pacing: bool = False
+    bell: BellMode = "mentions"
 
     @property
     def address(self) -> str:
         """`host:port` for messages (`[host]:port` for IPv6)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+
+def _room_key(room: str) -> str:
+    """The key a room is compared by; `#` is optional, as for the server."""
+    room = room.strip()
+    return name_key(room if room.startswith("#") else f"#{room}")
+
+
+def _remember(known: dict[str, str], key: str, value: str, limit: int) -> None:
+    """Put `key` last (most recent) in `known`, forgetting the oldest past `limit`."""
+    known.pop(key, None)
+    known[key] = value
+    while len(known) > limit:
+        del known[next(iter(known))]
+
+
+class Roster:
+    """The rooms and people a client has heard of, for completion.
+
+    Bounded: at most `max_names` names and `max_rooms` rooms besides the
+    user's own (which are always kept); past that the one heard of longest
+    ago is forgotten. Names and rooms are compared through `name_key` and
+    kept as last spelt. Nothing here waits.
+    """
+
+    def __init__(
+        self, *, max_names: int = MAX_KNOWN_NAMES, max_rooms: int = MAX_KNOWN_ROOMS
+    ) -> None:
+        self._max_names = max_names
+        self._max_rooms = max_rooms
+        self._names: dict[str, str] = {}
+        self._rooms: dict[str, str] = {}
+        self._own: dict[str, str] = {}
+
+    def saw_name(self, name: str) -> None:
+        """`name` is (still) around."""
+        _remember(self._names, name_key(name), name, self._max_names)
+
+    def forget_name(self, name: str) -> None:
+        """`name` left the server."""
+        self._names.pop(name_key(name), None)
+
+    def renamed(self, old: str, new: str) -> None:
+        """`old` is now called `new`."""
+        self.forget_name(old)
+        self.saw_name(new)
+
+    def saw_room(self, room: str) -> None:
+        """`room` exists (or did); "*" and other non-rooms are ignored."""
+        if room.startswith("#"):
+            _remember(self._rooms, name_key(room), room, self._max_rooms)
+
+    def joined(self, room: str) -> None:
+        """The user is in `room`."""
+        self._own[name_key(room)] = room
+        self.saw_room(room)
+
+    def parted(self, room: str) -> None:
+        """The user left `room` (it is still known)."""
+        self._own.pop(name_key(room), None)
+
+    def names(self) -> list[str]:
+        """The names known, most recently seen last."""
+        return list(self._names.values())
+
+    def rooms(self) -> list[str]:
+        """The user's rooms, then the other rooms known."""
+        others = (room for key, room in self._rooms.items() if key not in self._own)
+        return [*self._own.values(), *others]
 
 
 class ClientUI(Protocol):
@@ -165,6 +262,18 @@ class ClientUI(Protocol):
 
     def set_name(self, name: str | None) -> None:
         """The user's current name changed (None: not chosen yet)."""
+        ...
+
+    def set_room(self, room: str | None) -> None:
+        """The user's current room changed (None: in no room)."""
+        ...
+
+    def set_roster(self, roster: Roster) -> None:
+        """The client keeps `roster` up to date from now on (for completion)."""
+        ...
+
+    def bell(self) -> None:
+        """Ring the terminal bell, if there is one. Must not wait."""
         ...
 
 
@@ -289,6 +398,15 @@ class PlainUI:
     def set_name(self, name: str | None) -> None:
         """Nothing to update: a pipe has no prompt."""
 
+    def set_room(self, room: str | None) -> None:
+        """Nothing to update: a pipe has no prompt."""
+
+    def set_roster(self, roster: Roster) -> None:
+        """Nothing to complete: a pipe is not typed into."""
+
+    def bell(self) -> None:
+        """Nothing: a bell character in piped output would only be garbage."""
+
 
 async def read_lines(
     receive_some: Callable[[int], Awaitable[bytes]],
@@ -393,6 +511,14 @@ class _Connection:
     sent_name_was_auto: bool = False
     goodbye: ev.Goodbye | None = None
     result: _Result | None = None
+    # Restoring the user's rooms after a reconnection: the lines still to
+    # send (they go before anything typed, so typed lines land where the user
+    # was), how many sent ones the server has yet to answer (each /join or
+    # /switch ends in SWITCH or ERR), and the rooms joined again so far.
+    rejoin: deque[str] = dataclasses.field(default_factory=deque)
+    rejoin_answers: int = 0
+    rejoining: bool = False
+    rejoined: list[str] = dataclasses.field(default_factory=list)
 
     def finish(self, result: _Result) -> None:
         """End the connection (the first result given is the one kept)."""
@@ -409,6 +535,36 @@ class _Connection:
         """Enter `phase`, in which the server owes nothing: no deadline."""
         self.phase = phase
         self.scope.deadline = math.inf
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _RoomEntry:
+    """A room the user is in, and the key it was joined with ("" if none)."""
+
+    room: str
+    key: str
+
+
+def _global_notice(event: ev.ServerEvent) -> tuple[object, ...] | None:
+    """What identifies a rename or a quit; None for any other event.
+
+    The server sends those once per room the person shares with the user,
+    one after the other, with the same time stamp: the client shows one.
+    """
+    match event:
+        case ev.Renamed(ts, _room, old, new):
+            return ("nick", ts, name_key(old), name_key(new))
+        case ev.Left(ts, _room, name, how, reason) if how != "parted":
+            return ("left", ts, name_key(name), how, reason)
+    return None
+
+
+#: What `/bell` says about each mode.
+_BELL_MEANING: Final[dict[BellMode, str]] = {
+    "off": "the bell never rings",
+    "mentions": "the bell rings when someone names you",
+    "all": "the bell rings for every line from someone else",
+}
 
 
 def _split_lines(text: str) -> Iterator[str]:
@@ -455,6 +611,20 @@ class _Client:
         self._delay = config.reconnect_delay
         self._connections = 0
         self._pacing_announced = False  # for the current backlog
+        self._bell: BellMode = config.bell
+        self._room: str | None = None  # where plain lines go, as the server said
+        # The rooms the user is in, by key, in the order joined; after a lost
+        # connection, the rooms it was in.
+        self._rooms: dict[str, _RoomEntry] = {}
+        # Rooms to join again after a reconnection, until the server has
+        # answered; and the room to end up in. Both survive another loss.
+        self._rejoin: dict[str, _RoomEntry] = {}
+        self._switch_back: str | None = None
+        # Keys typed in /join lines, by room key, until the JOIN comes back.
+        self._join_keys: dict[str, str] = {}
+        self._roster = Roster()
+        self._last_global: tuple[object, ...] | None = None
+        ui.set_roster(self._roster)
 
     # -- waking each other -------------------------------------------------
 
@@ -566,11 +736,32 @@ class _Client:
                 self._changed()
                 return
             for line in _split_lines(text):
+                if self._local_command(line):
+                    continue
                 if isinstance(parse_request(line), ev.Quit):
                     self._quit_line = line
                     break
                 self._held.append(line)
             self._changed()
+
+    def _local_command(self, line: str) -> bool:
+        """Carry out a command for this client alone (`/bell`); False if not one.
+
+        Never sent to the server: it sends every recipient the same lines, and
+        whether a terminal beeps is nobody's business but the user's.
+        """
+        command, _, rest = line.partition(" ")
+        if command.lower() != "/bell":
+            return False
+        wanted = rest.strip().lower()
+        if wanted:  # else: just say what the setting is
+            mode = next((mode for mode in BELL_MODES if mode == wanted), None)
+            if mode is None:
+                self._error("usage: /bell off|mentions|all")
+                return True
+            self._bell = mode
+        self._notice(f"bell: {self._bell} ({_BELL_MEANING[self._bell]})")
+        return True
 
     # -- writing -----------------------------------------------------------
 
@@ -611,13 +802,18 @@ class _Client:
             if conn.pacer.tokens(now) >= conn.pacer.burst:
                 # Quiet long enough for a full bucket: a new backlog is news.
                 self._pacing_announced = False
-            if not held and self._quit_line is None:
+            if self._quit_line is not None:
+                conn.rejoin.clear()  # leaving: no point in joining rooms again
+            if not held and not conn.rejoin and self._quit_line is None:
                 return None
             # Chat lines, commands and /quit alike: the server counts them all.
             if now < conn.pacer.ready_at():
                 self._announce_pacing(conn)
                 return _Wait(conn.pacer.ready_at())
             conn.pacer.take(now)
+            if conn.rejoin:
+                conn.rejoin_answers += 1
+                return self._chat_line(conn.rejoin.popleft())
             if held:
                 line = held.popleft()
                 self._changed()
@@ -678,6 +874,14 @@ class _Client:
         request = parse_request(line)
         data = line.encode()
         echo = None
+        if isinstance(request, ev.Join):
+            # Kept to join again with it after a reconnection.
+            _remember(
+                self._join_keys,
+                _room_key(request.room),
+                request.key,
+                MAX_PENDING_JOIN_KEYS,
+            )
         if isinstance(request, ev.Say | ev.Me | ev.PrivateMsg):
             # The server does not echo our own lines back: show them here.
             assert self._name is not None, "ready means named"
@@ -708,7 +912,7 @@ class _Client:
                         break  # NEED_DATA
 
     def _render(self, event: ev.ServerEvent) -> str:
-        return render_event(event, me=self._name, color=self._ui.color)
+        return render_event(event, me=self._name, color=self._ui.color, room=self._room)
 
     def _on_line(self, conn: _Connection, text: str) -> None:
         try:
@@ -749,20 +953,163 @@ class _Client:
                 self._set_name(name)
                 self._delay = self._config.reconnect_delay
                 self._show(self._render(event))
+                self._welcomed(conn)
                 self._changed()
-            case ev.Renamed(_ts, _room, old, new):
-                if self._name is not None and name_key(old) == name_key(self._name):
-                    self._set_name(new)
-                self._show(self._render(event))
             case ev.Goodbye():
                 conn.goodbye = event
                 self._show(self._render(event))
             case _:
+                self._on_chat_event(conn, event)
+
+    def _on_chat_event(self, conn: _Connection, event: ev.ServerEvent) -> None:
+        """Show a line of the chat; follow rooms, names and mentions in it."""
+        notice = _global_notice(event)
+        repeated = notice is not None and notice == self._last_global
+        self._last_global = notice
+        if repeated:
+            return  # the same rename or quit again, for another shared room
+        roster = self._roster
+        match event:
+            case ev.Switched(room):
+                self._set_room(room)
+                if self._rejoin_answered(conn):
+                    self._show(self._render(event))
+                    self._finish_rejoin(conn)
+                return  # a SWITCH that answers a rejoin is not news
+            case ev.Error():
                 self._show(self._render(event))
+                if self._rejoin_answered(conn):
+                    self._finish_rejoin(conn)
+                return
+            case ev.Joined(_ts, room, name):
+                roster.saw_room(room)
+                if self._is_me(name):
+                    self._joined(conn, room)
+                else:
+                    roster.saw_name(name)
+            case ev.Left(_ts, room, name, how, _reason):
+                if self._is_me(name):
+                    if how == "parted":
+                        self._parted(room)
+                elif how != "parted":
+                    roster.forget_name(name)  # gone from the server
+            case ev.Renamed(_ts, _room, old, new):
+                if self._is_me(old):
+                    self._set_name(new)
+                else:
+                    roster.renamed(old, new)
+            case ev.TopicIs(room=room) | ev.RoomInfo(room=room):
+                roster.saw_room(room)
+            case ev.WhoList(room, names):
+                roster.saw_room(room)
+                for name in names:
+                    if not self._is_me(name):
+                        roster.saw_name(name)
+            case ev.Message(_ts, room, sender) | ev.Action(_ts, room, sender):
+                roster.saw_room(room)
+                if not self._is_me(sender):
+                    roster.saw_name(sender)
+            case ev.Private(_ts, sender):
+                if not self._is_me(sender):
+                    roster.saw_name(sender)
+        self._show(self._render(event))
+        if self._rings(event):
+            self._ui.bell()
+
+    def _rings(self, event: ev.ServerEvent) -> bool:
+        """Whether `event` rings the bell (history never does)."""
+        if self._bell == "off" or not isinstance(
+            event, ev.Message | ev.Action | ev.Private
+        ):
+            return False
+        if self._bell == "all":
+            return not self._is_me(event.sender)
+        return is_mention(event, self._name)
+
+    def _is_me(self, name: str) -> bool:
+        return self._name is not None and name_key(name) == name_key(self._name)
 
     def _set_name(self, name: str) -> None:
         self._name = name
         self._ui.set_name(name)
+
+    def _set_room(self, room: str | None) -> None:
+        if room != self._room:
+            self._room = room
+            self._ui.set_room(room)
+
+    # -- rooms -------------------------------------------------------------
+
+    def _welcomed(self, conn: _Connection) -> None:
+        """In the chat, and in the lobby only: restore the user's other rooms.
+
+        Queues a /join for each room the user was in before (with the key it
+        typed) and a /switch back to where it was, ahead of any typed line.
+        """
+        lobby = name_key(ev.LOBBY)
+        wanted = dict(self._rejoin)
+        wanted.update((k, e) for k, e in self._rooms.items() if k != lobby)
+        back = self._switch_back or self._room
+        self._rooms = {lobby: _RoomEntry(ev.LOBBY, "")}
+        self._rejoin = wanted
+        self._roster.joined(ev.LOBBY)
+        self._set_room(ev.LOBBY)
+        lines = [f"/join {e.room} {e.key}".rstrip() for e in wanted.values()]
+        # Each /join switches to its room: switch back unless the last one is it.
+        if (
+            lines
+            and back is not None
+            and (name_key(back) in wanted or name_key(back) == lobby)
+            and name_key(back) != list(wanted)[-1]
+        ):
+            lines.append(f"/switch {back}")
+        self._switch_back = back if lines else None
+        conn.rejoin = deque(lines)
+        conn.rejoining = bool(lines)
+
+    def _rejoin_answered(self, conn: _Connection) -> bool:
+        """A SWITCH or ERR came: count it against the rejoin lines sent.
+
+        True if no rejoin is under way, or if this was its last answer.
+        """
+        if not conn.rejoining:
+            return True
+        if conn.rejoin_answers:
+            conn.rejoin_answers -= 1
+        return not conn.rejoin_answers and not conn.rejoin
+
+    def _finish_rejoin(self, conn: _Connection) -> None:
+        """The server answered every rejoin line: say which rooms are back."""
+        if not conn.rejoining:
+            return
+        conn.rejoining = False
+        for entry in self._rejoin.values():  # refused: the server said why
+            self._roster.parted(entry.room)
+        self._rejoin.clear()
+        self._switch_back = None
+        if conn.rejoined:
+            self._notice(f"rejoined {', '.join(map(sanitize_text, conn.rejoined))}")
+
+    def _joined(self, conn: _Connection, room: str) -> None:
+        """The user is in `room` (its own JOIN line)."""
+        key = name_key(room)
+        typed = self._join_keys.pop(key, None)
+        before = self._rooms.get(key) or self._rejoin.get(key)
+        if typed is None:
+            typed = before.key if before is not None else ""
+        self._rooms[key] = _RoomEntry(room, typed)
+        self._roster.joined(room)
+        if self._rejoin.pop(key, None) is not None and conn.rejoining:
+            conn.rejoined.append(room)
+
+    def _parted(self, room: str) -> None:
+        """The user left `room` (its own parted LEAVE line)."""
+        key = name_key(room)
+        self._rooms.pop(key, None)
+        self._rejoin.pop(key, None)
+        self._roster.parted(room)
+        if self._room is not None and name_key(self._room) == key:
+            self._set_room(None)  # until the server's SWITCH, if another is left
 
     def _on_close(self, conn: _Connection) -> None:
         """The server closed the connection."""

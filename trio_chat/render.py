@@ -12,13 +12,24 @@ Layout, one line per event:
     12:03 * alice waves            an action
     12:03 [private] <alice> psst   a private message; own: [private to bob]
     12:03 -- bob joined            a notice
+    12:03 #rust <bob> hi           a line for a room other than the current one
+    ! 12:03 <bob> hi carol         a line that mentions the user (carol)
     12:03 [history] <alice> hi     a line replayed from before we joined
     !! The name bob is taken...    an error
+
+Room tags: given the user's current room, a message, action or join for
+another room is tagged with that room. Lines that already name their room (a
+part, a topic) are not, nor are renames and quits, which concern the person
+everywhere at once (the server sends one per shared room; the client shows
+one). Mentions: a line from someone else whose text holds the user's name as
+a word (`mentions`) starts with `!` and, in colour, shows its text in reverse
+video; replayed history never counts.
 """
 
 from __future__ import annotations
 
 import time
+import unicodedata
 import zlib
 from collections.abc import Callable
 from typing import Final
@@ -38,6 +49,11 @@ _TIME_STYLE: Final = "2"
 _HISTORY_STYLE: Final = "2"
 _PRIVATE_STYLE: Final = "1;35"  # bold magenta tag
 _OWN_STYLE: Final = "1"  # bold: your own lines stand out from the rest
+_ROOM_STYLE: Final = "4"  # underlined: no name colour can be taken for it
+_MENTION_STYLE: Final = "7"  # reverse video: visible on any colour scheme
+#: What starts a line that mentions the user, in colour or not (errors start
+#: with "!!", so one "!" is told apart).
+MENTION_MARK: Final = "!"
 _RESET: Final = "\x1b[0m"
 
 #: Longest stretch of an unreadable server line shown back to the user.
@@ -100,15 +116,95 @@ def render_unreadable(line: str, *, color: bool) -> str:
     return render_error(f"unreadable line from the server: {shown}", color=color)
 
 
-def _message(sender: str, text: str, *, me: str | None, color: bool) -> str:
+# Characters that make a word: letters, digits and marks of any script, and
+# "_". Names may also hold "-" and ".", which join two such characters
+# ("alice-2" is one name) but end a word otherwise ("hi alice." names alice).
+_WORD_CATEGORIES: Final = frozenset("LNM")
+_JOINERS: Final = frozenset("-.")
+
+
+def _word_char(text: str, index: int) -> bool:
+    if not 0 <= index < len(text):
+        return False
+    char = text[index]
+    return char == "_" or unicodedata.category(char)[0] in _WORD_CATEGORIES
+
+
+def _continues(text: str, index: int, step: int) -> bool:
+    """Whether the word ending (step -1: starting) next to `index` goes on."""
+    if 0 <= index < len(text) and text[index] in _JOINERS:
+        return _word_char(text, index + step)
+    return _word_char(text, index)
+
+
+def mentions(text: str, name: str | None) -> bool:
+    """Whether `text` holds `name` as a word, compared as names are.
+
+    Both go through `name_key` (case and normalisation do not matter), and
+    the match must not be part of a longer word or name: "hi Alice!" and
+    "alice." mention alice; "malice", "alice_2", "alice-2" do not.
+    """
+    if not name:
+        return False
+    key = name_key(name)
+    folded = name_key(text)
+    start = folded.find(key)
+    while start >= 0:
+        end = start + len(key)
+        if not _continues(folded, start - 1, -1) and not _continues(folded, end, 1):
+            return True
+        start = folded.find(key, start + 1)
+    return False
+
+
+def is_mention(event: ev.ServerEvent, me: str | None) -> bool:
+    """Whether `event` is a live line from someone else that mentions `me`.
+
+    Messages, actions and private messages count; history (`Replayed`),
+    notices and the user's own lines never do.
+    """
+    if not isinstance(event, ev.Message | ev.Action | ev.Private):
+        return False
+    return not _same(event.sender, me) and mentions(event.text, me)
+
+
+def _message(
+    sender: str, text: str, *, me: str | None, color: bool, mention: bool = False
+) -> str:
     body = sanitize_text(text)
-    if color and _same(sanitize_text(sender), me):
+    if color and mention:
+        body = _style(body, _MENTION_STYLE, color=True)
+    elif color and _same(sanitize_text(sender), me):
         body = _style(body, _OWN_STYLE, color=True)
     return f"<{_name(sender, me=me, color=color)}> {body}"
 
 
-def _action(sender: str, text: str, *, me: str | None, color: bool) -> str:
-    return f"* {_name(sender, me=me, color=color)} {sanitize_text(text)}"
+def _action(
+    sender: str, text: str, *, me: str | None, color: bool, mention: bool = False
+) -> str:
+    body = sanitize_text(text)
+    if color and mention:
+        body = _style(body, _MENTION_STYLE, color=True)
+    return f"* {_name(sender, me=me, color=color)} {body}"
+
+
+def _marked(line: str, *, color: bool) -> str:
+    """`line` marked as mentioning the user."""
+    return f"{_style(MENTION_MARK, _MENTION_STYLE, color=color)} {line}"
+
+
+def _room_tag(
+    event: ev.Message | ev.Action | ev.Joined | ev.Left | ev.Renamed | ev.TopicIs,
+    *,
+    current: str | None,
+    color: bool,
+) -> str:
+    """`#room ` if `event` belongs to a room other than `current`, else ""."""
+    if current is None or isinstance(event, ev.Renamed | ev.TopicIs | ev.Left):
+        return ""  # no current room; or the line names its room, or all rooms
+    if name_key(event.room) == name_key(current):
+        return ""
+    return _style(sanitize_text(event.room), _ROOM_STYLE, color=color) + " "
 
 
 def _left(event: ev.Left, *, me: str | None, color: bool) -> str:
@@ -134,6 +230,7 @@ def _chat_body(
     *,
     me: str | None,
     color: bool,
+    mention: bool = False,
 ) -> str:
     """The part of a chat or notice line after its time stamp."""
     match event:
@@ -146,9 +243,9 @@ def _chat_body(
                 f"{about}: {sanitize_text(text)} (set by {by})", color=color
             )
         case ev.Message(_ts, _room, sender, text):
-            return _message(sender, text, me=me, color=color)
+            return _message(sender, text, me=me, color=color, mention=mention)
         case ev.Action(_ts, _room, sender, text):
-            return _action(sender, text, me=me, color=color)
+            return _action(sender, text, me=me, color=color, mention=mention)
         case ev.Joined(_ts, _room, name):
             return _notice_line(
                 f"{_name(name, me=me, color=color)} joined", color=color
@@ -169,19 +266,27 @@ def render_event(
     me: str | None,
     color: bool,
     localtime: LocalTime = time.localtime,
+    room: str | None = None,
 ) -> str:
     """The display line for one server event.
 
     `me` is the user's current name (None before it is chosen): lines from
-    that name are shown as the user's own. Never raises for a well-formed
-    event; every server string is sanitised.
+    that name are shown as the user's own, lines from others that mention it
+    are marked (`is_mention`). `room` is the user's current room: lines for
+    other rooms are tagged with theirs (None: no tags). Never raises for a
+    well-formed event; every server string is sanitised.
     """
     match event:
         case (
             ev.Message() | ev.Action() | ev.Joined() | ev.Left() | ev.Renamed()
         ) | ev.TopicIs():
-            stamp = _stamp(event.ts, color=color, localtime=localtime)
-            return stamp + _chat_body(event, me=me, color=color)
+            mention = is_mention(event, me)
+            line = (
+                _stamp(event.ts, color=color, localtime=localtime)
+                + _room_tag(event, current=room, color=color)
+                + _chat_body(event, me=me, color=color, mention=mention)
+            )
+            return _marked(line, color=color) if mention else line
         case ev.RoomInfo(room, members, topic):
             about = f": {sanitize_text(topic)}" if topic else ""
             return _notice_line(
@@ -192,11 +297,15 @@ def render_event(
         case ev.Replayed(inner):
             stamp = _stamp(inner.ts, color=color, localtime=localtime)
             tag = _style("[history]", _HISTORY_STYLE, color=color)
-            return f"{stamp}{tag} {_chat_body(inner, me=me, color=color)}"
+            where = _room_tag(inner, current=room, color=color)
+            return f"{stamp}{tag} {where}{_chat_body(inner, me=me, color=color)}"
         case ev.Private(ts, sender, _recipient, text):
+            mention = is_mention(event, me)
             tag = _style("[private]", _PRIVATE_STYLE, color=color)
             stamp = _stamp(ts, color=color, localtime=localtime)
-            return f"{stamp}{tag} {_message(sender, text, me=me, color=color)}"
+            body = _message(sender, text, me=me, color=color, mention=mention)
+            line = f"{stamp}{tag} {body}"
+            return _marked(line, color=color) if mention else line
         case ev.Hello(_protocol, server, _max_line):
             return render_notice(f"connected to {server}", color=color)
         case ev.Banner(text):

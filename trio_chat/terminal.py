@@ -8,20 +8,54 @@ its thread-safe `deliver`; display lines come back as plain calls to
 above the prompt by prompt_toolkit, which then redraws the line being typed,
 cursor and all, underneath.
 
+The prompt shows the user's name and current room (`alice #rust> `). Tab
+completes command names at the start of a line, rooms after the commands
+that take one, and people's names anywhere else (`ChatCompleter`), from the
+rooms and names the client has heard of (its `trio_chat.client.Roster`).
+The terminal bell rings here only: `TerminalUI.bell` writes BEL to the
+terminal; piped output never gets one.
+
 This module is asyncio code only; nothing here knows about trio.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Collection, Iterable
+from typing import Any, Final, Protocol
 
 import outcome
 from prompt_toolkit import PromptSession, print_formatted_text
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
 from prompt_toolkit.formatted_text import ANSI
 from prompt_toolkit.history import InMemoryHistory
+from prompt_toolkit.input import Input
+from prompt_toolkit.output import Output
 from prompt_toolkit.patch_stdout import patch_stdout
+
+from trio_chat.names import name_key
+
+#: The commands Tab completes at the start of a line: the server's, and the
+#: client's own /bell.
+COMMANDS: Final = (
+    "/join",
+    "/part",
+    "/switch",
+    "/rooms",
+    "/topic",
+    "/who",
+    "/msg",
+    "/me",
+    "/nick",
+    "/quit",
+    "/help",
+    "/bell",
+)
+#: Commands whose first argument is a room.
+ROOM_COMMANDS: Final = frozenset({"/join", "/part", "/switch", "/who"})
+#: What /bell takes.
+BELL_MODES: Final = ("off", "mentions", "all")
 
 
 class ClientHandle(Protocol):
@@ -40,24 +74,100 @@ class ClientHandle(Protocol):
         ...
 
 
+class Known(Protocol):
+    """The rooms and names to complete (a `trio_chat.client.Roster`)."""
+
+    def rooms(self) -> Collection[str]:
+        """Room names, `#` included."""
+        ...
+
+    def names(self) -> Collection[str]:
+        """People's names."""
+        ...
+
+
+def _starting_with(candidates: Iterable[str], prefix: str) -> list[str]:
+    """The candidates that start with `prefix`, ignoring case, sorted so."""
+    key = name_key(prefix)
+    found = {name_key(c): c for c in candidates if name_key(c).startswith(key)}
+    return [found[k] for k in sorted(found)]
+
+
+class ChatCompleter(Completer):
+    """Tab completion for chat lines.
+
+    At the start of a line, a `/` word completes to a command; the first
+    argument of /join, /part, /switch and /who to a room (`#` optional);
+    /bell's to a bell mode; any other word to a name (an `@` before it is
+    kept). Matching ignores case (`trio_chat.names.name_key`). `known` (None:
+    nothing yet) is read at each completion, so it may change meanwhile.
+    """
+
+    def __init__(self, known: Known | None = None) -> None:
+        self.known = known
+
+    def get_completions(
+        self, document: Document, complete_event: CompleteEvent
+    ) -> Iterable[Completion]:
+        """The completions of the word before the cursor."""
+        words = document.text_before_cursor.split(" ")
+        word = words[-1]
+        command = words[0].lower() if len(words) > 1 else ""
+        if len(words) == 1 and word.startswith("/"):
+            choices = _starting_with(COMMANDS, word)
+        elif command in ROOM_COMMANDS and len(words) == 2:
+            rooms = self.known.rooms() if self.known is not None else ()
+            choices = _starting_with(
+                rooms, word if word.startswith("#") else f"#{word}"
+            )
+        elif command == "/bell" and len(words) == 2:
+            choices = _starting_with(BELL_MODES, word)
+        elif command in ROOM_COMMANDS - {"/part"}:
+            choices = []  # a room's key, or nothing more to say
+        else:
+            word = word.removeprefix("@")
+            names = self.known.names() if self.known is not None else ()
+            choices = _starting_with(names, word)
+        for choice in choices:
+            yield Completion(choice, start_position=-len(word))
+
+
 class TerminalUI:
     """A `trio_chat.client.ClientUI` that prints above a prompt_toolkit prompt.
 
-    `show` and `set_name` are called by the client, on the asyncio loop's
-    thread. Output is batched into one redraw per loop iteration, so a burst
-    of messages does not flicker the prompt. The prompt keeps its history in
-    memory and edits with emacs keys.
+    Its methods are called by the client, on the asyncio loop's thread.
+    Output is batched into one redraw per loop iteration, so a burst of
+    messages does not flicker the prompt (nor ring the bell more than once).
+    The prompt keeps its history in memory, edits with emacs keys and
+    completes on Tab. `input` and `output` (default: the terminal) are for
+    tests.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, *, color: bool) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        color: bool,
+        input: Input | None = None,  # prompt_toolkit's own name for it
+        output: Output | None = None,
+    ) -> None:
         self._loop = loop
         self._color = color
         self._name: str | None = None
+        self._room: str | None = None
         self._pending: list[str] = []
+        self._ring = False
+        self.completer = ChatCompleter()
         # The typed line is erased when sent: the client shows what was sent,
-        # in the chat's own layout, so nothing appears twice.
+        # in the chat's own layout, so nothing appears twice. Completions
+        # show on Tab only: a menu popping up while typing would cover chat.
         self.session: PromptSession[str] = PromptSession(
-            history=InMemoryHistory(), erase_when_done=True
+            history=InMemoryHistory(),
+            erase_when_done=True,
+            completer=self.completer,
+            complete_while_typing=False,
+            input=input,
+            output=output,
         )
 
     @property
@@ -67,23 +177,44 @@ class TerminalUI:
 
     def show(self, text: str) -> None:
         """Print `text` above the prompt, soon. Never waits."""
-        if not self._pending:
+        if not self._pending and not self._ring:
             self._loop.call_soon_threadsafe(self._flush)
         self._pending.append(text)
+
+    def bell(self) -> None:
+        """Ring the terminal bell, soon (after the lines shown so far)."""
+        if not self._pending and not self._ring:
+            self._loop.call_soon_threadsafe(self._flush)
+        self._ring = True
 
     def set_name(self, name: str | None) -> None:
         """Show `name` in the prompt."""
         self._name = name
         self._loop.call_soon_threadsafe(self.session.app.invalidate)
 
-    def _flush(self) -> None:
-        text = "\n".join(self._pending)
-        self._pending.clear()
-        # Above the running prompt (which is redrawn), or plainly if none is.
-        print_formatted_text(ANSI(text) if self._color else text)
+    def set_room(self, room: str | None) -> None:
+        """Show `room` in the prompt."""
+        self._room = room
+        self._loop.call_soon_threadsafe(self.session.app.invalidate)
 
-    def _prompt(self) -> str:
-        return f"{self._name}> " if self._name else "> "
+    def set_roster(self, roster: Known) -> None:
+        """Complete rooms and names from `roster` from now on."""
+        self.completer.known = roster
+
+    def _flush(self) -> None:
+        if self._pending:
+            text = "\n".join(self._pending)
+            self._pending.clear()
+            # Above the running prompt (which is redrawn), or plainly if none is.
+            print_formatted_text(ANSI(text) if self._color else text)
+        if self._ring:
+            self._ring = False
+            self.session.output.bell()  # BEL moves no cursor: safe mid-prompt
+
+    def prompt_text(self) -> str:
+        """What the prompt reads now: `alice #rust> `, `alice> ` or `> `."""
+        where = f"{self._name} {self._room}" if self._room else self._name
+        return f"{where}> " if where else "> "
 
     async def read_lines(self, deliver: Callable[[str], None]) -> None:
         """Prompt for lines and `deliver` each, until Ctrl-D or Ctrl-C.
@@ -92,7 +223,7 @@ class TerminalUI:
         """
         while True:
             try:
-                text = await self.session.prompt_async(self._prompt)
+                text = await self.session.prompt_async(self.prompt_text)
             except (EOFError, KeyboardInterrupt):  # Ctrl-D, Ctrl-C
                 break
             deliver(text)
