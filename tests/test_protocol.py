@@ -548,6 +548,10 @@ ENCODE_TABLE: list[tuple[ev.ServerEvent, bytes]] = [
     (ev.RoomInfo("#empty", 0, ""), b"ROOM #empty 0 \r\n"),
     (ev.Switched("#rust"), b"SWITCH #rust\r\n"),
     (
+        ev.PasswordPrompt("alice", "This name is registered."),
+        b"PASSWORD alice This name is registered.\r\n",
+    ),
+    (
         ev.Left(TS, "#rust", "bob", "parted", "lunch"),
         f"LEAVE {TS_TEXT} #rust bob parted (lunch)\r\n".encode(),
     ),
@@ -570,6 +574,7 @@ KINDS: dict[type, str] = {
     ev.Banner: "BANNER",
     ev.Info: "INFO",
     ev.NamePrompt: "NAME",
+    ev.PasswordPrompt: "PASSWORD",
     ev.Welcome: "WELCOME",
     ev.Message: "MSG",
     ev.Action: "ACTION",

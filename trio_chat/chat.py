@@ -55,6 +55,8 @@ HELP_LINES: Final = (
     "/lecture on|off        (room ops) only ops may speak, or everyone",
     "/reply TEXT            answer the last private message you got",
     "/away [REASON], /back  say you are away, or back",
+    "/register PASSWORD     reserve your name; later connections must give PASSWORD",
+    "/identify PASSWORD     prove your registered name",
     "/whois NAME            rooms, idle time and away status of NAME",
     "/ignore [NAME]         hide NAME's lines (no NAME: list); /unignore NAME",
     "/who [ROOM|*]          who is in this room, ROOM, or online (*)",
@@ -98,7 +100,15 @@ class FetchHistory:
     limit: int
 
 
-FollowUp = Persist | FetchHistory
+@dataclasses.dataclass(frozen=True, slots=True)
+class AccountAction:
+    """Register or identify the member's name: hashing waits on a thread."""
+
+    action: str  # "register" or "identify"
+    password: str
+
+
+FollowUp = Persist | FetchHistory | AccountAction
 
 
 def _duration(seconds: float) -> str:
@@ -141,6 +151,8 @@ class Chat:
         #: lines below are kept, in memory.
         self.durable = durable
         self.record = record
+        #: Registered names (None: this server keeps no accounts).
+        self.is_registered: Callable[[str], bool] | None = None
         self._recent: collections.OrderedDict[str, collections.deque[RoomEvent]] = (
             collections.OrderedDict()
         )
@@ -172,17 +184,42 @@ class Chat:
         """Ask `member` for a name."""
         self.hub.send(member, ev.NamePrompt(f"Choose a name: {NAME_RULES}."))
 
-    def choose_name(self, member: Member, raw: str) -> bool:
+    def choose_name(
+        self, member: Member, raw: str, *, identified: bool = False
+    ) -> bool:
         """Try `raw` as the member's name; True once it is in.
 
         On an invalid or taken name the member is told why and prompted again.
+        A registered name is not taken here: the member is asked for its
+        password (`PasswordPrompt`) unless `identified` says it gave it.
         """
+        member.pending_name = None
         try:
             name = validate_name(raw)
         except InvalidName as exc:
             self.hub.send(member, ev.Error("name-invalid", str(exc)))
             self.prompt(member)
             return False
+        if (
+            not identified
+            and self.is_registered is not None
+            and self.is_registered(name)
+        ):
+            member.pending_name = name
+            self.hub.send(
+                member,
+                ev.PasswordPrompt(
+                    name,
+                    "This name is registered: send its password,"
+                    " or choose another name with /nick NAME.",
+                ),
+            )
+            return False
+        if identified:
+            member.identified = name_key(name)
+            ghost = self.hub.get(name)
+            if ghost is not None and ghost is not member:
+                self.hub.kick(ghost, "ghost replaced")
         if self._too_similar(member, name):
             self.prompt(member)
             return False
@@ -354,6 +391,16 @@ class Chat:
                             member,
                             ev.Info(f"{recipient.name} is away: {recipient.away}"),
                         )
+            case ev.Register(password) | ev.Identify(password):
+                if self.is_registered is None:
+                    self._error(
+                        member,
+                        "no-accounts",
+                        "This server keeps no accounts (it runs without a database).",
+                    )
+                    return None
+                action = "register" if isinstance(request, ev.Register) else "identify"
+                return AccountAction(action, password)
             case ev.RoomMode(setting, value):
                 self._room_mode(member, setting, value)
             case ev.Away(reason):
@@ -633,6 +680,14 @@ class Chat:
             self.hub.send(member, ev.Info(f"You are already {new}."))
             return
         if self._too_similar(member, new):
+            return
+        registered = self.is_registered is not None and self.is_registered(new)
+        if registered and member.identified != name_key(new):
+            self._error(
+                member,
+                "name-registered",
+                f"The name {new} is registered: connect as {new} with its password.",
+            )
             return
         if not self.hub.rename(member, new):
             self.hub.send(member, ev.Error("name-taken", f"The name {new} is taken."))

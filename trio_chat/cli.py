@@ -32,6 +32,10 @@ _SIGNALS: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM) + (
     (_STATS_SIGNAL,) if _STATS_SIGNAL is not None else ()
 )
 
+#: The client answers a registered name's password prompt with this
+#: variable's value (the command line would show it to other users).
+PASSWORD_VARIABLE = "TRIO_CHAT_PASSWORD"
+
 #: Where `serve` keeps history unless told otherwise: the working directory.
 DEFAULT_DB = "trio-chat.db"
 
@@ -204,6 +208,7 @@ def _limits(args: argparse.Namespace) -> lim.Limits:
 
 async def _serve(args: argparse.Namespace, limits: lim.Limits) -> int:
     from trio_chat import tls
+    from trio_chat.accounts import Accounts
     from trio_chat.chat import Chat
     from trio_chat.server import ChatServer
     from trio_chat.store import AsyncStore
@@ -225,7 +230,10 @@ async def _serve(args: argparse.Namespace, limits: lim.Limits) -> int:
                 rows = await store.history(room_key, limits.history_lines)
                 chat.preload(room_key, [event for _, event in rows])
             log.info("history in %s", args.db)
-        server = ChatServer(chat, ssl_context=ssl_context, limits=limits, store=store)
+        accounts = None if store is None else await Accounts.load(store)
+        server = ChatServer(
+            chat, ssl_context=ssl_context, limits=limits, store=store, accounts=accounts
+        )
         return await _run_server(args, server)
 
 
@@ -338,6 +346,7 @@ def _run_client(args: argparse.Namespace) -> int:
         ssl_context=ssl_context,
         server_hostname=args.host,
         name=args.name,
+        password=os.environ.get(PASSWORD_VARIABLE) or None,
         reconnect=not args.no_reconnect,
         # A script's --name is refused for good: its next lines are chat,
         # not names to try.

@@ -159,6 +159,9 @@ class ClientConfig:
     ssl_context: ssl.SSLContext | None = None
     server_hostname: str | None = None
     name: str | None = None
+    #: The password of a registered name, sent when the server asks for it
+    #: (from the environment, never the command line, where others see it).
+    password: str | None = dataclasses.field(default=None, repr=False)
     reconnect: bool = True
     retry_name: bool = True
     connect_timeout: float = CONNECT_TIMEOUT
@@ -509,6 +512,8 @@ class _Connection:
     flood_rate: float = 0.0  # as the server announced it, for messages
     sent_name: str = ""
     sent_name_was_auto: bool = False
+    password_tried: bool = False  # the configured password was sent once
+    sending_password: bool = False  # ... and its answer is still awaited
     goodbye: ev.Goodbye | None = None
     result: _Result | None = None
     # Restoring the user's rooms after a reconnection: the lines still to
@@ -938,6 +943,18 @@ class _Client:
                 if conn.auto_name is None:
                     self._show(self._render(event))
                 self._changed()
+            case ev.PasswordPrompt():
+                conn.wait_for_user(_Phase.NAMING)
+                password = self._config.password
+                if password and not conn.password_tried:
+                    conn.password_tried = conn.sending_password = True
+                    conn.auto_name = password
+                else:
+                    self._show(self._render(event))
+                self._changed()
+            case ev.Error() if conn.phase is _Phase.NAME_SENT and conn.sending_password:
+                conn.sending_password = False  # wrong: the user answers from now on
+                self._show(self._render(event))
             case ev.Error() if conn.phase is _Phase.NAME_SENT:
                 self._show(self._render(event))
                 if conn.sent_name_was_auto and not self._config.retry_name:

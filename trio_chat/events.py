@@ -132,6 +132,20 @@ class RoomMode:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Register:
+    """Reserve one's current name with a password."""
+
+    password: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Identify:
+    """Prove one's current (registered) name with its password."""
+
+    password: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class History:
     """Replay the current room's last `count` lines."""
 
@@ -182,6 +196,8 @@ Request = (
     | Rooms
     | Topic
     | History
+    | Register
+    | Identify
     | RoomMode
     | Away
     | Back
@@ -229,6 +245,14 @@ class Info:
 class NamePrompt:
     """The server waits for a name."""
 
+    text: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PasswordPrompt:
+    """The name chosen is registered: the server waits for its password."""
+
+    name: str
     text: str
 
 
@@ -374,6 +398,7 @@ ServerEvent = (
     | Banner
     | Info
     | NamePrompt
+    | PasswordPrompt
     | Welcome
     | Message
     | Action

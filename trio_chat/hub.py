@@ -56,6 +56,8 @@ class Member:
         self.last_active = 0.0
         self.ignoring: set[str] = set()  # name keys whose lines are not shown
         self.last_private_from: str | None = None
+        self.pending_name: str | None = None  # registered name awaiting a password
+        self.identified: str | None = None  # name key proven by a password
         self._on_evict = on_evict
         self._max_bytes = max_bytes
         self._queued_bytes = 0
@@ -312,6 +314,11 @@ class Hub:
         if not member.deliver(member.encode(event)):
             self._evict(member, SEND_QUEUE_EXCEEDED)
             self._announce_evictions()
+
+    def kick(self, member: Member, reason: str) -> None:
+        """Disconnect `member` now, announcing why (never waits)."""
+        self._evict(member, reason)
+        self._announce_evictions()
 
     def _evict(self, member: Member, reason: str) -> None:
         # Removed at once, so the leave notices that follow skip it: a

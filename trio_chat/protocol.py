@@ -276,6 +276,10 @@ def parse_request(text: str) -> ev.Request | None:
         if rest.lower() not in ("on", "off"):
             return _usage("lecture", "on|off")
         return ev.RoomMode("lecture", rest.lower())
+    if command == "register":
+        return ev.Register(rest) if rest else _usage("register", "PASSWORD")
+    if command == "identify":
+        return ev.Identify(rest) if rest else _usage("identify", "PASSWORD")
     if command == "away":
         return ev.Away(rest)
     if command == "back":
@@ -402,6 +406,8 @@ def encode_event(event: ev.ServerEvent, *, limit: int = MAX_SERVER_LINE_BYTES) -
             return _fit("INFO ", text, limit=limit)
         case ev.NamePrompt(text):
             return _fit("NAME ", text, limit=limit)
+        case ev.PasswordPrompt(name, text):
+            return _fit(f"PASSWORD {name} ", text, limit=limit)
         case ev.Welcome(name, text):
             return _fit(f"WELCOME {name} ", text, limit=limit)
         case ev.WhoList(room, names):
@@ -511,6 +517,9 @@ def _decode(kind: str, rest: str) -> ev.ServerEvent:
             float(settings.get("flood-rate", 0)),
         )
 
+    if kind == "PASSWORD":
+        name, _, text = rest.partition(" ")
+        return ev.PasswordPrompt(name, text)
     if kind == "WELCOME":
         name, _, text = rest.partition(" ")
         return ev.Welcome(name, text)

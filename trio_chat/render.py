@@ -310,7 +310,12 @@ def render_event(
             return render_notice(f"connected to {server}", color=color)
         case ev.Banner(text):
             return sanitize_text(text)
-        case ev.Info(text) | ev.NamePrompt(text) | ev.Welcome(_, text):
+        case (
+            ev.Info(text)
+            | ev.NamePrompt(text)
+            | ev.PasswordPrompt(_, text)
+            | ev.Welcome(_, text)
+        ):
             return render_notice(text, color=color)
         case ev.WhoList(room, names):
             shown = ", ".join(_name(name, me=me, color=color) for name in names)

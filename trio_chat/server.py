@@ -22,8 +22,16 @@ from typing import Final
 import trio
 
 from trio_chat import events as ev
+from trio_chat.accounts import AccountError, Accounts
 from trio_chat.admission import Admission, Refusal, address_key
-from trio_chat.chat import Chat, FetchHistory, FollowUp, Persist, RoomEvent
+from trio_chat.chat import (
+    AccountAction,
+    Chat,
+    FetchHistory,
+    FollowUp,
+    Persist,
+    RoomEvent,
+)
 from trio_chat.flood import EXCESS_FLOOD, FloodControl
 from trio_chat.hub import Member
 from trio_chat.limits import (
@@ -34,6 +42,7 @@ from trio_chat.limits import (
     WRITE_BATCH_BYTES,
     Limits,
 )
+from trio_chat.names import name_key
 from trio_chat.protocol import (
     NEED_DATA,
     EndOfStream,
@@ -232,7 +241,12 @@ class Connection:
                             f"No valid name in {most} tries; bye.",
                         )
                         return False
-                    if self._choose(text.strip()):
+                    if self.member.pending_name is not None and not text.startswith(
+                        "/"
+                    ):
+                        if await self._login(self.member.pending_name, text):
+                            return True
+                    elif self._choose(text.strip()):
                         return True
                 case LineTooLong(limit):
                     attempts += 1
@@ -245,6 +259,29 @@ class Connection:
                     return False
         await trio.lowlevel.checkpoint()
         return False
+
+    async def _login(self, name: str, password: str) -> bool:
+        """Check the password of registered `name`; True once the member is in."""
+        await trio.lowlevel.checkpoint()
+        self.member.pending_name = None
+        accounts = self._server.accounts
+        assert accounts is not None, "only a server with accounts asks"
+        registered: str | None = None
+        try:
+            registered = await accounts.verify(name, password)
+        except AccountError as exc:
+            self._chat.hub.send(self.member, ev.Error("login-refused", str(exc)))
+        else:
+            if registered is None:
+                self._chat.hub.send(
+                    self.member, ev.Error("bad-password", f"Wrong password for {name}.")
+                )
+        if registered is None:
+            log.info("[%s] failed to log in as %s", self.conn_id, name)
+            self._chat.prompt(self.member)
+            return False
+        log.info("[%s] proved the registered name %s", self.conn_id, registered)
+        return self._chat.choose_name(self.member, registered, identified=True)
 
     def _choose(self, text: str) -> bool:
         if not text:
@@ -391,6 +428,7 @@ class ChatServer:
         ssl_context: ssl.SSLContext | None = None,
         limits: Limits | None = None,
         store: AsyncStore | None = None,
+        accounts: Accounts | None = None,
     ) -> None:
         self.chat = chat
         self.ssl_context = ssl_context
@@ -402,6 +440,9 @@ class ChatServer:
         if store is not None:
             chat.durable = True
             chat.record = self._record
+        self.accounts = accounts
+        if accounts is not None:
+            chat.is_registered = accounts.is_registered
         self.shutting_down = False
         self.closed = trio.Event()
         self._ids = itertools.count(1)
@@ -425,6 +466,8 @@ class ChatServer:
                     except StoreError as exc:
                         log.error("[%s] line not saved: %s", member.conn_id, exc)
                 self.chat.deliver(action)
+            case AccountAction(what, password):
+                await self._account(member, what, password)
             case FetchHistory(room, limit):
                 events = self.chat.recent(room, limit)
                 if self.store is not None:
@@ -435,6 +478,41 @@ class ChatServer:
                     else:
                         events = [event for _, event in rows]
                 self.chat.send_history(member, room, events)
+
+    async def _account(self, member: Member, what: str, password: str) -> None:
+        await trio.lowlevel.checkpoint()
+        accounts = self.accounts
+        name = member.name
+        assert accounts is not None and name is not None
+        send = self.chat.hub.send
+        try:
+            if what == "register":
+                await accounts.register(name, password)
+                log.info("[%s] registered %s", member.conn_id, name)
+                member.identified = name_key(name)
+                send(
+                    member,
+                    ev.Info(
+                        f"Registered {name}: from now on, connecting as {name}"
+                        " needs this password."
+                    ),
+                )
+                return
+            if not accounts.is_registered(name):
+                send(member, ev.Error("not-registered", f"{name} is not registered."))
+                return
+            if await accounts.verify(name, password) is not None:
+                member.identified = name_key(name)
+                send(member, ev.Info(f"You are identified as {name}."))
+            else:
+                send(member, ev.Error("bad-password", f"Wrong password for {name}."))
+        except AccountError as exc:
+            send(member, ev.Error(f"{what}-failed", str(exc)))
+        except StoreError as exc:
+            log.error("[%s] account store failed: %s", member.conn_id, exc)
+            send(
+                member, ev.Error(f"{what}-failed", "The server could not do that now.")
+            )
 
     def _record(self, room_key: str, event: RoomEvent) -> None:
         try:

@@ -573,6 +573,12 @@ class Store:
         )
         return cursor.rowcount == 1
 
+    def user_keys(self) -> list[str]:
+        """The name keys of every registered account."""
+        with _translate("cannot list the users"):
+            rows = self._conn.execute("SELECT name_key FROM users").fetchall()
+        return [str(row[0]) for row in rows]
+
     def get_user(self, name_key: str) -> User | None:
         """The account registered under `name_key`, if any."""
         with _translate("cannot read a user"):
@@ -958,6 +964,10 @@ class AsyncStore:
     async def add_user(self, user: User) -> bool:
         """`Store.add_user`: False if the name_key is taken."""
         return await self._call(lambda s: s.add_user(user), write=True)
+
+    async def user_keys(self) -> list[str]:
+        """`Store.user_keys`."""
+        return await self._call(lambda s: s.user_keys(), write=False)
 
     async def get_user(self, name_key: str) -> User | None:
         """`Store.get_user`."""

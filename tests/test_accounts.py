@@ -1,0 +1,169 @@
+"""Registered names: /register, the password prompt, /identify, ghosts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+from chatpeer import Peer
+
+from trio_chat.accounts import KDF, MAX_FAILURES, Accounts, hash_password
+from trio_chat.chat import Chat
+from trio_chat.limits import Limits
+from trio_chat.server import ChatServer
+from trio_chat.store import AsyncStore
+
+NOW = 1_795_475_428.0
+STAMP = "2026-11-23T23:10:28Z"
+
+
+def test_hashes_are_salted_and_repeatable() -> None:
+    salt, other = b"s" * 16, b"t" * 16
+    assert hash_password("secret", salt) == hash_password("secret", salt)
+    assert hash_password("secret", salt) != hash_password("secret", other)
+    assert hash_password("secret", salt) != hash_password("Secret", salt)
+    assert len(hash_password("secret", salt)) == 32
+    assert KDF.startswith("scrypt:")
+
+
+class Server:
+    def __init__(self, server: ChatServer, nursery: trio.Nursery) -> None:
+        self.server = server
+        self.nursery = nursery
+
+    async def connect(self) -> Peer:
+        client, server_end = trio.testing.memory_stream_pair()
+        self.nursery.start_soon(self.server.handle_stream, server_end)
+        return Peer(client)
+
+    async def join(self, name: str) -> Peer:
+        peer = await self.connect()
+        await peer.join(name)
+        return peer
+
+
+@pytest.fixture
+async def chat_server(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Server]:
+    async with AsyncStore.open(str(tmp_path / "accounts.db")) as store:
+        accounts = await Accounts.load(store)
+        chat = Chat(clock=lambda: NOW, limits=Limits(flood_rate=0))
+        yield Server(ChatServer(chat, store=store, accounts=accounts), nursery)
+        nursery.cancel_scope.cancel()
+
+
+async def register(server: Server, name: str, password: str) -> Peer:
+    peer = await server.join(name)
+    await peer.send(f"/register {password}")
+    info = await peer.expect("INFO")
+    while not info.startswith("INFO Registered"):
+        info = await peer.expect("INFO")
+    assert info == (
+        f"INFO Registered {name}: from now on, connecting as {name}"
+        " needs this password."
+    )
+    return peer
+
+
+async def test_a_registered_name_asks_for_its_password(chat_server: Server) -> None:
+    alice = await register(chat_server, "alice", "correct horse")
+    await alice.send("/quit")
+    await alice.until_closed()
+    peer = await chat_server.connect()
+    await peer.expect("NAME")
+    await peer.send("ALICE")
+    prompt = await peer.expect("PASSWORD")
+    assert prompt.startswith("PASSWORD ALICE This name is registered")
+    await peer.send("wrong")
+    assert await peer.expect("ERR") == "ERR bad-password Wrong password for ALICE."
+    await peer.expect("NAME")
+    await peer.send("alice")
+    await peer.expect("PASSWORD")
+    await peer.send("correct horse")
+    assert (await peer.expect("WELCOME")).startswith("WELCOME alice ")
+
+
+async def test_another_name_instead_of_the_password(chat_server: Server) -> None:
+    alice = await register(chat_server, "alice", "pw")
+    peer = await chat_server.connect()
+    await peer.expect("NAME")
+    await peer.send("alice")
+    await peer.expect("PASSWORD")
+    await peer.send("/nick bob")
+    assert (await peer.expect("WELCOME")).startswith("WELCOME bob ")
+    await peer.send("/nick alice")
+    assert (await peer.expect("ERR")).startswith("ERR name-")
+    await alice.send("/nick alice")  # your own name stays yours
+    await alice.expect("INFO")
+
+
+async def test_the_right_password_replaces_a_ghost(chat_server: Server) -> None:
+    ghost = await register(chat_server, "alice", "pw")
+    bob = await chat_server.join("bob")
+    peer = await chat_server.connect()
+    await peer.expect("NAME")
+    await peer.send("alice")
+    await peer.expect("PASSWORD")
+    await peer.send("pw")
+    assert (await peer.expect("WELCOME")).startswith("WELCOME alice ")
+    assert (await ghost.until_closed())[-1].startswith("BYE ghost-replaced ")
+    assert (
+        await bob.expect("LEAVE")
+        == f"LEAVE {STAMP} #lobby alice disconnected (ghost replaced)"
+    )
+    assert await bob.expect("JOIN") == f"JOIN {STAMP} #lobby alice"
+
+
+async def test_identify_and_failed_attempts_are_limited(chat_server: Server) -> None:
+    alice = await register(chat_server, "alice", "pw")
+    await alice.send("/identify pw")
+    assert await alice.expect("INFO") == "INFO You are identified as alice."
+    for _ in range(MAX_FAILURES):
+        await alice.send("/identify nope")
+        assert (await alice.expect("ERR")).startswith("ERR bad-password ")
+    await alice.send("/identify pw")
+    assert (await alice.expect("ERR")).startswith("ERR identify-failed Too many")
+    bob = await chat_server.join("bob")
+    await bob.send("/identify whatever")
+    assert (await bob.expect("ERR")).startswith("ERR not-registered ")
+    await bob.send("/register pw")
+    await bob.expect("INFO")
+    await bob.send("/register again")
+    assert (await bob.expect("ERR")).startswith("ERR register-failed ")
+
+
+async def test_hashing_never_stalls_the_event_loop(chat_server: Server) -> None:
+    peers = [await chat_server.join(f"user{n}") for n in range(4)]
+    longest = 0.0
+    done = trio.Event()
+
+    async def ticker() -> None:
+        nonlocal longest
+        last = trio.current_time()
+        while not done.is_set():
+            await trio.sleep(0.001)
+            now = trio.current_time()
+            longest = max(longest, now - last)
+            last = now
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ticker)
+        for peer in peers:
+            await peer.send("/register hunter2")
+        for peer in peers:
+            while not (await peer.expect("INFO")).startswith("INFO Registered"):
+                pass
+        done.set()
+    assert longest < 0.1  # a generous ceiling: scrypt runs in worker threads
+
+
+async def test_no_accounts_without_a_store(nursery: trio.Nursery) -> None:
+    server = ChatServer(Chat(clock=lambda: NOW))
+    client, server_end = trio.testing.memory_stream_pair()
+    nursery.start_soon(server.handle_stream, server_end)
+    peer = Peer(client)
+    await peer.join("alice")
+    await peer.send("/register pw")
+    assert (await peer.expect("ERR")).startswith("ERR no-accounts ")
