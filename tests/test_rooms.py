@@ -249,3 +249,43 @@ async def test_room_ops_share_ops_set_keys_and_give_lectures(
     await alice.expect("INFO")
     assert (await command(carol, "/join #class", "ERR")).startswith("ERR bad-room-key ")
     assert await command(carol, "/join #class sesame", "SWITCH") == "SWITCH #class"
+
+
+async def test_a_keyed_room_keeps_its_lines_to_itself(
+    nursery: trio.Nursery, server: ChatServer
+) -> None:
+    alice, bob = await join_all(nursery, server, "alice", "bob")
+    await command(alice, "/join #secret sesame", "SWITCH")
+    await alice.send("the plan")
+    await alice.send("/part")
+    await alice.expect("SWITCH")
+    await bob.send("/join #secret")  # the room went; a new one has no key
+    assert await bob.expect("SWITCH") == "SWITCH #secret"
+    assert not any(line.startswith("HIST") and "#secret" in line for line in bob.lines)
+
+
+async def test_history_leaves_out_ignored_people(nursery: trio.Nursery) -> None:
+    server = ChatServer(Chat(clock=lambda: NOW))
+    alice, bob = await join_all(nursery, server, "alice", "bob")
+    await alice.send("from alice")
+    await bob.send("from bob")
+    await alice.expect("MSG")
+    await alice.send("/ignore bob")
+    await alice.expect("INFO")
+    await alice.send("/history 10")
+    await alice.expect("INFO")
+    await alice.send("/who")
+    await alice.expect("WHO")
+    history = [line for line in alice.lines if line.startswith("HIST MSG")]
+    assert history == [f"HIST MSG {STAMP} #lobby <alice> from alice"]
+
+
+async def test_the_lobby_topic_greets_newcomers(nursery: trio.Nursery) -> None:
+    server = ChatServer(Chat(clock=lambda: NOW))
+    (alice,) = await join_all(nursery, server, "alice")
+    await alice.send("/topic be kind")
+    await alice.expect("TOPIC")
+    (bob,) = await join_all(nursery, server, "bob")
+    await bob.send("/who")
+    await bob.expect("WHO")
+    assert f"TOPIC {STAMP} #lobby alice be kind" in bob.lines

@@ -111,6 +111,13 @@ class AccountAction:
 FollowUp = Persist | FetchHistory | AccountAction
 
 
+def _ignored(member: Member, event: RoomEvent) -> bool:
+    """True if `member` ignores the sender of chat line `event`."""
+    if not member.ignoring or not isinstance(event, ev.Message | ev.Action):
+        return False
+    return name_key(event.sender) in member.ignoring
+
+
 def _duration(seconds: float) -> str:
     seconds = max(0, int(seconds))
     if seconds < 60:
@@ -153,6 +160,8 @@ class Chat:
         self.record = record
         #: Registered names (None: this server keeps no accounts).
         self.is_registered: Callable[[str], bool] | None = None
+        #: Set when the server shuts down: its leaves are not history.
+        self.closing = False
         self._recent: collections.OrderedDict[str, collections.deque[RoomEvent]] = (
             collections.OrderedDict()
         )
@@ -247,6 +256,12 @@ class Chat:
         )
         member.connected_at = member.last_active = self._clock()
         self.replay(member, self.lobby)
+        lobby = self.lobby
+        if lobby.topic:
+            topic = ev.TopicIs(
+                lobby.topic_ts, lobby.name, lobby.topic_setter, lobby.topic
+            )
+            self.hub.send(member, topic)
         self.hub.enter(member, self.lobby)
         self._notice(
             self.lobby, ev.Joined(self._clock(), self.lobby.name, name), exclude=member
@@ -277,7 +292,8 @@ class Chat:
     def replay(self, member: Member, room: Room) -> None:
         """Send `member` the room's recent lines, marked as history."""
         for event in self._recent.get(room.key, ()):
-            self.hub.send(member, ev.Replayed(event))
+            if not _ignored(member, event):
+                self.hub.send(member, ev.Replayed(event))
 
     def recent(self, room: Room, limit: int) -> list[RoomEvent]:
         """Up to `limit` of the room's recent lines held in memory."""
@@ -287,10 +303,22 @@ class Chat:
     def _notice(
         self, room: Room, event: RoomEvent, *, exclude: Member | None = None
     ) -> None:
-        """Publish a notice (join, leave, rename) and keep it as history."""
-        self._remember(room.key, event)
-        self.record(room.key, event)
+        """Publish a notice (join, leave, rename) and keep it as history.
+
+        Nothing is kept while the server shuts down (nobody sees those
+        leaves), nor for rooms with a key (their lines are private).
+        """
+        if not self.closing:
+            self._remember(room.key, event)
+            if not room.password:
+                self.record(room.key, event)
         self.hub.publish(event, room=room, exclude=exclude)
+
+    def _room_gone(self, room: Room) -> None:
+        # A keyed room's lines are private: whoever makes a room of that name
+        # next, perhaps without a key, must not see them.
+        if room.password:
+            self._recent.pop(room.key, None)
 
     def deliver(self, persist: Persist) -> None:
         """Fan out a chat line (after the store committed it)."""
@@ -334,8 +362,10 @@ class Chat:
         )
         now = self._clock()
         for room in list(member.rooms.values()):
-            self.hub.exit(member, room)
+            gone = self.hub.exit(member, room)
             self._notice(room, ev.Left(now, room.name, member.name, how, reason))
+            if gone:
+                self._room_gone(room)
 
     # -- requests ---------------------------------------------------------
 
@@ -361,7 +391,7 @@ class Chat:
                     kind = ev.Message if isinstance(request, ev.Say) else ev.Action
                     event = kind(self._clock(), room.name, name, text)
                     persist = Persist(room, event, member)
-                    if self.durable:
+                    if self.durable and not room.password:  # keyed: not kept
                         return persist
                     self.deliver(persist)
             case ev.History(count):
@@ -450,7 +480,8 @@ class Chat:
         lines = _plural(len(events), "line")
         self.hub.send(member, ev.Info(f"{lines} of {room.name}:"))
         for event in events:
-            self.hub.send(member, ev.Replayed(event))
+            if not _ignored(member, event):
+                self.hub.send(member, ev.Replayed(event))
 
     def _room_mode(self, member: Member, setting: str, value: str) -> None:
         assert member.name is not None
@@ -604,7 +635,8 @@ class Chat:
             return
         parted = ev.Left(self._clock(), room.name, member.name, "parted", reason)
         self._notice(room, parted)
-        self.hub.exit(member, room)
+        if self.hub.exit(member, room):
+            self._room_gone(room)
         if member.current is not None:
             self.hub.send(member, ev.Switched(member.current.name))
 

@@ -267,14 +267,19 @@ class Hub:
         member.rooms[room.key] = room
         member.current = room
 
-    def exit(self, member: Member, room: Room) -> None:
-        """Take `member` out of `room`; an empty room goes (unless permanent)."""
+    def exit(self, member: Member, room: Room) -> bool:
+        """Take `member` out of `room`; True if the room went, being empty.
+
+        The lobby (a permanent room) never goes.
+        """
         room.members.pop(member, None)
         member.rooms.pop(room.key, None)
         if member.current is room:
             member.current = next(iter(member.rooms.values()), None)
         if not room.members and not room.permanent:
             self.rooms.pop(room.key, None)
+            return True
+        return False
 
     def publish(
         self,

@@ -613,6 +613,7 @@ class ChatServer:
         if not self.shutting_down:
             log.info("shutting down: %d connections to close", len(self._connections))
             self.shutting_down = True
+            self.chat.closing = True
             self._accept_scope.cancel()
 
     async def _accept_loop(
