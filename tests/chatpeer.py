@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import unicodedata
+from typing import Protocol
 
 import trio
+import trio.testing
 
 from trio_chat import events as ev
 from trio_chat.limits import MAX_SERVER_LINE_BYTES
@@ -84,3 +86,34 @@ class Peer:
         while (line := await self.line()) is not None:
             rest.append(line)
         return rest
+
+
+class Serves(Protocol):
+    """Anything that serves a stream (a ChatServer)."""
+
+    async def handle_stream(self, stream: trio.abc.Stream) -> None: ...
+
+
+async def open_peers(
+    nursery: trio.Nursery,
+    server: Serves,
+    *names: str,
+    drain_joins: bool = False,
+) -> list[Peer]:
+    """Connect one in-memory peer per name to `server` and join each.
+
+    With `drain_joins`, each peer then reads the join notices of those who
+    came after it, so their next line is whatever the test does next.
+    """
+    peers = []
+    for name in names:
+        client, server_end = trio.testing.memory_stream_pair()
+        nursery.start_soon(server.handle_stream, server_end)
+        peer = Peer(client)
+        await peer.join(name)
+        peers.append(peer)
+    if drain_joins:
+        for index, peer in enumerate(peers):
+            for later in names[index + 1 :]:
+                assert (await peer.expect("JOIN")).endswith(f" #lobby {later}")
+    return peers

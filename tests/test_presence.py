@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 import trio.testing
-from chatpeer import Peer
+from chatpeer import Peer, open_peers
 
 from trio_chat.chat import Chat
 from trio_chat.server import ChatServer
@@ -15,16 +15,7 @@ STAMP = "2026-11-23T23:10:28Z"
 
 async def join_all(nursery: trio.Nursery, *names: str) -> list[Peer]:
     server = ChatServer(Chat(clock=lambda: NOW))
-    peers = []
-    for name in names:
-        client, server_end = trio.testing.memory_stream_pair()
-        nursery.start_soon(server.handle_stream, server_end)
-        peer = Peer(client)
-        await peer.join(name)
-        peers.append(peer)
-    for index, peer in enumerate(peers):
-        for _later in names[index + 1 :]:
-            await peer.expect("JOIN")
+    peers = await open_peers(nursery, server, *names, drain_joins=True)
     for peer in peers:  # past the welcome's INFO lines
         await peer.send("/who")
         await peer.expect("WHO")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
-from chatpeer import Peer
+from chatpeer import Peer, open_peers
 
 from trio_chat import events as ev
 from trio_chat.chat import Chat
@@ -27,17 +27,7 @@ def server() -> ChatServer:
 async def join_all(
     nursery: trio.Nursery, server: ChatServer, *names: str
 ) -> list[Peer]:
-    peers = []
-    for name in names:
-        client, server_end = trio.testing.memory_stream_pair()
-        nursery.start_soon(server.handle_stream, server_end)
-        peer = Peer(client)
-        await peer.join(name)
-        peers.append(peer)
-    for index, peer in enumerate(peers):  # drain the join notices of later peers
-        for later in names[index + 1 :]:
-            assert await peer.expect("JOIN") == f"JOIN {STAMP} #lobby {later}"
-    return peers
+    return await open_peers(nursery, server, *names, drain_joins=True)
 
 
 async def command(peer: Peer, line: str, until: str) -> str:

@@ -8,7 +8,7 @@ import logging
 import pytest
 import trio
 import trio.testing
-from chatpeer import Peer
+from chatpeer import Peer, open_peers
 
 from trio_chat import events as ev
 from trio_chat.chat import Chat
@@ -17,19 +17,6 @@ from trio_chat.server import ChatServer
 
 NOW = 1_795_475_428.0
 STAMP = "2026-11-23T23:10:28Z"
-
-
-async def open_peers(
-    nursery: trio.Nursery, server: ChatServer, *names: str
-) -> list[Peer]:
-    peers = []
-    for name in names:
-        client, server_end = trio.testing.memory_stream_pair()
-        nursery.start_soon(server.handle_stream, server_end)
-        peer = Peer(client)
-        await peer.join(name)
-        peers.append(peer)
-    return peers
 
 
 def server_with(**limits: float) -> ChatServer:
