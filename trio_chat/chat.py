@@ -271,6 +271,10 @@ class Chat:
 
     # -- history ------------------------------------------------------------
 
+    def now(self) -> float:
+        """The chat's clock: the time stamped on events."""
+        return self._clock()
+
     def _remember(self, room_key: str, event: RoomEvent) -> None:
         size = self.limits.history_lines
         if not size:

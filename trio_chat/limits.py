@@ -86,6 +86,13 @@ HISTORY_LINES: Final = 20
 #: well under the outbox, so asking for history never gets a reader evicted.
 MAX_HISTORY_FETCH: Final = 200
 
+#: History kept in the store, per room, and for how long (days): older
+#: lines are pruned once an hour, so the database cannot grow for ever.
+HISTORY_ROWS: Final = 10_000
+HISTORY_DAYS: Final = 30.0
+#: How often old history is pruned, in seconds.
+PRUNE_INTERVAL: Final = 3600.0
+
 #: Rooms on the server, and rooms one user may be in at once.
 MAX_ROOMS: Final = 1000
 MAX_ROOMS_PER_USER: Final = 20
@@ -134,6 +141,8 @@ class Limits:
     max_rooms_per_user: int = MAX_ROOMS_PER_USER
     max_topic_length: int = MAX_TOPIC_LENGTH
     history_lines: int = HISTORY_LINES
+    history_rows: int = HISTORY_ROWS
+    history_days: float = HISTORY_DAYS
 
     def __post_init__(self) -> None:
         if self.outbox_max_messages < MIN_OUTBOX_MESSAGES:
@@ -177,6 +186,8 @@ class LimitOption:
         """What the value is, for --help."""
         if self.kind is int:
             return "N"
+        if self.field == "history_days":
+            return "DAYS"
         return "PER_SECOND" if self.field == "flood_rate" else "SECONDS"
 
 
@@ -316,6 +327,18 @@ LIMIT_OPTIONS: Final = (
         int,
         "lines of a room's history replayed on joining it (0 = none)",
         zero_is_off=False,
+    ),
+    LimitOption(
+        "--history-rows",
+        "history_rows",
+        int,
+        "lines of history the store keeps per room (0 = all)",
+    ),
+    LimitOption(
+        "--history-days",
+        "history_days",
+        float,
+        "days of history the store keeps (0 = for ever)",
     ),
     LimitOption(
         "--flood-delay",

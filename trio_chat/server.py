@@ -38,6 +38,7 @@ from trio_chat.limits import (
     ACCEPT_BACKOFF,
     CLOSE_TIMEOUT,
     DEFAULT_HOST,
+    PRUNE_INTERVAL,
     RECEIVE_SIZE,
     WRITE_BATCH_BYTES,
     Limits,
@@ -449,6 +450,7 @@ class ChatServer:
         self._connections: set[Connection] = set()
         self._accept_scope = trio.CancelScope()
         self.admission = Admission(self.limits)
+        self._pruning = trio.CancelScope()
 
     async def follow_up(self, member: Member, action: FollowUp) -> None:
         """Do what a request left to do with the store, in the member's task.
@@ -514,6 +516,29 @@ class ChatServer:
                 member, ev.Error(f"{what}-failed", "The server could not do that now.")
             )
 
+    async def _prune_history(self, store: AsyncStore) -> None:
+        """Drop history past the configured rows and age, once an hour."""
+        rows, days = self.limits.history_rows, self.limits.history_days
+        with self._pruning:
+            if not rows and not days:
+                await trio.sleep_forever()
+            await self._prune_forever(store, rows, days)
+
+    async def _prune_forever(self, store: AsyncStore, rows: int, days: float) -> None:
+        while True:
+            try:
+                removed = await store.prune(
+                    max_rows_per_room=rows or None,
+                    max_age=days * 86400.0 if days else None,
+                    now=self.chat.now(),
+                )
+            except StoreError as exc:
+                log.error("history not pruned: %s", exc)
+            else:
+                if removed:
+                    log.info("pruned %d old lines of history", removed)
+            await trio.sleep(PRUNE_INTERVAL)
+
     def _record(self, room_key: str, event: RoomEvent) -> None:
         try:
             self._unsaved_send.send_nowait((room_key, event))
@@ -576,7 +601,9 @@ class ChatServer:
             async with trio.open_nursery() as background:
                 if self.store is not None:
                     background.start_soon(self._save_notices, self.store)
+                    background.start_soon(self._prune_history, self.store)
                 await self._serve(listeners, task_status)
+                self._pruning.cancel()
                 # Connections are done: write the notices still queued, briefly.
                 self._unsaved_send.close()
                 background.cancel_scope.deadline = trio.current_time() + CLOSE_TIMEOUT
