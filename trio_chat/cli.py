@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+import tomllib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,9 @@ _SIGNALS: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM) + (
 #: The client answers a registered name's password prompt with this
 #: variable's value (the command line would show it to other users).
 PASSWORD_VARIABLE = "TRIO_CHAT_PASSWORD"
+
+#: The configuration file read when there is one in the working directory.
+DEFAULT_CONFIG = "trio-chat.toml"
 
 #: Where `serve` keeps history unless told otherwise: the working directory.
 DEFAULT_DB = "trio-chat.db"
@@ -72,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--version", action="version", version=f"trio-chat {__version__}"
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"a TOML file of option defaults ([serve] and [client] tables);"
+        f" default: ./{DEFAULT_CONFIG} if it exists",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -200,6 +210,16 @@ def _format_address(address: object) -> str:
         host, port = address[0], address[1]
         return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
     return str(address)
+
+
+def _config_path(arguments: list[str]) -> str | None:
+    """The --config file named in `arguments`, or ./trio-chat.toml if there."""
+    for index, argument in enumerate(arguments):
+        if argument == "--config" and index + 1 < len(arguments):
+            return arguments[index + 1]
+        if argument.startswith("--config="):
+            return argument.split("=", 1)[1]
+    return DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None
 
 
 def _limits(args: argparse.Namespace) -> lim.Limits:
@@ -401,10 +421,84 @@ def _run_client(args: argparse.Namespace) -> int:
     return 130 if interrupted else 0  # 130: the shell's code for SIGINT
 
 
+class ConfigError(Exception):
+    """The configuration file cannot be used; str() is one line for people."""
+
+
+# argparse offers no public way to list a parser's subcommands and options;
+# its `_actions` have been stable for a decade.
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def apply_config(parser: argparse.ArgumentParser, path: str) -> None:
+    """Use the TOML file at `path` for the defaults of each subcommand.
+
+    Each table (`[serve]`, `[client]`) holds that command's options under
+    their long names (`max-per-address = 30`, `tls = true`); the command
+    line still overrides them. Raises ConfigError for a missing or invalid
+    file, an unknown table or option, or a value of the wrong kind.
+    """
+    try:
+        with open(path, "rb") as file:
+            config = tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    commands = _subparsers(parser)
+    for section, options in config.items():
+        command = commands.get(section)
+        if command is None or not isinstance(options, dict):
+            raise ConfigError(f"{path}: unknown table [{section}]")
+        actions = {
+            flag[2:]: action
+            for action in command._actions
+            for flag in action.option_strings
+            if flag.startswith("--") and flag not in ("--help", "--config")
+        }
+        defaults: dict[str, object] = {}
+        for key, value in options.items():
+            action = actions.get(key.replace("_", "-"))
+            if action is None:
+                raise ConfigError(f"{path}: [{section}] has no option {key!r}")
+            if isinstance(action, argparse._StoreTrueAction):
+                if not isinstance(value, bool):
+                    raise ConfigError(
+                        f"{path}: [{section}] {key} must be true or false"
+                    )
+                defaults[action.dest] = value
+                continue
+            converter = action.type if callable(action.type) else str
+            try:
+                defaults[action.dest] = converter(str(value))
+            except (ValueError, argparse.ArgumentTypeError) as exc:
+                raise ConfigError(f"{path}: [{section}] {key}: {exc}") from None
+            if (
+                action.choices is not None
+                and defaults[action.dest] not in action.choices
+            ):
+                raise ConfigError(
+                    f"{path}: [{section}] {key}: not one of {list(action.choices)}"
+                )
+        command.set_defaults(**defaults)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the process exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    config = _config_path(arguments)
+    if config is not None:
+        try:
+            apply_config(parser, config)
+        except ConfigError as exc:
+            print(f"trio-chat: {exc}", file=sys.stderr)
+            return 2
+    args = parser.parse_args(arguments)
     if args.command == "gen-certs":
         return _gen_certs(args)
     if args.command == "client":
