@@ -302,3 +302,17 @@ async def test_old_history_is_pruned_hourly(
         for peer in (alice, bob):
             await peer.aclose()
         await server.closed.wait()
+
+
+async def test_part_takes_a_room_name_without_its_hash(
+    nursery: trio.Nursery, server: ChatServer
+) -> None:
+    alice, bob = await join_all(nursery, server, "alice", "bob")
+    await command(alice, "/join #dev", "SWITCH")
+    await command(alice, "/switch #lobby", "SWITCH")
+    await alice.send("/part dev off to lunch")
+    assert (
+        await alice.expect("LEAVE") == f"LEAVE {STAMP} #dev alice parted (off to lunch)"
+    )
+    await alice.send("/part bye all")  # not a room of hers: a reason for the current
+    assert await bob.expect("LEAVE") == f"LEAVE {STAMP} #lobby alice parted (bye all)"

@@ -460,6 +460,11 @@ class Chat:
             case ev.Join(room_name, key):
                 self._join(member, room_name, key)
             case ev.Part(room_name, reason):
+                if not room_name and reason:
+                    # "/part dev" names a room of the member's without its #.
+                    first, _, rest = reason.partition(" ")
+                    if name_key("#" + first.lstrip("#")) in member.rooms:
+                        room_name, reason = first, rest.strip()
                 self._part(member, room_name, reason[:MAX_REASON_LENGTH])
             case ev.Switch(room_name):
                 self._switch(member, room_name)
