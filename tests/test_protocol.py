@@ -40,6 +40,7 @@ from trio_chat.protocol import (
     format_timestamp,
     looks_like_http,
     looks_like_tls,
+    parse_duration,
     parse_request,
     parse_timestamp,
 )
@@ -877,3 +878,16 @@ def test_protocol_module_imports_no_io() -> None:
         timeout=60,
     )
     assert json.loads(result.stdout) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90s", 90.0), ("10m", 600.0), ("2h", 7200.0), ("1d", 86400.0), ("5", 300.0)],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "-5m", "1.5h", "10 m", "10y", "9999999s"])
+def test_bad_durations(text: str) -> None:
+    assert parse_duration(text) is None

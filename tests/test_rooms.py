@@ -316,3 +316,39 @@ async def test_part_takes_a_room_name_without_its_hash(
     )
     await alice.send("/part bye all")  # not a room of hers: a reason for the current
     assert await bob.expect("LEAVE") == f"LEAVE {STAMP} #lobby alice parted (bye all)"
+
+
+async def test_ops_kick_and_non_ops_cannot(
+    nursery: trio.Nursery, server: ChatServer
+) -> None:
+    alice, bob, carol = await join_all(nursery, server, "alice", "bob", "carol")
+    for peer in (alice, bob, carol):
+        await command(peer, "/join #class", "SWITCH")
+    assert (await command(bob, "/kick carol", "ERR")).startswith("ERR not-op ")
+    await alice.send("/kick bob talking over others")
+    leave = f"LEAVE {STAMP} #class bob parted (kicked by alice: talking over others)"
+    while (line := await carol.expect("LEAVE")) != leave:
+        pass
+    assert line == leave
+    assert await bob.expect("SWITCH") == "SWITCH #lobby"
+
+
+async def test_mute_expires_and_unmute(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    server = ChatServer(Chat(clock=trio.current_time))
+    alice, bob = await open_peers(nursery, server, "alice", "bob", drain_joins=True)
+    await command(alice, "/join #class", "SWITCH")
+    await command(bob, "/join #class", "SWITCH")
+    await alice.send("/mute bob 10m")
+    assert await bob.expect("INFO") == "INFO alice muted bob in #class for 10m."
+    assert (await command(bob, "may I?", "ERR")).startswith("ERR muted ")
+    await trio.sleep(601)
+    await bob.send("now I may")
+    assert (await alice.expect("MSG")).endswith("<bob> now I may")
+    await alice.send("/mute bob")
+    await bob.expect("INFO")
+    await alice.send("/unmute bob")
+    assert await bob.expect("INFO") == "INFO alice unmuted bob in #class."
+    await bob.send("free again")
+    assert (await alice.expect("MSG")).endswith("<bob> free again")

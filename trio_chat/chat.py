@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Final
@@ -51,6 +52,8 @@ HELP_LINES: Final = (
     "/topic [TEXT]          show or set the room's topic (- clears it)",
     "/history [N]           the room's last N lines (50 by default)",
     "/op NAME               (room ops) make NAME an op of this room too",
+    "/kick NAME [REASON]    (room ops) put NAME out of this room",
+    "/mute NAME [DURATION]  (room ops) silence NAME here (90s, 10m, 2h); /unmute",
     "/key [KEY]             (room ops) set the room's key, or remove it",
     "/lecture on|off        (room ops) only ops may speak, or everyone",
     "/reply TEXT            answer the last private message you got",
@@ -435,6 +438,10 @@ class Chat:
                     return None
                 action = "register" if isinstance(request, ev.Register) else "identify"
                 return AccountAction(action, password)
+            case ev.Kick(target, reason):
+                self._kick(member, target, reason[:MAX_REASON_LENGTH])
+            case ev.Mute(target, seconds):
+                self._mute(member, target, seconds)
             case ev.RoomMode(setting, value):
                 self._room_mode(member, setting, value)
             case ev.Away(reason):
@@ -491,6 +498,58 @@ class Chat:
         for event in events:
             if not _ignored(member, event):
                 self.hub.send(member, ev.Replayed(event))
+
+    def _op_target(self, member: Member, target: str) -> tuple[Room, Member] | None:
+        """The current room and `target` in it, if `member` is an op there."""
+        room = self._member_room(member, "")
+        if room is None:
+            return None
+        if member.key not in room.ops:
+            self._error(member, "not-op", f"Only the ops of {room.name} may do that.")
+            return None
+        other = self.hub.get(target)
+        if other is None or other.name is None or room.key not in other.rooms:
+            shown = sanitize_text(target)[:40]
+            self._error(member, "no-such-user", f"{shown} is not in {room.name}.")
+            return None
+        return room, other
+
+    def _kick(self, member: Member, target: str, reason: str) -> None:
+        found = self._op_target(member, target)
+        if found is None:
+            return
+        room, other = found
+        assert member.name is not None and other.name is not None
+        why = f"kicked by {member.name}" + (f": {reason}" if reason else "")
+        log.info(
+            "[%s] %s kicked %s from %s",
+            member.conn_id,
+            member.name,
+            other.name,
+            room.name,
+        )
+        self._notice(room, ev.Left(self._clock(), room.name, other.name, "parted", why))
+        if self.hub.exit(other, room):
+            self._room_gone(room)
+        if other.current is not None:
+            self.hub.send(other, ev.Switched(other.current.name))
+
+    def _mute(self, member: Member, target: str, seconds: float) -> None:
+        found = self._op_target(member, target)
+        if found is None:
+            return
+        room, other = found
+        assert member.name is not None and other.name is not None
+        key = name_key(other.name)
+        if seconds <= 0:
+            room.muted.pop(key, None)
+            text = f"{member.name} unmuted {other.name} in {room.name}."
+        else:
+            room.muted[key] = self._clock() + seconds
+            span = "" if seconds == math.inf else f" for {_duration(seconds)}"
+            text = f"{member.name} muted {other.name} in {room.name}{span}."
+        log.info("[%s] %s", member.conn_id, text)
+        self.hub.publish(ev.Info(text), room=room)
 
     def _room_mode(self, member: Member, setting: str, value: str) -> None:
         assert member.name is not None
@@ -575,6 +634,12 @@ class Chat:
         if room.ops_only and member.key not in room.ops:
             self._error(member, "ops-only", f"Only ops may speak in {room.name} now.")
             return None
+        until = room.muted.get(member.key or "")
+        if until is not None:
+            if until > self._clock():
+                self._error(member, "muted", f"You are muted in {room.name}.")
+                return None
+            del room.muted[member.key or ""]
         return room
 
     def _member_room(self, member: Member, raw: str) -> Room | None:

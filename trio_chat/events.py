@@ -14,6 +14,7 @@ protocol (IRC, WebSocket) can serve the same chat.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Literal
 
 #: The one room there is, for now.
@@ -124,6 +125,22 @@ class Reply:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Kick:
+    """A room op removes `name` from the current room."""
+
+    name: str
+    reason: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Mute:
+    """A room op silences `name` in the current room (0 seconds: unmute)."""
+
+    name: str
+    seconds: float = math.inf
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class RoomMode:
     """A room op changes the room: `op` NAME, `key` [KEY], `lecture` on|off."""
 
@@ -199,6 +216,8 @@ Request = (
     | Register
     | Identify
     | RoomMode
+    | Kick
+    | Mute
     | Away
     | Back
     | Whois

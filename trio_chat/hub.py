@@ -127,6 +127,7 @@ class Room:
         self.topic_ts = 0.0
         self.password = ""
         self.ops_only = False  # only ops may speak (lectures)
+        self.muted: dict[str, float] = {}  # name key -> until (chat clock)
 
     def __len__(self) -> int:
         return len(self.members)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import calendar
 import dataclasses
 import enum
+import math
 import re
 import time
 from collections import deque
@@ -226,6 +227,18 @@ def looks_like_http(line: str) -> bool:
 DEFAULT_HISTORY_REQUEST: Final = 50
 
 
+_DURATION: Final = re.compile(r"^(\d{1,6})([smhd]?)$")
+_DURATION_UNITS: Final = {"": 60.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in `90s`, `10m`, `2h`, `1d` (a bare number is minutes); None if bad."""
+    match = _DURATION.match(text.lower())
+    if match is None:
+        return None
+    return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
 def _usage(command: str, usage: str) -> ev.BadCommand:
     return ev.BadCommand("usage", f"Usage: /{command} {usage}".rstrip())
 
@@ -264,6 +277,21 @@ def parse_request(text: str) -> ev.Request | None:
         return ev.Rooms()
     if command == "topic":
         return ev.Topic(rest or None)
+    if command == "kick":
+        name, _, reason = rest.partition(" ")
+        return (
+            ev.Kick(name, reason.strip()) if name else _usage("kick", "NAME [REASON]")
+        )
+    if command in ("mute", "unmute"):
+        name, _, duration = rest.partition(" ")
+        if not name or (command == "unmute" and duration):
+            return _usage(command, "NAME" if command == "unmute" else "NAME [DURATION]")
+        if command == "unmute":
+            return ev.Mute(name, 0.0)
+        seconds = parse_duration(duration.strip()) if duration.strip() else math.inf
+        if seconds is None:
+            return _usage("mute", "NAME [DURATION such as 90s, 10m, 2h, 1d]")
+        return ev.Mute(name, seconds)
     if command == "op":
         return (
             ev.RoomMode("op", rest)
