@@ -518,26 +518,32 @@ class ChatServer:
 
     async def _prune_history(self, store: AsyncStore) -> None:
         """Drop history past the configured rows and age, once an hour."""
-        rows, days = self.limits.history_rows, self.limits.history_days
         with self._pruning:
-            if not rows and not days:
+            if not self.limits.history_rows and not self.limits.history_days:
                 await trio.sleep_forever()
-            await self._prune_forever(store, rows, days)
+            while True:
+                await self.prune_history(store)
+                await trio.sleep(PRUNE_INTERVAL)
 
-    async def _prune_forever(self, store: AsyncStore, rows: int, days: float) -> None:
-        while True:
-            try:
-                removed = await store.prune(
-                    max_rows_per_room=rows or None,
-                    max_age=days * 86400.0 if days else None,
-                    now=self.chat.now(),
-                )
-            except StoreError as exc:
-                log.error("history not pruned: %s", exc)
-            else:
-                if removed:
-                    log.info("pruned %d old lines of history", removed)
-            await trio.sleep(PRUNE_INTERVAL)
+    async def prune_history(self, store: AsyncStore) -> int:
+        """Drop history past `--history-rows` and `--history-days` now.
+
+        Returns the rows removed; a store failure is logged (0 removed).
+        """
+        await trio.lowlevel.checkpoint()
+        rows, days = self.limits.history_rows, self.limits.history_days
+        try:
+            removed = await store.prune(
+                max_rows_per_room=rows or None,
+                max_age=days * 86400.0 if days else None,
+                now=self.chat.now(),
+            )
+        except StoreError as exc:
+            log.error("history not pruned: %s", exc)
+            return 0
+        if removed:
+            log.info("pruned %d old lines of history", removed)
+        return removed
 
     def _record(self, room_key: str, event: RoomEvent) -> None:
         try:
