@@ -127,15 +127,16 @@ async def server_port(tmp_path: Path) -> AsyncIterator[int]:
         await server.stdout.aclose()
 
 
-@pytest.mark.parametrize("leave_key", [b"\x04", b"\x03"], ids=["ctrl-d", "ctrl-c"])
-async def test_typing_survives_incoming_messages_and_leaving_is_clean(
-    server_port: int, leave_key: bytes
-) -> None:
+async def open_client_pty(server_port: int) -> tuple[trio.Process, int, int]:
+    """The real client as alice, on a new ROWS x COLUMNS pseudo-terminal.
+
+    Returns the process and the terminal's master and slave descriptors.
+    """
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
-    cooked = termios.tcgetattr(slave)
     env = dict(os.environ, TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1")
     env.pop("NO_COLOR", None)
+    env.pop("PROMPT_TOOLKIT_BELL", None)
     client = await trio.lowlevel.open_process(
         [
             sys.executable,
@@ -148,6 +149,15 @@ async def test_typing_survives_incoming_messages_and_leaving_is_clean(
         env=env,
         start_new_session=True,
     )
+    return client, master, slave
+
+
+@pytest.mark.parametrize("leave_key", [b"\x04", b"\x03"], ids=["ctrl-d", "ctrl-c"])
+async def test_typing_survives_incoming_messages_and_leaving_is_clean(
+    server_port: int, leave_key: bytes
+) -> None:
+    client, master, slave = await open_client_pty(server_port)
+    cooked = termios.tcgetattr(slave)
     terminal = Terminal(master)
     bob: Peer | None = None
     try:

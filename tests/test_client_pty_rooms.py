@@ -18,12 +18,16 @@ from chatpeer import Peer
 if sys.platform == "win32":  # pragma: no cover
     pytest.skip("needs a POSIX pseudo-terminal", allow_module_level=True)
 
-import fcntl
-import struct
-import termios
 
 import pyte
-from test_client_pty import COLUMNS, ROWS, TEST_TIMEOUT, Terminal, server_port
+from test_client_pty import (
+    COLUMNS,
+    ROWS,
+    TEST_TIMEOUT,
+    Terminal,
+    open_client_pty,
+    server_port,
+)
 
 __all__ = ["server_port"]  # the fixture, used by name
 
@@ -64,23 +68,7 @@ class BellTerminal(Terminal):
 async def test_tab_completes_the_prompt_shows_the_room_and_mentions_ring(
     server_port: int,
 ) -> None:
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
-    env = dict(os.environ, TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1")
-    env.pop("NO_COLOR", None)
-    env.pop("PROMPT_TOOLKIT_BELL", None)
-    client = await trio.lowlevel.open_process(
-        [
-            sys.executable,
-            *("-m", "trio_chat", "client"),
-            *("--port", str(server_port), "--name", "alice"),
-        ],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env=env,
-        start_new_session=True,
-    )
+    client, master, slave = await open_client_pty(server_port)
     terminal = BellTerminal(master)
     bob: Peer | None = None
     try:

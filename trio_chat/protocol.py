@@ -536,7 +536,6 @@ def _decode(kind: str, rest: str) -> ev.ServerEvent:
     if kind == "HELLO":
         protocol, server, *options = rest.split(" ")
         settings = dict(option.split("=", 1) for option in options)
-        settings = dict(option.split("=", 1) for option in options)
         return ev.Hello(
             protocol,
             server,
