@@ -89,7 +89,7 @@ class Accounts:
         is empty or too long. Cancellation abandons the hash (the worker
         thread finishes on its own) and registers nothing.
         """
-        _check(password)
+        check_password(password)
         key = name_key(name)
         if key in self._registered:
             raise AccountError(f"The name {name} is registered already.")
@@ -141,7 +141,8 @@ class Accounts:
         return None
 
 
-def _check(password: str) -> None:
+def check_password(password: str) -> None:
+    """Raise AccountError if `password` is empty or too long."""
     if not password:
         raise AccountError("A password cannot be empty.")
     if len(password) > MAX_PASSWORD_LENGTH:

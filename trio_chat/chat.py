@@ -19,6 +19,14 @@ from trio_chat import PROTOCOL_VERSION, __version__
 from trio_chat import events as ev
 from trio_chat.hub import Hub, Member, Room
 from trio_chat.limits import MAX_HISTORY_FETCH, Limits
+from trio_chat.moderation import (
+    MAX_BAN_REASON,
+    BanKind,
+    BanRecord,
+    Moderation,
+    ban_target,
+    motd_lines,
+)
 from trio_chat.names import (
     NAME_RULES,
     InvalidName,
@@ -56,6 +64,9 @@ HELP_LINES: Final = (
     "/mute NAME [DURATION]  (room ops) silence NAME here (90s, 10m, 2h); /unmute",
     "/key [KEY]             (room ops) set the room's key, or remove it",
     "/lecture on|off        (room ops) only ops may speak, or everyone",
+    "/ban NAME|ADDRESS [DURATION] [REASON]  (server ops) keep out; /unban, /bans",
+    "/motd [TEXT]           the message of the day; server ops set it (- resets)",
+    "/certadd, /certdel     log in by this TLS client certificate from now on, or not",
     "/reply TEXT            answer the last private message you got",
     "/away [REASON], /back  say you are away, or back",
     "/register PASSWORD     reserve your name; later connections must give PASSWORD",
@@ -75,6 +86,8 @@ MAX_REMEMBERED_ROOMS: Final = 1000
 MAX_IGNORED: Final = 100
 #: Longest /quit reason kept, in characters.
 MAX_REASON_LENGTH: Final = 200
+#: Bans shown by /bans: the rest are counted, so the reply fits any outbox.
+MAX_BANS_LISTED: Final = 100
 #: Leave reason when the peer closed the connection without /quit.
 CONNECTION_CLOSED: Final = "connection closed"
 
@@ -111,7 +124,60 @@ class AccountAction:
     password: str
 
 
-FollowUp = Persist | FetchHistory | AccountAction
+@dataclasses.dataclass(frozen=True, slots=True)
+class CertAction:
+    """Bind (or unbind) the member's TLS client certificate to its account."""
+
+    add: bool
+
+
+FollowUp = Persist | FetchHistory | AccountAction | CertAction
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BanSaved:
+    """A ban was put in force: keep it."""
+
+    ban: BanRecord
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BanLifted:
+    """The ban on this target was lifted: forget it."""
+
+    kind: BanKind
+    target_key: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MotdSaved:
+    """/motd set the message of the day (None: back to the file's)."""
+
+    lines: tuple[str, ...] | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TopicSaved:
+    """A room's topic changed (an empty topic: cleared)."""
+
+    room_key: str
+    room: str
+    topic: str
+    setter: str
+    ts: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IgnoreSaved:
+    """An identified user ignores (or no longer ignores) a name."""
+
+    owner_key: str
+    target_key: str
+    add: bool
+
+
+#: What the chat hands the server to write behind to the store; nobody waits.
+Saved = BanSaved | BanLifted | MotdSaved | TopicSaved | IgnoreSaved
 
 
 def _ignored(member: Member, event: RoomEvent) -> bool:
@@ -134,6 +200,17 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
+def banned_text(ban: BanRecord) -> str:
+    """What a banned user is told: until when, and why."""
+    until = (
+        ""
+        if ban.expires is None
+        else " until " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ban.expires))
+    )
+    why = f": {ban.reason}" if ban.reason else ""
+    return f"You are banned from this server{until}{why}."
+
+
 class Chat:
     """One chat server's logic. Every method returns without waiting.
 
@@ -151,6 +228,7 @@ class Chat:
         limits: Limits = Limits(),  # noqa: B008 - frozen, shared safely
         durable: bool = False,
         record: Callable[[str, RoomEvent], None] = lambda room_key, event: None,
+        moderation: Moderation | None = None,
     ) -> None:
         self.hub = hub if hub is not None else Hub()
         self.hub.on_evict = self._evicted
@@ -163,6 +241,11 @@ class Chat:
         self.record = record
         #: Registered names (None: this server keeps no accounts).
         self.is_registered: Callable[[str], bool] | None = None
+        self.moderation = moderation if moderation is not None else Moderation()
+        #: Writes a moderation change, topic or ignore behind to the store.
+        self.save: Callable[[Saved], None] = lambda saved: None
+        #: Topics kept in the store, by room key, restored when a room opens.
+        self.saved_topics: dict[str, tuple[str, str, float]] = {}
         #: Set when the server shuts down: its leaves are not history.
         self.closing = False
         self._recent: collections.OrderedDict[str, collections.deque[RoomEvent]] = (
@@ -174,8 +257,11 @@ class Chat:
 
     # -- connection life cycle -------------------------------------------
 
-    def greet(self, member: Member) -> None:
-        """Send the hello line, the banner, who is online and the name prompt."""
+    def greet(self, member: Member, *, prompt: bool = True) -> None:
+        """Send the hello line, the banner, who is online and the name prompt.
+
+        Without `prompt` (a client certificate names the account), no prompt.
+        """
         send = self.hub.send
         send(
             member,
@@ -190,11 +276,68 @@ class Chat:
         for line in BANNER:
             send(member, ev.Banner(line))
         send(member, ev.Info(f"{_plural(len(self.hub), 'user')} online."))
-        self.prompt(member)
+        if prompt:
+            if self.moderation.server_password:
+                member.admitted = False
+            self.prompt(member)
 
     def prompt(self, member: Member) -> None:
-        """Ask `member` for a name."""
+        """Ask `member` for the server password, if it owes one, else a name."""
+        if not member.admitted:
+            self.hub.send(
+                member,
+                ev.PasswordPrompt("*", "This server needs a password: send it."),
+            )
+            return
         self.hub.send(member, ev.NamePrompt(f"Choose a name: {NAME_RULES}."))
+
+    def give_server_password(self, member: Member, given: str) -> bool:
+        """Check the server password `member` sent; True if it was right.
+
+        Right: the member is asked for a name; wrong: told so and asked again.
+        """
+        if self.moderation.check_server_password(given):
+            member.admitted = True
+            log.info("[%s] gave the server password", member.conn_id)
+            self.prompt(member)
+            return True
+        log.info("[%s] wrong server password", member.conn_id)
+        self.hub.send(member, ev.Error("bad-password", "Wrong server password."))
+        self.prompt(member)
+        return False
+
+    def _refused_name(self, member: Member, name: str) -> bool:
+        """Tell `member` why `name` may not be used here, if it may not."""
+        moderation = self.moderation
+        key = name_key(name)
+        now = self._clock()
+        if member.address is not None:
+            ban = moderation.find("address", member.address, now)
+            if ban is not None:
+                self.hub.send(member, ev.Goodbye("banned", banned_text(ban)))
+                member.close()
+                return True
+        ban = moderation.find("name", key, now)
+        if ban is not None:
+            text = banned_text(ban).replace("You are", f"The name {name} is", 1)
+            self._error(member, "banned", text)
+            return True
+        if not moderation.allowed(key):
+            self._error(
+                member, "not-allowed", f"The name {name} is not on this server's list."
+            )
+            return True
+        if moderation.registered_only and not (
+            self.is_registered is not None and self.is_registered(name)
+        ):
+            self._error(
+                member,
+                "not-allowed",
+                "Only registered names may join this server;"
+                " ask an operator for an account.",
+            )
+            return True
+        return False
 
     def choose_name(
         self, member: Member, raw: str, *, identified: bool = False
@@ -211,6 +354,10 @@ class Chat:
         except InvalidName as exc:
             self.hub.send(member, ev.Error("name-invalid", str(exc)))
             self.prompt(member)
+            return False
+        if self._refused_name(member, name):
+            if not member.closed:
+                self.prompt(member)
             return False
         if (
             not identified
@@ -248,6 +395,10 @@ class Chat:
                 name, f"You are in {self.room} as {name}. Type /help for the commands."
             ),
         )
+        for line in self.moderation.motd:
+            self.hub.send(member, ev.MotdLine(line))
+        if self.moderation.is_operator(member.identified):
+            self.hub.send(member, ev.Info("You are a server operator here."))
         others = [n for n in self.hub.names() if n != name]
         self.hub.send(
             member,
@@ -290,6 +441,18 @@ class Chat:
         else:
             self._recent.move_to_end(room_key)
         recent.append(event)
+
+    def restore_topics(self, topics: list[tuple[str, str, str, float]]) -> None:
+        """Take in the topics kept in the store: (room key, topic, setter, ts).
+
+        Each is shown again when its room next opens (the lobby's at once).
+        """
+        for room_key, topic, setter, ts in topics[-MAX_REMEMBERED_ROOMS:]:
+            self.saved_topics[room_key] = (topic, setter, ts)
+        saved = self.saved_topics.get(self.lobby.key)
+        if saved is not None:
+            lobby = self.lobby
+            lobby.topic, lobby.topic_setter, lobby.topic_ts = saved
 
     def preload(self, room_key: str, events: list[RoomEvent]) -> None:
         """Fill a room's recent lines (from the store, at start-up)."""
@@ -442,6 +605,29 @@ class Chat:
                 self._kick(member, target, reason[:MAX_REASON_LENGTH])
             case ev.Mute(target, seconds):
                 self._mute(member, target, seconds)
+            case ev.Ban(target, seconds, reason):
+                self._ban(member, target, seconds, reason[:MAX_BAN_REASON])
+            case ev.Unban(target):
+                self._unban(member, target)
+            case ev.Bans():
+                self._list_bans(member)
+            case ev.Motd(text):
+                self._motd(member, text)
+            case ev.CertBinding(add):
+                if member.cert is None:
+                    self._error(
+                        member,
+                        "no-certificate",
+                        "Your connection has no TLS client certificate.",
+                    )
+                elif member.identified is None or self.is_registered is None:
+                    self._error(
+                        member,
+                        "not-identified",
+                        "Register or /identify your name first.",
+                    )
+                else:
+                    return CertAction(add)
             case ev.RoomMode(setting, value):
                 self._room_mode(member, setting, value)
             case ev.Away(reason):
@@ -456,6 +642,10 @@ class Chat:
                 self._ignore(member, target)
             case ev.Unignore(target):
                 member.ignoring.discard(name_key(target))
+                if member.identified is not None:
+                    self.save(
+                        IgnoreSaved(member.identified, name_key(target), add=False)
+                    )
                 send(
                     member,
                     ev.Info(f"You see {sanitize_text(target)[:40]}'s lines again."),
@@ -504,7 +694,7 @@ class Chat:
         room = self._member_room(member, "")
         if room is None:
             return None
-        if member.key not in room.ops:
+        if not self.is_op(member, room):
             self._error(member, "not-op", f"Only the ops of {room.name} may do that.")
             return None
         other = self.hub.get(target)
@@ -540,23 +730,128 @@ class Chat:
             return
         room, other = found
         assert member.name is not None and other.name is not None
-        key = name_key(other.name)
+        keys = (other.identity, name_key(other.name))
         if seconds <= 0:
-            room.muted.pop(key, None)
+            for key in keys:
+                room.muted.pop(key, None)
             text = f"{member.name} unmuted {other.name} in {room.name}."
         else:
-            room.muted[key] = self._clock() + seconds
+            for key in keys:
+                room.muted[key] = self._clock() + seconds
             span = "" if seconds == math.inf else f" for {_duration(seconds)}"
             text = f"{member.name} muted {other.name} in {room.name}{span}."
         log.info("[%s] %s", member.conn_id, text)
         self.hub.publish(ev.Info(text), room=room)
+
+    # -- server-wide moderation ---------------------------------------------
+
+    def _server_op(self, member: Member) -> bool:
+        if self.moderation.is_operator(member.identified):
+            return True
+        self._error(member, "not-operator", "Only server operators may do that.")
+        return False
+
+    def _announce(self, member: Member, rooms: list[Room], text: str) -> None:
+        """Tell `rooms` and the op's current room what a server op did; log it."""
+        log.info("[%s] %s", member.conn_id, text)
+        if member.current is not None and member.current not in rooms:
+            rooms.append(member.current)
+        for room in rooms:
+            self.hub.publish(ev.Info(text), room=room)
+        if not rooms:
+            self.hub.send(member, ev.Info(text))
+
+    def _ban(self, member: Member, raw: str, seconds: float, reason: str) -> None:
+        if not self._server_op(member):
+            return
+        assert member.name is not None
+        kind, key = ban_target(raw)
+        if kind == "name":
+            try:
+                validate_name(raw)
+            except InvalidName as exc:
+                self._error(member, "name-invalid", str(exc))
+                return
+            if key == member.key:
+                self._error(member, "usage", "You cannot ban yourself.")
+                return
+        elif key == member.address:
+            self._error(member, "usage", "You cannot ban your own address.")
+            return
+        now = self._clock()
+        expires = None if seconds == math.inf else now + seconds
+        ban = BanRecord(kind, key, reason, member.name, now, expires)
+        if not self.moderation.add(ban):
+            self._error(member, "too-many", "No more bans may be set; /unban some.")
+            return
+        self.save(BanSaved(ban))
+        span = "" if expires is None else f" for {_duration(seconds)}"
+        why = f": {reason}" if reason else ""
+        targets = [
+            other
+            for other in self.hub
+            if other is not member
+            and (other.key == key if kind == "name" else other.address == key)
+        ]
+        rooms: list[Room] = []
+        for other in targets:
+            rooms.extend(room for room in other.rooms.values() if room not in rooms)
+        shown = ", ".join(other.name or "?" for other in targets)
+        gone = f" ({shown} disconnected)" if kind == "address" and targets else ""
+        label = sanitize_text(raw)[:60]
+        self._announce(member, rooms, f"{member.name} banned {label}{span}{why}{gone}.")
+        for other in targets:
+            self.hub.kick(other, "banned")
+
+    def _unban(self, member: Member, raw: str) -> None:
+        if not self._server_op(member):
+            return
+        kind, key = ban_target(raw)
+        label = sanitize_text(raw)[:60]
+        if self.moderation.lift(kind, key) is None:
+            self._error(member, "not-banned", f"{label} is not banned.")
+            return
+        self.save(BanLifted(kind, key))
+        self._announce(member, [], f"{member.name} lifted the ban on {label}.")
+
+    def _list_bans(self, member: Member) -> None:
+        if not self._server_op(member):
+            return
+        bans = self.moderation.active(self._clock())
+        self.hub.send(member, ev.Info(f"{_plural(len(bans), 'ban')} in force:"))
+        for ban in bans[:MAX_BANS_LISTED]:
+            self.hub.send(member, ev.Info(ban.describe()))
+        if len(bans) > MAX_BANS_LISTED:
+            self.hub.send(
+                member, ev.Info(f"... and {len(bans) - MAX_BANS_LISTED} more")
+            )
+
+    def _motd(self, member: Member, text: str | None) -> None:
+        moderation = self.moderation
+        if text is None:
+            if not moderation.motd:
+                self.hub.send(member, ev.Info("There is no message of the day."))
+            for line in moderation.motd:
+                self.hub.send(member, ev.MotdLine(line))
+            return
+        if not self._server_op(member):
+            return
+        moderation.set_motd = None if text == "-" else motd_lines(text)[0]
+        self.save(MotdSaved(moderation.set_motd))
+        did = "reset" if text == "-" else "set"
+        text = f"{member.name} {did} the message of the day."
+        log.info("[%s] %s", member.conn_id, text)
+        for other in self.hub:
+            self.hub.send(other, ev.Info(text))
+            for line in moderation.motd:
+                self.hub.send(other, ev.MotdLine(line))
 
     def _room_mode(self, member: Member, setting: str, value: str) -> None:
         assert member.name is not None
         room = self._member_room(member, "")
         if room is None:
             return
-        if member.key not in room.ops:
+        if not self.is_op(member, room):
             self._error(member, "not-op", f"Only the ops of {room.name} may do that.")
             return
         if setting == "op":
@@ -565,7 +860,7 @@ class Chat:
                 shown = sanitize_text(value)[:40]
                 self._error(member, "no-such-user", f"{shown} is not in {room.name}.")
                 return
-            room.ops.add(name_key(other.name))
+            room.ops.add(other.identity)
             text = f"{member.name} made {other.name} an op of {room.name}."
         elif setting == "key":
             room.password = value
@@ -577,6 +872,24 @@ class Chat:
             text = f"{member.name} says: in {room.name} {mode} now."
         log.info("[%s] %s", member.conn_id, text)
         self.hub.publish(ev.Info(text), room=room)
+
+    def is_op(self, member: Member, room: Room) -> bool:
+        """True if `member` may run `room`: one of its ops, or a server operator."""
+        return member.identity in room.ops or self.moderation.is_operator(
+            member.identified
+        )
+
+    def identified(self, member: Member, key: str) -> None:
+        """`member` proved the account `key`: ops it held stay with it."""
+        old = member.identity
+        member.identified = key
+        for room in member.rooms.values():
+            if old in room.ops:
+                room.ops.add(member.identity)
+            if old in room.muted:
+                room.muted[member.identity] = room.muted[old]
+        if self.moderation.is_operator(key):
+            self.hub.send(member, ev.Info("You are a server operator here."))
 
     # -- presence -------------------------------------------------------------
 
@@ -591,10 +904,18 @@ class Chat:
         since = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(other.connected_at))
         idle = _duration(now - other.last_active)
         away = f"; away: {other.away}" if other.away else ""
+        # The address only to server operators: it is what /ban ADDRESS needs.
+        where = (
+            f"; from {other.address}"
+            if other.address is not None
+            and self.moderation.is_operator(member.identified)
+            else ""
+        )
         self.hub.send(
             member,
             ev.Info(
-                f"{other.name}: in {rooms}; online since {since}; idle {idle}{away}"
+                f"{other.name}: in {rooms}; online since {since}; idle {idle}"
+                f"{away}{where}"
             ),
         )
 
@@ -613,6 +934,8 @@ class Chat:
             )
             return
         member.ignoring.add(key)
+        if member.identified is not None:
+            self.save(IgnoreSaved(member.identified, key, add=True))
         self.hub.send(
             member,
             ev.Info(
@@ -631,15 +954,17 @@ class Chat:
         if room is None:
             self._error(member, "no-room", "You are in no room: /join a room first.")
             return None
-        if room.ops_only and member.key not in room.ops:
+        if room.ops_only and not self.is_op(member, room):
             self._error(member, "ops-only", f"Only ops may speak in {room.name} now.")
             return None
-        until = room.muted.get(member.key or "")
-        if until is not None:
+        for key in (member.identity, member.key or ""):
+            until = room.muted.get(key)
+            if until is None:
+                continue
             if until > self._clock():
                 self._error(member, "muted", f"You are muted in {room.name}.")
                 return None
-            del room.muted[member.key or ""]
+            del room.muted[key]
         return room
 
     def _member_room(self, member: Member, raw: str) -> Room | None:
@@ -685,8 +1010,11 @@ class Chat:
                 self._error(member, "too-many-rooms", "No more rooms may be created.")
                 return
             room = self.hub.open_room(name)
-            room.ops.add(name_key(member.name))  # the creator runs the room
+            room.ops.add(member.identity)  # the creator runs the room
             room.password = key
+            saved = self.saved_topics.get(room.key)
+            if saved is not None and not key:
+                room.topic, room.topic_setter, room.topic_ts = saved
             log.info("[%s] %s created %s", member.conn_id, member.name, room.name)
         elif room.password and key != room.password:
             self._error(member, "bad-room-key", f"{room.name} needs the right key.")
@@ -741,11 +1069,22 @@ class Chat:
             else:
                 self.hub.send(member, ev.Info(f"{room.name} has no topic."))
             return
-        if room.ops and member.key not in room.ops:
+        if room.ops and not self.is_op(member, room):
             self._error(member, "not-op", f"Only the ops of {room.name} set its topic.")
             return
         topic = text[: self.limits.max_topic_length] if text != "-" else ""
         room.topic, room.topic_setter, room.topic_ts = topic, member.name, self._clock()
+        log.info("[%s] %s set the topic of %s", member.conn_id, member.name, room.name)
+        if not room.password:  # a keyed room's topic is as private as its lines
+            self.save(
+                TopicSaved(room.key, room.name, topic, member.name, room.topic_ts)
+            )
+            if topic:
+                self.saved_topics[room.key] = (topic, member.name, room.topic_ts)
+                while len(self.saved_topics) > MAX_REMEMBERED_ROOMS:
+                    del self.saved_topics[next(iter(self.saved_topics))]
+            else:
+                self.saved_topics.pop(room.key, None)
         self.hub.publish(
             ev.TopicIs(room.topic_ts, room.name, member.name, topic), room=room
         )
@@ -784,6 +1123,8 @@ class Chat:
             return
         if new == old:
             self.hub.send(member, ev.Info(f"You are already {new}."))
+            return
+        if name_key(new) != name_key(old) and self._refused_name(member, new):
             return
         if self._too_similar(member, new):
             return

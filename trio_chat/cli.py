@@ -21,9 +21,14 @@ import trio
 
 from trio_chat import __version__
 from trio_chat import limits as lim
+from trio_chat.moderation import MAX_MOTD_LINES
+from trio_chat.names import InvalidName, name_key, validate_name
 
 if TYPE_CHECKING:
+    from trio_chat.chat import Chat
+    from trio_chat.moderation import Moderation
     from trio_chat.server import ChatServer
+    from trio_chat.store import AsyncStore
 
 log = logging.getLogger("trio_chat")
 
@@ -127,6 +132,43 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="with --tls, require client certificates signed by this CA (PEM)",
     )
+    access = serve.add_argument_group(
+        "moderation and access", "Who runs the server and who may come in."
+    )
+    access.add_argument(
+        "--operator",
+        dest="operators",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a server operator (repeatable): a registered name that, once"
+        " identified, may /ban, /unban, /motd and run every room",
+    )
+    access.add_argument(
+        "--motd-file",
+        metavar="FILE",
+        help=f"the message of the day, shown after WELCOME (at most"
+        f" {MAX_MOTD_LINES} lines); /motd TEXT from an operator overrides it",
+    )
+    access.add_argument(
+        "--server-password",
+        metavar="PASSWORD",
+        help="every connection must give this password before choosing a name"
+        " (better in the config file: the command line is visible to local users)",
+    )
+    access.add_argument(
+        "--allow",
+        dest="allow",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only these names may join (repeatable); default: anyone",
+    )
+    access.add_argument(
+        "--registered-only",
+        action="store_true",
+        help="only registered names may join (make accounts with 'trio-chat adduser')",
+    )
     limits = serve.add_argument_group(
         "limits", "Every limit a client can run into; 0 switches most of them off."
     )
@@ -173,6 +215,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-reconnect",
         action="store_true",
         help="exit when the connection is lost instead of reconnecting",
+    )
+
+    adduser = commands.add_parser(
+        "adduser",
+        help="register a name in a server's database (e.g. for --registered-only)",
+        description=(
+            "Register NAME with a password read from the terminal (hidden), or"
+            " the first line of stdin when it is not a terminal. Run it while"
+            " the server is stopped, or restart the server afterwards."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    adduser.add_argument("name", metavar="NAME", help="the name to register")
+    adduser.add_argument(
+        "--db", metavar="PATH", default=DEFAULT_DB, help="the server's database file"
     )
 
     gen = commands.add_parser(
@@ -240,21 +297,77 @@ async def _serve(args: argparse.Namespace, limits: lim.Limits) -> int:
         ssl_context = tls.server_context_from_args(args.cert, args.key, args.client_ca)
     for flag in limits.switched_off():
         log.warning("protection switched off: %s 0", flag)
+    moderation = _moderation(args)
     async with contextlib.AsyncExitStack() as stack:
         store = None
         if args.db != ":memory:":
             store = await stack.enter_async_context(AsyncStore.open(args.db))
-        chat = Chat(clock=time.time, limits=limits)
+        chat = Chat(clock=time.time, limits=limits, moderation=moderation)
         if store is not None:
             for room_key in await store.recent_rooms(limits.max_rooms or 1000):
                 rows = await store.history(room_key, limits.history_lines)
                 chat.preload(room_key, [event for _, event in rows])
             log.info("history in %s", args.db)
+            await _load_moderation(store, chat)
         accounts = None if store is None else await Accounts.load(store)
         server = ChatServer(
             chat, ssl_context=ssl_context, limits=limits, store=store, accounts=accounts
         )
         return await _run_server(args, server)
+
+
+def _moderation(args: argparse.Namespace) -> Moderation:
+    """The server's moderation settings from the command line and config."""
+    from trio_chat.moderation import Moderation, read_motd
+
+    needs_accounts = args.operators or args.registered_only
+    if needs_accounts and args.db == ":memory:":
+        raise ConfigError(
+            "--operator and --registered-only need registered names:"
+            " a database (--db PATH), not --db :memory:"
+        )
+    motd: tuple[str, ...] = ()
+    if args.motd_file is not None:
+        try:
+            motd, cut = read_motd(args.motd_file)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read {args.motd_file}: {exc.strerror or exc}"
+            ) from None
+        if cut:
+            log.warning("%s is cut to %d lines", args.motd_file, len(motd))
+    for name in [*args.operators, *args.allow]:
+        try:
+            validate_name(name)
+        except InvalidName as exc:
+            raise ConfigError(f"not a valid name: {name!r}: {exc}") from None
+    if args.server_password is not None and not args.server_password:
+        raise ConfigError("--server-password cannot be empty")
+    return Moderation(
+        operators=args.operators,
+        allow=args.allow,
+        registered_only=args.registered_only,
+        server_password=args.server_password or "",
+        motd=motd,
+    )
+
+
+async def _load_moderation(store: AsyncStore, chat: Chat) -> None:
+    """Bans, the /motd message and room topics kept in the store."""
+    from trio_chat.moderation import BanRecord, motd_lines
+    from trio_chat.server import MOTD_SETTING
+
+    bans = await store.list_active_bans(chat.now())
+    chat.moderation.load(
+        BanRecord(b.kind, b.target_key, b.reason, b.set_by, b.created, b.expires)
+        for b in bans
+    )
+    motd = await store.get_setting(MOTD_SETTING)
+    if motd is not None:
+        chat.moderation.set_motd = motd_lines(motd)[0]
+    chat.restore_topics(await store.topics(chat.limits.max_rooms or 1000))
+    if bans:
+        log.info("%d bans in force", len(bans))
 
 
 async def _run_server(args: argparse.Namespace, server: ChatServer) -> int:
@@ -309,6 +422,48 @@ def _open_fds() -> int | None:
         return len(os.listdir("/proc/self/fd")) - 1  # minus listdir's own
     except OSError:
         return None
+
+
+def _add_user(args: argparse.Namespace) -> int:
+    import getpass
+    import secrets
+
+    from trio_chat import accounts
+    from trio_chat.store import Store, StoreError, User
+
+    try:
+        name = validate_name(args.name)
+    except InvalidName as exc:
+        print(f"trio-chat: {exc}", file=sys.stderr)
+        return 2
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"Password for {name}: ")
+        if getpass.getpass("Again: ") != password:
+            print("trio-chat: the passwords differ", file=sys.stderr)
+            return 2
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        accounts.check_password(password)
+    except accounts.AccountError as exc:
+        print(f"trio-chat: {exc}", file=sys.stderr)
+        return 2
+    salt = secrets.token_bytes(accounts.SALT_BYTES)
+    digest = accounts.hash_password(password, salt)
+    now = time.time()
+    try:
+        with Store(args.db) as store:
+            added = store.add_user(
+                User(name_key(name), name, digest, salt, accounts.KDF, now, now)
+            )
+    except StoreError as exc:
+        print(f"trio-chat: {exc}", file=sys.stderr)
+        return 1
+    if not added:
+        print(f"trio-chat: {name} is registered already", file=sys.stderr)
+        return 1
+    print(f"registered {name} in {args.db}")
+    return 0
 
 
 def _gen_certs(args: argparse.Namespace) -> int:
@@ -465,6 +620,15 @@ def apply_config(parser: argparse.ArgumentParser, path: str) -> None:
             action = actions.get(key.replace("_", "-"))
             if action is None:
                 raise ConfigError(f"{path}: [{section}] has no option {key!r}")
+            if isinstance(action, argparse._AppendAction):
+                if not isinstance(value, list) or not all(
+                    isinstance(item, str) for item in value
+                ):
+                    raise ConfigError(
+                        f"{path}: [{section}] {key} must be a list of strings"
+                    )
+                defaults[action.dest] = list(value)
+                continue
             if isinstance(action, argparse._StoreTrueAction):
                 if not isinstance(value, bool):
                     raise ConfigError(
@@ -503,6 +667,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _gen_certs(args)
     if args.command == "client":
         return _run_client(args)
+    if args.command == "adduser":
+        return _add_user(args)
     try:
         limits = _limits(args)
     except ValueError as exc:
@@ -513,7 +679,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return trio.run(_serve, args, limits)
-    except (TLSConfigError, StoreError) as exc:
+    except (TLSConfigError, StoreError, ConfigError) as exc:
         print(f"trio-chat: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -141,6 +141,41 @@ class Mute:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Ban:
+    """A server op bans a name or an address for `seconds` (inf: until lifted)."""
+
+    target: str
+    seconds: float = math.inf
+    reason: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Unban:
+    """A server op lifts the bans on a name or an address."""
+
+    target: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Bans:
+    """A server op lists the bans in force."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Motd:
+    """Show the message of the day (None), or set it (server ops; "-" clears)."""
+
+    text: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CertBinding:
+    """Bind (`add`) or unbind the TLS client certificate to one's own name."""
+
+    add: bool = True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class RoomMode:
     """A room op changes the room: `op` NAME, `key` [KEY], `lecture` on|off."""
 
@@ -218,6 +253,11 @@ Request = (
     | RoomMode
     | Kick
     | Mute
+    | Ban
+    | Unban
+    | Bans
+    | Motd
+    | CertBinding
     | Away
     | Back
     | Whois
@@ -383,6 +423,13 @@ class Switched:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class MotdLine:
+    """One line of the server's message of the day."""
+
+    text: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class HelpLine:
     """One line of `/help`."""
 
@@ -429,6 +476,7 @@ ServerEvent = (
     | TopicIs
     | RoomInfo
     | Switched
+    | MotdLine
     | HelpLine
     | Error
     | Goodbye

@@ -58,6 +58,9 @@ class Member:
         self.last_private_from: str | None = None
         self.pending_name: str | None = None  # registered name awaiting a password
         self.identified: str | None = None  # name key proven by a password
+        self.address: str | None = None  # admission key of the peer's address
+        self.cert: str | None = None  # SHA-256 of the TLS client certificate
+        self.admitted = True  # False until the server password is given
         self._on_evict = on_evict
         self._max_bytes = max_bytes
         self._queued_bytes = 0
@@ -68,6 +71,15 @@ class Member:
     def key(self) -> str | None:
         """The member's `name_key`, or None before it has a name."""
         return None if self.name is None else name_key(self.name)
+
+    @property
+    def identity(self) -> str:
+        """The key room ops and mutes are held under.
+
+        The account once identified, else this connection: a name taken
+        after its owner left inherits nothing, and a rename keeps both.
+        """
+        return "@" + self.identified if self.identified else self.conn_id
 
     @property
     def queued_bytes(self) -> int:
@@ -121,13 +133,15 @@ class Room:
         self.key = name_key(name)
         self.permanent = permanent  # kept when empty (the lobby)
         self.members: dict[Member, None] = {}
-        self.ops: set[str] = set()  # name keys
+        self.ops: set[str] = set()  # `Member.identity` of each op
         self.topic = ""
         self.topic_setter = ""
         self.topic_ts = 0.0
         self.password = ""
         self.ops_only = False  # only ops may speak (lectures)
-        self.muted: dict[str, float] = {}  # name key -> until (chat clock)
+        #: `Member.identity` and name key of each muted user -> until (chat
+        #: clock): a rename or a reconnection under the same name stays muted.
+        self.muted: dict[str, float] = {}
 
     def __len__(self) -> int:
         return len(self.members)

@@ -90,6 +90,13 @@ MAX_HISTORY_FETCH: Final = 200
 #: lines are pruned once an hour, so the database cannot grow for ever.
 HISTORY_ROWS: Final = 10_000
 HISTORY_DAYS: Final = 30.0
+#: Megabytes the database may use: past 90 % of it the oldest history is
+#: deleted (accounts, bans and settings never are), and SQLite refuses to
+#: grow the file beyond it, so a chatty server cannot fill the disk.
+MAX_DB_MB: Final = 1024
+#: Names registered from one address per day: enough for a family or a
+#: classroom behind one NAT (raise it there), too few to hoard names.
+MAX_REGISTRATIONS_PER_ADDRESS: Final = 5
 #: How often old history is pruned, in seconds.
 PRUNE_INTERVAL: Final = 3600.0
 
@@ -143,6 +150,8 @@ class Limits:
     history_lines: int = HISTORY_LINES
     history_rows: int = HISTORY_ROWS
     history_days: float = HISTORY_DAYS
+    max_db_mb: int = MAX_DB_MB
+    max_registrations_per_address: int = MAX_REGISTRATIONS_PER_ADDRESS
 
     def __post_init__(self) -> None:
         if self.outbox_max_messages < MIN_OUTBOX_MESSAGES:
@@ -339,6 +348,18 @@ LIMIT_OPTIONS: Final = (
         "history_days",
         float,
         "days of history the store keeps (0 = for ever)",
+    ),
+    LimitOption(
+        "--max-db-mb",
+        "max_db_mb",
+        int,
+        "megabytes the database may use; the oldest history goes first (0 = off)",
+    ),
+    LimitOption(
+        "--max-registrations-per-address",
+        "max_registrations_per_address",
+        int,
+        "names registered from one IP address per day (0 = off)",
     ),
     LimitOption(
         "--flood-delay",

@@ -243,6 +243,20 @@ def _usage(command: str, usage: str) -> ev.BadCommand:
     return ev.BadCommand("usage", f"Usage: /{command} {usage}".rstrip())
 
 
+def _parse_ban(rest: str) -> ev.Ban | ev.BadCommand:
+    """`/ban NAME|ADDRESS [DURATION] [REASON]`: no duration is until lifted."""
+    target, _, tail = rest.partition(" ")
+    if not target:
+        return _usage("ban", "NAME|ADDRESS [DURATION] [REASON]")
+    first, _, reason = tail.strip().partition(" ")
+    seconds = parse_duration(first) if first else None
+    if seconds is None:
+        return ev.Ban(target, math.inf, tail.strip())
+    if seconds <= 0:
+        return _usage("ban", "NAME|ADDRESS [DURATION such as 10m, 2h, 7d] [REASON]")
+    return ev.Ban(target, seconds, reason.strip())
+
+
 def parse_request(text: str) -> ev.Request | None:
     """Parse one line of (already sanitised) user input into a request.
 
@@ -292,6 +306,20 @@ def parse_request(text: str) -> ev.Request | None:
         if seconds is None:
             return _usage("mute", "NAME [DURATION such as 90s, 10m, 2h, 1d]")
         return ev.Mute(name, seconds)
+    if command == "ban":
+        return _parse_ban(rest)
+    if command == "unban":
+        if not rest or " " in rest:
+            return _usage("unban", "NAME|ADDRESS")
+        return ev.Unban(rest)
+    if command == "bans":
+        return ev.Bans()
+    if command == "motd":
+        return ev.Motd(rest or None)
+    if command in ("certadd", "certdel"):
+        if rest:
+            return _usage(command, "")
+        return ev.CertBinding(add=command == "certadd")
     if command == "op":
         return (
             ev.RoomMode("op", rest)
@@ -442,6 +470,8 @@ def encode_event(event: ev.ServerEvent, *, limit: int = MAX_SERVER_LINE_BYTES) -
             return _fit(f"WHO {room} ", " ".join(names), limit=limit)
         case ev.HelpLine(text):
             return _fit("HELP ", text, limit=limit)
+        case ev.MotdLine(text):
+            return _fit("MOTD ", text, limit=limit)
         case ev.Error(code, text):
             return _fit(f"ERR {code} ", text, limit=limit)
         case ev.Goodbye(code, text):
@@ -575,4 +605,6 @@ def _decode(kind: str, rest: str) -> ev.ServerEvent:
         return ev.NamePrompt(rest)
     if kind == "HELP":
         return ev.HelpLine(rest)
+    if kind == "MOTD":
+        return ev.MotdLine(rest)
     raise ValueError(f"unknown kind {kind!r}")

@@ -9,8 +9,10 @@ stream). Whatever goes wrong with one connection ends that connection only.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
+import hashlib
 import itertools
 import logging
 import math
@@ -25,12 +27,21 @@ from trio_chat import events as ev
 from trio_chat.accounts import AccountError, Accounts
 from trio_chat.admission import Admission, Refusal, address_key
 from trio_chat.chat import (
+    MAX_IGNORED,
     AccountAction,
+    BanLifted,
+    BanSaved,
+    CertAction,
     Chat,
     FetchHistory,
     FollowUp,
+    IgnoreSaved,
+    MotdSaved,
     Persist,
     RoomEvent,
+    Saved,
+    TopicSaved,
+    banned_text,
 )
 from trio_chat.flood import EXCESS_FLOOD, FloodControl
 from trio_chat.hub import Member
@@ -65,6 +76,13 @@ log = logging.getLogger("trio_chat.server")
 #: Join, leave and rename notices waiting to be written to the store; past
 #: it a notice is not saved (and a warning logged) rather than anyone wait.
 UNSAVED_NOTICES: Final = 4096
+
+#: The settings key under which /motd's message of the day is kept.
+MOTD_SETTING: Final = "motd"
+#: Registrations remembered per address (for the daily limit), and how many
+#: addresses: the oldest are forgotten past it.
+REGISTRATION_WINDOW: Final = 86400.0
+MAX_TRACKED_ADDRESSES: Final = 10_000
 
 #: accept() errors that mean "out of a resource for now": back off, retry.
 _CAPACITY_ERRNOS: Final = frozenset(
@@ -135,6 +153,7 @@ class Connection:
         self._first_data = True
         self.registered = False
         self.on_registered: Callable[[], None] = lambda: None
+        self._cert_name: str | None = None  # the account a certificate claims
 
     def _on_joined(self) -> None:
         self.registered = True
@@ -166,7 +185,8 @@ class Connection:
         if self._server.shutting_down:
             self.shutdown()
         else:
-            self._chat.greet(self.member)
+            self._cert_name = await self._server.cert_login(self.member)
+            self._chat.greet(self.member, prompt=self._cert_name is None)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._write_loop)
             with self._reader_scope:
@@ -207,7 +227,16 @@ class Connection:
             max_unterminated_bytes=limits.max_unterminated_bytes or None,
         )
         with trio.move_on_after(_seconds(limits.name_timeout)) as naming:
-            joined = await self._name_phase(reader)
+            joined = False
+            if self._cert_name is not None:
+                log.info("[%s] certificate of %s", self.conn_id, self._cert_name)
+                joined = self._chat.choose_name(
+                    self.member, self._cert_name, identified=True
+                )
+                if joined:
+                    await self._server.load_ignores(self.member)
+            if not joined:
+                joined = await self._name_phase(reader)
         if naming.cancelled_caught:
             log.info("[%s] no name within %g s", self.conn_id, limits.name_timeout)
             self._goodbye(
@@ -242,7 +271,12 @@ class Connection:
                             f"No valid name in {most} tries; bye.",
                         )
                         return False
-                    if self.member.pending_name is not None and not text.startswith(
+                    if not self.member.admitted:
+                        if text.strip() == "/quit":
+                            self._goodbye("quit", "Bye!")
+                            return False
+                        self._chat.give_server_password(self.member, text)
+                    elif self.member.pending_name is not None and not text.startswith(
                         "/"
                     ):
                         if await self._login(self.member.pending_name, text):
@@ -282,7 +316,10 @@ class Connection:
             self._chat.prompt(self.member)
             return False
         log.info("[%s] proved the registered name %s", self.conn_id, registered)
-        return self._chat.choose_name(self.member, registered, identified=True)
+        if not self._chat.choose_name(self.member, registered, identified=True):
+            return False
+        await self._server.load_ignores(self.member)
+        return True
 
     def _choose(self, text: str) -> bool:
         if not text:
@@ -436,11 +473,12 @@ class ChatServer:
         self.limits = chat.limits if limits is None else limits
         self.store = store
         self._unsaved_send, self._unsaved = trio.open_memory_channel[
-            tuple[str, RoomEvent]
+            tuple[str, RoomEvent] | Saved
         ](UNSAVED_NOTICES)
         if store is not None:
             chat.durable = True
             chat.record = self._record
+            chat.save = self._save
         self.accounts = accounts
         if accounts is not None:
             chat.is_registered = accounts.is_registered
@@ -451,6 +489,11 @@ class ChatServer:
         self._accept_scope = trio.CancelScope()
         self.admission = Admission(self.limits)
         self._pruning = trio.CancelScope()
+        self._prune_now = trio.Event()
+        #: Registration times per address, for the daily limit.
+        self._registrations: collections.OrderedDict[str, collections.deque[float]] = (
+            collections.OrderedDict()
+        )
 
     async def follow_up(self, member: Member, action: FollowUp) -> None:
         """Do what a request left to do with the store, in the member's task.
@@ -467,9 +510,12 @@ class ChatServer:
                         await self.store.append(room.key, event)
                     except StoreError as exc:
                         log.error("[%s] line not saved: %s", member.conn_id, exc)
+                        self._store_full(exc)
                 self.chat.deliver(action)
             case AccountAction(what, password):
                 await self._account(member, what, password)
+            case CertAction(add):
+                await self._bind_cert(member, add=add)
             case FetchHistory(room, limit):
                 events = self.chat.recent(room, limit)
                 if self.store is not None:
@@ -489,9 +535,20 @@ class ChatServer:
         send = self.chat.hub.send
         try:
             if what == "register":
+                if not self._may_register(member):
+                    send(
+                        member,
+                        ev.Error(
+                            "register-failed",
+                            "Too many names were registered from your address"
+                            " today; try again tomorrow.",
+                        ),
+                    )
+                    return
                 await accounts.register(name, password)
                 log.info("[%s] registered %s", member.conn_id, name)
-                member.identified = name_key(name)
+                self._registered_from(member)
+                self.chat.identified(member, name_key(name))
                 send(
                     member,
                     ev.Info(
@@ -504,8 +561,9 @@ class ChatServer:
                 send(member, ev.Error("not-registered", f"{name} is not registered."))
                 return
             if await accounts.verify(name, password) is not None:
-                member.identified = name_key(name)
                 send(member, ev.Info(f"You are identified as {name}."))
+                self.chat.identified(member, name_key(name))
+                await self.load_ignores(member)
             else:
                 send(member, ev.Error("bad-password", f"Wrong password for {name}."))
         except AccountError as exc:
@@ -516,31 +574,140 @@ class ChatServer:
                 member, ev.Error(f"{what}-failed", "The server could not do that now.")
             )
 
+    def _may_register(self, member: Member) -> bool:
+        """True if the member's address is under its daily registrations."""
+        most = self.limits.max_registrations_per_address
+        if not most or member.address is None:
+            return True
+        times = self._registrations.get(member.address)
+        if times is None:
+            return True
+        now = trio.current_time()
+        while times and now - times[0] > REGISTRATION_WINDOW:
+            times.popleft()
+        return len(times) < most
+
+    def _registered_from(self, member: Member) -> None:
+        if member.address is None:
+            return
+        times = self._registrations.setdefault(member.address, collections.deque())
+        times.append(trio.current_time())
+        self._registrations.move_to_end(member.address)
+        while len(self._registrations) > MAX_TRACKED_ADDRESSES:
+            self._registrations.popitem(last=False)
+
+    async def load_ignores(self, member: Member) -> None:
+        """Add the names an identified member ignores, kept in the store."""
+        await trio.lowlevel.checkpoint()
+        if self.store is None or member.identified is None:
+            return
+        try:
+            keys = await self.store.ignores(member.identified, MAX_IGNORED)
+        except StoreError as exc:
+            log.error("[%s] ignores not read: %s", member.conn_id, exc)
+            return
+        for key in keys:
+            if len(member.ignoring) >= MAX_IGNORED:
+                break
+            member.ignoring.add(key)
+
+    async def _bind_cert(self, member: Member, *, add: bool) -> None:
+        await trio.lowlevel.checkpoint()
+        assert member.cert is not None and member.identified is not None
+        send = self.chat.hub.send
+        if self.store is None:
+            send(member, ev.Error("no-accounts", "This server keeps no accounts."))
+            return
+        try:
+            if add:
+                await self.store.set_cert(
+                    member.cert, member.identified, self.chat.now()
+                )
+            else:
+                owner = await self.store.cert_owner(member.cert)
+                if owner != member.identified:
+                    send(
+                        member,
+                        ev.Error(
+                            "not-bound",
+                            "This certificate does not log you in; nothing to undo.",
+                        ),
+                    )
+                    return
+                await self.store.set_cert(member.cert, None, self.chat.now())
+        except StoreError as exc:
+            log.error("[%s] certificate binding not saved: %s", member.conn_id, exc)
+            send(member, ev.Error("cert-failed", "The server could not do that now."))
+            return
+        log.info(
+            "[%s] %s certificate %s for %s",
+            member.conn_id,
+            "bound" if add else "unbound",
+            member.cert[:16],
+            member.name,
+        )
+        if add:
+            text = (
+                f"This certificate now logs you in as {member.name};"
+                " /certdel undoes it."
+            )
+        else:
+            text = "This certificate no longer logs you in."
+        send(member, ev.Info(text))
+
     async def _prune_history(self, store: AsyncStore) -> None:
-        """Drop history past the configured rows and age, once an hour."""
+        """Drop history past the configured rows, age and size, once an hour.
+
+        Also at once when a write failed because the database is full.
+        """
+        limits = self.limits
         with self._pruning:
-            if not self.limits.history_rows and not self.limits.history_days:
+            try:
+                await store.set_max_size(limits.max_db_mb * 2**20)
+            except StoreError as exc:
+                log.error("database size not capped: %s", exc)
+            if not (limits.history_rows or limits.history_days or limits.max_db_mb):
                 await trio.sleep_forever()
             while True:
                 await self.prune_history(store)
-                await trio.sleep(PRUNE_INTERVAL)
+                with trio.move_on_after(PRUNE_INTERVAL):
+                    await self._prune_now.wait()
+                self._prune_now = trio.Event()
+
+    def _store_full(self, exc: StoreError) -> None:
+        """A write failed: if the database is full, prune now."""
+        if "full" in str(exc):
+            self._prune_now.set()
 
     async def prune_history(self, store: AsyncStore) -> int:
-        """Drop history past `--history-rows` and `--history-days` now.
+        """Drop history past `--history-rows`, `--history-days`, `--max-db-mb` now.
 
-        Returns the rows removed; a store failure is logged (0 removed).
+        Over 90 % of `--max-db-mb` in use, the oldest history goes until
+        80 % is. Returns the rows removed; a store failure is logged.
         """
         await trio.lowlevel.checkpoint()
-        rows, days = self.limits.history_rows, self.limits.history_days
+        limits = self.limits
+        rows, days = limits.history_rows, limits.history_days
+        removed = 0
         try:
-            removed = await store.prune(
-                max_rows_per_room=rows or None,
-                max_age=days * 86400.0 if days else None,
-                now=self.chat.now(),
-            )
+            if rows or days:
+                removed = await store.prune(
+                    max_rows_per_room=rows or None,
+                    max_age=days * 86400.0 if days else None,
+                    now=self.chat.now(),
+                )
+            cap = limits.max_db_mb * 2**20
+            if cap and await store.size() > cap * 0.9:
+                shrunk = await store.shrink(int(cap * 0.8))
+                log.warning(
+                    "database near its %d MB cap: deleted the %d oldest lines",
+                    limits.max_db_mb,
+                    shrunk,
+                )
+                removed += shrunk
         except StoreError as exc:
             log.error("history not pruned: %s", exc)
-            return 0
+            return removed
         if removed:
             log.info("pruned %d old lines of history", removed)
         return removed
@@ -551,13 +718,40 @@ class ChatServer:
         except (trio.WouldBlock, trio.ClosedResourceError):
             log.warning("history writes are behind: a notice was not saved")
 
+    def _save(self, saved: Saved) -> None:
+        try:
+            self._unsaved_send.send_nowait(saved)
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            log.error("store writes are behind: %s was not saved", saved)
+
     async def _save_notices(self, store: AsyncStore) -> None:
-        """Write join, leave and rename notices behind, in order."""
-        async for room_key, event in self._unsaved:
+        """Write notices, moderation, topics and ignores behind, in order."""
+        async for item in self._unsaved:
             try:
-                await store.append(room_key, event)
+                match item:
+                    case (room_key, event):
+                        await store.append(room_key, event)
+                    case BanSaved(ban):
+                        await store.add_ban(
+                            ban.kind,
+                            ban.target_key,
+                            reason=ban.reason,
+                            set_by=ban.set_by,
+                            created=ban.created,
+                            expires=ban.expires,
+                        )
+                    case BanLifted(kind, target_key):
+                        await store.delete_bans(kind, target_key)
+                    case MotdSaved(lines):
+                        value = None if lines is None else "\n".join(lines)
+                        await store.set_setting(MOTD_SETTING, value)
+                    case TopicSaved(room_key, room, topic, setter, ts):
+                        await store.set_topic(room_key, room, topic, setter, ts)
+                    case IgnoreSaved(owner_key, target_key, add):
+                        await store.set_ignore(owner_key, target_key, add=add)
             except StoreError as exc:
-                log.error("notice not saved: %s", exc)
+                log.error("not saved: %s", exc)
+                self._store_full(exc)
 
     def stats(self) -> dict[str, int]:
         """Counts for operators: connections, unregistered, users, trio tasks."""
@@ -693,13 +887,16 @@ class ChatServer:
         """
         conn_id = f"c{next(self._ids)}"
         if address_key is not None:
-            refusal = self.admission.admit(address_key, trio.current_time())
+            refusal = self._banned(address_key) or self.admission.admit(
+                address_key, trio.current_time()
+            )
             if refusal is not None:
                 log.info("[%s] refused %s: %s", conn_id, peer, refusal.text)
                 await self._refuse(stream, refusal)
                 return
         log.info("[%s] connected from %s", conn_id, peer)
         connection = Connection(self, stream, conn_id)
+        connection.member.address = address_key
         if address_key is not None:
             key = address_key
             connection.on_registered = lambda: self.admission.registered(key)
@@ -707,7 +904,9 @@ class ChatServer:
         try:
             with connection.scope:
                 if self.ssl_context is not None:
-                    connection.stream = await self._tls_handshake(stream, conn_id)
+                    tls_stream = await self._tls_handshake(stream, conn_id)
+                    connection.stream = tls_stream
+                    connection.member.cert = _fingerprint(tls_stream)
                 await connection.run()
         except* _PEER_ERRORS as group:
             reason = _describe(group.exceptions[0])
@@ -730,6 +929,25 @@ class ChatServer:
                     await connection.stream.aclose()
                 await trio.aclose_forcefully(stream)
             log.info("[%s] closed", conn_id)
+
+    def _banned(self, address_key: str) -> Refusal | None:
+        ban = self.chat.moderation.find("address", address_key, self.chat.now())
+        if ban is None:
+            return None
+        return Refusal("banned", banned_text(ban))
+
+    async def cert_login(self, member: Member) -> str | None:
+        """The registered name the member's client certificate logs in, if any."""
+        await trio.lowlevel.checkpoint()
+        if member.cert is None or self.store is None or self.accounts is None:
+            return None
+        try:
+            owner = await self.store.cert_owner(member.cert)
+            user = None if owner is None else await self.store.get_user(owner)
+        except StoreError as exc:
+            log.error("[%s] certificate binding not read: %s", member.conn_id, exc)
+            return None
+        return None if user is None else user.name
 
     async def _refuse(self, stream: trio.abc.Stream, refusal: Refusal) -> None:
         """One line saying why (plain TCP only), then close, all bounded."""
@@ -755,6 +973,12 @@ class ChatServer:
             log.info("[%s] TLS handshake failed: %s", conn_id, _describe(exc))
             raise _TLSHandshakeFailed from None
         return ssl_stream
+
+
+def _fingerprint(stream: trio.SSLStream[trio.abc.Stream]) -> str | None:
+    """SHA-256 (hex) of the peer's TLS certificate, if it sent one."""
+    der = stream.getpeercert(binary_form=True)
+    return None if not der else hashlib.sha256(der).hexdigest()
 
 
 class _GoodbyeFailed(Exception):

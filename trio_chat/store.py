@@ -72,6 +72,9 @@ CLOSE_TIMEOUT: Final = 10.0
 #: Seconds a statement waits for a lock held by another process (a backup,
 #: an admin tool) before it fails with "database is locked".
 BUSY_TIMEOUT: Final = 5.0
+#: Oldest rows `shrink` deletes per step when the database is over its size
+#: cap: small steps keep each transaction (and the pause it costs) short.
+SHRINK_BATCH: Final = 1000
 
 #: The events kept as room history.
 RoomEvent: TypeAlias = ev.Message | ev.Action | ev.Joined | ev.Left | ev.Renamed
@@ -150,6 +153,35 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         """,
         "CREATE INDEX private_by_sender ON private (sender_key, id)",
         "CREATE INDEX private_by_recipient ON private (recipient_key, id)",
+    ),
+    # 3: what server operators and users set that must outlive a restart:
+    # settings (the message of the day), room topics, the names registered
+    # users ignore, and TLS client certificates bound to accounts.
+    (
+        "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        """
+        CREATE TABLE topics (
+            room_key TEXT PRIMARY KEY,
+            room TEXT NOT NULL,
+            topic TEXT NOT NULL,
+            setter TEXT NOT NULL,
+            ts REAL NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE ignores (
+            owner_key TEXT NOT NULL,
+            target_key TEXT NOT NULL,
+            PRIMARY KEY (owner_key, target_key)
+        )
+        """,
+        """
+        CREATE TABLE certs (
+            fingerprint TEXT PRIMARY KEY,
+            name_key TEXT NOT NULL,
+            created REAL NOT NULL
+        )
+        """,
     ),
 )
 #: The schema version this code reads and writes.
@@ -662,6 +694,162 @@ class Store:
             ).fetchone()
         return None if row is None else _ban(row)
 
+    def delete_bans(self, kind: BanKind, target_key: str) -> int:
+        """Lift every ban on this name key or address; return how many."""
+        kind = _check_ban_kind(kind)
+        cursor = self._execute_write(
+            "cannot delete a ban",
+            "DELETE FROM bans WHERE kind = ? AND target_key = ?",
+            (kind, target_key),
+        )
+        return cursor.rowcount
+
+    # --------------------------------------- settings, topics, ignores, certs
+
+    def get_setting(self, key: str) -> str | None:
+        """The setting `key`, or None if it was never set (or was deleted)."""
+        with _translate("cannot read a setting"):
+            row = self._conn.execute(
+                "SELECT value FROM settings WHERE key = ?", (key,)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_setting(self, key: str, value: str | None) -> None:
+        """Set `key` to `value`; None deletes it."""
+        if value is None:
+            self._execute_write(
+                "cannot delete a setting", "DELETE FROM settings WHERE key = ?", (key,)
+            )
+            return
+        self._execute_write(
+            "cannot save a setting",
+            "INSERT INTO settings (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def topics(self, limit: int) -> list[tuple[str, str, str, float]]:
+        """The `limit` newest topics, oldest first: (room key, topic, setter, ts)."""
+        with _translate("cannot read the topics"):
+            rows = self._conn.execute(
+                "SELECT room_key, topic, setter, ts FROM topics"
+                " ORDER BY ts DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [(str(k), str(t), str(s), float(ts)) for k, t, s, ts in reversed(rows)]
+
+    def set_topic(
+        self, room_key: str, room: str, topic: str, setter: str, ts: float
+    ) -> None:
+        """Keep a room's topic; an empty topic forgets it."""
+        if not topic:
+            self._execute_write(
+                "cannot clear a topic",
+                "DELETE FROM topics WHERE room_key = ?",
+                (room_key,),
+            )
+            return
+        self._execute_write(
+            "cannot save a topic",
+            "INSERT INTO topics (room_key, room, topic, setter, ts)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (room_key) DO UPDATE SET"
+            " room = excluded.room, topic = excluded.topic,"
+            " setter = excluded.setter, ts = excluded.ts",
+            (room_key, room, topic, setter, ts),
+        )
+
+    def ignores(self, owner_key: str, limit: int) -> list[str]:
+        """Name keys the account `owner_key` ignores (at most `limit`)."""
+        with _translate("cannot read the ignores"):
+            rows = self._conn.execute(
+                "SELECT target_key FROM ignores WHERE owner_key = ?"
+                " ORDER BY target_key LIMIT ?",
+                (owner_key, limit),
+            ).fetchall()
+        return [str(row[0]) for row in rows]
+
+    def set_ignore(self, owner_key: str, target_key: str, *, add: bool) -> None:
+        """The account `owner_key` ignores `target_key` (`add`), or no longer."""
+        if add:
+            self._execute_write(
+                "cannot save an ignore",
+                "INSERT INTO ignores (owner_key, target_key) VALUES (?, ?)"
+                " ON CONFLICT DO NOTHING",
+                (owner_key, target_key),
+            )
+            return
+        self._execute_write(
+            "cannot delete an ignore",
+            "DELETE FROM ignores WHERE owner_key = ? AND target_key = ?",
+            (owner_key, target_key),
+        )
+
+    def cert_owner(self, fingerprint: str) -> str | None:
+        """The account key a client certificate is bound to, if any."""
+        with _translate("cannot read a certificate binding"):
+            row = self._conn.execute(
+                "SELECT name_key FROM certs WHERE fingerprint = ?", (fingerprint,)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_cert(self, fingerprint: str, name_key: str | None, created: float) -> bool:
+        """Bind a certificate to an account (None unbinds); False if nothing changed."""
+        if name_key is None:
+            cursor = self._execute_write(
+                "cannot unbind a certificate",
+                "DELETE FROM certs WHERE fingerprint = ?",
+                (fingerprint,),
+            )
+        else:
+            cursor = self._execute_write(
+                "cannot bind a certificate",
+                "INSERT INTO certs (fingerprint, name_key, created) VALUES (?, ?, ?)"
+                " ON CONFLICT (fingerprint) DO UPDATE SET name_key = excluded.name_key,"
+                " created = excluded.created",
+                (fingerprint, name_key, created),
+            )
+        return cursor.rowcount == 1
+
+    # ------------------------------------------------------------------- size
+
+    def size(self) -> int:
+        """Bytes of the database in use (free pages not counted)."""
+        with _translate("cannot read the database size"):
+            pages = self._conn.execute("PRAGMA page_count").fetchone()[0]
+            free = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
+            page_size = self._conn.execute("PRAGMA page_size").fetchone()[0]
+        return int((pages - free) * page_size)
+
+    def set_max_size(self, max_bytes: int) -> None:
+        """Cap the file at about `max_bytes` (0: no cap); writes past it fail."""
+        with _translate("cannot cap the database size"):
+            page_size = self._conn.execute("PRAGMA page_size").fetchone()[0]
+            pages = max_bytes // page_size if max_bytes else 2**31 - 2
+            self._conn.execute(f"PRAGMA max_page_count = {int(pages):d}")
+
+    def shrink(self, max_bytes: int, *, batch: int = SHRINK_BATCH) -> int:
+        """Delete the oldest history until under `max_bytes` in use; rows deleted.
+
+        Room history and stored private messages go, oldest first, `batch`
+        rows at a time; accounts, bans and settings are never touched. Stops
+        when nothing is left to delete.
+        """
+        deleted = 0
+        while self.size() > max_bytes:
+            with self._write_many("cannot shrink the history"):
+                removed = 0
+                for table in ("messages", "private"):
+                    cursor = self._conn.execute(
+                        f"DELETE FROM {table} WHERE id IN"
+                        f" (SELECT id FROM {table} ORDER BY id LIMIT ?)",
+                        (batch,),
+                    )
+                    removed += cursor.rowcount
+            deleted += removed
+            if not removed:
+                break
+        return deleted
+
 
 def _migrate(conn: sqlite3.Connection, path: str) -> None:
     """Bring the schema to SCHEMA_VERSION, all steps in one transaction.
@@ -1025,3 +1213,64 @@ class AsyncStore:
         return await self._call(
             lambda s: s.find_ban(kind, target_key, now), write=False
         )
+
+    async def delete_bans(self, kind: BanKind, target_key: str) -> int:
+        """`Store.delete_bans`."""
+        _check_ban_kind(kind)
+        return await self._call(lambda s: s.delete_bans(kind, target_key), write=True)
+
+    # --------------------------------------- settings, topics, ignores, certs
+
+    async def get_setting(self, key: str) -> str | None:
+        """`Store.get_setting`."""
+        return await self._call(lambda s: s.get_setting(key), write=False)
+
+    async def set_setting(self, key: str, value: str | None) -> None:
+        """`Store.set_setting`."""
+        await self._call(lambda s: s.set_setting(key, value), write=True)
+
+    async def topics(self, limit: int) -> list[tuple[str, str, str, float]]:
+        """`Store.topics`."""
+        return await self._call(lambda s: s.topics(limit), write=False)
+
+    async def set_topic(
+        self, room_key: str, room: str, topic: str, setter: str, ts: float
+    ) -> None:
+        """`Store.set_topic`."""
+        await self._call(
+            lambda s: s.set_topic(room_key, room, topic, setter, ts), write=True
+        )
+
+    async def ignores(self, owner_key: str, limit: int) -> list[str]:
+        """`Store.ignores`."""
+        return await self._call(lambda s: s.ignores(owner_key, limit), write=False)
+
+    async def set_ignore(self, owner_key: str, target_key: str, *, add: bool) -> None:
+        """`Store.set_ignore`."""
+        await self._call(
+            lambda s: s.set_ignore(owner_key, target_key, add=add), write=True
+        )
+
+    async def cert_owner(self, fingerprint: str) -> str | None:
+        """`Store.cert_owner`."""
+        return await self._call(lambda s: s.cert_owner(fingerprint), write=False)
+
+    async def set_cert(
+        self, fingerprint: str, name_key: str | None, created: float
+    ) -> bool:
+        """`Store.set_cert`."""
+        return await self._call(
+            lambda s: s.set_cert(fingerprint, name_key, created), write=True
+        )
+
+    async def size(self) -> int:
+        """`Store.size`."""
+        return await self._call(lambda s: s.size(), write=False)
+
+    async def set_max_size(self, max_bytes: int) -> None:
+        """`Store.set_max_size`."""
+        await self._call(lambda s: s.set_max_size(max_bytes), write=False)
+
+    async def shrink(self, max_bytes: int) -> int:
+        """`Store.shrink`: oldest history deleted until under `max_bytes`."""
+        return await self._call(lambda s: s.shrink(max_bytes), write=True)
