@@ -56,11 +56,51 @@ name = "alice"
         ("[serve]\nlog-level = 'LOUD'\n", "not one of"),
         ("[serve]\nmax-per-address = -1\n", "must be 0 or more"),
         ("[serve\n", "is not valid TOML"),
+        ("[serve]\noperator = 'teacher'\n", "must be a list of strings"),
+        ("[serve]\nallow = [1, 2]\n", "must be a list of strings"),
     ],
 )
 def test_bad_files_are_explained(tmp_path: Path, toml: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
         parse(tmp_path, toml, "serve")
+
+
+def test_the_readme_classroom_example_is_valid(tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    start = readme.index(
+        "```toml\n# trio-chat.toml\n[serve]", readme.index("closed classroom server")
+    )
+    toml = readme[start + len("```toml\n") : readme.index("```", start + 7)]
+    args = parse(tmp_path, toml, "serve", "--operator", "head")
+    assert args.operators == ["teacher", "assistant", "head"]
+    assert args.server_password == "blue giraffe 42"
+    assert args.client_ca == "/etc/trio-chat/students-ca.pem"
+    assert args.motd_file == "/etc/trio-chat/motd.txt"
+    assert args.allow == [] and args.registered_only is False
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--operator", "teacher", "--db", ":memory:"], "need registered names"),
+        (["--registered-only", "--db", ":memory:"], "need registered names"),
+        (["--motd-file", "/nonexistent/motd.txt"], "cannot read"),
+        (["--allow", "not a name"], "not a valid name"),
+    ],
+)
+def test_bad_moderation_settings_stop_the_server(
+    tmp_path: Path, argv: list[str], message: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "trio_chat", "serve", "--port", "0", *argv],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr and result.stderr.count("\n") == 1
 
 
 def test_the_cli_reports_a_bad_file_in_one_line(tmp_path: Path) -> None:

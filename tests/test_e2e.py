@@ -281,3 +281,65 @@ async def test_history_survives_kill_9(tmp_path: Path) -> None:
     finally:
         with trio.move_on_after(PROCESS_TIMEOUT, shield=True):
             await kill(again)
+
+
+async def test_names_bans_topics_and_history_survive_a_restart(tmp_path: Path) -> None:
+    db = str(tmp_path / "class.db")
+    adduser = subprocess.run(
+        [sys.executable, "-m", "trio_chat", "adduser", "teacher", "--db", db],
+        input="teacher's password\n",
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT,
+        check=False,
+    )
+    assert adduser.returncode == 0, adduser.stderr
+    options = ("--db", db, "--operator", "teacher", "--flood-rate", "0")
+    server = await start_server(tmp_path, *options)
+    try:
+        teacher = Peer(await trio.open_tcp_stream("127.0.0.1", server.port))
+        await teacher.expect("NAME")
+        await teacher.send("teacher")
+        await teacher.expect("PASSWORD")
+        await teacher.send("teacher's password")
+        await teacher.expect("WELCOME")
+        alice = Peer(await trio.open_tcp_stream("127.0.0.1", server.port))
+        await alice.join("alice")
+        await alice.send("/register alice's password")
+        await alice.send("/join #dev")
+        await alice.send("/topic exams on Friday")
+        await alice.expect("TOPIC")
+        await alice.send("see you all on Friday")
+        await teacher.send("/ban bob 1d rude")
+        await teacher.send("/ban 10.1.2.3")
+        await teacher.send("/bans")
+        while not (await teacher.expect("INFO")).startswith("INFO address 10.1.2.3"):
+            pass
+        assert await stop(server) == 0
+        await teacher.aclose()
+        await alice.aclose()
+    finally:
+        with trio.move_on_after(PROCESS_TIMEOUT, shield=True):
+            await kill(server)
+    again = await start_server(tmp_path, *options)
+    try:
+        bob = Peer(await trio.open_tcp_stream("127.0.0.1", again.port))
+        await bob.expect("NAME")
+        await bob.send("bob")
+        assert (await bob.expect("ERR")).endswith(": rude.")
+        await bob.send("alice")  # registered: asks for alice's password
+        assert (await bob.expect("PASSWORD")).startswith("PASSWORD alice ")
+        await bob.send("/nick carol")
+        await bob.expect("WELCOME")
+        await bob.send("/join #dev")
+        assert (await bob.expect("TOPIC")).endswith(" #dev alice exams on Friday")
+        await bob.send("/history")
+        await bob.expect("INFO")
+        history = await bob.expect("HIST")
+        while "MSG" not in history:
+            history = await bob.expect("HIST")
+        assert history.endswith(" #dev <alice> see you all on Friday")
+        await bob.aclose()
+    finally:
+        with trio.move_on_after(PROCESS_TIMEOUT, shield=True):
+            await kill(again)

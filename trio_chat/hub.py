@@ -335,9 +335,13 @@ class Hub:
             self._evict(member, SEND_QUEUE_EXCEEDED)
             self._announce_evictions()
 
-    def kick(self, member: Member, reason: str) -> None:
-        """Disconnect `member` now, announcing why (never waits)."""
-        self._evict(member, reason)
+    def kick(self, *members: Member, reason: str) -> None:
+        """Disconnect `members` now, announcing why (never waits).
+
+        All go before anyone is told, so none is sent the others' leaves.
+        """
+        for member in members:
+            self._evict(member, reason)
         self._announce_evictions()
 
     def _evict(self, member: Member, reason: str) -> None:

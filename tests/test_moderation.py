@@ -1,0 +1,574 @@
+"""Server-wide moderation: operators, bans, the MOTD and closed servers."""
+
+from __future__ import annotations
+
+import io
+import math
+import ssl
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+import trustme
+from chatpeer import Peer
+
+from trio_chat import cli
+from trio_chat import events as ev
+from trio_chat.accounts import Accounts
+from trio_chat.chat import Chat
+from trio_chat.limits import Limits
+from trio_chat.moderation import (
+    MAX_MOTD_BYTES,
+    MAX_MOTD_LINES,
+    BanRecord,
+    Moderation,
+    ban_target,
+    motd_lines,
+)
+from trio_chat.protocol import parse_request
+from trio_chat.server import ChatServer
+from trio_chat.store import AsyncStore, Store, StoreError
+
+NOW = 1_795_475_428.0
+OP_PASSWORD = "correct horse"
+
+
+# -- the rules, without a server ---------------------------------------------
+
+
+def test_ban_targets_are_addresses_or_names() -> None:
+    assert ban_target("10.0.0.5") == ("address", "10.0.0.5")
+    # IPv6 hosts get a whole /64, so a ban covers it, like the connection limits.
+    assert ban_target("2001:db8::1") == ("address", "2001:db8::/64")
+    assert ban_target("Bob") == ("name", "bob")
+
+
+def test_ban_commands_parse() -> None:
+    assert parse_request("/ban bob") == ev.Ban("bob", math.inf, "")
+    assert parse_request("/ban bob 2h spamming links") == ev.Ban(
+        "bob", 7200.0, "spamming links"
+    )
+    assert parse_request("/ban bob being rude") == ev.Ban("bob", math.inf, "being rude")
+    assert parse_request("/ban 10.0.0.5 7d") == ev.Ban("10.0.0.5", 7 * 86400.0, "")
+    assert parse_request("/ban") == ev.BadCommand(
+        "usage", "Usage: /ban NAME|ADDRESS [DURATION] [REASON]"
+    )
+    assert parse_request("/unban bob") == ev.Unban("bob")
+    assert parse_request("/motd") == ev.Motd(None)
+    assert parse_request("/motd Exams on Friday") == ev.Motd("Exams on Friday")
+    assert parse_request("/certadd") == ev.CertBinding(add=True)
+    assert parse_request("/certdel") == ev.CertBinding(add=False)
+
+
+def test_bans_expire() -> None:
+    moderation = Moderation()
+    moderation.add(BanRecord("name", "bob", "", "teacher", 0.0, 60.0))
+    moderation.add(BanRecord("address", "10.0.0.5", "", "teacher", 0.0, None))
+    assert moderation.find("name", "bob", 59.0) is not None
+    assert moderation.find("name", "bob", 60.0) is None
+    assert [ban.target_key for ban in moderation.active(1e9)] == ["10.0.0.5"]
+
+
+def test_motd_is_sanitised_and_bounded() -> None:
+    lines, cut = motd_lines("Welcome!\x1b[2J\nExams Friday\n\n\n")
+    assert lines == ("Welcome!", "Exams Friday") and not cut
+    lines, cut = motd_lines("\n".join(f"line {n}" for n in range(50)))
+    assert len(lines) == MAX_MOTD_LINES and cut
+    lines, cut = motd_lines("\n".join("x" * 1000 for _ in range(10)))
+    assert sum(len(line) + 1 for line in lines) <= MAX_MOTD_BYTES and cut
+
+
+# -- a server with accounts ------------------------------------------------
+
+
+class Server:
+    """A ChatServer over memory streams, each connection from `address`.
+
+    With `port`, connections are real sockets to that port instead.
+    """
+
+    def __init__(
+        self, server: ChatServer, nursery: trio.Nursery, port: int | None = None
+    ) -> None:
+        self.server = server
+        self.nursery = nursery
+        self.port = port
+        if server.store is not None and port is None:
+            nursery.start_soon(server.save_behind, server.store)
+
+    async def connect(self, address: str = "10.0.0.1") -> Peer:
+        if self.port is not None:
+            return Peer(await trio.open_tcp_stream("127.0.0.1", self.port))
+        client, server_end = trio.testing.memory_stream_pair()
+        self.nursery.start_soon(
+            lambda: self.server.handle_stream(
+                server_end, peer=f"{address}:5000", address_key=address
+            )
+        )
+        return Peer(client)
+
+    async def join(self, name: str, address: str = "10.0.0.1") -> Peer:
+        peer = await self.connect(address)
+        await peer.join(name)
+        return peer
+
+    async def login(self, name: str, password: str, address: str = "10.0.0.1") -> Peer:
+        peer = await self.connect(address)
+        await peer.expect("NAME")
+        await peer.send(name)
+        await peer.expect("PASSWORD")
+        await peer.send(password)
+        await peer.expect("WELCOME")
+        return peer
+
+
+async def info(peer: Peer, start: str) -> str:
+    """The next INFO line starting with `start` (others skipped)."""
+    while not (line := await peer.expect("INFO")).startswith(start):
+        pass
+    return line
+
+
+async def register(server: Server, name: str, password: str) -> Peer:
+    peer = await server.join(name)
+    await peer.send(f"/register {password}")
+    while not (await peer.expect("INFO")).startswith("INFO Registered"):
+        pass
+    return peer
+
+
+def open_server(
+    store: AsyncStore,
+    accounts: Accounts,
+    nursery: trio.Nursery,
+    *,
+    clock: Callable[[], float] = lambda: NOW,
+    **settings: object,
+) -> Server:
+    moderation = Moderation(operators=["teacher"], **settings)  # type: ignore[arg-type]
+    chat = Chat(clock=clock, limits=Limits(flood_rate=0), moderation=moderation)
+    return Server(ChatServer(chat, store=store, accounts=accounts), nursery)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[AsyncStore]:
+    async with AsyncStore.open(str(tmp_path / "chat.db")) as store:
+        yield store
+
+
+@pytest.fixture
+async def server(store: AsyncStore, nursery: trio.Nursery) -> AsyncIterator[Server]:
+    server = open_server(store, await Accounts.load(store), nursery)
+    yield server
+    nursery.cancel_scope.cancel()
+
+
+async def operator(server: Server) -> Peer:
+    """`teacher`, registered and identified: a server operator."""
+    root = await register(server, "teacher", OP_PASSWORD)
+    await root.aclose()
+    return await server.login("teacher", OP_PASSWORD)
+
+
+async def test_an_operator_bans_a_name_and_lifts_it(server: Server) -> None:
+    root = await operator(server)
+    assert await root.expect("INFO") == "INFO You are a server operator here."
+    bob = await server.join("bob", address="10.0.0.2")
+    carol = await server.join("carol", address="10.0.0.3")
+    await root.send("/ban bob 2h spamming links")
+    assert await bob.expect("BYE") == "BYE banned Disconnected: banned."
+    assert await carol.expect("LEAVE") == (
+        "LEAVE 2026-11-23T23:10:28Z #lobby bob disconnected (banned)"
+    )
+    assert await info(carol, "INFO teacher") == (
+        "INFO teacher banned bob for 2h00m: spamming links."
+    )
+    # The name stays banned, from any address; other names are welcome.
+    again = await server.connect(address="10.0.0.9")
+    await again.expect("NAME")
+    await again.send("Bob")
+    assert await again.expect("ERR") == (
+        "ERR banned The name Bob is banned from this server until"
+        " 2026-11-24 01:10 UTC: spamming links."
+    )
+    await again.expect("NAME")
+    await root.send("/bans")
+    assert await info(root, "INFO 1 ban") == "INFO 1 ban in force:"
+    assert await root.expect("INFO") == (
+        "INFO name bob until 2026-11-24 01:10 UTC by teacher: spamming links"
+    )
+    await root.send("/unban bob")
+    assert await root.expect("INFO") == "INFO teacher lifted the ban on bob."
+    await again.send("bob")
+    await again.expect("WELCOME")
+
+
+async def test_only_identified_operators_may_ban(server: Server) -> None:
+    await register(server, "alice", "alice's secret")
+    mallory = await server.join("mallory")
+    await mallory.send("/ban alice")
+    assert await mallory.expect("ERR") == (
+        "ERR not-operator Only server operators may do that."
+    )
+    for command in ("/unban alice", "/bans", "/motd pwned"):
+        await mallory.send(command)
+        assert (await mallory.expect("ERR")).startswith("ERR not-operator")
+    # Taking an operator's name (not yet registered) does not make an op.
+    fake = await server.join("teacher")
+    await fake.send("/ban mallory")
+    assert (await fake.expect("ERR")).startswith("ERR not-operator")
+
+
+async def test_an_address_ban_refuses_connections_from_it(server: Server) -> None:
+    root = await operator(server)
+    bob = await server.join("bob", address="10.0.0.2")
+    bobby = await server.join("bobby", address="10.0.0.2")
+    await root.send("/whois bob")
+    whois = await root.expect("INFO")
+    while "bob:" not in whois:
+        whois = await root.expect("INFO")
+    assert whois.endswith("; from 10.0.0.2")
+    await root.send("/ban 10.0.0.2 1d")
+    assert await info(root, "INFO teacher banned") == (
+        "INFO teacher banned 10.0.0.2 for 24h00m (bob, bobby disconnected)."
+    )
+    assert await bob.expect("BYE") == "BYE banned Disconnected: banned."
+    assert await bobby.expect("BYE") == "BYE banned Disconnected: banned."
+    refused = await server.connect(address="10.0.0.2")
+    assert await refused.until_closed() == [
+        "BYE banned You are banned from this server until 2026-11-24 23:10 UTC."
+    ]
+    # Others, and non-operators asking /whois, see no address.
+    carol = await server.join("carol", address="10.0.0.3")
+    await carol.send("/whois root")
+    assert "from" not in await carol.expect("INFO")
+
+
+async def test_bans_topics_and_motd_survive_a_restart(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    path = str(tmp_path / "chat.db")
+    async with AsyncStore.open(path) as store:
+        moderation = Moderation(operators=["teacher"])
+        chat = Chat(clock=lambda: NOW, limits=Limits(), moderation=moderation)
+        first = ChatServer(chat, store=store, accounts=await Accounts.load(store))
+        listeners = await nursery.start(first.serve_tcp, 0, "127.0.0.1")
+        server = Server(first, nursery, port=listeners[0].socket.getsockname()[1])
+        root = await operator(server)
+        await root.send("/ban bob 1h")
+        await root.send("/ban 10.0.0.7")
+        await root.send("/motd Exams on Friday.")
+        await root.expect("MOTD")
+        await root.send("/join #dev")
+        await root.expect("SWITCH")
+        await root.send("/topic ship it")
+        await root.expect("TOPIC")
+        first.shutdown()  # writes what is queued before it returns
+        await first.closed.wait()
+        await root.aclose()
+    async with AsyncStore.open(path) as store:
+        chat = Chat(clock=lambda: NOW + 60, limits=Limits(flood_rate=0))
+        await cli._load_moderation(store, chat)
+        server = Server(
+            ChatServer(chat, store=store, accounts=await Accounts.load(store)), nursery
+        )
+        refused = await server.connect(address="10.0.0.7")
+        assert (await refused.until_closed())[0].startswith("BYE banned")
+        bob = await server.connect()
+        await bob.expect("NAME")
+        await bob.send("bob")
+        assert (await bob.expect("ERR")).startswith("ERR banned The name bob")
+        alice = await server.join("alice")
+        assert await alice.expect("MOTD") == "MOTD Exams on Friday."
+        await alice.send("/join #dev")
+        assert (await alice.expect("TOPIC")).endswith(" #dev teacher ship it")
+    # An hour later the name ban has expired; the address ban has not.
+    async with AsyncStore.open(path) as store:
+        chat = Chat(clock=lambda: NOW + 3601, limits=Limits(flood_rate=0))
+        await cli._load_moderation(store, chat)
+        assert [ban.target_key for ban in chat.moderation.active(NOW + 3601)] == [
+            "10.0.0.7"
+        ]
+    nursery.cancel_scope.cancel()
+
+
+async def test_a_ban_expires_on_time(autojump_clock: trio.testing.MockClock) -> None:
+    # No store: bans loaded as at start-up, checked against the virtual clock.
+    moderation = Moderation()
+    now = trio.current_time()
+    moderation.add(BanRecord("name", "bob", "cool off", "teacher", now, now + 600))
+    limits = Limits(name_timeout=0)  # bob may take all day
+    chat = Chat(clock=trio.current_time, limits=limits, moderation=moderation)
+    server = ChatServer(chat)
+    async with trio.open_nursery() as nursery:
+        client, server_end = trio.testing.memory_stream_pair()
+        nursery.start_soon(server.handle_stream, server_end)
+        bob = Peer(client)
+        await bob.expect("NAME")
+        await bob.send("bob")
+        assert (await bob.expect("ERR")).endswith(": cool off.")
+        await trio.sleep(599)
+        await bob.send("bob")
+        assert (await bob.expect("ERR")).startswith("ERR banned")
+        await trio.sleep(1)
+        await bob.send("bob")
+        await bob.expect("WELCOME")
+        nursery.cancel_scope.cancel()
+
+
+async def test_motd_from_file_and_set_by_an_operator(
+    store: AsyncStore, nursery: trio.Nursery
+) -> None:
+    server = open_server(
+        store, await Accounts.load(store), nursery, motd=("Be kind.", "No spoilers.")
+    )
+    root = await operator(server)
+    assert [await root.expect("MOTD"), await root.expect("MOTD")] == [
+        "MOTD Be kind.",
+        "MOTD No spoilers.",
+    ]
+    alice = await server.join("alice")
+    await alice.send("/motd")
+    assert await alice.expect("MOTD") == "MOTD Be kind."
+    await root.send("/motd Exams on Friday.")
+    assert await info(alice, "INFO teacher") == (
+        "INFO teacher set the message of the day."
+    )
+    assert await alice.expect("MOTD") == "MOTD Exams on Friday."
+    await root.send("/motd -")
+    assert await alice.expect("INFO") == "INFO teacher reset the message of the day."
+    assert await alice.expect("MOTD") == "MOTD Be kind."
+
+
+async def test_a_server_password_comes_before_the_name(
+    store: AsyncStore, nursery: trio.Nursery
+) -> None:
+    server = open_server(
+        store, await Accounts.load(store), nursery, server_password="open sesame"
+    )
+    peer = await server.connect()
+    assert await peer.expect("PASSWORD") == (
+        "PASSWORD * This server needs a password: send it."
+    )
+    await peer.send("guess")
+    assert await peer.expect("ERR") == "ERR bad-password Wrong server password."
+    await peer.expect("PASSWORD")
+    await peer.send("alice")  # a name is not the password either
+    await peer.expect("ERR")
+    await peer.send("open sesame")
+    await peer.expect("NAME")
+    await peer.send("alice")
+    await peer.expect("WELCOME")
+    quitter = await server.connect()
+    await quitter.expect("PASSWORD")
+    await quitter.send("/quit")
+    assert await quitter.until_closed() == ["BYE quit Bye!"]
+
+
+async def test_an_allowlist_admits_only_its_names(
+    store: AsyncStore, nursery: trio.Nursery
+) -> None:
+    server = open_server(
+        store, await Accounts.load(store), nursery, allow=["Alice", "bob"]
+    )
+    peer = await server.connect()
+    await peer.expect("NAME")
+    await peer.send("mallory")
+    assert await peer.expect("ERR") == (
+        "ERR not-allowed The name mallory is not on this server's list."
+    )
+    await peer.expect("NAME")
+    await peer.send("alice")
+    await peer.expect("WELCOME")
+    await peer.send("/nick mallory")
+    assert (await peer.expect("ERR")).startswith("ERR not-allowed")
+    await peer.send("/nick bob")
+    assert (await peer.expect("NICK")).endswith("alice -> bob")
+
+
+async def test_registered_only_with_accounts_made_by_adduser(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "chat.db"
+    monkeypatch.setattr("sys.stdin", io.StringIO("student one's password\n"))
+    assert cli.main(["adduser", "student1", "--db", str(path)]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("again\n"))
+    assert cli.main(["adduser", "Student1", "--db", str(path)]) == 1
+    async with AsyncStore.open(str(path)) as store:
+        server = open_server(
+            store, await Accounts.load(store), nursery, registered_only=True
+        )
+        peer = await server.connect()
+        await peer.expect("NAME")
+        await peer.send("visitor")
+        assert await peer.expect("ERR") == (
+            "ERR not-allowed Only registered names may join this server;"
+            " ask an operator for an account."
+        )
+        await peer.expect("NAME")
+        await peer.send("student1")
+        await peer.expect("PASSWORD")
+        await peer.send("student one's password")
+        await peer.expect("WELCOME")
+        nursery.cancel_scope.cancel()
+
+
+async def test_registrations_per_address_are_limited(
+    store: AsyncStore, nursery: trio.Nursery
+) -> None:
+    chat = Chat(clock=lambda: NOW, limits=Limits(max_registrations_per_address=1))
+    server = Server(
+        ChatServer(chat, store=store, accounts=await Accounts.load(store)), nursery
+    )
+    await register(server, "alice", "first")
+    bob = await server.join("bob")
+    await bob.send("/register second")
+    assert await bob.expect("ERR") == (
+        "ERR register-failed Too many names were registered from your address"
+        " today; try again tomorrow."
+    )
+    carol = await server.join("carol", address="10.0.0.9")
+    await carol.send("/register third")
+    await info(carol, "INFO Registered carol")
+
+
+async def test_room_ops_and_mutes_follow_the_person_not_the_name(
+    server: Server,
+) -> None:
+    alice = await server.join("alice")
+    await alice.send("/join #dev")
+    await alice.expect("SWITCH")
+    bob = await server.join("bob")
+    await bob.send("/join #dev")
+    await bob.expect("SWITCH")
+    await alice.send("/mute bob")
+    await bob.expect("INFO")
+    await bob.send("/nick bobby")
+    await bob.expect("NICK")
+    await bob.send("still here")
+    assert await bob.expect("ERR") == "ERR muted You are muted in #dev."
+    # alice renames: still the op. She leaves; whoever takes her name is not.
+    await alice.send("/nick alice2")
+    await alice.expect("NICK")
+    await alice.send("/unmute bobby")
+    await bob.expect("INFO")
+    await alice.send("/quit")
+    await alice.until_closed()
+    impostor = await server.join("alice2")
+    await impostor.send("/join #dev")
+    await impostor.expect("SWITCH")
+    await impostor.send("/kick bobby")
+    assert (await impostor.expect("ERR")).startswith("ERR not-op")
+
+
+async def test_an_operator_runs_every_room(server: Server) -> None:
+    alice = await server.join("alice")
+    await alice.send("/join #dev")
+    await alice.expect("SWITCH")
+    bob = await server.join("bob")
+    await bob.send("/join #dev")
+    await bob.expect("SWITCH")
+    root = await operator(server)
+    await root.send("/join #dev")
+    await root.expect("SWITCH")
+    await root.send("/kick bob off topic")
+    while not (left := await bob.expect("LEAVE")).startswith(
+        "LEAVE 2026-11-23T23:10:28Z #dev"
+    ):
+        pass
+    assert left.endswith(" #dev bob parted (kicked by teacher: off topic)")
+
+
+async def test_a_registered_users_ignores_are_kept(server: Server) -> None:
+    alice = await register(server, "alice", "alice's secret")
+    await alice.send("/ignore bob")
+    await alice.expect("INFO")
+    await alice.send("/quit")
+    await alice.until_closed()
+    alice = await server.login("alice", "alice's secret")
+    await alice.send("/ignore")
+    assert await info(alice, "INFO You ignore") == "INFO You ignore bob."
+    start = len(alice.lines)
+    bob = await server.join("bob")
+    await bob.send("hello alice")
+    await bob.send("/quit")
+    await bob.until_closed()
+    while not (await alice.expect("LEAVE")).endswith(" bob quit"):
+        pass
+    assert not any(line.startswith("MSG") for line in alice.lines[start:])
+
+
+def test_the_database_is_kept_under_its_size_cap(tmp_path: Path) -> None:
+    with Store(tmp_path / "chat.db") as store:
+        for n in range(5000):
+            store.append(
+                "#lobby", ev.Message(float(n), "#lobby", "alice", f"line {n} " * 20)
+            )
+        before = store.size()
+        assert store.shrink(before // 2, batch=500) > 0
+        assert store.size() <= before // 2
+        oldest = store.history("#lobby", 1, before_id=None)
+        assert oldest  # the newest lines are kept
+        first = store._conn.execute("SELECT min(id) FROM messages").fetchone()[0]
+        assert first > 1
+        # A hard cap: past it SQLite refuses to grow the file.
+        store.set_max_size(store.size())
+        with pytest.raises(StoreError, match="full"):
+            for _ in range(5000):
+                store.append("#lobby", ev.Message(0.0, "#lobby", "alice", "x" * 1000))
+
+
+# -- client certificates -----------------------------------------------------
+
+
+async def test_certadd_logs_in_by_certificate(
+    store: AsyncStore, nursery: trio.Nursery
+) -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("chat.test").configure_cert(server_context)
+    ca.configure_trust(server_context)
+    server_context.verify_mode = ssl.CERT_REQUIRED
+    chat = Chat(clock=lambda: NOW, limits=Limits(flood_rate=0))
+    server = ChatServer(
+        chat,
+        ssl_context=server_context,
+        store=store,
+        accounts=await Accounts.load(store),
+    )
+    alice_cert = ca.issue_cert("alice@chat.test")
+
+    async def connect() -> Peer:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        ca.configure_trust(context)
+        alice_cert.configure_cert(context)
+        client, server_end = trio.testing.memory_stream_pair()
+        nursery.start_soon(server.handle_stream, server_end)
+        return Peer(trio.SSLStream(client, context, server_hostname="chat.test"))
+
+    alice = await connect()
+    await alice.join("alice")
+    await alice.send("/certadd")
+    assert (await alice.expect("ERR")).startswith("ERR not-identified")
+    await alice.send("/register alice's secret")
+    await alice.expect("INFO")
+    await alice.send("/certadd")
+    assert await alice.expect("INFO") == (
+        "INFO This certificate now logs you in as alice; /certdel undoes it."
+    )
+    # The next connection with that certificate is alice at once: no prompt,
+    # and the hanging old connection is replaced.
+    again = await connect()
+    welcome = await again.expect("WELCOME")
+    assert welcome.startswith("WELCOME alice ")
+    assert not any(line.startswith("NAME") for line in again.lines)
+    assert (await alice.expect("BYE")).startswith("BYE ghost-replaced")
+    await again.send("/certdel")
+    assert await info(again, "INFO This cert") == (
+        "INFO This certificate no longer logs you in."
+    )
+    third = await connect()
+    await third.expect("NAME")
+    nursery.cancel_scope.cancel()
