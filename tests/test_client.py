@@ -57,6 +57,8 @@ class RecordingUI:
         self.rooms: list[str | None] = []
         self.roster: client.Roster | None = None
         self.bells: list[int] = []  # len(lines) when each bell rang
+        self.secrets: list[str | None] = []  # each set_secret prompt
+        self.can_ask_secrets = True  # like a terminal (False: like a pipe)
         self._seen = 0
         self._changed = trio.Event()
 
@@ -76,6 +78,10 @@ class RecordingUI:
 
     def bell(self) -> None:
         self.bells.append(len(self.lines))
+
+    def set_secret(self, prompt: str | None) -> bool:
+        self.secrets.append(prompt)
+        return self.can_ask_secrets
 
     async def expect(self, text: str) -> str:
         """The next shown line containing `text` (earlier ones are skipped)."""

@@ -285,14 +285,14 @@ async def test_history_survives_kill_9(tmp_path: Path) -> None:
 
 async def test_names_bans_topics_and_history_survive_a_restart(tmp_path: Path) -> None:
     db = str(tmp_path / "class.db")
-    adduser = subprocess.run(
-        [sys.executable, "-m", "trio_chat", "adduser", "teacher", "--db", db],
-        input="teacher's password\n",
-        capture_output=True,
-        text=True,
-        timeout=PROCESS_TIMEOUT,
-        check=False,
-    )
+    with trio.fail_after(PROCESS_TIMEOUT):
+        adduser = await trio.run_process(
+            [sys.executable, "-m", "trio_chat", "adduser", "teacher", "--db", db],
+            stdin=b"teacher's password\n",
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
     assert adduser.returncode == 0, adduser.stderr
     options = ("--db", db, "--operator", "teacher", "--flood-rate", "0")
     server = await start_server(tmp_path, *options)

@@ -569,6 +569,19 @@ ENCODE_TABLE: list[tuple[ev.ServerEvent, bytes]] = [
     (ev.Replayed(JOIN), f"HIST JOIN {TS_TEXT} #lobby Åsa\r\n".encode()),
     (ev.Replayed(QUIT), f"HIST LEAVE {TS_TEXT} #lobby bob quit\r\n".encode()),
     (ev.Replayed(RENAME), f"HIST NICK {TS_TEXT} #lobby bob -> robert\r\n".encode()),
+    (
+        ev.MoreLine(TS, "#lobby", "bob", "    return x"),
+        f"MORE {TS_TEXT} #lobby <bob>     return x\r\n".encode(),
+    ),
+    (
+        ev.Replayed(ev.MoreLine(TS, "#lobby", "bob", "")),
+        f"HIST MORE {TS_TEXT} #lobby <bob> \r\n".encode(),
+    ),
+    (
+        ev.Hello("trio-chat/1", "trio-chat/0.1.0", 4096, 5, 2.0, 50, 16384),
+        b"HELLO trio-chat/1 trio-chat/0.1.0 max-line=4096 flood-burst=5"
+        b" flood-rate=2 paste-lines=50 paste-bytes=16384\r\n",
+    ),
 ]
 
 KINDS: dict[type, str] = {
@@ -579,6 +592,7 @@ KINDS: dict[type, str] = {
     ev.PasswordPrompt: "PASSWORD",
     ev.Welcome: "WELCOME",
     ev.Message: "MSG",
+    ev.MoreLine: "MORE",
     ev.Action: "ACTION",
     ev.Private: "PRIV",
     ev.Joined: "JOIN",

@@ -63,6 +63,7 @@ async def test_server_speaks_first_hello_banner_count_and_prompt(
     peer = await connect()
     assert await peer.line() == (
         "HELLO trio-chat/1 trio-chat/0.1.0 max-line=4096 flood-burst=5 flood-rate=2"
+        " paste-lines=50 paste-bytes=16384"
     )
     banner = [await peer.line() for _ in BANNER]
     assert all(line is not None and line.startswith("BANNER ") for line in banner)
@@ -313,7 +314,10 @@ async def test_tls_client_hello_on_plain_port_gets_one_line_and_close(
 async def test_slow_reader_is_evicted_and_nobody_else_waits(
     nursery: trio.Nursery,
 ) -> None:
-    server = make_server(outbox_max_messages=16, outbox_max_bytes=8192, flood_rate=0)
+    # The smallest outbox there may be: too small for a paste, so none.
+    server = make_server(
+        outbox_max_messages=16, outbox_max_bytes=8192, flood_rate=0, max_paste_lines=0
+    )
     connect_peers = []
     for name in ("alice", "bob"):
         client, server_end = trio.testing.memory_stream_pair()

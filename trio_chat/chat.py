@@ -88,6 +88,9 @@ MAX_IGNORED: Final = 100
 MAX_REASON_LENGTH: Final = 200
 #: Bans shown by /bans: the rest are counted, so the reply fits any outbox.
 MAX_BANS_LISTED: Final = 100
+#: History replayed at once may fill at most 1/this of a member's outbox; the
+#: rest is for the lines around it (welcome, topic, who) and for live chat.
+REPLAY_OUTBOX_SHARE: Final = 2
 #: Leave reason when the peer closed the connection without /quit.
 CONNECTION_CLOSED: Final = "connection closed"
 
@@ -271,6 +274,8 @@ class Chat:
                 self.limits.max_line_bytes,
                 self.limits.flood_burst if self.limits.flood_rate else 0,
                 self.limits.flood_rate,
+                self.limits.max_paste_lines if self.limits.pastes else 0,
+                self.limits.max_paste_bytes if self.limits.pastes else 0,
             ),
         )
         for line in BANNER:
@@ -378,7 +383,7 @@ class Chat:
             member.identified = name_key(name)
             ghost = self.hub.get(name)
             if ghost is not None and ghost is not member:
-                self.hub.kick(ghost, "ghost replaced")
+                self.hub.kick(ghost, reason="ghost replaced")
         if self._too_similar(member, name):
             self.prompt(member)
             return False
@@ -461,9 +466,28 @@ class Chat:
 
     def replay(self, member: Member, room: Room) -> None:
         """Send `member` the room's recent lines, marked as history."""
-        for event in self._recent.get(room.key, ()):
+        recent = list(self._recent.get(room.key, ()))
+        for event in self._fitting(member, recent):
             if not _ignored(member, event):
                 self.hub.send(member, ev.Replayed(event))
+
+    def _fitting(self, member: Member, events: list[RoomEvent]) -> list[RoomEvent]:
+        """The newest of `events` whose replay fits in half the member's outbox.
+
+        Replayed lines are queued all at once; long ones (multi-line
+        messages) could otherwise fill the outbox and get whoever joins the
+        room dropped as too slow.
+        """
+        budget = self.limits.outbox_max_bytes // REPLAY_OUTBOX_SHARE
+        start = len(events)
+        while start:
+            event = events[start - 1]
+            if not _ignored(member, event):
+                budget -= len(member.encode(ev.Replayed(event)))
+                if budget < 0:
+                    break
+            start -= 1
+        return events[start:]
 
     def recent(self, room: Room, limit: int) -> list[RoomEvent]:
         """Up to `limit` of the room's recent lines held in memory."""
@@ -683,6 +707,7 @@ class Chat:
 
     def send_history(self, member: Member, room: Room, events: list[RoomEvent]) -> None:
         """Send `events` (oldest first) to `member` as `room`'s history."""
+        events = self._fitting(member, events)
         lines = _plural(len(events), "line")
         self.hub.send(member, ev.Info(f"{lines} of {room.name}:"))
         for event in events:
@@ -798,10 +823,12 @@ class Chat:
             rooms.extend(room for room in other.rooms.values() if room not in rooms)
         shown = ", ".join(other.name or "?" for other in targets)
         gone = f" ({shown} disconnected)" if kind == "address" and targets else ""
+        # Out first: an announcement still being written to them would
+        # keep them from reading why they were disconnected.
+        self.hub.kick(*targets, reason="banned")
         label = sanitize_text(raw)[:60]
-        self._announce(member, rooms, f"{member.name} banned {label}{span}{why}{gone}.")
-        for other in targets:
-            self.hub.kick(other, "banned")
+        text = f"{member.name} banned {label}{span}{why}{gone}."
+        self._announce(member, [room for room in rooms if room.members], text)
 
     def _unban(self, member: Member, raw: str) -> None:
         if not self._server_op(member):

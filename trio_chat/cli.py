@@ -522,6 +522,7 @@ def _run_client(args: argparse.Namespace) -> int:
         server_hostname=args.host,
         name=args.name,
         password=os.environ.get(PASSWORD_VARIABLE) or None,
+        server_password=os.environ.get(client.SERVER_PASSWORD_VARIABLE) or None,
         reconnect=not args.no_reconnect,
         # A script's --name is refused for good: its next lines are chat,
         # not names to try.

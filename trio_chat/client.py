@@ -28,6 +28,17 @@ rooms and names it has heard of, which the terminal completes from.
 Mentions: a line from someone else naming the user is highlighted by the
 renderer; the bell (`ClientUI.bell`) rings for mentions, for every line or
 never, as the user's local `/bell off|mentions|all` command says.
+
+Multi-line messages: several lines handed over at once (a paste into the
+terminal) are one message, all of it text: sent as `/paste N` and its lines
+(`trio_chat.paste`), split to the limits the server announced, or line by
+line to a server without them; its flood cost is paced like any line's.
+Piped input is one line at a time, as ever.
+
+Passwords: when the server asks for one (`PASSWORD`), the client answers
+with `ClientConfig.password`, or has the UI ask the user with hidden input
+(`ClientUI.set_secret`); a UI that cannot ask (a pipe) ends the client with
+a message naming `PASSWORD_VARIABLE`, rather than send a line of its input.
 """
 
 from __future__ import annotations
@@ -57,6 +68,7 @@ from trio_chat.limits import (
 )
 from trio_chat.names import name_key
 from trio_chat.pacing import TokenBucket, client_bucket
+from trio_chat.paste import encode_paste, paste_cost, split_paste, trim_blank_lines
 from trio_chat.protocol import (
     LINE_END,
     NEED_DATA,
@@ -67,6 +79,7 @@ from trio_chat.protocol import (
     ReadQueueExceeded,
     ServerProtocolError,
     decode_event,
+    encode_request,
     parse_request,
 )
 from trio_chat.render import (
@@ -75,6 +88,7 @@ from trio_chat.render import (
     render_event,
     render_notice,
     render_own,
+    render_own_lines,
     render_unreadable,
 )
 from trio_chat.sanitize import sanitize_text
@@ -115,6 +129,13 @@ MAX_KNOWN_ROOMS: Final = 1000
 #: Keys from /join lines whose answer has not come yet: far more than anyone
 #: types before the server answers; the oldest is forgotten past it.
 MAX_PENDING_JOIN_KEYS: Final = 64
+
+#: The environment variable the command line takes a registered name's
+#: password from (named in messages; a password on the command line would be
+#: visible to every user of the machine).
+PASSWORD_VARIABLE: Final = "TRIO_CHAT_PASSWORD"
+#: ... and the password of a server that asks every connection for one.
+SERVER_PASSWORD_VARIABLE: Final = "TRIO_CHAT_SERVER_PASSWORD"
 
 #: When the bell rings: never, for lines naming the user, for every line
 #: from someone else.
@@ -162,6 +183,8 @@ class ClientConfig:
     #: The password of a registered name, sent when the server asks for it
     #: (from the environment, never the command line, where others see it).
     password: str | None = dataclasses.field(default=None, repr=False)
+    #: The server's own password (`PASSWORD *`), for closed servers.
+    server_password: str | None = dataclasses.field(default=None, repr=False)
     reconnect: bool = True
     retry_name: bool = True
     connect_timeout: float = CONNECT_TIMEOUT
@@ -277,6 +300,15 @@ class ClientUI(Protocol):
 
     def bell(self) -> None:
         """Ring the terminal bell, if there is one. Must not wait."""
+        ...
+
+    def set_secret(self, prompt: str | None) -> bool:
+        """Ask for a secret (a password) with `prompt`; None: no longer.
+
+        While asked, the line being typed is hidden and the line entered is
+        kept out of the input history. Returns False if this UI cannot ask
+        (input from a pipe: nobody is there to type it). Must not wait.
+        """
         ...
 
 
@@ -410,6 +442,10 @@ class PlainUI:
     def bell(self) -> None:
         """Nothing: a bell character in piped output would only be garbage."""
 
+    def set_secret(self, prompt: str | None) -> bool:
+        """Nobody is there to type a password: False."""
+        return False
+
 
 async def read_lines(
     receive_some: Callable[[int], Awaitable[bytes]],
@@ -510,10 +546,20 @@ class _Connection:
     # fresh bucket per connection, like the server's).
     pacer: TokenBucket = dataclasses.field(default_factory=_unlimited)
     flood_rate: float = 0.0  # as the server announced it, for messages
+    # The most lines and bytes of one multi-line message (0: the server
+    # takes none; a paste then goes as lines).
+    paste_lines: int = 0
+    paste_bytes: int = 0
     sent_name: str = ""
     sent_name_was_auto: bool = False
     password_tried: bool = False  # the configured password was sent once
+    server_password_tried: bool = False  # the same for the server password
+    # The name to send once the server password is accepted.
+    name_after_password: str | None = None
     sending_password: bool = False  # ... and its answer is still awaited
+    # Lines held when the user was asked for a password: typed before the
+    # question, they are chat for later, never the answer (nor a name).
+    typed_ahead: int = 0
     goodbye: ev.Goodbye | None = None
     result: _Result | None = None
     # Restoring the user's rooms after a reconnection: the lines still to
@@ -572,6 +618,27 @@ _BELL_MEANING: Final[dict[BellMode, str]] = {
 }
 
 
+def _no_password(name: str) -> str:
+    """Why a client that cannot ask for a password (piped input) stops."""
+    if name == "*":
+        what, variable = "the server", SERVER_PASSWORD_VARIABLE
+    else:
+        what, variable = f"the name {sanitize_text(name)}", PASSWORD_VARIABLE
+    return f"{what} needs a password and none was given (set {variable} to give it)"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Paste:
+    """Several lines typed or pasted at once: one message, all of it text."""
+
+    lines: tuple[str, ...]
+
+
+def _paste_cost(paste: _Paste) -> int:
+    """Flood tokens `paste` costs: a line's, or a multi-line message's."""
+    return 1 if len(paste.lines) == 1 else paste_cost(len(paste.lines))
+
+
 def _split_lines(text: str) -> Iterator[str]:
     """The lines in one input (a paste may hold several)."""
     yield from text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
@@ -610,7 +677,7 @@ class _Client:
         # --name, then whatever the server welcomed or renamed us to: what a
         # reconnection answers the name prompt with.
         self._name = config.name or None
-        self._held: deque[str] = deque()
+        self._held: deque[str | _Paste] = deque()
         self._quit_line: str | None = None  # set once the user is leaving
         self._change = trio.Event()
         self._delay = config.reconnect_delay
@@ -629,6 +696,7 @@ class _Client:
         self._join_keys: dict[str, str] = {}
         self._roster = Roster()
         self._last_global: tuple[object, ...] | None = None
+        self._asking_secret = False  # the UI hides typing for a password
         ui.set_roster(self._roster)
 
     # -- waking each other -------------------------------------------------
@@ -643,6 +711,21 @@ class _Client:
 
     def _notice(self, text: str) -> None:
         self._ui.show(render_notice(text, color=self._ui.color))
+
+    def _ask_secret(self, name: str) -> bool:
+        """Have the UI hide the next line typed: the password for `name`.
+
+        False if it cannot (piped input).
+        """
+        what = "the server" if name == "*" else sanitize_text(name)
+        self._asking_secret = self._ui.set_secret(f"password for {what}: ")
+        return self._asking_secret
+
+    def _end_secret(self) -> None:
+        """No password is awaited (any more): the UI shows typing again."""
+        if self._asking_secret:
+            self._asking_secret = False
+            self._ui.set_secret(None)
 
     def _error(self, text: str) -> None:
         self._ui.show(render_error(text, color=self._ui.color))
@@ -711,6 +794,7 @@ class _Client:
                     nursery.start_soon(self._read_input)
             except* _TRANSPORT_ERRORS as group:
                 conn.finish(_Lost(_describe(group.exceptions[0])))
+            self._end_secret()
             await trio.aclose_forcefully(stream)
         if conn.result is not None:
             return conn.result
@@ -740,7 +824,13 @@ class _Client:
                 self._quit_line = "/quit"
                 self._changed()
                 return
-            for line in _split_lines(text):
+            lines = list(_split_lines(text))
+            if len(lines) > 1:  # pasted, or typed on several lines: all text
+                lines = trim_blank_lines(lines)
+                if len(lines) > 1:
+                    self._held.append(_Paste(tuple(lines)))
+                    lines = []
+            for line in lines:
                 if self._local_command(line):
                     continue
                 if isinstance(parse_request(line), ev.Quit):
@@ -791,18 +881,19 @@ class _Client:
             data, echo = item
             with trio.fail_after(self._config.write_timeout):
                 await conn.stream.send_all(data)
-            if echo is not None:
-                self._show(echo)
+            for line in [echo] if isinstance(echo, str) else echo or ():
+                self._show(line)
 
     def _next_outgoing(
         self, conn: _Connection
-    ) -> tuple[bytes, str | None] | _Close | _Wait | None:
+    ) -> tuple[bytes, str | list[str] | None] | _Close | _Wait | None:
         """What to send next, if anything may be sent now."""
         held = self._held
         if conn.phase is _Phase.READY:
             while held and not self._sendable(conn, held[0]):
                 held.popleft()  # refused at once: it costs no token
                 self._changed()  # room for the input task
+            self._fit_paste(conn)
             now = trio.current_time()
             if conn.pacer.tokens(now) >= conn.pacer.burst:
                 # Quiet long enough for a full bucket: a new backlog is news.
@@ -811,34 +902,43 @@ class _Client:
                 conn.rejoin.clear()  # leaving: no point in joining rooms again
             if not held and not conn.rejoin and self._quit_line is None:
                 return None
-            # Chat lines, commands and /quit alike: the server counts them all.
-            if now < conn.pacer.ready_at():
+            # Chat lines, commands and /quit alike: the server counts them all
+            # (a multi-line message by its lines, more gently).
+            cost = 1
+            if not conn.rejoin and held and isinstance(held[0], _Paste):
+                cost = _paste_cost(held[0])
+            if now < conn.pacer.ready_at(cost):
                 self._announce_pacing(conn)
-                return _Wait(conn.pacer.ready_at())
-            conn.pacer.take(now)
+                return _Wait(conn.pacer.ready_at(cost))
+            conn.pacer.take(now, cost)
             if conn.rejoin:
                 conn.rejoin_answers += 1
                 return self._chat_line(conn.rejoin.popleft())
             if held:
                 line = held.popleft()
                 self._changed()
+                if isinstance(line, _Paste):
+                    return self._paste_lines(line)
                 return self._chat_line(line)
             assert self._quit_line is not None, "nothing held: the quit is next"
             conn.expect_reply(_Phase.QUITTING, self._config.quit_timeout)
             return self._quit_line.encode() + LINE_END, None
         if conn.phase is _Phase.QUITTING:
             return None
-        if self._quit_line is not None and not held:
+        if self._quit_line is not None and len(held) <= conn.typed_ahead:
             return _CLOSE  # leaving before we are in: nothing to deliver
         if conn.phase is _Phase.NAMING:
             if conn.auto_name is not None:
                 name, conn.auto_name = conn.auto_name, None
                 return self._name_line(conn, name, auto=True)
-            while held:
-                name = held.popleft()
+            while len(held) > conn.typed_ahead:
+                typed = held[conn.typed_ahead]
+                del held[conn.typed_ahead]
                 self._changed()
-                if name.strip():  # the server ignores a blank name
-                    return self._name_line(conn, name, auto=False)
+                if isinstance(typed, _Paste):
+                    self._error("not sent: several lines are no name")
+                elif typed.strip():  # the server ignores a blank name
+                    return self._name_line(conn, typed, auto=False)
         return None
 
     def _name_line(
@@ -861,8 +961,19 @@ class _Client:
                 f" (server limit {conn.flood_rate:g}/s)"
             )
 
-    def _sendable(self, conn: _Connection, line: str) -> bool:
+    def _sendable(self, conn: _Connection, line: str | _Paste) -> bool:
         """Whether `line` goes to the server; a refusal is shown to the user."""
+        if isinstance(line, _Paste):
+            # Each of its lines may end up alone, as a line of text: `//...`.
+            sizes = [len(encode_request(ev.Say(text))) - 2 for text in line.lines]
+            if max(sizes) > conn.max_line_bytes:
+                self._error(
+                    f"not sent: line {sizes.index(max(sizes)) + 1} of those"
+                    f" {len(sizes)} lines is {max(sizes)} bytes;"
+                    f" the server takes at most {conn.max_line_bytes}"
+                )
+                return False
+            return True
         if parse_request(line) is None:
             return False  # a blank line says nothing
         size = len(line.encode())
@@ -873,6 +984,42 @@ class _Client:
             )
             return False
         return True
+
+    def _fit_paste(self, conn: _Connection) -> None:
+        """Split the next multi-line message to the server's limits, if it is one.
+
+        Its first part stays first, the rest comes next. A server that takes
+        no multi-line messages gets one line at a time (blank ones left out).
+        """
+        held = self._held
+        if not held or not isinstance(held[0], _Paste):
+            return
+        lines = held[0].lines
+        if conn.paste_lines and conn.paste_bytes:
+            first, rest = split_paste(
+                lines, max_lines=conn.paste_lines, max_bytes=conn.paste_bytes
+            )
+        else:
+            first, rest = list(lines[:1]), list(lines[1:])
+        rest = trim_blank_lines(rest)
+        if rest:
+            held[0] = _Paste(tuple(trim_blank_lines(first)))
+            held.insert(1, _Paste(tuple(rest)))
+
+    def _paste_lines(self, paste: _Paste) -> tuple[bytes, list[str]]:
+        """The bytes for one multi-line message, and how to show it.
+
+        `/paste N` and its lines, or a plain line of text if it has one line.
+        """
+        if len(paste.lines) == 1:
+            data = encode_request(ev.Say(paste.lines[0]))
+        else:
+            data = encode_paste(paste.lines)
+        assert self._name is not None, "ready means named"
+        echo = render_own_lines(
+            paste.lines, me=self._name, ts=time.time(), color=self._ui.color
+        )
+        return data, echo
 
     def _chat_line(self, line: str) -> tuple[bytes, str | None]:
         """The bytes for one sendable line and how to show it (None: not shown)."""
@@ -930,6 +1077,8 @@ class _Client:
                 conn.max_line_bytes = max_line_bytes
                 conn.pacer = client_bucket(burst, rate)
                 conn.flood_rate = rate
+                conn.paste_lines = event.paste_lines
+                conn.paste_bytes = event.paste_bytes
                 tls = ", TLS" if self._config.ssl_context is not None else ""
                 self._notice(
                     f"connected to {self._config.address}"
@@ -940,21 +1089,48 @@ class _Client:
                     self._show(self._render(event))
             case ev.NamePrompt():
                 conn.wait_for_user(_Phase.NAMING)
+                self._end_secret()  # the next line is a name again
+                if conn.name_after_password is not None:
+                    conn.auto_name = conn.name_after_password
+                    conn.name_after_password = None
                 if conn.auto_name is None:
                     self._show(self._render(event))
                 self._changed()
-            case ev.PasswordPrompt():
+            case ev.PasswordPrompt(name):
                 conn.wait_for_user(_Phase.NAMING)
-                password = self._config.password
-                if password and not conn.password_tried:
-                    conn.password_tried = conn.sending_password = True
-                    conn.auto_name = password
+                if name == "*":  # the server's own password, before any name
+                    if conn.auto_name is not None:  # the name waits its turn
+                        conn.name_after_password = conn.auto_name
+                        conn.auto_name = None
+                    password = self._config.server_password
+                    tried = conn.server_password_tried
                 else:
+                    password = self._config.password
+                    tried = conn.password_tried
+                if password and not tried:
+                    if name == "*":
+                        conn.server_password_tried = True
+                    else:
+                        conn.password_tried = True
+                    conn.sending_password = True
+                    conn.auto_name = password
+                elif self._ask_secret(name):
+                    conn.typed_ahead = len(self._held)
                     self._show(self._render(event))
+                else:
+                    conn.finish(_Refused(_no_password(name)))
+                    return
                 self._changed()
             case ev.Error() if conn.phase is _Phase.NAME_SENT and conn.sending_password:
                 conn.sending_password = False  # wrong: the user answers from now on
                 self._show(self._render(event))
+                if not self._config.retry_name:  # a script: its lines are no names
+                    conn.finish(
+                        _Refused(
+                            "the server refused the password:"
+                            f" {sanitize_text(event.text)}"
+                        )
+                    )
             case ev.Error() if conn.phase is _Phase.NAME_SENT:
                 self._show(self._render(event))
                 if conn.sent_name_was_auto and not self._config.retry_name:
@@ -967,6 +1143,7 @@ class _Client:
                     )
             case ev.Welcome(name):
                 conn.wait_for_user(_Phase.READY)
+                self._end_secret()
                 self._set_name(name)
                 self._delay = self._config.reconnect_delay
                 self._show(self._render(event))
@@ -1036,11 +1213,11 @@ class _Client:
     def _rings(self, event: ev.ServerEvent) -> bool:
         """Whether `event` rings the bell (history never does)."""
         if self._bell == "off" or not isinstance(
-            event, ev.Message | ev.Action | ev.Private
+            event, ev.Message | ev.MoreLine | ev.Action | ev.Private
         ):
             return False
-        if self._bell == "all":
-            return not self._is_me(event.sender)
+        if self._bell == "all":  # once for a multi-line message, at its MSG
+            return not isinstance(event, ev.MoreLine) and not self._is_me(event.sender)
         return is_mention(event, self._name)
 
     def _is_me(self, name: str) -> bool:

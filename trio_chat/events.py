@@ -284,6 +284,9 @@ class Hello:
     #: The flood limit clients should pace themselves within (0: none).
     flood_burst: int = 0
     flood_rate: float = 0.0
+    #: The most lines and bytes of text in one multi-line message (0: none).
+    paste_lines: int = 0
+    paste_bytes: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -325,7 +328,21 @@ class Welcome:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Message:
-    """A chat line from `sender` in `room`."""
+    """A chat line from `sender` in `room`.
+
+    A multi-line message (a paste) holds its lines joined by "\\n"; it is
+    said, stored and replayed as one message.
+    """
+
+    ts: float
+    room: str
+    sender: str
+    text: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MoreLine:
+    """A further line of the multi-line `Message` just before it (as decoded)."""
 
     ts: float
     room: str
@@ -456,7 +473,7 @@ class Goodbye:
 class Replayed:
     """A chat or notice event replayed from history, with its original time."""
 
-    event: Message | Action | Joined | Left | Renamed | TopicIs
+    event: Message | Action | Joined | Left | Renamed | TopicIs | MoreLine
 
 
 ServerEvent = (
@@ -467,6 +484,7 @@ ServerEvent = (
     | PasswordPrompt
     | Welcome
     | Message
+    | MoreLine
     | Action
     | Private
     | Joined

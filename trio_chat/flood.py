@@ -28,6 +28,7 @@ T = TypeVar("T")
 class _Held(Generic[T]):
     item: T
     since: float
+    cost: int
 
 
 class FloodControl(Generic[T]):
@@ -59,23 +60,28 @@ class FloodControl(Generic[T]):
         """Items held back."""
         return len(self._held)
 
-    def offer(self, item: T, now: float) -> None:
-        """Queue `item`, which arrived at `now`."""
-        self._held.append(_Held(item, now))
+    def offer(self, item: T, now: float, *, cost: int = 1) -> None:
+        """Queue `item`, which arrived at `now` and costs `cost` tokens.
+
+        An item of several lines (a multi-line message) costs more than one
+        line, and may cost more than the burst (see `TokenBucket`).
+        """
+        self._held.append(_Held(item, now, cost))
 
     def ready(self, now: float) -> list[T]:
-        """Items that may go now, oldest first (each takes a token)."""
+        """Items that may go now, oldest first (each takes its tokens)."""
         out: list[T] = []
-        while self._held and now >= self._bucket.ready_at():
-            self._bucket.take(now)
-            out.append(self._held.popleft().item)
+        while self._held and now >= self._bucket.ready_at(self._held[0].cost):
+            held = self._held.popleft()
+            self._bucket.take(now, held.cost)
+            out.append(held.item)
         return out
 
     def next_time(self, now: float) -> float:
         """When the next held item may go (`math.inf` if none is held)."""
         if not self._held:
             return math.inf
-        return max(now, self._bucket.ready_at())
+        return max(now, self._bucket.ready_at(self._held[0].cost))
 
     def over_limit(self, now: float) -> bool:
         """True if the held items are too many or the oldest waited too long."""

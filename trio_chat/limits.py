@@ -116,6 +116,22 @@ FLOOD_RATE: Final = 2.0
 FLOOD_MAX_BACKLOG: Final = 20
 FLOOD_MAX_DELAY: Final = 10.0
 
+#: Lines in one multi-line message (`/paste N`): a screenful of code or of a
+#: log; anything longer belongs in a file, not in everyone's scrollback.
+MAX_PASTE_LINES: Final = 50
+#: Bytes of text in one multi-line message (line endings excluded): four
+#: full-length lines, and with its 50 lines' headers under half of a
+#: reader's outbox, so one paste never gets a reader dropped.
+MAX_PASTE_BYTES: Final = 16 * 1024
+#: Seconds the lines of a paste have to arrive after its `/paste` line. A
+#: client sends them in one go, so only a stuck or confused one is slower; its
+#: half paste is discarded rather than held, and its next lines are lines.
+PASTE_TIMEOUT: Final = 10.0
+#: Bytes a server line adds to one line of a paste, at most: `HIST MORE `, the
+#: time stamp, the room and the sender (32 and 24 characters of up to 4
+#: bytes), the spaces and brackets, CRLF. A paste must fit a reader's outbox.
+PASTE_LINE_OVERHEAD: Final = 262
+
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Limits:
@@ -144,6 +160,9 @@ class Limits:
     flood_rate: float = FLOOD_RATE
     flood_max_backlog: int = FLOOD_MAX_BACKLOG
     flood_max_delay: float = FLOOD_MAX_DELAY
+    max_paste_lines: int = MAX_PASTE_LINES
+    max_paste_bytes: int = MAX_PASTE_BYTES
+    paste_timeout: float = PASTE_TIMEOUT
     max_rooms: int = MAX_ROOMS
     max_rooms_per_user: int = MAX_ROOMS_PER_USER
     max_topic_length: int = MAX_TOPIC_LENGTH
@@ -167,6 +186,19 @@ class Limits:
                 raise ValueError(f"{option.flag} cannot be negative")
         if self.flood_rate > 0 and self.flood_burst < 1:
             raise ValueError("--flood-burst must be at least 1 when --flood-rate is on")
+        if self.pastes and (
+            self.max_paste_bytes + self.max_paste_lines * PASTE_LINE_OVERHEAD
+            > self.outbox_max_bytes
+        ):
+            raise ValueError(
+                "a multi-line message must fit in a reader's outbox: lower"
+                " --max-paste-bytes or --max-paste-lines, or raise --outbox-bytes"
+            )
+
+    @property
+    def pastes(self) -> bool:
+        """Whether multi-line messages (`/paste`) are on."""
+        return self.max_paste_lines > 0 and self.max_paste_bytes > 0
 
     def switched_off(self) -> list[str]:
         """The flags of the protections on by default that are switched off."""
@@ -366,5 +398,25 @@ LIMIT_OPTIONS: Final = (
         "flood_max_delay",
         float,
         "seconds a delayed line may wait before the user is dropped (0 = off)",
+    ),
+    LimitOption(
+        "--max-paste-lines",
+        "max_paste_lines",
+        int,
+        "lines in one multi-line message, /paste (0 = no multi-line messages)",
+        zero_is_off=False,
+    ),
+    LimitOption(
+        "--max-paste-bytes",
+        "max_paste_bytes",
+        int,
+        "bytes of text in one multi-line message (0 = no multi-line messages)",
+        zero_is_off=False,
+    ),
+    LimitOption(
+        "--paste-timeout",
+        "paste_timeout",
+        float,
+        "seconds the lines of a multi-line message have to arrive (0 = off)",
     ),
 )

@@ -38,6 +38,10 @@ class TokenBucket:
     Kept as the time at which the bucket is full again (the "theoretical
     arrival time" of the generic cell rate algorithm), so `ready_at` is exact:
     a caller that sleeps until it may then `take` without rounding trouble.
+
+    A line may cost more than one token (a multi-line message does). One
+    that costs more than `burst` may go once the bucket is full, and leaves
+    it in debt: the lines after it wait until the rate has paid that back.
     """
 
     __slots__ = ("_full_at", "_interval", "burst", "rate")
@@ -60,11 +64,11 @@ class TokenBucket:
         """False if every line may go at once (rate 0)."""
         return self.rate > 0
 
-    def ready_at(self) -> float:
-        """The earliest time the next line may go (-inf: at any time)."""
+    def ready_at(self, cost: int = 1) -> float:
+        """The earliest time the next line, of `cost` tokens, may go (-inf: any)."""
         if not self.limited:
             return -math.inf
-        return self._full_at - (self.burst - 1) * self._interval
+        return self._full_at - max(self.burst - cost, 0) * self._interval
 
     def tokens(self, now: float) -> float:
         """Lines that may go at `now`, fractional (inf without a limit)."""
@@ -72,18 +76,18 @@ class TokenBucket:
             return math.inf
         return self.burst - max(0.0, self._full_at - now) / self._interval
 
-    def take(self, now: float) -> None:
-        """Spend a token on a line that goes at `now`.
+    def take(self, now: float, cost: int = 1) -> None:
+        """Spend `cost` tokens on a line that goes at `now`.
 
-        Raises ValueError (a caller's mistake) if no token is left, that is
-        if `now < ready_at()`.
+        Raises ValueError (a caller's mistake) if too few tokens are left,
+        that is if `now < ready_at(cost)`.
         """
-        if now < self.ready_at():
+        if now < self.ready_at(cost):
             raise ValueError(
-                f"no token left at {now}: the next line may go at {self.ready_at()}"
+                f"no token left at {now}: the next line may go at {self.ready_at(cost)}"
             )
         if self.limited:
-            self._full_at = max(self._full_at, now) + self._interval
+            self._full_at = max(self._full_at, now) + cost * self._interval
 
 
 def client_bucket(burst: int, rate: float) -> TokenBucket:

@@ -416,16 +416,31 @@ def _fit(head: str, text: str, tail: str = "", *, limit: int) -> bytes:
     return f"{head}{cut}{tail}".encode() + LINE_END
 
 
+def _message_lines(
+    ts: float, room: str, sender: str, text: str, *, limit: int, prefix: str = ""
+) -> bytes:
+    """A `MSG` line for the first line of `text`, a `MORE` line for each other."""
+    where = f"{format_timestamp(ts)} {room} <{sender}> "
+    first, *more = text.split("\n")
+    return _fit(f"{prefix}MSG {where}", first, limit=limit) + b"".join(
+        _fit(f"{prefix}MORE {where}", line, limit=limit) for line in more
+    )
+
+
 def encode_event(event: ev.ServerEvent, *, limit: int = MAX_SERVER_LINE_BYTES) -> bytes:
     """Serialise a server event to one wire line, CRLF included.
 
     The result is at most `limit` bytes (`MAX_SERVER_LINE_BYTES`); chat text
-    or a reason is cut at a character boundary to fit.
+    or a reason is cut at a character boundary to fit. A multi-line message
+    is the exception: one `MSG` line and a `MORE` line for each further line
+    of its text (each line within `limit`), in one piece.
     """
     match event:
         case ev.Message(ts, room, sender, text):
+            return _message_lines(ts, room, sender, text, limit=limit)
+        case ev.MoreLine(ts, room, sender, text):
             return _fit(
-                f"MSG {format_timestamp(ts)} {room} <{sender}> ", text, limit=limit
+                f"MORE {format_timestamp(ts)} {room} <{sender}> ", text, limit=limit
             )
         case ev.Action(ts, room, sender, text):
             return _fit(
@@ -450,10 +465,13 @@ def encode_event(event: ev.ServerEvent, *, limit: int = MAX_SERVER_LINE_BYTES) -
             return _fit(
                 f"NICK {format_timestamp(ts)} {room} {old} -> {new}", "", limit=limit
             )
-        case ev.Hello(protocol, server, max_line, burst, rate):
+        case ev.Hello(protocol, server, max_line, burst, rate, lines, size):
             flood = f" flood-burst={burst} flood-rate={rate:g}" if rate else ""
+            paste = f" paste-lines={lines} paste-bytes={size}" if lines and size else ""
             return _fit(
-                f"HELLO {protocol} {server} max-line={max_line}{flood}", "", limit=limit
+                f"HELLO {protocol} {server} max-line={max_line}{flood}{paste}",
+                "",
+                limit=limit,
             )
 
         case ev.Banner(text):
@@ -484,6 +502,8 @@ def encode_event(event: ev.ServerEvent, *, limit: int = MAX_SERVER_LINE_BYTES) -
             return _fit(f"ROOM {room} {members} ", topic, limit=limit)
         case ev.Switched(room):
             return _fit(f"SWITCH {room}", "", limit=limit)
+        case ev.Replayed(ev.Message(ts, room, sender, text)):
+            return _message_lines(ts, room, sender, text, limit=limit, prefix="HIST ")
         case ev.Replayed(inner):
             prefix = b"HIST "
             return prefix + encode_event(inner, limit=limit - len(prefix))
@@ -500,7 +520,7 @@ class ServerProtocolError(ValueError):
 
 #: Kinds of line that may be replayed from history (behind HIST).
 _REPLAYABLE_KINDS: Final = frozenset(
-    {"MSG", "ACTION", "JOIN", "LEAVE", "NICK", "TOPIC"}
+    {"MSG", "MORE", "ACTION", "JOIN", "LEAVE", "NICK", "TOPIC"}
 )
 _LEAVE_HOWS: Final[dict[str, ev.LeaveHow]] = {
     "quit": "quit",
@@ -525,7 +545,7 @@ def decode_event(line: str) -> ev.ServerEvent:
 
 
 def _decode(kind: str, rest: str) -> ev.ServerEvent:
-    if kind in ("MSG", "ACTION", "PRIV"):
+    if kind in ("MSG", "MORE", "ACTION", "PRIV"):
         ts_text, target, rest = rest.split(" ", 2)
         ts = parse_timestamp(ts_text)
         if kind == "ACTION":
@@ -536,6 +556,8 @@ def _decode(kind: str, rest: str) -> ev.ServerEvent:
             raise ValueError("sender not in <>")
         if kind == "MSG":
             return ev.Message(ts, target, bracketed[1:-1], text)
+        if kind == "MORE":
+            return ev.MoreLine(ts, target, bracketed[1:-1], text)
         if not target.startswith("@"):
             raise ValueError("recipient without @")
         return ev.Private(ts, bracketed[1:-1], target[1:], text)
@@ -572,6 +594,8 @@ def _decode(kind: str, rest: str) -> ev.ServerEvent:
             int(settings.get("max-line", MAX_LINE_BYTES)),
             int(settings.get("flood-burst", 0)),
             float(settings.get("flood-rate", 0)),
+            int(settings.get("paste-lines", 0)),
+            int(settings.get("paste-bytes", 0)),
         )
 
     if kind == "PASSWORD":
@@ -593,7 +617,13 @@ def _decode(kind: str, rest: str) -> ev.ServerEvent:
         inner = _decode(inner_kind, inner_rest)
         if not isinstance(
             inner,
-            ev.Message | ev.Action | ev.Joined | ev.Left | ev.Renamed | ev.TopicIs,
+            ev.Message
+            | ev.MoreLine
+            | ev.Action
+            | ev.Joined
+            | ev.Left
+            | ev.Renamed
+            | ev.TopicIs,
         ):
             raise ValueError("HIST of a line that is not chat or notice")
         return ev.Replayed(inner)

@@ -17,6 +17,13 @@ Layout, one line per event:
     12:03 [history] <alice> hi     a line replayed from before we joined
     !! The name bob is taken...    an error
 
+A multi-line message (a paste) is a block: its first line as a message, each
+further line (`MORE`, or `render_own_lines` for the user's own) under the
+first line's text, without the time and name again:
+
+    12:03 <alice> def f(x):
+                      return x
+
 Room tags: given the user's current room, a message, action or join for
 another room is tagged with that room. Lines that already name their room (a
 part, a topic) are not, nor are renames and quits, which concern the person
@@ -31,7 +38,7 @@ from __future__ import annotations
 import time
 import unicodedata
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from trio_chat import events as ev
@@ -163,20 +170,69 @@ def is_mention(event: ev.ServerEvent, me: str | None) -> bool:
     Messages, actions and private messages count; history (`Replayed`),
     notices and the user's own lines never do.
     """
-    if not isinstance(event, ev.Message | ev.Action | ev.Private):
+    if not isinstance(event, ev.Message | ev.MoreLine | ev.Action | ev.Private):
         return False
     return not _same(event.sender, me) and mentions(event.text, me)
 
 
-def _message(
+def _body(
     sender: str, text: str, *, me: str | None, color: bool, mention: bool = False
 ) -> str:
+    """The text of a message, sanitised, highlighted if it mentions `me`."""
     body = sanitize_text(text)
     if color and mention:
         body = _style(body, _MENTION_STYLE, color=True)
     elif color and _same(sanitize_text(sender), me):
         body = _style(body, _OWN_STYLE, color=True)
+    return body
+
+
+def _message(
+    sender: str, text: str, *, me: str | None, color: bool, mention: bool = False
+) -> str:
+    body = _body(sender, text, me=me, color=color, mention=mention)
     return f"<{_name(sender, me=me, color=color)}> {body}"
+
+
+def _columns(text: str) -> int:
+    """How many terminal columns `text` (without escape sequences) takes."""
+    width = 0
+    for char in text:
+        if unicodedata.combining(char) or unicodedata.category(char) == "Cf":
+            continue
+        width += 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+    return width
+
+
+def _continued(
+    lead: str, sender: str, text: str, *, me: str | None, color: bool
+) -> str:
+    """A further line of a multi-line message, its text under the first line's.
+
+    `lead` is what comes before the first line's text, as plain text: the
+    line is indented by as many columns.
+    """
+    if not text.strip():
+        return ""  # a blank line of the paste: no trailing spaces
+    mention = not _same(sender, me) and mentions(text, me)
+    pad = " " * _columns(lead)
+    if mention:  # marked like any line naming the user, within the indent
+        pad = f"{_style(MENTION_MARK, _MENTION_STYLE, color=color)} " + pad[2:]
+    return pad + _body(sender, text, me=me, color=color, mention=mention)
+
+
+def _lead(
+    event: ev.Message | ev.MoreLine,
+    *,
+    current: str | None,
+    history: bool,
+    localtime: LocalTime,
+) -> str:
+    """What comes before the text of `event`'s first line, as plain text."""
+    stamp = _stamp(event.ts, color=False, localtime=localtime)
+    tag = "[history] " if history else ""
+    where = _room_tag(event, current=current, color=False)
+    return f"{stamp}{tag}{where}<{sanitize_text(event.sender)}> "
 
 
 def _action(
@@ -194,7 +250,13 @@ def _marked(line: str, *, color: bool) -> str:
 
 
 def _room_tag(
-    event: ev.Message | ev.Action | ev.Joined | ev.Left | ev.Renamed | ev.TopicIs,
+    event: ev.Message
+    | ev.MoreLine
+    | ev.Action
+    | ev.Joined
+    | ev.Left
+    | ev.Renamed
+    | ev.TopicIs,
     *,
     current: str | None,
     color: bool,
@@ -277,6 +339,12 @@ def render_event(
     well-formed event; every server string is sanitised.
     """
     match event:
+        case ev.MoreLine(_ts, _room, sender, text):
+            lead = _lead(event, current=room, history=False, localtime=localtime)
+            return _continued(lead, sender, text, me=me, color=color)
+        case ev.Replayed(ev.MoreLine(_ts, _room, sender, text) as inner):
+            lead = _lead(inner, current=room, history=True, localtime=localtime)
+            return _continued(lead, sender, text, me=me, color=color)
         case (
             ev.Message() | ev.Action() | ev.Joined() | ev.Left() | ev.Renamed()
         ) | ev.TopicIs():
@@ -294,7 +362,7 @@ def render_event(
             )
         case ev.Switched(room):
             return render_notice(f"now talking in {sanitize_text(room)}", color=color)
-        case ev.Replayed(inner):
+        case ev.Replayed(inner) if not isinstance(inner, ev.MoreLine):
             stamp = _stamp(inner.ts, color=color, localtime=localtime)
             tag = _style("[history]", _HISTORY_STYLE, color=color)
             where = _room_tag(inner, current=room, color=color)
@@ -355,3 +423,23 @@ def render_own(
             )
             return f"{stamp}{tag} {_message(me, text, me=me, color=color)}"
     raise AssertionError(f"unhandled request {request!r}")  # pragma: no cover
+
+
+def render_own_lines(
+    lines: Sequence[str],
+    *,
+    me: str,
+    ts: float,
+    color: bool,
+    localtime: LocalTime = time.localtime,
+) -> list[str]:
+    """The display lines for a multi-line message the user just sent.
+
+    The first as `render_own` shows a chat line, each other one under its
+    text, as the others see the message (`MORE` lines).
+    """
+    first, *more = lines
+    lead = f"{format_time(ts, localtime=localtime)} <{sanitize_text(me)}> "
+    shown = [render_own(ev.Say(first), me=me, ts=ts, color=color, localtime=localtime)]
+    shown += [_continued(lead, me, line, me=me, color=color) for line in more]
+    return shown

@@ -55,6 +55,7 @@ from trio_chat.limits import (
     Limits,
 )
 from trio_chat.names import name_key
+from trio_chat.paste import Paste, PasteCollector, PasteError, paste_cost, paste_request
 from trio_chat.protocol import (
     NEED_DATA,
     EndOfStream,
@@ -121,6 +122,13 @@ def _count_tasks(task: trio.lowlevel.Task | None) -> int:
 def _seconds(limit: float) -> float:
     """A timeout from the limits, where 0 means none."""
     return limit if limit > 0 else math.inf
+
+
+def _request(item: str | Paste) -> ev.Request | None:
+    """What a line (sanitised, then parsed) or a paste asks for."""
+    if isinstance(item, Paste):
+        return paste_request(item)
+    return parse_request(sanitize_text(item))
 
 
 class _Stop:
@@ -227,6 +235,7 @@ class Connection:
             max_unterminated_bytes=limits.max_unterminated_bytes or None,
         )
         with trio.move_on_after(_seconds(limits.name_timeout)) as naming:
+            await trio.lowlevel.checkpoint()
             joined = False
             if self._cert_name is not None:
                 log.info("[%s] certificate of %s", self.conn_id, self._cert_name)
@@ -349,20 +358,27 @@ class Connection:
         member = self.member
         limits = self._limits
         now = trio.current_time()
-        flood: FloodControl[str] = FloodControl(
+        flood: FloodControl[str | Paste] = FloodControl(
             burst=limits.flood_burst,
             rate=limits.flood_rate,
             max_backlog=limits.flood_max_backlog,
             max_delay=limits.flood_max_delay,
             now=now,
         )
+        # A paste is assembled here, before flood control: one item there.
+        pastes = PasteCollector(
+            max_lines=limits.max_paste_lines if limits.pastes else 0,
+            max_bytes=limits.max_paste_bytes,
+            timeout=limits.paste_timeout,
+        )
         idle = _seconds(limits.idle_timeout)
         last_heard = now
         ended = False  # the peer closed its side: relay what it sent, then go
         while not member.closed:
             now = trio.current_time()
-            for text in flood.ready(now):
-                request = parse_request(sanitize_text(text))
+            self._paste_error(pastes.expire(now))
+            for item in flood.ready(now):
+                request = _request(item)
                 if request is not None:
                     follow_up = self._chat.handle(member, request)
                     if follow_up is not None:
@@ -378,8 +394,8 @@ class Connection:
                     return
                 await trio.sleep_until(flood.next_time(now))
                 continue
-            wake = min(flood.next_time(now), last_heard + idle)
-            if wake <= now:  # idle: the flood backlog is never due in the past
+            wake = min(flood.next_time(now), last_heard + idle, pastes.deadline)
+            if wake <= now:  # idle: the flood backlog (and a paste) never is
                 self._drop("idle timeout")
                 return
             with trio.move_on_at(wake):
@@ -387,9 +403,13 @@ class Connection:
                 match event:
                     case Line(text):
                         last_heard = trio.current_time()
-                        flood.offer(text, last_heard)
+                        self._take_line(pastes, flood, text, last_heard)
                     case LineTooLong(limit):
-                        self._line_too_long(limit)
+                        self._paste_error(pastes.expire(trio.current_time()))
+                        if pastes.collecting:
+                            self._paste_error(pastes.line_too_long(limit))
+                        else:
+                            self._line_too_long(limit)
                     case ReadQueueExceeded():
                         self._drop("read queue exceeded")
                     case EndOfStream():
@@ -398,6 +418,28 @@ class Connection:
                         self._chat.leave(member, "disconnected", "protocol error")
                         return
         await trio.lowlevel.checkpoint()
+
+    def _take_line(
+        self,
+        pastes: PasteCollector,
+        flood: FloodControl[str | Paste],
+        text: str,
+        now: float,
+    ) -> None:
+        """Queue a line received at `now` for its turn, or take it into a paste."""
+        self._paste_error(pastes.expire(now))
+        match pastes.line(text, now):
+            case str() as line:
+                flood.offer(line, now)
+            case Paste() as paste:
+                flood.offer(paste, now, cost=paste_cost(len(paste.lines)))
+            case PasteError() as error:
+                self._paste_error(error)
+
+    def _paste_error(self, error: PasteError | None) -> None:
+        if error is not None:
+            log.info("[%s] paste refused: %s", self.conn_id, error.code)
+            self._chat.hub.send(self.member, ev.Error(error.code, error.text))
 
     def _line_too_long(self, limit: int) -> None:
         self._chat.hub.send(
@@ -724,8 +766,13 @@ class ChatServer:
         except (trio.WouldBlock, trio.ClosedResourceError):
             log.error("store writes are behind: %s was not saved", saved)
 
-    async def _save_notices(self, store: AsyncStore) -> None:
-        """Write notices, moderation, topics and ignores behind, in order."""
+    async def save_behind(self, store: AsyncStore) -> None:
+        """Write notices, moderation, topics and ignores behind, in order.
+
+        `serve_listeners` runs it; whoever serves streams with
+        `handle_stream` alone runs it beside them. Returns once the server
+        has shut down and everything queued is written.
+        """
         async for item in self._unsaved:
             try:
                 match item:
@@ -800,7 +847,7 @@ class ChatServer:
         try:
             async with trio.open_nursery() as background:
                 if self.store is not None:
-                    background.start_soon(self._save_notices, self.store)
+                    background.start_soon(self.save_behind, self.store)
                     background.start_soon(self._prune_history, self.store)
                 await self._serve(listeners, task_status)
                 self._pruning.cancel()

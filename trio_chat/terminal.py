@@ -15,6 +15,13 @@ rooms and names the client has heard of (its `trio_chat.client.Roster`).
 The terminal bell rings here only: `TerminalUI.bell` writes BEL to the
 terminal; piped output never gets one.
 
+Several lines at once (a bracketed paste, or lines typed with Alt-Enter
+between them) are delivered as one text, which the client sends as one
+multi-line message. Secrets stay off the screen and out of the input
+history: when the client asks for a password (`TerminalUI.set_secret`) the
+line is typed hidden, and the password of `/register` and `/identify` is
+masked as it is typed; neither kind of line is kept in the history.
+
 This module is asyncio code only; nothing here knows about trio.
 """
 
@@ -28,9 +35,15 @@ import outcome
 from prompt_toolkit import PromptSession, print_formatted_text
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
-from prompt_toolkit.formatted_text import ANSI
+from prompt_toolkit.formatted_text import ANSI, StyleAndTextTuples
 from prompt_toolkit.history import InMemoryHistory
 from prompt_toolkit.input import Input
+from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+from prompt_toolkit.layout.processors import (
+    Processor,
+    Transformation,
+    TransformationInput,
+)
 from prompt_toolkit.output import Output
 from prompt_toolkit.patch_stdout import patch_stdout
 
@@ -56,6 +69,70 @@ COMMANDS: Final = (
 ROOM_COMMANDS: Final = frozenset({"/join", "/part", "/switch", "/who"})
 #: What /bell takes.
 BELL_MODES: Final = ("off", "mentions", "all")
+#: Commands whose argument is a password: masked as typed, never in history.
+SECRET_COMMANDS: Final = frozenset({"/register", "/identify"})
+#: What a secret shows as while it is typed.
+MASK: Final = "*"
+
+
+def secret_start(text: str) -> int | None:
+    """Where a password starts in a typed line (`/register PASSWORD`), or None."""
+    command, space, _ = text.partition(" ")
+    if space and command.lower() in SECRET_COMMANDS:
+        return len(command) + 1
+    return None
+
+
+class MaskSecrets(Processor):
+    """Show the characters of a line from `start(text)` on as `MASK`.
+
+    `start` gives the index in the whole text where the secret begins (0:
+    all of it), or None when there is nothing to hide.
+    """
+
+    def __init__(self, start: Callable[[str], int | None]) -> None:
+        self._start = start
+
+    def apply_transformation(self, ti: TransformationInput) -> Transformation:
+        """The line's fragments with the secret part masked, one for one."""
+        start = self._start(ti.document.text)
+        if start is None:
+            return Transformation(ti.fragments)
+        index = ti.document.translate_row_col_to_index(ti.lineno, 0)
+        masked: StyleAndTextTuples = []
+        for fragment in ti.fragments:
+            text = fragment[1]
+            keep = max(0, min(len(text), start - index))
+            index += len(text)
+            shown = text[:keep] + MASK * (len(text) - keep)
+            if len(fragment) == 2:
+                masked.append((fragment[0], shown))
+            else:
+                masked.append((fragment[0], shown, fragment[2]))
+        return Transformation(masked)
+
+
+class SecretlessHistory(InMemoryHistory):
+    """The input history, minus secrets.
+
+    Lines typed while `secret()` is true (a password prompt) and lines that
+    carry a password (`/register`, `/identify`) are not kept.
+    """
+
+    def __init__(self, secret: Callable[[], bool]) -> None:
+        super().__init__()
+        self._secret = secret
+
+    def append_string(self, string: str) -> None:
+        """Keep `string`, unless it is or holds a secret."""
+        if self._secret() or secret_start(string) is not None:
+            return
+        super().append_string(string)
+
+
+def _newline(event: KeyPressEvent) -> None:
+    """Alt-Enter: another line in the same message."""
+    event.current_buffer.insert_text("\n")
 
 
 class ClientHandle(Protocol):
@@ -157,15 +234,20 @@ class TerminalUI:
         self._room: str | None = None
         self._pending: list[str] = []
         self._ring = False
+        self._secret: str | None = None  # the password prompt, while asked
         self.completer = ChatCompleter()
+        keys = KeyBindings()
+        keys.add("escape", "enter")(_newline)
         # The typed line is erased when sent: the client shows what was sent,
         # in the chat's own layout, so nothing appears twice. Completions
         # show on Tab only: a menu popping up while typing would cover chat.
         self.session: PromptSession[str] = PromptSession(
-            history=InMemoryHistory(),
+            history=SecretlessHistory(lambda: self._secret is not None),
             erase_when_done=True,
             completer=self.completer,
             complete_while_typing=False,
+            key_bindings=keys,
+            input_processors=[MaskSecrets(self._secret_start)],
             input=input,
             output=output,
         )
@@ -201,6 +283,20 @@ class TerminalUI:
         """Complete rooms and names from `roster` from now on."""
         self.completer.known = roster
 
+    def set_secret(self, prompt: str | None) -> bool:
+        """Read the next line hidden, after `prompt` (None: no longer). True."""
+        self._secret = prompt
+        self._loop.call_soon_threadsafe(self.session.app.invalidate)
+        return True
+
+    @property
+    def asking_secret(self) -> bool:
+        """Whether the line being typed is a password the client asked for."""
+        return self._secret is not None
+
+    def _secret_start(self, text: str) -> int | None:
+        return 0 if self._secret is not None else secret_start(text)
+
     def _flush(self) -> None:
         if self._pending:
             text = "\n".join(self._pending)
@@ -212,7 +308,12 @@ class TerminalUI:
             self.session.output.bell()  # BEL moves no cursor: safe mid-prompt
 
     def prompt_text(self) -> str:
-        """What the prompt reads now: `alice #rust> `, `alice> ` or `> `."""
+        """What the prompt reads now: `alice #rust> `, `alice> ` or `> `.
+
+        While a password is asked for, the client's prompt for it instead.
+        """
+        if self._secret is not None:
+            return self._secret
         where = f"{self._name} {self._room}" if self._room else self._name
         return f"{where}> " if where else "> "
 
@@ -226,6 +327,7 @@ class TerminalUI:
                 text = await self.session.prompt_async(self.prompt_text)
             except (EOFError, KeyboardInterrupt):  # Ctrl-D, Ctrl-C
                 break
+            self._secret = None  # one line answers a password prompt
             deliver(text)
         await asyncio.sleep(0)  # a checkpoint on every way out (ASYNC910)
 
