@@ -53,6 +53,7 @@ HELP_LINES: Final = (
     "/help                  this list",
     "/nick NEW              change your name",
     "/me ACTION             say what you do, e.g. /me waves",
+    "/paste N               the next N lines are one message (a block)",
     "/join ROOM [KEY]       join or create a room (# optional)",
     "/part [ROOM] [REASON]  leave a room (the current one by default)",
     "/switch ROOM           send plain lines to ROOM (one you are in)",
