@@ -11,9 +11,10 @@ import sys
 
 import pytest
 import trio
+import trio.testing
 
 from trio_chat import events as ev
-from trio_chat.hub import SEND_QUEUE_EXCEEDED, Hub, Member
+from trio_chat.hub import SEND_QUEUE_EXCEEDED, Hub, Member, Outbox
 from trio_chat.protocol import encode_event
 
 HELLO = ev.Info("hello")
@@ -445,3 +446,53 @@ def test_remove() -> None:
     hub.publish(HELLO)
     assert received(alice) == []
     assert received(bob) == [HELLO_LINE]
+
+
+# --------------------------------------------------------------------------
+# The outbox: bounded, one waiting writer, batches
+
+
+async def test_the_writer_takes_everything_queued_in_one_batch() -> None:
+    outbox = Outbox(max_messages=3)
+    assert outbox.put(b"a\r\n") and outbox.put(b"b\r\n") and outbox.put(b"c\r\n")
+    assert not outbox.put(b"d\r\n")  # full: the caller evicts, nothing queued
+    assert await outbox.take(65536) == b"a\r\nb\r\nc\r\n"
+    assert outbox.put(b"d\r\n")
+    assert outbox.put(b"e\r\n")
+    assert await outbox.take(1) == b"d\r\n"  # at least one line, then stop
+    assert await outbox.take(1) == b"e\r\n"
+
+
+async def test_a_waiting_writer_wakes_on_put_and_ends_on_close() -> None:
+    outbox = Outbox(max_messages=8)
+    taken: list[bytes] = []
+
+    async def writer() -> None:
+        while True:
+            try:
+                taken.append(await outbox.take(65536))
+            except trio.EndOfChannel:
+                return
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer)
+        await trio.testing.wait_all_tasks_blocked()
+        outbox.put(b"one\r\n")
+        outbox.put(b"two\r\n")  # before the writer runs: the same batch
+        await trio.testing.wait_all_tasks_blocked()
+        assert taken == [b"one\r\ntwo\r\n"]
+        outbox.put(b"last\r\n")
+        outbox.close()  # what is queued still goes, then the end
+    assert taken == [b"one\r\ntwo\r\n", b"last\r\n"]
+    with pytest.raises(trio.EndOfChannel):
+        outbox.receive_nowait()
+
+
+async def test_a_cancelled_take_loses_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    outbox = Outbox(max_messages=8)
+    with trio.move_on_after(0.01):
+        await outbox.take(65536)
+    assert outbox.put(b"kept\r\n")  # no writer left parked
+    assert await outbox.take(65536) == b"kept\r\n"

@@ -457,21 +457,18 @@ class Connection:
 
     async def _write_loop(self) -> None:
         outbox = self.member.outbox
-        async for data in outbox:
-            batch = [data]
-            size = len(data)
-            while size < WRITE_BATCH_BYTES:
-                try:
-                    more = outbox.receive_nowait()
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-                batch.append(more)
-                size += len(more)
-            self.member.sent(size)
+        timeout = _seconds(self._limits.write_timeout)
+        while True:
+            try:
+                data = await outbox.take(WRITE_BATCH_BYTES)
+            except trio.EndOfChannel:
+                break
+            self.member.sent(len(data))
             self._writing = True
-            with trio.fail_after(_seconds(self._limits.write_timeout)):
-                await self.stream.send_all(data if len(batch) == 1 else b"".join(batch))
+            with trio.fail_after(timeout):
+                await self.stream.send_all(data)
             self._writing = False
+        await trio.lowlevel.checkpoint()  # (take checkpointed; flake8-async can't tell)
 
     async def say_goodbye_if_evicted(self) -> None:
         """Best effort: tell an evicted client why, within a short deadline."""
