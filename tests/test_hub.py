@@ -454,7 +454,7 @@ def test_remove() -> None:
 
 async def test_the_writer_takes_everything_queued_in_one_batch() -> None:
     outbox = Outbox(max_messages=3)
-    assert outbox.put(b"a\r\n") and outbox.put(b"b\r\n") and outbox.put(b"c\r\n")
+    assert all(outbox.put(line) for line in (b"a\r\n", b"b\r\n", b"c\r\n"))
     assert not outbox.put(b"d\r\n")  # full: the caller evicts, nothing queued
     assert await outbox.take(65536) == b"a\r\nb\r\nc\r\n"
     assert outbox.put(b"d\r\n")
@@ -496,3 +496,64 @@ async def test_a_cancelled_take_loses_nothing(
         await outbox.take(65536)
     assert outbox.put(b"kept\r\n")  # no writer left parked
     assert await outbox.take(65536) == b"kept\r\n"
+
+
+async def test_an_idle_writer_is_bypassed_by_a_direct_write() -> None:
+    hub = Hub()
+    alice = join(hub, "alice")
+    written: list[bytes] = []
+    room_for = [100]
+
+    def direct(data: bytes) -> int:
+        if room_for[0] == 0:
+            raise BlockingIOError
+        n = min(len(data), room_for[0])
+        room_for[0] -= n
+        written.append(data[:n])
+        return n
+
+    ready: list[Member] = []
+    alice.outbox.direct = direct
+    alice.on_ready = ready.append
+    taken: list[bytes] = []
+
+    async def writer() -> None:
+        taken.append(await alice.outbox.take(65536))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer)
+        await trio.testing.wait_all_tasks_blocked()
+        alice.deliver(b"x" * 30)  # idle: written at once
+        alice.deliver(b"y" * 60)  # until the flush, lines wait ...
+        alice.deliver(b"z" * 30)
+        assert written == [b"x" * 30]
+        assert ready == [alice]  # ... and the member is flushed once
+        alice.flush()  # one write of both: 70 bytes fit, the rest waits
+        assert written == [b"x" * 30, b"y" * 60 + b"z" * 10]
+        assert alice.queued_bytes == 20
+    assert taken == [b"z" * 20]  # the writer took the rest
+
+
+async def test_a_failed_direct_write_is_kept_for_the_writer() -> None:
+    hub = Hub()
+    alice = join(hub, "alice")
+
+    def reset(data: bytes) -> int:
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    ready: list[Member] = []
+    alice.outbox.direct = reset
+    alice.on_ready = ready.append
+    taken: list[bytes] = []
+
+    async def writer() -> None:
+        taken.append(await alice.outbox.take(65536))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer)
+        await trio.testing.wait_all_tasks_blocked()
+        assert alice.deliver(b"hello\r\n")
+        assert isinstance(alice.outbox.error, ConnectionResetError)
+        assert alice.outbox.direct is None  # no more direct writes
+        alice.flush()  # the writer takes the line, and meets the error
+    assert taken == [b"hello\r\n"]

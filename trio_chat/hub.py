@@ -37,6 +37,23 @@ SEND_QUEUE_EXCEEDED: Final = "send queue exceeded"
 Encoder = Callable[[ev.ServerEvent], bytes]
 
 
+def _write_now(outbox: Outbox, write: Callable[[bytes], int], data: bytes) -> int:
+    """Bytes of `data` the non-blocking `write` took now (0 if none fit).
+
+    A failure (the peer reset the connection, ...) ends the fast path; it
+    is kept in `outbox.error` for the writer to raise, since the kernel
+    reports it only once.
+    """
+    try:
+        return write(data)
+    except BlockingIOError:
+        return 0
+    except OSError as exc:
+        outbox.direct = None
+        outbox.error = exc
+        return 0
+
+
 class Outbox:
     """A connection's queue of encoded lines: many producers, one writer.
 
@@ -46,26 +63,36 @@ class Outbox:
     bytes taken but not yet written.
     """
 
-    __slots__ = ("_closed", "_items", "_max_messages", "_writer")
+    __slots__ = ("_closed", "_items", "_max_messages", "_writer", "direct", "error")
 
     def __init__(self, max_messages: int) -> None:
         self._items: collections.deque[bytes] = collections.deque()
         self._max_messages = max_messages
         self._closed = False
         self._writer: trio.lowlevel.Task | None = None
+        #: A write that never blocks (a non-blocking socket's send), or None:
+        #: `Member.flush` writes through it while the writer is idle, with
+        #: no task switch. The connection clears it before its socket closes.
+        self.direct: Callable[[bytes], int] | None = None
+        #: What made a direct write fail, for the writer to raise.
+        self.error: OSError | None = None
 
     def __len__(self) -> int:
         return len(self._items)
 
     def put(self, data: bytes) -> bool:
-        """Queue `data`; False (and nothing queued) if the outbox is full."""
+        """Queue `data` and wake the writer; False (nothing queued) if full."""
         if len(self._items) >= self._max_messages:
             return False
         self._items.append(data)
+        self.wake()
+        return True
+
+    def wake(self) -> None:
+        """Wake the writer if it waits (something was queued)."""
         if self._writer is not None:
             trio.lowlevel.reschedule(self._writer)
             self._writer = None
-        return True
 
     def close(self) -> None:
         """Take nothing more: the writer gets what is queued, then the end."""
@@ -153,6 +180,10 @@ class Member:
         self.cert: str | None = None  # SHA-256 of the TLS client certificate
         self.admitted = True  # False until the server password is given
         self._on_evict = on_evict
+        #: With a direct write, who flushes this member's outbox soon (once
+        #: for everything queued meanwhile) instead of waking its writer.
+        self.on_ready: Callable[[Member], None] | None = None
+        self._ready = False
         self._max_bytes = max_bytes
         self._queued_bytes = 0
         self._closed = False
@@ -191,10 +222,53 @@ class Member:
         if self._closed:
             return True
         size = len(data)
-        if self._queued_bytes + size > self._max_bytes or not self.outbox.put(data):
+        outbox = self.outbox
+        if (
+            self._queued_bytes + size > self._max_bytes
+            or len(outbox._items) >= outbox._max_messages
+        ):
             return False
+        if outbox._writer is not None and not self._ready:
+            if self.on_ready is None:
+                outbox._items.append(data)
+                self._queued_bytes += size
+                outbox.wake()
+                return True
+            # Idle, and the first line since the last flush: out at once;
+            # whatever follows before the flush waits for it, and goes in
+            # one write with the rest.
+            self._ready = True
+            self.on_ready(self)
+            assert outbox.direct is not None
+            written = _write_now(outbox, outbox.direct, data)
+            if written == size:
+                return True
+            data = data[written:]
+            size -= written
+        outbox._items.append(data)
         self._queued_bytes += size
         return True
+
+    def flush(self) -> None:
+        """Write what is queued now, if the writer is idle (for `on_ready`).
+
+        One non-blocking write of everything queued; what it cannot take
+        (or everything, without a direct write) is left to the writer.
+        """
+        self._ready = False
+        outbox = self.outbox
+        items = outbox._items
+        if outbox._writer is None or not items:
+            return  # the writer is at work: it takes what is queued itself
+        if outbox.direct is not None:
+            data = items[0] if len(items) == 1 else b"".join(items)
+            items.clear()
+            written = _write_now(outbox, outbox.direct, data)
+            self._queued_bytes -= written
+            if written == len(data):
+                return
+            items.append(data[written:])
+        outbox.wake()
 
     def sent(self, nbytes: int) -> None:
         """The writer took `nbytes` from the outbox."""
@@ -406,8 +480,8 @@ class Hub:
         data = b""
         full: list[Member] = []
         # The hot loop of the server: per recipient it is kept to attribute
-        # reads and a deque append (`Member.deliver` and `Outbox.put`,
-        # inlined). Full outboxes are evicted after the loop, so the room is
+        # reads and a deque append (`Member.deliver`, inlined). Full outboxes
+        # are evicted after the loop, so the room is
         # not changed while it is walked.
         for member in members:
             if member is exclude or member._closed:
@@ -428,11 +502,22 @@ class Hub:
             ):
                 full.append(member)
                 continue
+            if outbox._writer is not None and not member._ready:
+                if member.on_ready is None:
+                    trio.lowlevel.reschedule(outbox._writer)
+                    outbox._writer = None
+                else:  # `Member.deliver`'s first line since a flush: now
+                    member._ready = True
+                    member.on_ready(member)
+                    assert outbox.direct is not None
+                    written = _write_now(outbox, outbox.direct, data)
+                    if written == size:
+                        continue
+                    outbox._items.append(data[written:])
+                    member._queued_bytes += size - written
+                    continue
             outbox._items.append(data)
             member._queued_bytes += size
-            if outbox._writer is not None:
-                trio.lowlevel.reschedule(outbox._writer)
-                outbox._writer = None
         for member in full:
             self._evict(member, SEND_QUEUE_EXCEEDED)
         self._announce_evictions()
