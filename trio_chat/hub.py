@@ -478,6 +478,7 @@ class Hub:
         encoded: dict[Encoder, bytes] = {}
         last_encode: Encoder | None = None
         data = b""
+        size = 0
         full: list[Member] = []
         # The hot loop of the server: per recipient it is kept to attribute
         # reads and a deque append (`Member.deliver`, inlined). Full outboxes
@@ -494,8 +495,8 @@ class Hub:
                 if cached is None:
                     cached = encoded[last_encode] = last_encode(event)
                 data = cached
+                size = len(data)
             outbox = member.outbox
-            size = len(data)
             if (
                 member._queued_bytes + size > member._max_bytes
                 or len(outbox._items) >= outbox._max_messages

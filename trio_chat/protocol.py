@@ -16,6 +16,7 @@ from __future__ import annotations
 import calendar
 import dataclasses
 import enum
+import functools
 import math
 import re
 import time
@@ -398,7 +399,14 @@ _TS_FORMAT: Final = "%Y-%m-%dT%H:%M:%SZ"
 
 def format_timestamp(ts: float) -> str:
     """Format a POSIX time as the wire's UTC timestamp, `2026-11-23T23:10:28Z`."""
-    return time.strftime(_TS_FORMAT, time.gmtime(ts))
+    return _format_second(math.floor(ts))
+
+
+# A pure function's memo (not state): a busy second's lines share one
+# strftime, which was a twentieth of the server's work in fan-out profiles.
+@functools.lru_cache(maxsize=16)
+def _format_second(second: int) -> str:
+    return time.strftime(_TS_FORMAT, time.gmtime(second))
 
 
 def parse_timestamp(text: str) -> float:

@@ -398,25 +398,29 @@ class Connection:
             if wake <= now:  # idle: the flood backlog (and a paste) never is
                 self._drop("idle timeout")
                 return
-            with trio.move_on_at(wake):
-                event = await self._next_event(reader)
-                match event:
-                    case Line(text):
-                        last_heard = trio.current_time()
-                        self._take_line(pastes, flood, text, last_heard)
-                    case LineTooLong(limit):
-                        self._paste_error(pastes.expire(trio.current_time()))
-                        if pastes.collecting:
-                            self._paste_error(pastes.line_too_long(limit))
-                        else:
-                            self._line_too_long(limit)
-                    case ReadQueueExceeded():
-                        self._drop("read queue exceeded")
-                    case EndOfStream():
-                        ended = True
-                    case _Stop():
-                        self._chat.leave(member, "disconnected", "protocol error")
-                        return
+            if wake == math.inf:  # the usual case: no cancel scope per line
+                event: FramingEvent | _Stop | None = await self._next_event(reader)
+            else:
+                event = None
+                with trio.move_on_at(wake):
+                    event = await self._next_event(reader)
+            match event:
+                case Line(text):
+                    last_heard = trio.current_time()
+                    self._take_line(pastes, flood, text, last_heard)
+                case LineTooLong(limit):
+                    self._paste_error(pastes.expire(trio.current_time()))
+                    if pastes.collecting:
+                        self._paste_error(pastes.line_too_long(limit))
+                    else:
+                        self._line_too_long(limit)
+                case ReadQueueExceeded():
+                    self._drop("read queue exceeded")
+                case EndOfStream():
+                    ended = True
+                case _Stop():
+                    self._chat.leave(member, "disconnected", "protocol error")
+                    return
         await trio.lowlevel.checkpoint()
 
     def _take_line(
