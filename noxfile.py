@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["tests", "lint", "typecheck"]
@@ -37,6 +39,39 @@ def fuzz(session: nox.Session) -> None:
     """Send the real server random bytes for a minute beside a canary (slow)."""
     session.install("-e", ".", *_groups("test"))
     session.run("pytest", "-m", "slow", "tests/test_fuzz.py", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmark trio-chat, against ngircd if installed (slow: about 10 minutes).
+
+    Writes benchmarks/results/latest.jsonl and paced-latency.png beside it;
+    arguments after `--` go to benchmarks/run.py (`-- --quick` for a smoke
+    test, `-- --scenario fanout` for one scenario).
+    """
+    session.install("-e", ".", *_groups("bench"))
+    results = "benchmarks/results/latest.jsonl"
+    for index, arg in enumerate(session.posargs):  # the chart follows --json
+        if arg.startswith("--json="):
+            results = arg.split("=", 1)[1]
+        elif arg == "--json" and index + 1 < len(session.posargs):
+            results = session.posargs[index + 1]
+    session.run(
+        "python",
+        "benchmarks/run.py",
+        "--compare=ngircd",
+        "--tls",
+        "--db=both",
+        "--repeat=3",
+        "--rate=100,200,500,1000,2000",
+        "--duration=5",
+        "--connections=1000",
+        f"--json={results}",
+        *session.posargs,
+        success_codes=[0, 1],  # a failed run shows in the table; chart the rest
+    )
+    chart = str(Path(results).with_name("paced-latency.png"))
+    session.run("python", "benchmarks/chart.py", results, f"--output={chart}")
 
 
 @nox.session
