@@ -531,6 +531,7 @@ async def test_an_idle_writer_is_bypassed_by_a_direct_write() -> None:
         alice.flush()  # one write of both: 70 bytes fit, the rest waits
         assert written == [b"x" * 30, b"y" * 60 + b"z" * 10]
         assert alice.queued_bytes == 20
+        assert alice.outbox.cut  # half a line is out: no goodbye may follow
     assert taken == [b"z" * 20]  # the writer took the rest
 
 

@@ -45,13 +45,16 @@ def _write_now(outbox: Outbox, write: Callable[[bytes], int], data: bytes) -> in
     reports it only once.
     """
     try:
-        return write(data)
+        written = write(data)
     except BlockingIOError:
         return 0
     except OSError as exc:
         outbox.direct = None
         outbox.error = exc
         return 0
+    if 0 < written < len(data):
+        outbox.cut = True  # a line is half out: nothing may go before its rest
+    return written
 
 
 class Outbox:
@@ -63,7 +66,15 @@ class Outbox:
     bytes taken but not yet written.
     """
 
-    __slots__ = ("_closed", "_items", "_max_messages", "_writer", "direct", "error")
+    __slots__ = (
+        "_closed",
+        "_items",
+        "_max_messages",
+        "_writer",
+        "cut",
+        "direct",
+        "error",
+    )
 
     def __init__(self, max_messages: int) -> None:
         self._items: collections.deque[bytes] = collections.deque()
@@ -76,6 +87,9 @@ class Outbox:
         self.direct: Callable[[bytes], int] | None = None
         #: What made a direct write fail, for the writer to raise.
         self.error: OSError | None = None
+        #: A direct write sent part of a line; the writer clears it once the
+        #: rest is out (until then a goodbye would land mid-line).
+        self.cut = False
 
     def __len__(self) -> int:
         return len(self._items)

@@ -476,12 +476,13 @@ class Connection:
             with trio.fail_after(timeout):
                 await self.stream.send_all(data)
             self._writing = False
+            outbox.cut = False
         await trio.lowlevel.checkpoint()  # (take checkpointed; flake8-async can't tell)
 
     async def say_goodbye_if_evicted(self) -> None:
         """Best effort: tell an evicted client why, within a short deadline."""
         reason = self.member.evicted
-        if reason is None or self._writing:
+        if reason is None or self._writing or self.member.outbox.cut:
             # Not evicted, or a write was cut off: a line now would garble.
             await trio.lowlevel.checkpoint()
             return
