@@ -558,3 +558,30 @@ async def test_a_failed_direct_write_is_kept_for_the_writer() -> None:
         assert alice.outbox.direct is None  # no more direct writes
         alice.flush()  # the writer takes the line, and meets the error
     assert taken == [b"hello\r\n"]
+
+
+async def test_a_rest_left_by_a_direct_write_goes_before_later_lines() -> None:
+    hub = Hub()
+    alice = join(hub, "alice")
+    room_for = [10]
+
+    def direct(data: bytes) -> int:
+        if room_for[0] == 0:
+            raise BlockingIOError
+        n = min(len(data), room_for[0])
+        room_for[0] -= n
+        return n
+
+    alice.outbox.direct = direct
+    alice.on_ready = lambda member: member.flush()  # flushed at once
+    taken: list[bytes] = []
+
+    async def writer() -> None:
+        taken.append(await alice.outbox.take(65536))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer)
+        await trio.testing.wait_all_tasks_blocked()
+        alice.deliver(b"a" * 30)  # 10 bytes out; the rest wakes the writer
+        alice.deliver(b"b" * 5)  # queued behind the rest, never before it
+    assert taken == [b"a" * 20 + b"b" * 5]

@@ -251,14 +251,15 @@ class Member:
             # Idle, and the first line since the last flush: out at once;
             # whatever follows before the flush waits for it, and goes in
             # one write with the rest.
+            # (Ready until the flush: no line may overtake a queued rest.)
             self._ready = True
-            self.on_ready(self)
             assert outbox.direct is not None
             written = _write_now(outbox, outbox.direct, data)
-            if written == size:
-                return True
-            data = data[written:]
-            size -= written
+            if written < size:
+                outbox._items.append(data[written:])
+                self._queued_bytes += size - written
+            self.on_ready(self)
+            return True
         outbox._items.append(data)
         self._queued_bytes += size
         return True
@@ -523,13 +524,12 @@ class Hub:
                     outbox._writer = None
                 else:  # `Member.deliver`'s first line since a flush: now
                     member._ready = True
-                    member.on_ready(member)
                     assert outbox.direct is not None
                     written = _write_now(outbox, outbox.direct, data)
-                    if written == size:
-                        continue
-                    outbox._items.append(data[written:])
-                    member._queued_bytes += size - written
+                    if written < size:
+                        outbox._items.append(data[written:])
+                        member._queued_bytes += size - written
+                    member.on_ready(member)
                     continue
             outbox._items.append(data)
             member._queued_bytes += size
