@@ -152,6 +152,24 @@ async def open_client_pty(server_port: int) -> tuple[trio.Process, int, int]:
     return client, master, slave
 
 
+async def bob_joins_alice(terminal: Terminal, server_port: int) -> Peer:
+    """Wait for alice's welcome and prompt; join bob (a raw-protocol peer,
+    like nc: NAME prompt, "bob", WELCOME) and wait until alice sees him."""
+    await terminal.wait_until(
+        lambda: (
+            terminal.shows("You are in #lobby as alice")
+            and terminal.prompt_row() is not None
+        ),
+        "alice's welcome and prompt",
+    )
+    bob = Peer(await trio.open_tcp_stream("127.0.0.1", server_port))
+    await bob.join("bob")
+    await terminal.wait_until(
+        lambda: terminal.shows("-- bob joined"), "bob's join notice"
+    )
+    return bob
+
+
 @pytest.mark.parametrize("leave_key", [b"\x04", b"\x03"], ids=["ctrl-d", "ctrl-c"])
 async def test_typing_survives_incoming_messages_and_leaving_is_clean(
     server_port: int, leave_key: bytes
@@ -162,18 +180,7 @@ async def test_typing_survives_incoming_messages_and_leaving_is_clean(
     bob: Peer | None = None
     try:
         with trio.fail_after(TEST_TIMEOUT):
-            await terminal.wait_until(
-                lambda: (
-                    terminal.shows("You are in #lobby as alice")
-                    and terminal.prompt_row() is not None
-                ),
-                "alice's welcome and prompt",
-            )
-            bob = Peer(await trio.open_tcp_stream("127.0.0.1", server_port))
-            await bob.join("bob")  # like nc: NAME prompt, "bob", WELCOME
-            await terminal.wait_until(
-                lambda: terminal.shows("-- bob joined"), "bob's join notice"
-            )
+            bob = await bob_joins_alice(terminal, server_port)
 
             # Half a line typed, then bob speaks.
             await terminal.type(b"hello wor")

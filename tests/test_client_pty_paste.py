@@ -22,6 +22,7 @@ from test_client_pty import (
     STEP_TIMEOUT,
     TEST_TIMEOUT,
     Terminal,
+    bob_joins_alice,
     open_client_pty,
     server_port,
 )
@@ -39,18 +40,7 @@ async def test_a_paste_goes_as_one_message_and_both_sides_show_a_block(
     bob: Peer | None = None
     try:
         with trio.fail_after(TEST_TIMEOUT):
-            await terminal.wait_until(
-                lambda: (
-                    terminal.shows("You are in #lobby as alice")
-                    and terminal.prompt_row() is not None
-                ),
-                "alice's welcome and prompt",
-            )
-            bob = Peer(await trio.open_tcp_stream("127.0.0.1", server_port))
-            await bob.join("bob")
-            await terminal.wait_until(
-                lambda: terminal.shows("-- bob joined"), "bob's join notice"
-            )
+            bob = await bob_joins_alice(terminal, server_port)
 
             await terminal.type(b"\x1b[200~if ready:\r    ship()\r\x1b[201~\r")
             received = await bob.expect("MSG")

@@ -204,17 +204,6 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
-def banned_text(ban: BanRecord) -> str:
-    """What a banned user is told: until when, and why."""
-    until = (
-        ""
-        if ban.expires is None
-        else " until " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ban.expires))
-    )
-    why = f": {ban.reason}" if ban.reason else ""
-    return f"You are banned from this server{until}{why}."
-
-
 class Chat:
     """One chat server's logic. Every method returns without waiting.
 
@@ -320,12 +309,12 @@ class Chat:
         if member.address is not None:
             ban = moderation.find("address", member.address, now)
             if ban is not None:
-                self.hub.send(member, ev.Goodbye("banned", banned_text(ban)))
+                self.hub.send(member, ev.Goodbye("banned", ban.told()))
                 member.close()
                 return True
         ban = moderation.find("name", key, now)
         if ban is not None:
-            text = banned_text(ban).replace("You are", f"The name {name} is", 1)
+            text = ban.told(f"The name {name} is")
             self._error(member, "banned", text)
             return True
         if not moderation.allowed(key):

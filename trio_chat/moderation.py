@@ -52,16 +52,24 @@ class BanRecord:
         """True while the ban is in force."""
         return self.expires is None or self.expires > now
 
+    @property
+    def until(self) -> str:
+        """`until 2026-11-24 10:00 UTC`, or "" for a ban until lifted."""
+        if self.expires is None:
+            return ""
+        return "until " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(self.expires))
+
     def describe(self) -> str:
-        """`name bob until 2026-11-24 10:00 UTC by alice: spam`, for people."""
-        until = (
-            "until lifted"
-            if self.expires is None
-            else "until "
-            + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(self.expires))
-        )
+        """`name bob until 2026-11-24 10:00 UTC by alice: spam`, for operators."""
         why = f": {self.reason}" if self.reason else ""
+        until = self.until or "until lifted"
         return f"{self.kind} {self.target_key} {until} by {self.set_by}{why}"
+
+    def told(self, who: str = "You are") -> str:
+        """What the banned are told: `You are banned from this server until ...`."""
+        until = f" {self.until}" if self.until else ""
+        why = f": {self.reason}" if self.reason else ""
+        return f"{who} banned from this server{until}{why}."
 
 
 def ban_target(raw: str) -> tuple[BanKind, str]:

@@ -41,7 +41,6 @@ from trio_chat.chat import (
     RoomEvent,
     Saved,
     TopicSaved,
-    banned_text,
 )
 from trio_chat.flood import EXCESS_FLOOD, FloodControl
 from trio_chat.hub import Member
@@ -1029,7 +1028,7 @@ class ChatServer:
         ban = self.chat.moderation.find("address", address_key, self.chat.now())
         if ban is None:
             return None
-        return Refusal("banned", banned_text(ban))
+        return Refusal("banned", ban.told())
 
     async def cert_login(self, member: Member) -> str | None:
         """The registered name the member's client certificate logs in, if any."""

@@ -40,11 +40,12 @@ import queue
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any, Final, Generic, Literal, TypeAlias, TypeVar, cast, get_args
+from typing import Any, Final, Generic, TypeAlias, TypeVar, cast, get_args
 
 import trio
 
 from trio_chat import events as ev
+from trio_chat.moderation import BanKind
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,6 @@ _KIND_NICK: Final = "nick"
 _ROOM_KINDS: Final = (_KIND_MESSAGE, _KIND_ACTION, _KIND_JOIN, _KIND_LEAVE, _KIND_NICK)
 _LEAVE_HOWS: Final[tuple[ev.LeaveHow, ...]] = get_args(ev.LeaveHow)
 
-BanKind = Literal["name", "address"]
 _BAN_KINDS: Final[tuple[BanKind, ...]] = ("name", "address")
 
 #: Larger than any row id SQLite hands out: "before the end".
