@@ -80,9 +80,13 @@ class Dialect:
         """True for the line that says this client is now in the room."""
         raise NotImplementedError
 
-    def is_join(self, line: bytes) -> bool:
-        """True for a notice that someone else joined the room."""
+    def joins_in(self, line: bytes) -> int:
+        """How many others a (parsed) line says joined the room: 0 if none."""
         raise NotImplementedError
+
+    def count_joins(self, client: Client, data: bytes) -> int:
+        """Joins announced in `data`, counted in bulk (`client.tail` before it)."""
+        return _count_marker(self.join_marker, client.tail, data)
 
     def say(self, text: str) -> bytes:
         """The bytes that send `text` to the room."""
@@ -120,9 +124,26 @@ class TrioChatDialect(Dialect):
         """`WELCOME`: named and in #lobby."""
         return line.startswith(b"WELCOME ")
 
-    def is_join(self, line: bytes) -> bool:
-        """`JOIN <ts> <room> <name>` (a replayed `HIST JOIN` is not one)."""
-        return line.startswith(b"JOIN ")
+    def joins_in(self, line: bytes) -> int:
+        """`JOIN <ts> <room> <name>`, or `JOINS <ts> <room> <name>...`.
+
+        (A replayed `HIST JOIN` is not a join.)
+        """
+        if line.startswith(b"JOIN "):
+            return 1
+        if line.startswith(b"JOINS "):
+            return line.count(b" ") - 2
+        return 0
+
+    def count_joins(self, client: Client, data: bytes) -> int:
+        """`JOIN` lines by their marker, and the names on each `JOINS` line.
+
+        A `JOINS` line split between receives is finished from the next
+        one (`client.joins_carry` holds its start).
+        """
+        joins = _count_marker(self.join_marker, client.tail, data)
+        count, client.joins_carry = _joins_names(client.tail, data, client.joins_carry)
+        return joins + count
 
     def say(self, text: str) -> bytes:
         """A plain line goes to the current room."""
@@ -183,9 +204,9 @@ class IRCDialect(Dialect):
         """RPL_ENDOFNAMES (366) ends the reply to our JOIN."""
         return self._command(line) == b"366"
 
-    def is_join(self, line: bytes) -> bool:
+    def joins_in(self, line: bytes) -> int:
         """`:nick!user@host JOIN :#channel`."""
-        return self._command(line) == b"JOIN"
+        return 1 if self._command(line) == b"JOIN" else 0
 
     def say(self, text: str) -> bytes:
         """PRIVMSG to the channel."""
@@ -296,6 +317,7 @@ class Client:
         self.msgs = 0
         self.first_msg_at: float | None = None
         self.tail = b""
+        self.joins_carry: bytes | None = None  # see `TrioChatDialect.count_joins`
 
     # -- connection ---------------------------------------------------------
 
@@ -487,9 +509,10 @@ class Client:
                             self._count(buf[start:], now)
                         return
                 continue
-            if dialect.is_join(line):
-                self.joins += 1
-                self.gen.total_joins += 1
+            joins = dialect.joins_in(line)
+            if joins:
+                self.joins += joins
+                self.gen.total_joins += joins
                 continue
             text = dialect.chat_text(line)
             if text is not None:
@@ -500,7 +523,7 @@ class Client:
     def _count(self, data: bytes, now: float) -> None:
         dialect = self.gen.dialect
         tail = self.tail
-        joins = _count_marker(dialect.join_marker, tail, data)
+        joins = dialect.count_joins(self, data)
         msgs = _count_marker(dialect.msg_marker, tail, data)
         self.tail = data[-TAIL:] if len(data) >= TAIL else (tail + data)[-TAIL:]
         if joins:
@@ -522,6 +545,45 @@ def _count_marker(marker: bytes, tail: bytes, data: bytes) -> int:
     overlap = len(marker) - 1
     across = (tail[-overlap:] + data[:overlap]).count(marker) if tail else 0
     return data.count(marker) + across
+
+
+#: What starts a trio-chat line announcing several joins.
+_JOINS_MARK: Final = b"\nJOINS "
+
+
+def _joins_names(
+    tail: bytes, data: bytes, carry: bytes | None
+) -> tuple[int, bytes | None]:
+    """Names on the `JOINS` lines that end in `data`, and what to carry on.
+
+    `tail` is the stream just before `data`; `carry` the part received so
+    far of a `JOINS` line that `data` continues (after its marker), or None.
+    Returns the names counted and the new carry.
+    """
+    count = 0
+    pos = 0
+    if carry is None:
+        overlap = tail[-(len(_JOINS_MARK) - 1) :]
+        start = (overlap + data[: len(_JOINS_MARK) - 1]).find(_JOINS_MARK)
+        if 0 <= start < len(overlap):  # the marker began in the last receive
+            carry = b""
+            pos = start + len(_JOINS_MARK) - len(overlap)
+    if carry is not None:
+        end = data.find(b"\n", pos)
+        if end < 0:
+            return 0, carry + data[pos:]
+        count += (carry + data[pos:end]).count(b" ") - 1
+        pos = end
+    while True:
+        start = data.find(_JOINS_MARK, pos)
+        if start < 0:
+            return count, None
+        start += len(_JOINS_MARK)
+        end = data.find(b"\n", start)
+        if end < 0:
+            return count, data[start:]
+        count += data.count(b" ", start, end) - 1
+        pos = end
 
 
 class Generator:

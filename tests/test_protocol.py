@@ -514,6 +514,10 @@ ENCODE_TABLE: list[tuple[ev.ServerEvent, bytes]] = [
         f"PRIV {TS_TEXT} @alice <bob> psst\r\n".encode(),
     ),
     (JOIN, f"JOIN {TS_TEXT} #lobby Åsa\r\n".encode()),
+    (
+        ev.JoinedMany(TS, "#lobby", ("Åsa", "bob", "carol")),
+        f"JOINS {TS_TEXT} #lobby Åsa bob carol\r\n".encode(),
+    ),
     (QUIT, f"LEAVE {TS_TEXT} #lobby bob quit\r\n".encode()),
     (
         ev.Left(TS, "#lobby", "bob", "quit", "gotta go"),
@@ -596,6 +600,7 @@ KINDS: dict[type, str] = {
     ev.Action: "ACTION",
     ev.Private: "PRIV",
     ev.Joined: "JOIN",
+    ev.JoinedMany: "JOINS",
     ev.Left: "LEAVE",
     ev.Renamed: "NICK",
     ev.WhoList: "WHO",
@@ -702,6 +707,12 @@ server_events = st.one_of(
     st.builds(ev.Welcome, names, texts),
     st.builds(ev.Private, timestamps, names, names, texts),
     st.builds(ev.WhoList, rooms, st.lists(names, max_size=10).map(tuple)),
+    st.builds(
+        ev.JoinedMany,
+        timestamps,
+        rooms,
+        st.lists(names, min_size=2, max_size=50).map(tuple),
+    ),
     st.builds(ev.HelpLine, texts),
     st.builds(ev.MotdLine, texts),
     st.builds(ev.Error, codes, texts),
@@ -720,6 +731,37 @@ def test_every_server_event_round_trips(event: ev.ServerEvent) -> None:
     assert line.split(b" ", 1)[0].decode() == KINDS[type(event)]
     assert decode_event(line[:-2].decode("utf-8")) == event
     assert client_decode(line) == event
+
+
+def test_one_name_joined_is_a_plain_join_line() -> None:
+    assert encode_event(ev.JoinedMany(TS, "#lobby", ("Åsa",))) == encode_event(JOIN)
+
+
+@given(st.lists(names, min_size=2, max_size=400), st.integers(120, 2000))
+def test_joins_too_many_for_a_line_come_as_several(
+    joiners: list[str], limit: int
+) -> None:
+    data = encode_event(ev.JoinedMany(TS, "#dev", tuple(joiners)), limit=limit)
+    lines = data.split(LINE_END)[:-1]
+    assert all(len(line) + len(LINE_END) <= limit for line in lines)
+    decoded = [decode_event(line.decode()) for line in lines]
+    heard: list[str] = []
+    for event in decoded:
+        if isinstance(event, ev.JoinedMany):
+            heard.extend(event.names)
+        else:
+            assert isinstance(event, ev.Joined)
+            heard.append(event.name)
+        assert event.room == "#dev"
+        assert event.ts == TS
+    assert heard == joiners
+
+
+def test_a_joins_line_without_names_is_malformed() -> None:
+    with pytest.raises(ServerProtocolError):
+        decode_event(f"JOINS {TS_TEXT} #dev")
+    with pytest.raises(ServerProtocolError):
+        decode_event(f"JOINS {TS_TEXT} #dev alice  bob")
 
 
 # -- no spoofing --------------------------------------------------------------

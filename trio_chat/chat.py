@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -17,7 +18,7 @@ from typing import Final
 
 from trio_chat import PROTOCOL_VERSION, __version__
 from trio_chat import events as ev
-from trio_chat.hub import Hub, Member, Room
+from trio_chat.hub import Encoder, Hub, Member, Room
 from trio_chat.limits import MAX_HISTORY_FETCH, Limits
 from trio_chat.moderation import (
     MAX_BAN_REASON,
@@ -92,6 +93,8 @@ MAX_BANS_LISTED: Final = 100
 #: History replayed at once may fill at most 1/this of a member's outbox; the
 #: rest is for the lines around it (welcome, topic, who) and for live chat.
 REPLAY_OUTBOX_SHARE: Final = 2
+#: History lines kept encoded, for everyone who joins a room soon after.
+REPLAY_CACHE_LINES: Final = 1024
 #: Leave reason when the peer closed the connection without /quit.
 CONNECTION_CLOSED: Final = "connection closed"
 
@@ -184,6 +187,11 @@ class IgnoreSaved:
 Saved = BanSaved | BanLifted | MotdSaved | TopicSaved | IgnoreSaved
 
 
+def _encode_replay(encode: Encoder, event: RoomEvent) -> bytes:
+    """`event` as a history line, in `encode`'s wire format."""
+    return encode(ev.Replayed(event))
+
+
 def _ignored(member: Member, event: RoomEvent) -> bool:
     """True if `member` ignores the sender of chat line `event`."""
     if not member.ignoring or not isinstance(event, ev.Message | ev.Action):
@@ -246,6 +254,9 @@ class Chat:
         )
         self._clock = clock
         self.limits = limits
+        self._encode_replay = functools.lru_cache(maxsize=REPLAY_CACHE_LINES)(
+            _encode_replay
+        )
         self.accepting_names = True
 
     # -- connection life cycle -------------------------------------------
@@ -394,15 +405,17 @@ class Chat:
             self.hub.send(member, ev.MotdLine(line))
         if self.moderation.is_operator(member.identified):
             self.hub.send(member, ev.Info("You are a server operator here."))
-        others = [n for n in self.hub.names() if n != name]
-        self.hub.send(
-            member,
-            ev.Info(
-                f"{_plural(len(others), 'other user')} here"
-                + (f": {', '.join(others[:WHO_NAMES_PER_LINE])}" if others else ".")
-                + (" ..." if len(others) > WHO_NAMES_PER_LINE else "")
-            ),
-        )
+        # Names, up to a line's worth; past that, a list says nothing (and
+        # sorting everyone for each newcomer would cost a crowd dearly).
+        count = len(self.hub) - 1
+        about = f"{_plural(count, 'other user')} here"
+        if count > WHO_NAMES_PER_LINE:
+            about += "; /who * lists them."
+        elif count:
+            about += ": " + ", ".join(n for n in self.hub.names() if n != name)
+        else:
+            about += "."
+        self.hub.send(member, ev.Info(about))
         member.connected_at = member.last_active = self._clock()
         self.replay(member, self.lobby)
         lobby = self.lobby
@@ -412,9 +425,7 @@ class Chat:
             )
             self.hub.send(member, topic)
         self.hub.enter(member, self.lobby)
-        self._notice(
-            self.lobby, ev.Joined(self._clock(), self.lobby.name, name), exclude=member
-        )
+        self._notice_join(member, self.lobby)
         log.info("[%s] joined as %s", member.conn_id, name)
         return True
 
@@ -457,27 +468,30 @@ class Chat:
     def replay(self, member: Member, room: Room) -> None:
         """Send `member` the room's recent lines, marked as history."""
         recent = list(self._recent.get(room.key, ()))
-        for event in self._fitting(member, recent):
-            if not _ignored(member, event):
-                self.hub.send(member, ev.Replayed(event))
+        for data in self._fitting(member, recent):
+            self.hub.send_data(member, data)
 
-    def _fitting(self, member: Member, events: list[RoomEvent]) -> list[RoomEvent]:
-        """The newest of `events` whose replay fits in half the member's outbox.
+    def _fitting(self, member: Member, events: list[RoomEvent]) -> list[bytes]:
+        """The replay lines of the newest `events` that fit in half the outbox.
 
+        Oldest first; lines from users `member` ignores are left out.
         Replayed lines are queued all at once; long ones (multi-line
         messages) could otherwise fill the outbox and get whoever joins the
-        room dropped as too slow.
+        room dropped as too slow. Each event is encoded once for everyone
+        who joins soon after (a crowd arriving hears the same history).
         """
         budget = self.limits.outbox_max_bytes // REPLAY_OUTBOX_SHARE
-        start = len(events)
-        while start:
-            event = events[start - 1]
-            if not _ignored(member, event):
-                budget -= len(member.encode(ev.Replayed(event)))
-                if budget < 0:
-                    break
-            start -= 1
-        return events[start:]
+        lines: list[bytes] = []
+        for event in reversed(events):
+            if _ignored(member, event):
+                continue
+            data = self._encode_replay(member.encode, event)
+            budget -= len(data)
+            if budget < 0:
+                break
+            lines.append(data)
+        lines.reverse()
+        return lines
 
     def recent(self, room: Room, limit: int) -> list[RoomEvent]:
         """Up to `limit` of the room's recent lines held in memory."""
@@ -492,11 +506,29 @@ class Chat:
         Nothing is kept while the server shuts down (nobody sees those
         leaves), nor for rooms with a key (their lines are private).
         """
+        self._keep(room, event)
+        self.hub.publish(event, room=room, exclude=exclude)
+
+    def _notice_join(
+        self, member: Member, room: Room, *, tell_joiner: bool = False
+    ) -> None:
+        """Announce that `member` joined `room` and keep it as history.
+
+        The joiner hears its own join (first) only if `tell_joiner`; the
+        others may hear it a moment later, with others (`Hub.announce_join`).
+        """
+        assert member.name is not None
+        event = ev.Joined(self._clock(), room.name, member.name)
+        self._keep(room, event)
+        if tell_joiner:
+            self.hub.send(member, event)
+        self.hub.announce_join(member, room, event)
+
+    def _keep(self, room: Room, event: RoomEvent) -> None:
         if not self.closing:
             self._remember(room.key, event)
             if not room.password:
                 self.record(room.key, event)
-        self.hub.publish(event, room=room, exclude=exclude)
 
     def _room_gone(self, room: Room) -> None:
         # A keyed room's lines are private: whoever makes a room of that name
@@ -697,12 +729,11 @@ class Chat:
 
     def send_history(self, member: Member, room: Room, events: list[RoomEvent]) -> None:
         """Send `events` (oldest first) to `member` as `room`'s history."""
-        events = self._fitting(member, events)
-        lines = _plural(len(events), "line")
-        self.hub.send(member, ev.Info(f"{lines} of {room.name}:"))
-        for event in events:
-            if not _ignored(member, event):
-                self.hub.send(member, ev.Replayed(event))
+        lines = self._fitting(member, events)
+        count = _plural(len(lines), "line")
+        self.hub.send(member, ev.Info(f"{count} of {room.name}:"))
+        for data in lines:
+            self.hub.send_data(member, data)
 
     def _op_target(self, member: Member, target: str) -> tuple[Room, Member] | None:
         """The current room and `target` in it, if `member` is an op there."""
@@ -1038,7 +1069,7 @@ class Chat:
             return
         self.replay(member, room)
         self.hub.enter(member, room)
-        self._notice(room, ev.Joined(self._clock(), room.name, member.name))
+        self._notice_join(member, room, tell_joiner=True)
         if room.topic:
             self.hub.send(
                 member,

@@ -1181,6 +1181,11 @@ class _Client:
                     self._joined(conn, room)
                 else:
                     roster.saw_name(name)
+            case ev.JoinedMany(_ts, room, names):
+                roster.saw_room(room)
+                for name in names:
+                    if not self._is_me(name):
+                        roster.saw_name(name)
             case ev.Left(_ts, room, name, how, _reason):
                 if self._is_me(name):
                     if how == "parted":

@@ -379,6 +379,19 @@ class Joined:
     name: str
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class JoinedMany:
+    """`names` joined `room`, in that order, the last of them at `ts`.
+
+    Big rooms hear joins gathered like this (see `Hub.announce_join`); the
+    names are never summarised away, only put on fewer lines.
+    """
+
+    ts: float
+    room: str
+    names: tuple[str, ...]
+
+
 #: How someone left a room: left the server on purpose (quit), was cut off
 #: (disconnected), or left just that room and is still online (parted).
 LeaveHow = Literal["quit", "disconnected", "parted"]
@@ -488,6 +501,7 @@ ServerEvent = (
     | Action
     | Private
     | Joined
+    | JoinedMany
     | Left
     | Renamed
     | WhoList

@@ -28,7 +28,12 @@ from typing import Final, Protocol
 import trio
 
 from trio_chat import events as ev
-from trio_chat.limits import OUTBOX_MAX_BYTES, OUTBOX_MAX_MESSAGES
+from trio_chat.limits import (
+    OUTBOX_MAX_BYTES,
+    OUTBOX_MAX_MESSAGES,
+    PRESENCE_BATCH_MEMBERS,
+    PRESENCE_NAMES_PER_LINE,
+)
 from trio_chat.names import lookalike_keys, name_key
 
 #: Eviction reason for a member whose outbox is full.
@@ -319,6 +324,8 @@ class Room:
         #: `Member.identity` and name key of each muted user -> until (chat
         #: clock): a rename or a reconnection under the same name stays muted.
         self.muted: dict[str, float] = {}
+        #: Joins not yet announced, in order (see `Hub.announce_join`).
+        self.pending_joins: list[tuple[Member, ev.Joined]] = []
 
     def __len__(self) -> int:
         return len(self.members)
@@ -350,10 +357,18 @@ class Hub:
     `on_evict(member, reason)` is called once for each member evicted for a
     full outbox, after it was removed (the chat announces the leave there).
     Nothing here awaits.
+
+    With `on_joins` set, joins to rooms of `batch_joins_from` members or
+    more are gathered (`announce_join`): `on_joins(room)` is called when a
+    room's first join is waiting, and whoever set it calls `flush_joins`
+    soon after.
     """
 
     def __init__(
-        self, *, on_evict: Callable[[Member, str], None] = lambda m, r: None
+        self,
+        *,
+        on_evict: Callable[[Member, str], None] = lambda m, r: None,
+        batch_joins_from: int = PRESENCE_BATCH_MEMBERS,
     ) -> None:
         self._members: dict[str, Member] = {}
         self.rooms: dict[str, Room] = {}  # by room key
@@ -361,6 +376,9 @@ class Hub:
         self.on_evict = on_evict
         self._evicted: collections.deque[tuple[Member, str]] = collections.deque()
         self._announcing = False
+        self.on_joins: Callable[[Room], None] | None = None
+        self.batch_joins_from = batch_joins_from
+        self._joins_waiting: dict[Room, None] = {}  # rooms with pending joins
 
     def __len__(self) -> int:
         return len(self._members)
@@ -489,6 +507,12 @@ class Hub:
         is full is evicted on the spot; its leave is announced after everyone
         else got the event.
         """
+        # Waiting joins go first: nobody hears from someone before their join.
+        if room is None:
+            if self._joins_waiting:
+                self.flush_all_joins()
+        elif room.pending_joins:
+            self.flush_joins(room)
         members = self._members.values() if room is None else room.members
         encoded: dict[Encoder, bytes] = {}
         last_encode: Encoder | None = None
@@ -537,12 +561,96 @@ class Hub:
             self._evict(member, SEND_QUEUE_EXCEEDED)
         self._announce_evictions()
 
+    def announce_join(self, member: Member, room: Room, event: ev.Joined) -> None:
+        """Tell everyone in `room` but `member` that it joined (`event`).
+
+        Never waits. In a room of `batch_joins_from` members or more (with
+        `on_joins` set) the join waits for `flush_joins`, together with any
+        others that arrive meanwhile; anything else published to the room
+        first sends the joins waiting, so no line is heard before its
+        sender's join, and the joins are heard in order.
+        """
+        if self.on_joins is None or len(room.members) < self.batch_joins_from:
+            self.publish(event, room=room, exclude=member)
+            return
+        room.pending_joins.append((member, event))
+        if len(room.pending_joins) == 1:
+            self._joins_waiting[room] = None
+            self.on_joins(room)
+
+    def flush_joins(self, room: Room) -> None:
+        """Announce the joins waiting in `room`, as few lines as there can be.
+
+        Each member hears every join after its own exactly once: members
+        who were there before get all of them (`JoinedMany` events of up to
+        `PRESENCE_NAMES_PER_LINE` names, encoded once per encoder), a member
+        whose own join is among them only the ones after it (it was told of
+        the earlier ones as it joined). Never waits; full outboxes are
+        evicted as in `publish`.
+        """
+        pending = room.pending_joins
+        self._joins_waiting.pop(room, None)
+        if not pending:
+            return
+        room.pending_joins = []
+        if len(pending) == 1:
+            member, event = pending[0]
+            self.publish(event, room=room, exclude=member)
+            return
+        per = PRESENCE_NAMES_PER_LINE
+        chunks = [pending[i : i + per] for i in range(0, len(pending), per)]
+
+        def joined(part: list[tuple[Member, ev.Joined]]) -> ev.JoinedMany:
+            return ev.JoinedMany(
+                part[-1][1].ts, room.name, tuple(e.name for _, e in part)
+            )
+
+        events = [joined(chunk) for chunk in chunks]
+        position = {member: index for index, (member, _) in enumerate(pending)}
+        lines: dict[Encoder, list[bytes]] = {}
+        everything: dict[Encoder, bytes] = {}
+        full: list[Member] = []
+        for member in room.members:
+            if member._closed:
+                continue
+            encode = member.encode
+            encoded = lines.get(encode)
+            if encoded is None:
+                encoded = lines[encode] = [encode(event) for event in events]
+                everything[encode] = b"".join(encoded)
+            index = position.get(member)
+            if index is None:
+                data = everything[encode]
+            else:
+                chunk, at = divmod(index, per)
+                after = chunks[chunk][at + 1 :]
+                head = encode(joined(after)) if after else b""
+                data = head + b"".join(encoded[chunk + 1 :])
+                if not data:
+                    continue
+            if not member.deliver(data):
+                full.append(member)
+        for member in full:
+            self._evict(member, SEND_QUEUE_EXCEEDED)
+        self._announce_evictions()
+
+    def flush_all_joins(self) -> None:
+        """Announce every join waiting, in every room (`flush_joins`)."""
+        for room in list(self._joins_waiting):
+            self.flush_joins(room)
+
     def send(self, member: Member, event: ev.ServerEvent) -> None:
         """Deliver `event` to one member (online or not), never waiting.
 
         A member whose outbox is full is evicted.
         """
         if not member.deliver(member.encode(event)):
+            self._evict(member, SEND_QUEUE_EXCEEDED)
+            self._announce_evictions()
+
+    def send_data(self, member: Member, data: bytes) -> None:
+        """Deliver `data`, already in `member.encode`'s format, as `send` does."""
+        if not member.deliver(data):
             self._evict(member, SEND_QUEUE_EXCEEDED)
             self._announce_evictions()
 

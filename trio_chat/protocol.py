@@ -435,13 +435,31 @@ def _message_lines(
     )
 
 
+def _joins_lines(head: str, names: tuple[str, ...], limit: int) -> bytes:
+    """`head` followed by `names`, on as many lines of at most `limit` as needed."""
+    room_left = limit - len(head.encode()) - len(LINE_END)
+    lines: list[str] = []
+    line = head
+    left = room_left
+    for name in names:
+        size = 1 + len(name.encode())
+        if size > left and line != head:
+            lines.append(line)
+            line, left = head, room_left
+        line += " " + name
+        left -= size
+    lines.append(line)
+    return b"".join(line.encode() + LINE_END for line in lines)
+
+
 def encode_event(event: ev.ServerEvent, *, limit: int = MAX_SERVER_LINE_BYTES) -> bytes:
     """Serialise a server event to one wire line, CRLF included.
 
     The result is at most `limit` bytes (`MAX_SERVER_LINE_BYTES`); chat text
-    or a reason is cut at a character boundary to fit. A multi-line message
-    is the exception: one `MSG` line and a `MORE` line for each further line
-    of its text (each line within `limit`), in one piece.
+    or a reason is cut at a character boundary to fit. Two exceptions come
+    as several lines (each within `limit`), in one piece: a multi-line
+    message (one `MSG` line and a `MORE` line for each further line of its
+    text), and `JoinedMany` with more names than fit on one `JOINS` line.
     """
     match event:
         case ev.Message(ts, room, sender, text):
@@ -462,6 +480,10 @@ def encode_event(event: ev.ServerEvent, *, limit: int = MAX_SERVER_LINE_BYTES) -
             )
         case ev.Joined(ts, room, name):
             return _fit(f"JOIN {format_timestamp(ts)} {room} {name}", "", limit=limit)
+        case ev.JoinedMany(ts, room, (name,)):
+            return _fit(f"JOIN {format_timestamp(ts)} {room} {name}", "", limit=limit)
+        case ev.JoinedMany(ts, room, names):
+            return _joins_lines(f"JOINS {format_timestamp(ts)} {room}", names, limit)
         case ev.Left(ts, room, name, how, reason):
             head = f"LEAVE {format_timestamp(ts)} {room} {name} {how}"
             return (
@@ -572,6 +594,11 @@ def _decode(kind: str, rest: str) -> ev.ServerEvent:
     if kind == "JOIN":
         ts_text, room, name = rest.split(" ")
         return ev.Joined(parse_timestamp(ts_text), room, name)
+    if kind == "JOINS":
+        ts_text, room, *joiners = rest.split(" ")
+        if not joiners or "" in joiners:
+            raise ValueError("JOINS without names")
+        return ev.JoinedMany(parse_timestamp(ts_text), room, tuple(joiners))
     if kind == "LEAVE":
         ts_text, room, name, tail = rest.split(" ", 3)
         match = _LEAVE_REASON.match(tail)

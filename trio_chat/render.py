@@ -254,6 +254,7 @@ def _room_tag(
     | ev.MoreLine
     | ev.Action
     | ev.Joined
+    | ev.JoinedMany
     | ev.Left
     | ev.Renamed
     | ev.TopicIs,
@@ -282,13 +283,34 @@ def _left(event: ev.Left, *, me: str | None, color: bool) -> str:
     return f"{who} was disconnected{detail}"
 
 
+#: Names a gathered join notice shows; the rest are counted.
+JOINED_NAMES_SHOWN: Final = 10
+
+
+def _joined_many(names: tuple[str, ...], *, me: str | None, color: bool) -> str:
+    """`alice, bob and carol joined`: the first names, and how many more."""
+    shown = [_name(name, me=me, color=color) for name in names[:JOINED_NAMES_SHOWN]]
+    more = len(names) - len(shown)
+    if more:
+        return f"{', '.join(shown)} and {more} more joined"
+    if len(shown) == 1:
+        return f"{shown[0]} joined"
+    return f"{', '.join(shown[:-1])} and {shown[-1]} joined"
+
+
 def _notice_line(text: str, *, color: bool) -> str:
     """A notice whose parts are already sanitised (and maybe coloured)."""
     return f"{_style('--', _NOTICE_STYLE, color=color)} {text}"
 
 
 def _chat_body(
-    event: ev.Message | ev.Action | ev.Joined | ev.Left | ev.Renamed | ev.TopicIs,
+    event: ev.Message
+    | ev.Action
+    | ev.Joined
+    | ev.JoinedMany
+    | ev.Left
+    | ev.Renamed
+    | ev.TopicIs,
     *,
     me: str | None,
     color: bool,
@@ -312,6 +334,8 @@ def _chat_body(
             return _notice_line(
                 f"{_name(name, me=me, color=color)} joined", color=color
             )
+        case ev.JoinedMany(_ts, _room, names):
+            return _notice_line(_joined_many(names, me=me, color=color), color=color)
         case ev.Left():
             return _notice_line(_left(event, me=me, color=color), color=color)
         case ev.Renamed(_ts, _room, old, new):
@@ -346,8 +370,10 @@ def render_event(
             lead = _lead(inner, current=room, history=True, localtime=localtime)
             return _continued(lead, sender, text, me=me, color=color)
         case (
-            ev.Message() | ev.Action() | ev.Joined() | ev.Left() | ev.Renamed()
-        ) | ev.TopicIs():
+            (ev.Message() | ev.Action() | ev.Joined() | ev.Left() | ev.Renamed())
+            | ev.TopicIs()
+            | ev.JoinedMany()
+        ):
             mention = is_mention(event, me)
             line = (
                 _stamp(event.ts, color=color, localtime=localtime)

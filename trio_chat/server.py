@@ -13,6 +13,7 @@ import collections
 import contextlib
 import errno
 import hashlib
+import heapq
 import itertools
 import logging
 import math
@@ -43,11 +44,13 @@ from trio_chat.chat import (
     TopicSaved,
 )
 from trio_chat.flood import EXCESS_FLOOD, FloodControl
-from trio_chat.hub import Member
+from trio_chat.hub import Member, Room
 from trio_chat.limits import (
     ACCEPT_BACKOFF,
     CLOSE_TIMEOUT,
     DEFAULT_HOST,
+    PRESENCE_DELAY_PER_MEMBER,
+    PRESENCE_MAX_DELAY,
     PRUNE_INTERVAL,
     RECEIVE_SIZE,
     WRITE_BATCH_BYTES,
@@ -532,6 +535,7 @@ class ChatServer:
         self.shutting_down = False
         self.closed = trio.Event()
         self._ids = itertools.count(1)
+        self._ids_due = itertools.count()
         self._connections: set[Connection] = set()
         self._accept_scope = trio.CancelScope()
         self.admission = Admission(self.limits)
@@ -541,6 +545,9 @@ class ChatServer:
         self._ready: list[Member] = []
         self._ready_wakeup = trio.Event()
         self._flushing = False
+        #: Rooms with joins waiting, by when to announce them (`_announce_joins`).
+        self._joins_due: list[tuple[float, int, Room]] = []
+        self._joins_wakeup = trio.Event()
         #: Registration times per address, for the daily limit.
         self._registrations: collections.OrderedDict[str, collections.deque[float]] = (
             collections.OrderedDict()
@@ -856,6 +863,7 @@ class ChatServer:
         try:
             async with trio.open_nursery() as background:
                 background.start_soon(self._flush_ready)
+                background.start_soon(self._announce_joins)
                 if self.store is not None:
                     background.start_soon(self.save_behind, self.store)
                     background.start_soon(self._prune_history, self.store)
@@ -898,6 +906,39 @@ class ChatServer:
             self._flushing = False
             for member in self._ready:
                 member.flush()  # the last direct writes; writers take over
+
+    def _joins_waiting(self, room: Room) -> None:
+        delay = min(PRESENCE_MAX_DELAY, len(room) * PRESENCE_DELAY_PER_MEMBER)
+        due = (trio.current_time() + delay, next(self._ids_due), room)
+        heapq.heappush(self._joins_due, due)
+        self._joins_wakeup.set()
+
+    async def _announce_joins(self) -> None:
+        """Announce the joins each big room gathered, when they are due.
+
+        A join to a room of `PRESENCE_BATCH_MEMBERS` or more waits up to
+        `PRESENCE_DELAY_PER_MEMBER` per member (at most `PRESENCE_MAX_DELAY`),
+        and every join that arrives meanwhile goes out with it: a crowd
+        arriving costs a few lines per member instead of one per arrival.
+        Anything said in the room sends its waiting joins first. When this
+        stops, the joins still waiting are announced at once, and joins are
+        no longer gathered.
+        """
+        hub = self.chat.hub
+        hub.on_joins = self._joins_waiting
+        due = self._joins_due
+        try:
+            while True:
+                with trio.move_on_at(due[0][0] if due else math.inf):
+                    await self._joins_wakeup.wait()
+                self._joins_wakeup = trio.Event()
+                now = trio.current_time()
+                while due and due[0][0] <= now:
+                    hub.flush_joins(heapq.heappop(due)[2])
+        finally:
+            hub.on_joins = None
+            due.clear()
+            hub.flush_all_joins()
 
     async def _serve(  # noqa: ASYNC114 - only serve_listeners starts it
         self,
