@@ -523,7 +523,7 @@ class Client:
     def _count(self, data: bytes, now: float) -> None:
         dialect = self.gen.dialect
         tail = self.tail
-        joins = dialect.count_joins(self, data)
+        joins = dialect.count_joins(self, data) if self.gen.counting_joins else 0
         msgs = _count_marker(dialect.msg_marker, tail, data)
         self.tail = data[-TAIL:] if len(data) >= TAIL else (tail + data)[-TAIL:]
         if joins:
@@ -591,6 +591,7 @@ class Generator:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.counting_joins = True  # until setup is done
         self.dialect: Dialect = (
             TrioChatDialect()
             if settings.dialect == "trio-chat"
@@ -698,6 +699,7 @@ class Generator:
         cpu0 = proc_cpu_seconds(settings.server_pid)
         gen_cpu0 = time.process_time()
         ok = self.pump(done, begin + settings.setup_timeout, tick)
+        self.counting_joins = False  # all are in: the rest is chat
         self.setup_cpu = (
             _delta(cpu0, proc_cpu_seconds(settings.server_pid)),
             round(time.process_time() - gen_cpu0, 3),

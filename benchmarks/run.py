@@ -96,7 +96,7 @@ QUICK: Final = {
     "rate": [50.0],
     "duration": 2.0,
     "drain": 3.0,
-    "connections": 200,
+    "connections": [200],
     "repeat": 1,
     "connections_repeat": 1,
 }
@@ -468,7 +468,11 @@ class Options:
     rates: list[float]
     duration: float
     drain: float
-    connections: int
+    connections: list[int]
+    #: Connections runs past this C are for trio-chat alone (`:memory:`,
+    #: plain TCP): ngircd announces every join one by one, which at 10000
+    #: members takes it the best part of an hour.
+    compare_connections: int
     inflight: int
     tls: bool
     dbs: list[str]
@@ -520,7 +524,18 @@ def parse_args(argv: Sequence[str]) -> Options:
         help="paced: seconds to wait for late lines after the last send",
     )
     parser.add_argument(
-        "--connections", type=int, default=2000, help="connections: idle members C"
+        "--connections",
+        default="2000",
+        help="connections: idle members C; a comma-separated list runs each",
+    )
+    parser.add_argument(
+        "--compare-connections",
+        type=int,
+        default=2000,
+        metavar="C",
+        help="connections runs with more members than this are for trio-chat"
+        " :memory: over plain TCP only (ngircd needs the best part of an hour"
+        " to announce 10000 joins one by one)",
     )
     parser.add_argument(
         "--inflight",
@@ -604,7 +619,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         "rate": [float(r) for r in args.rate.split(",") if r.strip()],
         "duration": args.duration,
         "drain": args.drain,
-        "connections": args.connections,
+        "connections": [int(c) for c in args.connections.split(",") if c.strip()],
         "repeat": args.repeat,
         "connections_repeat": args.connections_repeat,
     }
@@ -631,6 +646,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         duration=sizes["duration"],
         drain=sizes["drain"],
         connections=sizes["connections"],
+        compare_connections=args.compare_connections,
         inflight=args.inflight,
         tls=args.tls,
         dbs=(
@@ -651,15 +667,18 @@ def parse_args(argv: Sequence[str]) -> Options:
     )
 
 
-def scenario_params(options: Options, scenario: str, rate: float) -> dict[str, Any]:
-    """The sizes and deadlines of one scenario, as the generator takes them."""
-    params = _scenario_params(options, scenario, rate)
+def scenario_params(options: Options, scenario: str, size: float) -> dict[str, Any]:
+    """The sizes and deadlines of one scenario, as the generator takes them.
+
+    `size` is the rate (paced) or the number of connections (connections).
+    """
+    params = _scenario_params(options, scenario, size)
     if options.setup_timeout is not None:
         params["setup_timeout"] = options.setup_timeout
     return params
 
 
-def _scenario_params(options: Options, scenario: str, rate: float) -> dict[str, Any]:
+def _scenario_params(options: Options, scenario: str, size: float) -> dict[str, Any]:
     if scenario == "fanout":
         return {
             "clients": options.clients,
@@ -671,14 +690,14 @@ def _scenario_params(options: Options, scenario: str, rate: float) -> dict[str, 
     if scenario == "paced":
         return {
             "clients": options.clients,
-            "rate": rate,
+            "rate": size,
             "duration": options.duration,
             "drain": options.drain,
             "setup_timeout": 60.0,
         }
-    thousands = options.connections / 1000
+    thousands = size / 1000
     return {
-        "connections": options.connections,
+        "connections": int(size),
         # Every join is announced to everyone: setup grows as C squared.
         "setup_timeout": 60.0 + 60.0 * thousands * thousands,
         "run_timeout": 60.0,
@@ -957,11 +976,23 @@ def plan(options: Options) -> list[tuple[str, bool, dict[str, Any]]]:
     """Every (scenario, TLS, sizes) to run, in order."""
     runs: list[tuple[str, bool, dict[str, Any]]] = []
     for scenario in options.scenarios:
-        rates = options.rates if scenario == "paced" else [0.0]
-        for rate in rates:
-            params = scenario_params(options, scenario, rate)
+        sizes: list[float] = (
+            options.rates
+            if scenario == "paced"
+            else [float(c) for c in options.connections]
+            if scenario == "connections"
+            else [0.0]
+        )
+        for size in sizes:
+            params = scenario_params(options, scenario, size)
             runs.append((scenario, False, params))
-            if options.tls and scenario in ("fanout", "connections"):
+            if options.tls and scenario == "fanout":
+                runs.append((scenario, True, params))
+            if (
+                options.tls
+                and scenario == "connections"
+                and size <= options.compare_connections
+            ):
                 runs.append((scenario, True, params))
     return runs
 
@@ -987,7 +1018,7 @@ def main(argv: Sequence[str]) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    needed = options.connections + 100  # in the server, and in the generator
+    needed = max(options.connections) + 100  # in the server, and in the generator
     if "connections" in options.scenarios and hard < needed:
         log(f"warning: the open files limit ({hard}) is below {needed}")
     if options.profile is not None and shutil.which("py-spy") is None:
@@ -1019,8 +1050,14 @@ def main(argv: Sequence[str]) -> int:
                 if scenario == "connections"
                 else options.repeat
             )
+            big = (
+                scenario == "connections"
+                and params["connections"] > options.compare_connections
+            )
             for repeat in range(repeats):
                 for variant in variants:
+                    if big and variant.label != "trio-chat :memory:":
+                        continue
                     name = f"{scenario}{'-tls' if tls else ''}"
                     tag = f"{name}-{variant.label.replace(' ', '-')}-{repeat + 1}"
                     tag = tag.replace(":", "")

@@ -1,0 +1,250 @@
+"""Gathered join notices: big rooms hear a crowd arriving in few lines.
+
+Each member must hear every join after its own exactly once, in order,
+and never a line from someone before that someone's join.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import trio
+import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
+
+from trio_chat import events as ev
+from trio_chat.chat import Chat
+from trio_chat.hub import Hub, Member, Room
+from trio_chat.limits import PRESENCE_NAMES_PER_LINE, Limits
+from trio_chat.protocol import LINE_END, decode_event, encode_event
+from trio_chat.server import ChatServer
+
+TS = 1_795_475_428.0
+
+
+def member(hub: Hub, name: str) -> Member:
+    one = Member(f"conn-{name}", encode=encode_event, max_messages=64)
+    assert hub.add(one, name)
+    return one
+
+
+def heard(one: Member) -> list[ev.ServerEvent]:
+    """Every event queued for `one`, decoded (several lines per item too)."""
+    events: list[ev.ServerEvent] = []
+    while True:
+        try:
+            data = one.outbox.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return events
+        for line in data.split(LINE_END)[:-1]:
+            events.append(decode_event(line.decode()))
+
+
+def joined_names(events: list[ev.ServerEvent]) -> list[str]:
+    names: list[str] = []
+    for event in events:
+        if isinstance(event, ev.Joined):
+            names.append(event.name)
+        elif isinstance(event, ev.JoinedMany):
+            names.extend(event.names)
+    return names
+
+
+class Lobby:
+    """A hub gathering joins from `batch_from` members, and its lobby."""
+
+    def __init__(self, batch_from: int, *names: str) -> None:
+        self.hub = Hub(batch_joins_from=batch_from)
+        self.waiting: list[Room] = []
+        self.hub.on_joins = self.waiting.append
+        self.room = self.hub.open_room("#lobby", permanent=True)
+        self.members = [self.arrive(name) for name in names]
+        self.hub.flush_joins(self.room)  # the ones there to begin with
+        self.waiting.clear()
+
+    def arrive(self, name: str) -> Member:
+        one = member(self.hub, name)
+        self.hub.enter(one, self.room)
+        self.hub.announce_join(one, self.room, ev.Joined(TS, "#lobby", name))
+        return one
+
+
+def test_small_rooms_hear_each_join_at_once() -> None:
+    lobby = Lobby(3, "alice")
+    alice = lobby.members[0]
+    bob = lobby.arrive("bob")
+    assert lobby.waiting == []
+    assert heard(alice) == [ev.Joined(TS, "#lobby", "bob")]
+    assert heard(bob) == []
+
+
+def test_without_on_joins_nothing_is_gathered() -> None:
+    hub = Hub(batch_joins_from=1)
+    room = hub.open_room("#lobby", permanent=True)
+    alice, bob = member(hub, "alice"), member(hub, "bob")
+    hub.enter(alice, room)
+    hub.enter(bob, room)
+    hub.announce_join(bob, room, ev.Joined(TS, "#lobby", "bob"))
+    assert heard(alice) == [ev.Joined(TS, "#lobby", "bob")]
+
+
+def test_a_crowd_is_announced_in_one_line_when_flushed() -> None:
+    lobby = Lobby(2, "alice", "bob")
+    alice, bob = lobby.members
+    heard(alice)
+    carol, dave, erin = (lobby.arrive(name) for name in ("carol", "dave", "erin"))
+    assert lobby.waiting == [lobby.room]  # once, for the first join waiting
+    assert heard(alice) == heard(bob) == []
+    lobby.hub.flush_joins(lobby.room)
+    crowd = ev.JoinedMany(TS, "#lobby", ("carol", "dave", "erin"))
+    assert heard(alice) == heard(bob) == [crowd]
+    # A newcomer hears only of those who came after it.
+    assert heard(carol) == [ev.JoinedMany(TS, "#lobby", ("dave", "erin"))]
+    assert heard(dave) == [ev.Joined(TS, "#lobby", "erin")]
+    assert heard(erin) == []
+    lobby.hub.flush_joins(lobby.room)  # nothing left: nothing sent
+    assert heard(alice) == []
+
+
+def test_a_line_in_the_room_sends_the_waiting_joins_first() -> None:
+    lobby = Lobby(2, "alice", "bob")
+    alice, bob = lobby.members
+    heard(alice)
+    carol = lobby.arrive("carol")
+    hello = ev.Message(TS, "#lobby", "carol", "hello")
+    lobby.hub.publish(hello, room=lobby.room, exclude=carol)
+    assert heard(alice) == [ev.Joined(TS, "#lobby", "carol"), hello]
+    lobby.hub.flush_joins(lobby.room)  # the due flush finds nothing
+    assert heard(bob) == [ev.Joined(TS, "#lobby", "carol"), hello]
+
+
+def test_a_server_wide_line_sends_every_rooms_waiting_joins_first() -> None:
+    lobby = Lobby(2, "alice", "bob")
+    alice = lobby.members[0]
+    heard(alice)
+    dev = lobby.hub.open_room("#dev")
+    for one in lobby.members:
+        lobby.hub.enter(one, dev)
+    carol = member(lobby.hub, "carol")
+    lobby.hub.enter(carol, dev)
+    lobby.hub.announce_join(carol, dev, ev.Joined(TS, "#dev", "carol"))
+    lobby.hub.publish(ev.Info("restarting soon"))
+    assert heard(alice) == [ev.Joined(TS, "#dev", "carol"), ev.Info("restarting soon")]
+
+
+def test_someone_who_leaves_before_the_flush_is_announced_then_leaves() -> None:
+    lobby = Lobby(2, "alice", "bob")
+    alice = lobby.members[0]
+    heard(alice)
+    carol, dave = lobby.arrive("carol"), lobby.arrive("dave")
+    lobby.hub.exit(carol, lobby.room)
+    gone = ev.Left(TS, "#lobby", "carol", "quit", "")
+    lobby.hub.publish(gone, room=lobby.room)
+    assert heard(alice) == [ev.JoinedMany(TS, "#lobby", ("carol", "dave")), gone]
+    assert heard(dave) == [gone]
+    assert heard(carol) == []
+
+
+def test_a_full_outbox_during_the_flush_evicts_only_that_member() -> None:
+    lobby = Lobby(2, "alice", "bob")
+    alice, bob = lobby.members
+    heard(alice)
+    for _ in range(alice.outbox._max_messages):
+        assert alice.deliver(b"x\r\n")
+    evicted: list[tuple[Member, str]] = []
+    lobby.hub.on_evict = lambda one, reason: evicted.append((one, reason))
+    lobby.arrive("carol")
+    lobby.arrive("dave")
+    lobby.hub.flush_joins(lobby.room)
+    assert evicted == [(alice, "send queue exceeded")]
+    assert heard(bob) == [ev.JoinedMany(TS, "#lobby", ("carol", "dave"))]
+
+
+@given(
+    old=st.integers(0, 5),
+    new=st.integers(1, 3 * PRESENCE_NAMES_PER_LINE + 5),
+)
+def test_everyone_hears_every_later_join_exactly_once_in_order(
+    old: int, new: int
+) -> None:
+    names = [f"u{i}" for i in range(old + new)]
+    lobby = Lobby(1, *names[:old])
+    for one in lobby.members:
+        heard(one)
+    newcomers = [lobby.arrive(name) for name in names[old:]]
+    lobby.hub.flush_joins(lobby.room)
+    for index, one in enumerate(lobby.members):
+        events = heard(one)
+        assert joined_names(events) == names[old:], index
+        # Few lines: at most one per PRESENCE_NAMES_PER_LINE names.
+        assert len(events) <= -(-new // PRESENCE_NAMES_PER_LINE)
+    for index, one in enumerate(newcomers):
+        assert joined_names(heard(one)) == names[old + index + 1 :]
+
+
+# --------------------------------------------------------------------------
+# Through a real server, with real sockets: whatever the timing gathers,
+# nobody misses, repeats or reorders a join.
+
+
+@contextlib.asynccontextmanager
+async def serving(chat: Chat) -> AsyncIterator[int]:
+    server = ChatServer(chat)
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(server.serve_tcp, 0, "127.0.0.1")
+        yield listeners[0].socket.getsockname()[1]
+        nursery.cancel_scope.cancel()
+
+
+async def connect(port: int, name: str) -> tuple[trio.SocketStream, bytes]:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(f"{name}\n".encode())
+    buffer = b""
+    while b"WELCOME " not in buffer:
+        buffer += await stream.receive_some()
+    return stream, buffer[buffer.index(b"WELCOME ") :]
+
+
+async def test_a_crowd_joining_a_real_server_is_heard_exactly_once_in_order() -> None:
+    # Everyone comes from 127.0.0.1: the per-address limits are off.
+    limits = Limits(
+        max_per_address=0,
+        max_new_per_minute=0,
+        max_unregistered_per_address=0,
+        flood_rate=0,
+    )
+    chat = Chat(clock=lambda: TS, hub=Hub(batch_joins_from=2), limits=limits)
+    names = [f"u{i}" for i in range(24)]
+    async with serving(chat) as port:
+        first, first_seen = await connect(port, "first")
+        joined: list[tuple[trio.SocketStream, bytes]] = []
+
+        async def arrive(name: str) -> None:
+            joined.append(await connect(port, name))
+
+        for wave in range(0, len(names), 8):  # eight at once, in three waves
+            async with trio.open_nursery() as nursery:
+                for name in names[wave : wave + 8]:
+                    nursery.start_soon(arrive, name)
+        order = [data.split(b" ", 2)[1].decode() for _, data in joined]
+        await joined[-1][0].send_all(b"that's everyone\n")
+
+        async def hear_until_the_last_line(
+            stream: trio.SocketStream, seen: bytes
+        ) -> list[ev.ServerEvent]:
+            buffer = seen
+            while b"<" + order[-1].encode() + b"> that's everyone" not in buffer:
+                buffer += await stream.receive_some()
+            lines = buffer.split(LINE_END)[:-1]
+            return [decode_event(line.decode()) for line in lines[1:]]
+
+        with trio.fail_after(10):
+            events = await hear_until_the_last_line(first, first_seen)
+            assert joined_names(events) == order
+            for index, (stream, seen) in enumerate(joined[:-1]):
+                heard_there = await hear_until_the_last_line(stream, seen)
+                assert joined_names(heard_there) == order[index + 1 :], index
+        for stream, _ in [(first, b""), *joined]:
+            await stream.aclose()
