@@ -687,7 +687,7 @@ class Chat:
             case ev.Ignore(target):
                 self._ignore(member, target)
             case ev.Unignore(target):
-                member.ignoring.discard(name_key(target))
+                member.unignore(name_key(target))
                 if member.identified is not None:
                     self.save(
                         IgnoreSaved(member.identified, name_key(target), add=False)
@@ -981,7 +981,7 @@ class Chat:
                 member, "too-many", f"You can ignore at most {MAX_IGNORED} names."
             )
             return
-        member.ignoring.add(key)
+        member.ignore(key)
         if member.identified is not None:
             self.save(IgnoreSaved(member.identified, key, add=True))
         self.hub.send(

@@ -41,6 +41,9 @@ SEND_QUEUE_EXCEEDED: Final = "send queue exceeded"
 
 Encoder = Callable[[ev.ServerEvent], bytes]
 
+#: Whom a member ignores until it first uses /ignore (shared, never changed).
+_NOBODY: Final[frozenset[str]] = frozenset()
+
 
 def _write_now(outbox: Outbox, write: Callable[[bytes], int], data: bytes) -> int:
     """Bytes of `data` the non-blocking `write` took now (0 if none fit).
@@ -82,7 +85,9 @@ class Outbox:
     )
 
     def __init__(self, max_messages: int) -> None:
-        self._items: collections.deque[bytes] = collections.deque()
+        # A list, not a deque: the writer takes everything at once, and a
+        # deque's first block alone costs 760 bytes on every connection.
+        self._items: list[bytes] = []
         self._max_messages = max_messages
         self._closed = False
         self._writer: trio.lowlevel.Task | None = None
@@ -150,20 +155,23 @@ class Outbox:
         Raises trio.WouldBlock if empty, trio.EndOfChannel if also closed.
         """
         if self._items:
-            return self._items.popleft()
+            return self._items.pop(0)
         raise trio.EndOfChannel if self._closed else trio.WouldBlock
 
     def _take_now(self, max_bytes: int) -> bytes:
         items = self._items
         if len(items) == 1:
-            return items.popleft()
+            return items.pop()
         size = 0
-        batch: list[bytes] = []
-        while items and size < max_bytes:
-            data = items.popleft()
-            batch.append(data)
+        count = 0
+        for data in items:
+            if size >= max_bytes:
+                break
             size += len(data)
-        return b"".join(batch)
+            count += 1
+        batch = b"".join(items[:count]) if count < len(items) else b"".join(items)
+        del items[:count]
+        return batch
 
 
 class Member:
@@ -172,6 +180,34 @@ class Member:
     The connection's single writer task takes from `outbox` and calls
     `sent(n)` for the bytes it took, which keeps the byte accounting true.
     """
+
+    # Slots: a member per connection, so every byte counts (a __dict__ for
+    # these would cost about 600 bytes more each).
+    __slots__ = (
+        "_closed",
+        "_max_bytes",
+        "_on_evict",
+        "_queued_bytes",
+        "_ready",
+        "address",
+        "admitted",
+        "away",
+        "cert",
+        "conn_id",
+        "connected_at",
+        "current",
+        "encode",
+        "evicted",
+        "identified",
+        "ignoring",
+        "last_active",
+        "last_private_from",
+        "name",
+        "on_ready",
+        "outbox",
+        "pending_name",
+        "rooms",
+    )
 
     def __init__(
         self,
@@ -191,7 +227,8 @@ class Member:
         self.away = ""  # the reason, when away
         self.connected_at = 0.0
         self.last_active = 0.0
-        self.ignoring: set[str] = set()  # name keys whose lines are not shown
+        #: Name keys whose lines are not shown (`ignore`, `unignore`).
+        self.ignoring: set[str] | frozenset[str] = _NOBODY
         self.last_private_from: str | None = None
         self.pending_name: str | None = None  # registered name awaiting a password
         self.identified: str | None = None  # name key proven by a password
@@ -207,6 +244,17 @@ class Member:
         self._queued_bytes = 0
         self._closed = False
         self.outbox = Outbox(max_messages)
+
+    def ignore(self, key: str) -> None:
+        """Stop showing this member lines from the name key `key`."""
+        if not isinstance(self.ignoring, set):
+            self.ignoring = set()
+        self.ignoring.add(key)
+
+    def unignore(self, key: str) -> None:
+        """Show this member lines from `key` again."""
+        if isinstance(self.ignoring, set):
+            self.ignoring.discard(key)
 
     @property
     def key(self) -> str | None:

@@ -20,7 +20,6 @@ import functools
 import math
 import re
 import time
-from collections import deque
 from typing import Final
 
 from trio_chat import events as ev
@@ -100,7 +99,11 @@ class LineReader:
             raise LocalProtocolError("max_line_bytes must be at least 1")
         self._max = max_line_bytes
         self._max_unterminated = max_unterminated_bytes
-        self._chunks: deque[bytes] = deque()
+        # Received chunks not yet framed, and where in the first one the
+        # next line starts (a list: it holds a chunk or two, and a deque's
+        # first block alone costs 760 bytes on every connection).
+        self._chunks: list[bytes] = []
+        self._offset = 0
         self._partial = bytearray()
         self._discarding = False
         self._unterminated = 0  # bytes since the last newline
@@ -133,19 +136,22 @@ class LineReader:
             return pending
         if self._done:
             return NEED_DATA
-        while self._chunks:
-            chunk = self._chunks[0]
-            newline = chunk.find(b"\n")
+        chunks = self._chunks
+        while chunks:
+            chunk = chunks[0]
+            start = self._offset
+            newline = chunk.find(b"\n", start)
             if newline < 0:
-                self._chunks.popleft()
-                found = self._take_partial(chunk)
+                del chunks[0]
+                self._offset = 0
+                found = self._take_partial(chunk[start:] if start else chunk)
             else:
-                rest = chunk[newline + 1 :]
-                if rest:
-                    self._chunks[0] = rest
+                if newline + 1 < len(chunk):
+                    self._offset = newline + 1
                 else:
-                    self._chunks.popleft()
-                found = self._end_line(chunk[:newline])
+                    del chunks[0]
+                    self._offset = 0
+                found = self._end_line(chunk[start:newline])
             if found is not None:
                 return found
         if self._eof:
@@ -162,6 +168,7 @@ class LineReader:
         ):
             self._done = True
             self._chunks.clear()
+            self._offset = 0
             self._partial.clear()
             return ReadQueueExceeded(self._max_unterminated)
         if self._discarding:
@@ -184,6 +191,7 @@ class LineReader:
             fatal = ReadQueueExceeded(self._max_unterminated)
             self._done = True
             self._chunks.clear()
+            self._offset = 0
             self._partial.clear()
             if not self._discarding and unterminated > self._max + 1:
                 self._pending = fatal

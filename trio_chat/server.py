@@ -143,6 +143,23 @@ _STOP: Final = _Stop()
 class Connection:
     """One client connection: its member in the hub, its reader and writer."""
 
+    __slots__ = (  # one per connection: no __dict__
+        "_cert_name",
+        "_chat",
+        "_first_data",
+        "_limits",
+        "_reader_scope",
+        "_running",
+        "_server",
+        "_writing",
+        "conn_id",
+        "member",
+        "on_registered",
+        "registered",
+        "scope",
+        "stream",
+    )
+
     def __init__(self, server: ChatServer, stream: trio.abc.Stream, conn_id: str):
         self._server = server
         self._chat = server.chat
@@ -477,6 +494,7 @@ class Connection:
             self._writing = True
             with trio.fail_after(timeout):
                 await self.stream.send_all(data)
+            del data  # not kept while idle: memory per connection counts
             self._writing = False
             outbox.cut = False
         await trio.lowlevel.checkpoint()  # (take checkpointed; flake8-async can't tell)
@@ -667,7 +685,7 @@ class ChatServer:
         for key in keys:
             if len(member.ignoring) >= MAX_IGNORED:
                 break
-            member.ignoring.add(key)
+            member.ignore(key)
 
     async def _bind_cert(self, member: Member, *, add: bool) -> None:
         await trio.lowlevel.checkpoint()
