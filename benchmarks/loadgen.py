@@ -454,15 +454,16 @@ class Client:
         tls = self.gen.tls_context is not None
         while True:
             try:
-                data = sock.recv(RECV_SIZE)
+                size = sock.recv_into(self.gen.receive_view)
             except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 return
             except OSError as exc:
                 self.fail(f"receive: {exc}")
                 return
-            if not data:
+            if not size:
                 self.fail("connection closed by the server")
                 return
+            data = self.gen.receive_view[:size].tobytes()
             if self.parsing:
                 self._parse(data, now)
             else:
@@ -592,6 +593,9 @@ class Generator:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.counting_joins = True  # until setup is done
+        # Every read lands here first: recv() would allocate (and, at this
+        # size, map and unmap) a fresh RECV_SIZE buffer each time.
+        self.receive_view = memoryview(bytearray(RECV_SIZE))
         self.dialect: Dialect = (
             TrioChatDialect()
             if settings.dialect == "trio-chat"

@@ -257,6 +257,7 @@ class Chat:
         self._encode_replay = functools.lru_cache(maxsize=REPLAY_CACHE_LINES)(
             _encode_replay
         )
+        self._greetings: dict[Encoder, bytes] = {}  # hello and banner, encoded
         self.accepting_names = True
 
     # -- connection life cycle -------------------------------------------
@@ -266,10 +267,9 @@ class Chat:
 
         Without `prompt` (a client certificate names the account), no prompt.
         """
-        send = self.hub.send
-        send(
-            member,
-            ev.Hello(
+        greeting = self._greetings.get(member.encode)
+        if greeting is None:  # the same for everyone: encoded once
+            hello = ev.Hello(
                 PROTOCOL_VERSION,
                 f"trio-chat/{__version__}",
                 self.limits.max_line_bytes,
@@ -277,11 +277,13 @@ class Chat:
                 self.limits.flood_rate,
                 self.limits.max_paste_lines if self.limits.pastes else 0,
                 self.limits.max_paste_bytes if self.limits.pastes else 0,
-            ),
-        )
-        for line in BANNER:
-            send(member, ev.Banner(line))
-        send(member, ev.Info(f"{_plural(len(self.hub), 'user')} online."))
+            )
+            greeting = member.encode(hello) + b"".join(
+                member.encode(ev.Banner(line)) for line in BANNER
+            )
+            self._greetings[member.encode] = greeting
+        self.hub.send_data(member, greeting)
+        self.hub.send(member, ev.Info(f"{_plural(len(self.hub), 'user')} online."))
         if prompt:
             if self.moderation.server_password:
                 member.admitted = False
