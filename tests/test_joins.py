@@ -228,23 +228,26 @@ async def test_a_crowd_joining_a_real_server_is_heard_exactly_once_in_order() ->
             async with trio.open_nursery() as nursery:
                 for name in names[wave : wave + 8]:
                     nursery.start_soon(arrive, name)
-        order = [data.split(b" ", 2)[1].decode() for _, data in joined]
-        await joined[-1][0].send_all(b"that's everyone\n")
+        last, _ = await connect(port, "last")
+        await last.send_all(b"that's everyone\n")
 
         async def hear_until_the_last_line(
             stream: trio.SocketStream, seen: bytes
         ) -> list[ev.ServerEvent]:
             buffer = seen
-            while b"<" + order[-1].encode() + b"> that's everyone" not in buffer:
+            while b"<last> that's everyone" not in buffer:
                 buffer += await stream.receive_some()
             lines = buffer.split(LINE_END)[:-1]
             return [decode_event(line.decode()) for line in lines[1:]]
 
         with trio.fail_after(10):
-            events = await hear_until_the_last_line(first, first_seen)
-            assert joined_names(events) == order
-            for index, (stream, seen) in enumerate(joined[:-1]):
-                heard_there = await hear_until_the_last_line(stream, seen)
-                assert joined_names(heard_there) == order[index + 1 :], index
-        for stream, _ in [(first, b""), *joined]:
+            # The order the server took them in, as the first one heard it:
+            order = joined_names(await hear_until_the_last_line(first, first_seen))
+            assert sorted(order) == sorted([*names, "last"])
+            assert order[-1] == "last"
+            for stream, seen in joined:
+                name = seen.split(b" ", 2)[1].decode()
+                heard_there = joined_names(await hear_until_the_last_line(stream, seen))
+                assert heard_there == order[order.index(name) + 1 :], name
+        for stream, _ in [(first, b""), (last, b""), *joined]:
             await stream.aclose()

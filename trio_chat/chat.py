@@ -397,6 +397,7 @@ class Chat:
             )
             self.prompt(member)
             return False
+        member.hold()  # the welcome and what follows: one write
         self.hub.send(
             member,
             ev.Welcome(
@@ -1069,6 +1070,7 @@ class Chat:
         elif room.password and key != room.password:
             self._error(member, "bad-room-key", f"{room.name} needs the right key.")
             return
+        member.hold()  # the replay and what follows: one write
         self.replay(member, room)
         self.hub.enter(member, room)
         self._notice_join(member, room, tell_joiner=True)

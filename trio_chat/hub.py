@@ -317,6 +317,21 @@ class Member:
         self._queued_bytes += size
         return True
 
+    def hold(self) -> None:
+        """Queue the lines that follow for the next flush, not write the first.
+
+        For a burst of lines to one member (a welcome, a history replay):
+        one write instead of two. Without a direct write it does nothing.
+        """
+        if (
+            self.on_ready is not None
+            and not self._ready
+            and self.outbox._writer is not None
+            and not self._closed
+        ):
+            self._ready = True
+            self.on_ready(self)
+
     def flush(self) -> None:
         """Write what is queued now, if the writer is idle (for `on_ready`).
 

@@ -492,8 +492,12 @@ class Connection:
                     outbox.error
                 )
             self._writing = True
-            with trio.fail_after(timeout):
+            # fail_after, without its generator-based context manager (this
+            # runs for every write that does not go out directly).
+            with trio.CancelScope(deadline=trio.current_time() + timeout) as writing:
                 await self.stream.send_all(data)
+            if writing.cancelled_caught:
+                raise trio.TooSlowError
             del data  # not kept while idle: memory per connection counts
             self._writing = False
             outbox.cut = False
@@ -1011,8 +1015,12 @@ class ChatServer:
         except OSError:
             await trio.aclose_forcefully(stream)  # gone before we looked
             return
-        address = f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}"
-        await self.handle_stream(stream, peer=address, address_key=address_key(peer[0]))
+        host = peer[0]
+        if ":" in host:
+            address, key = f"[{host}]:{peer[1]}", address_key(host)
+        else:  # the kernel's IPv4 address is its own key: no parsing
+            address, key = f"{host}:{peer[1]}", host
+        await self.handle_stream(stream, peer=address, address_key=key)
 
     async def handle_stream(
         self,
