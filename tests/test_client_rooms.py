@@ -346,3 +346,25 @@ async def test_piped_output_marks_mentions_but_never_rings() -> None:
     shown = out.getvalue()
     assert "\n! " in shown and shown.rstrip().endswith(" <bob> hi alice")
     assert "\x07" not in shown
+
+
+async def test_a_crowd_joining_or_leaving_is_one_line_and_kept_for_completion(
+    nursery: trio.Nursery,
+) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        run = start(nursery, name="alice")
+        server = await run.net.accept()
+        await server.join("alice")
+        crowd = " ".join(f"u{i}" for i in range(12))
+        await server.send(f"JOINS {TS} #lobby {crowd}")
+        shown = await run.ui.expect("joined")
+        assert after_stamp(shown) == (
+            "-- u0, u1, u2, u3, u4, u5, u6, u7, u8, u9 and 2 more joined"
+        )
+        assert run.ui.roster is not None
+        assert set(run.ui.roster.names()) >= {f"u{i}" for i in range(12)}
+        await server.send(f"LEAVES {TS} #lobby quit u0 u11 (class is over)")
+        shown = await run.ui.expect("left")
+        assert after_stamp(shown) == "-- u0 and u11 left (quit: class is over)"
+        names = set(run.ui.roster.names())
+        assert "u0" not in names and "u11" not in names and "u5" in names

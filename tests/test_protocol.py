@@ -518,6 +518,14 @@ ENCODE_TABLE: list[tuple[ev.ServerEvent, bytes]] = [
         ev.JoinedMany(TS, "#lobby", ("Åsa", "bob", "carol")),
         f"JOINS {TS_TEXT} #lobby Åsa bob carol\r\n".encode(),
     ),
+    (
+        ev.LeftMany(TS, "#lobby", ("Åsa", "bob"), "quit", ""),
+        f"LEAVES {TS_TEXT} #lobby quit Åsa bob\r\n".encode(),
+    ),
+    (
+        ev.LeftMany(TS, "#lobby", ("a", "b"), "disconnected", "connection (closed)"),
+        f"LEAVES {TS_TEXT} #lobby disconnected a b (connection (closed))\r\n".encode(),
+    ),
     (QUIT, f"LEAVE {TS_TEXT} #lobby bob quit\r\n".encode()),
     (
         ev.Left(TS, "#lobby", "bob", "quit", "gotta go"),
@@ -601,6 +609,7 @@ KINDS: dict[type, str] = {
     ev.Private: "PRIV",
     ev.Joined: "JOIN",
     ev.JoinedMany: "JOINS",
+    ev.LeftMany: "LEAVES",
     ev.Left: "LEAVE",
     ev.Renamed: "NICK",
     ev.WhoList: "WHO",
@@ -713,6 +722,14 @@ server_events = st.one_of(
         rooms,
         st.lists(names, min_size=2, max_size=50).map(tuple),
     ),
+    st.builds(
+        ev.LeftMany,
+        timestamps,
+        rooms,
+        st.lists(names, min_size=2, max_size=50).map(tuple),
+        hows,
+        texts,
+    ),
     st.builds(ev.HelpLine, texts),
     st.builds(ev.MotdLine, texts),
     st.builds(ev.Error, codes, texts),
@@ -755,6 +772,51 @@ def test_joins_too_many_for_a_line_come_as_several(
         assert event.room == "#dev"
         assert event.ts == TS
     assert heard == joiners
+
+
+def test_one_name_left_is_a_plain_leave_line() -> None:
+    one = ev.LeftMany(TS, "#lobby", ("bob",), "quit", "")
+    assert encode_event(one) == encode_event(QUIT)
+
+
+@given(
+    st.lists(names, min_size=2, max_size=300),
+    hows,
+    st.text(max_size=3000).map(sanitize_text),
+    st.integers(300, 3000),
+)
+def test_leaves_too_many_for_a_line_come_as_several(
+    leavers: list[str], how: ev.LeaveHow, reason: str, limit: int
+) -> None:
+    data = encode_event(
+        ev.LeftMany(TS, "#dev", tuple(leavers), how, reason), limit=limit
+    )
+    lines = data.split(LINE_END)[:-1]
+    assert all(len(line) + len(LINE_END) <= limit for line in lines)
+    heard: list[str] = []
+    for line in lines:
+        event = decode_event(line.decode())
+        if isinstance(event, ev.LeftMany):
+            heard.extend(event.names)
+        else:
+            assert isinstance(event, ev.Left)
+            heard.append(event.name)
+        assert (event.room, event.how, event.ts) == ("#dev", how, TS)
+        # The reason, or as much of it as leaves room for a name.
+        assert reason.startswith(event.reason)
+        assert len(event.reason.encode()) >= min(len(reason.encode()), limit // 2)
+    assert heard == leavers
+
+
+def test_a_leaves_line_must_name_someone_who_quit_or_was_cut_off() -> None:
+    for line in (
+        f"LEAVES {TS_TEXT} #dev quit",
+        f"LEAVES {TS_TEXT} #dev parted alice bob",
+        f"LEAVES {TS_TEXT} #dev quit alice bob (no end",
+        f"LEAVES {TS_TEXT} #dev gone alice bob",
+    ):
+        with pytest.raises(ServerProtocolError):
+            decode_event(line)
 
 
 def test_a_joins_line_without_names_is_malformed() -> None:

@@ -46,6 +46,21 @@ def plain(line: str, me: str | None = "carol") -> str:
             f"LEAVE {TS} #lobby alice disconnected (send queue exceeded)",
             "23:10 -- alice was disconnected (send queue exceeded)",
         ),
+        (f"JOINS {TS} #lobby alice bob", "23:10 -- alice and bob joined"),
+        (f"JOINS {TS} #lobby a b c", "23:10 -- a, b and c joined"),
+        (
+            f"JOINS {TS} #lobby " + " ".join(f"u{i}" for i in range(12)),
+            "23:10 -- u0, u1, u2, u3, u4, u5, u6, u7, u8, u9 and 2 more joined",
+        ),
+        (f"LEAVES {TS} #lobby quit alice bob", "23:10 -- alice and bob left (quit)"),
+        (
+            f"LEAVES {TS} #lobby quit alice bob (class is over)",
+            "23:10 -- alice and bob left (quit: class is over)",
+        ),
+        (
+            f"LEAVES {TS} #lobby disconnected a b c (connection closed)",
+            "23:10 -- a, b and c were disconnected (connection closed)",
+        ),
         (f"NICK {TS} #lobby al -> alice", "23:10 -- al is now known as alice"),
         (f"HIST MSG {TS} #lobby <bob> earlier", "23:10 [history] <bob> earlier"),
         (f"HIST JOIN {TS} #lobby bob", "23:10 [history] -- bob joined"),

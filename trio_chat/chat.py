@@ -582,7 +582,9 @@ class Chat:
         now = self._clock()
         for room in list(member.rooms.values()):
             gone = self.hub.exit(member, room)
-            self._notice(room, ev.Left(now, room.name, member.name, how, reason))
+            event = ev.Left(now, room.name, member.name, how, reason)
+            self._keep(room, event)
+            self.hub.announce_leave(member, room, event)
             if gone:
                 self._room_gone(room)
 

@@ -1186,6 +1186,9 @@ class _Client:
                 for name in names:
                     if not self._is_me(name):
                         roster.saw_name(name)
+            case ev.LeftMany(_ts, _room, names):
+                for name in names:
+                    roster.forget_name(name)  # quit or cut off: gone
             case ev.Left(_ts, room, name, how, _reason):
                 if self._is_me(name):
                     if how == "parted":

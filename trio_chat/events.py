@@ -409,6 +409,20 @@ class Left:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class LeftMany:
+    """`names` left `room` alike (quit or disconnected, with one reason).
+
+    Big rooms hear a crowd leaving like this (see `Hub.announce_leave`).
+    """
+
+    ts: float
+    room: str
+    names: tuple[str, ...]
+    how: LeaveHow
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Renamed:
     """`old` is now known as `new`."""
 
@@ -503,6 +517,7 @@ ServerEvent = (
     | Joined
     | JoinedMany
     | Left
+    | LeftMany
     | Renamed
     | WhoList
     | TopicIs

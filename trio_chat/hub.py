@@ -387,8 +387,8 @@ class Room:
         #: `Member.identity` and name key of each muted user -> until (chat
         #: clock): a rename or a reconnection under the same name stays muted.
         self.muted: dict[str, float] = {}
-        #: Joins not yet announced, in order (see `Hub.announce_join`).
-        self.pending_joins: list[tuple[Member, ev.Joined]] = []
+        #: Joins and leaves not yet announced, in order (`Hub.announce_join`).
+        self.pending_presence: list[tuple[Member, ev.Joined | ev.Left]] = []
 
     def __len__(self) -> int:
         return len(self.members)
@@ -396,6 +396,13 @@ class Room:
     def names(self) -> list[str]:
         """Member names, sorted for people."""
         return sorted((m.name for m in self.members if m.name), key=name_key)
+
+
+def _alike(one: ev.Joined | ev.Left, other: ev.Joined | ev.Left) -> bool:
+    """Whether `one` and `other` may share a line: joins, or like leaves."""
+    if isinstance(one, ev.Joined) or isinstance(other, ev.Joined):
+        return isinstance(one, ev.Joined) and isinstance(other, ev.Joined)
+    return one.how == other.how and one.reason == other.reason
 
 
 class Fanout(Protocol):
@@ -421,17 +428,17 @@ class Hub:
     full outbox, after it was removed (the chat announces the leave there).
     Nothing here awaits.
 
-    With `on_joins` set, joins to rooms of `batch_joins_from` members or
-    more are gathered (`announce_join`): `on_joins(room)` is called when a
-    room's first join is waiting, and whoever set it calls `flush_joins`
-    soon after.
+    With `on_presence` set, joins and leaves in rooms of
+    `batch_presence_from` members or more are gathered (`announce_join`,
+    `announce_leave`): `on_presence(room)` is called when the first of a
+    room's is waiting, and whoever set it calls `flush_presence` soon after.
     """
 
     def __init__(
         self,
         *,
         on_evict: Callable[[Member, str], None] = lambda m, r: None,
-        batch_joins_from: int = PRESENCE_BATCH_MEMBERS,
+        batch_presence_from: int = PRESENCE_BATCH_MEMBERS,
     ) -> None:
         self._members: dict[str, Member] = {}
         self.rooms: dict[str, Room] = {}  # by room key
@@ -439,9 +446,9 @@ class Hub:
         self.on_evict = on_evict
         self._evicted: collections.deque[tuple[Member, str]] = collections.deque()
         self._announcing = False
-        self.on_joins: Callable[[Room], None] | None = None
-        self.batch_joins_from = batch_joins_from
-        self._joins_waiting: dict[Room, None] = {}  # rooms with pending joins
+        self.on_presence: Callable[[Room], None] | None = None
+        self.batch_presence_from = batch_presence_from
+        self._presence_waiting: dict[Room, None] = {}  # rooms with some waiting
 
     def __len__(self) -> int:
         return len(self._members)
@@ -572,10 +579,10 @@ class Hub:
         """
         # Waiting joins go first: nobody hears from someone before their join.
         if room is None:
-            if self._joins_waiting:
-                self.flush_all_joins()
-        elif room.pending_joins:
-            self.flush_joins(room)
+            if self._presence_waiting:
+                self.flush_all_presence()
+        elif room.pending_presence:
+            self.flush_presence(room)
         members = self._members.values() if room is None else room.members
         encoded: dict[Encoder, bytes] = {}
         last_encode: Encoder | None = None
@@ -627,49 +634,88 @@ class Hub:
     def announce_join(self, member: Member, room: Room, event: ev.Joined) -> None:
         """Tell everyone in `room` but `member` that it joined (`event`).
 
-        Never waits. In a room of `batch_joins_from` members or more (with
-        `on_joins` set) the join waits for `flush_joins`, together with any
-        others that arrive meanwhile; anything else published to the room
-        first sends the joins waiting, so no line is heard before its
-        sender's join, and the joins are heard in order.
+        Never waits. In a room of `batch_presence_from` members or more
+        (with `on_presence` set) the join waits for `flush_presence`,
+        together with the joins and leaves that come meanwhile; anything
+        else published to the room first sends those waiting, so no line is
+        heard before its sender's join, and joins and leaves keep their order.
         """
-        if self.on_joins is None or len(room.members) < self.batch_joins_from:
+        if self.on_presence is None or len(room.members) < self.batch_presence_from:
             self.publish(event, room=room, exclude=member)
             return
-        room.pending_joins.append((member, event))
-        if len(room.pending_joins) == 1:
-            self._joins_waiting[room] = None
-            self.on_joins(room)
+        self._gather(room, member, event)
 
-    def flush_joins(self, room: Room) -> None:
-        """Announce the joins waiting in `room`, as few lines as there can be.
+    def announce_leave(self, member: Member, room: Room, event: ev.Left) -> None:
+        """Tell everyone in `room` that `member` (already out of it) left.
 
-        Each member hears every join after its own exactly once: members
-        who were there before get all of them (`JoinedMany` events of up to
-        `PRESENCE_NAMES_PER_LINE` names, encoded once per encoder), a member
-        whose own join is among them only the ones after it (it was told of
-        the earlier ones as it joined). Never waits; full outboxes are
-        evicted as in `publish`.
+        As `announce_join`: in a big room, a quit or a disconnection waits
+        and goes out with the others. A `/part` (`how` "parted", which the
+        member itself hears too) always goes out at once, after those waiting.
         """
-        pending = room.pending_joins
-        self._joins_waiting.pop(room, None)
+        if (
+            self.on_presence is None
+            or event.how == "parted"
+            or len(room.members) + 1 < self.batch_presence_from
+        ):
+            self.publish(event, room=room)
+            return
+        self._gather(room, member, event)
+
+    def _gather(self, room: Room, member: Member, event: ev.Joined | ev.Left) -> None:
+        room.pending_presence.append((member, event))
+        if len(room.pending_presence) == 1:
+            self._presence_waiting[room] = None
+            assert self.on_presence is not None
+            self.on_presence(room)
+
+    def flush_presence(self, room: Room) -> None:
+        """Announce the joins and leaves waiting in `room`, in few lines.
+
+        In order, consecutive joins (and consecutive leaves alike in how and
+        reason) share lines of up to `PRESENCE_NAMES_PER_LINE` names
+        (`JoinedMany`, `LeftMany`), each encoded once per encoder. Each
+        member hears every join and leave after its own join exactly once:
+        members who were there before hear all of them; a member whose own
+        join is among them only what came after it (it learnt of the rest as
+        it joined). Never waits; full outboxes are evicted as in `publish`.
+        """
+        pending = room.pending_presence
+        self._presence_waiting.pop(room, None)
         if not pending:
             return
-        room.pending_joins = []
+        room.pending_presence = []
         if len(pending) == 1:
             member, event = pending[0]
-            self.publish(event, room=room, exclude=member)
+            if isinstance(event, ev.Joined):
+                self.publish(event, room=room, exclude=member)
+            else:
+                self.publish(event, room=room)
             return
-        per = PRESENCE_NAMES_PER_LINE
-        chunks = [pending[i : i + per] for i in range(0, len(pending), per)]
+        chunks: list[list[tuple[Member, ev.Joined | ev.Left]]] = []
+        for item in pending:
+            last = chunks[-1] if chunks else None
+            if (
+                last is not None
+                and len(last) < PRESENCE_NAMES_PER_LINE
+                and _alike(last[0][1], item[1])
+            ):
+                last.append(item)
+            else:
+                chunks.append([item])
 
-        def joined(part: list[tuple[Member, ev.Joined]]) -> ev.JoinedMany:
-            return ev.JoinedMany(
-                part[-1][1].ts, room.name, tuple(e.name for _, e in part)
-            )
+        def many(part: list[tuple[Member, ev.Joined | ev.Left]]) -> ev.ServerEvent:
+            first, ts = part[0][1], part[-1][1].ts
+            names = tuple(event.name for _, event in part)
+            if isinstance(first, ev.Joined):
+                return ev.JoinedMany(ts, room.name, names)
+            return ev.LeftMany(ts, room.name, names, first.how, first.reason)
 
-        events = [joined(chunk) for chunk in chunks]
-        position = {member: index for index, (member, _) in enumerate(pending)}
+        events = [many(chunk) for chunk in chunks]
+        position: dict[Member, tuple[int, int]] = {}  # joiners: chunk, place
+        for index, chunk in enumerate(chunks):
+            for at, (member, event) in enumerate(chunk):
+                if isinstance(event, ev.Joined):
+                    position[member] = (index, at)
         lines: dict[Encoder, list[bytes]] = {}
         everything: dict[Encoder, bytes] = {}
         full: list[Member] = []
@@ -681,14 +727,14 @@ class Hub:
             if encoded is None:
                 encoded = lines[encode] = [encode(event) for event in events]
                 everything[encode] = b"".join(encoded)
-            index = position.get(member)
-            if index is None:
+            place = position.get(member)
+            if place is None:
                 data = everything[encode]
             else:
-                chunk, at = divmod(index, per)
-                after = chunks[chunk][at + 1 :]
-                head = encode(joined(after)) if after else b""
-                data = head + b"".join(encoded[chunk + 1 :])
+                index, at = place
+                after = chunks[index][at + 1 :]
+                head = encode(many(after)) if after else b""
+                data = head + b"".join(encoded[index + 1 :])
                 if not data:
                     continue
             if not member.deliver(data):
@@ -697,10 +743,10 @@ class Hub:
             self._evict(member, SEND_QUEUE_EXCEEDED)
         self._announce_evictions()
 
-    def flush_all_joins(self) -> None:
-        """Announce every join waiting, in every room (`flush_joins`)."""
-        for room in list(self._joins_waiting):
-            self.flush_joins(room)
+    def flush_all_presence(self) -> None:
+        """Announce everything waiting, in every room (`flush_presence`)."""
+        for room in list(self._presence_waiting):
+            self.flush_presence(room)
 
     def send(self, member: Member, event: ev.ServerEvent) -> None:
         """Deliver `event` to one member (online or not), never waiting.

@@ -24,6 +24,7 @@ from typing import Final
 
 from trio_chat import events as ev
 from trio_chat.limits import MAX_LINE_BYTES, MAX_SERVER_LINE_BYTES
+from trio_chat.names import MAX_NAME_LENGTH
 
 LINE_END: Final = b"\r\n"
 
@@ -443,9 +444,24 @@ def _message_lines(
     )
 
 
-def _joins_lines(head: str, names: tuple[str, ...], limit: int) -> bytes:
-    """`head` followed by `names`, on as many lines of at most `limit` as needed."""
-    room_left = limit - len(head.encode()) - len(LINE_END)
+#: Bytes of the longest name (`MAX_NAME_LENGTH` characters of 4 bytes each).
+_LONGEST_NAME: Final = 4 * MAX_NAME_LENGTH
+
+
+def _names_lines(
+    head: str, names: tuple[str, ...], limit: int, reason: str = ""
+) -> bytes:
+    """`head`, then `names`, then ` (reason)` if any: as many lines as needed.
+
+    Each line is at most `limit` bytes; the reason is cut (at a character
+    boundary) if it would leave no room for a name of the longest kind.
+    """
+    tail = ""
+    if reason:
+        budget = limit - len(head.encode()) - len(LINE_END) - _LONGEST_NAME - 3
+        cut = reason.encode()[: max(budget, 0)].decode("utf-8", errors="ignore")
+        tail = f" ({cut})"
+    room_left = limit - len(head.encode()) - len(tail.encode()) - len(LINE_END)
     lines: list[str] = []
     line = head
     left = room_left
@@ -457,7 +473,7 @@ def _joins_lines(head: str, names: tuple[str, ...], limit: int) -> bytes:
         line += " " + name
         left -= size
     lines.append(line)
-    return b"".join(line.encode() + LINE_END for line in lines)
+    return b"".join((line + tail).encode() + LINE_END for line in lines)
 
 
 def encode_event(event: ev.ServerEvent, *, limit: int = MAX_SERVER_LINE_BYTES) -> bytes:
@@ -491,7 +507,12 @@ def encode_event(event: ev.ServerEvent, *, limit: int = MAX_SERVER_LINE_BYTES) -
         case ev.JoinedMany(ts, room, (name,)):
             return _fit(f"JOIN {format_timestamp(ts)} {room} {name}", "", limit=limit)
         case ev.JoinedMany(ts, room, names):
-            return _joins_lines(f"JOINS {format_timestamp(ts)} {room}", names, limit)
+            return _names_lines(f"JOINS {format_timestamp(ts)} {room}", names, limit)
+        case ev.LeftMany(ts, room, (name,), how, reason):
+            return encode_event(ev.Left(ts, room, name, how, reason), limit=limit)
+        case ev.LeftMany(ts, room, names, how, reason):
+            head = f"LEAVES {format_timestamp(ts)} {room} {how}"
+            return _names_lines(head, names, limit, reason)
         case ev.Left(ts, room, name, how, reason):
             head = f"LEAVE {format_timestamp(ts)} {room} {name} {how}"
             return (
@@ -607,6 +628,23 @@ def _decode(kind: str, rest: str) -> ev.ServerEvent:
         if not joiners or "" in joiners:
             raise ValueError("JOINS without names")
         return ev.JoinedMany(parse_timestamp(ts_text), room, tuple(joiners))
+    if kind == "LEAVES":
+        # Names hold no parentheses: the first " (" starts the reason.
+        body, paren, reason = rest.partition(" (")
+        if paren and not reason.endswith(")"):
+            raise ValueError("bad leave reason")
+        ts_text, room, how_text, *leavers = body.split(" ")
+        if not leavers or "" in leavers:
+            raise ValueError("LEAVES without names")
+        if how_text not in ("quit", "disconnected"):
+            raise ValueError("LEAVES of people who did not quit or were not cut off")
+        return ev.LeftMany(
+            parse_timestamp(ts_text),
+            room,
+            tuple(leavers),
+            _LEAVE_HOWS[how_text],
+            reason[:-1] if paren else "",
+        )
     if kind == "LEAVE":
         ts_text, room, name, tail = rest.split(" ", 3)
         match = _LEAVE_REASON.match(tail)

@@ -256,6 +256,7 @@ def _room_tag(
     | ev.Joined
     | ev.JoinedMany
     | ev.Left
+    | ev.LeftMany
     | ev.Renamed
     | ev.TopicIs,
     *,
@@ -263,7 +264,9 @@ def _room_tag(
     color: bool,
 ) -> str:
     """`#room ` if `event` belongs to a room other than `current`, else ""."""
-    if current is None or isinstance(event, ev.Renamed | ev.TopicIs | ev.Left):
+    if current is None or isinstance(
+        event, ev.Renamed | ev.TopicIs | ev.Left | ev.LeftMany
+    ):
         return ""  # no current room; or the line names its room, or all rooms
     if name_key(event.room) == name_key(current):
         return ""
@@ -283,19 +286,36 @@ def _left(event: ev.Left, *, me: str | None, color: bool) -> str:
     return f"{who} was disconnected{detail}"
 
 
-#: Names a gathered join notice shows; the rest are counted.
+#: Names a gathered join or leave notice shows; the rest are counted.
 JOINED_NAMES_SHOWN: Final = 10
 
 
-def _joined_many(names: tuple[str, ...], *, me: str | None, color: bool) -> str:
-    """`alice, bob and carol joined`: the first names, and how many more."""
+def _some_names(names: tuple[str, ...], *, me: str | None, color: bool) -> str:
+    """`alice, bob and carol`: the first names, and how many more."""
     shown = [_name(name, me=me, color=color) for name in names[:JOINED_NAMES_SHOWN]]
     more = len(names) - len(shown)
     if more:
-        return f"{', '.join(shown)} and {more} more joined"
+        return f"{', '.join(shown)} and {more} more"
     if len(shown) == 1:
-        return f"{shown[0]} joined"
-    return f"{', '.join(shown[:-1])} and {shown[-1]} joined"
+        return shown[0]
+    return f"{', '.join(shown[:-1])} and {shown[-1]}"
+
+
+def _joined_many(names: tuple[str, ...], *, me: str | None, color: bool) -> str:
+    """`alice, bob and carol joined`."""
+    return f"{_some_names(names, me=me, color=color)} joined"
+
+
+def _left_many(
+    names: tuple[str, ...], how: str, reason: str, *, me: str | None, color: bool
+) -> str:
+    """`alice and bob left (quit: bye)`, or `... were disconnected (reason)`."""
+    who = _some_names(names, me=me, color=color)
+    reason = sanitize_text(reason)
+    if how == "quit":
+        return f"{who} left" + (f" (quit: {reason})" if reason else " (quit)")
+    verb = "was" if len(names) == 1 else "were"
+    return f"{who} {verb} disconnected" + (f" ({reason})" if reason else "")
 
 
 def _notice_line(text: str, *, color: bool) -> str:
@@ -309,6 +329,7 @@ def _chat_body(
     | ev.Joined
     | ev.JoinedMany
     | ev.Left
+    | ev.LeftMany
     | ev.Renamed
     | ev.TopicIs,
     *,
@@ -336,6 +357,10 @@ def _chat_body(
             )
         case ev.JoinedMany(_ts, _room, names):
             return _notice_line(_joined_many(names, me=me, color=color), color=color)
+        case ev.LeftMany(_ts, _room, names, how, reason):
+            return _notice_line(
+                _left_many(names, how, reason, me=me, color=color), color=color
+            )
         case ev.Left():
             return _notice_line(_left(event, me=me, color=color), color=color)
         case ev.Renamed(_ts, _room, old, new):
@@ -373,6 +398,7 @@ def render_event(
             (ev.Message() | ev.Action() | ev.Joined() | ev.Left() | ev.Renamed())
             | ev.TopicIs()
             | ev.JoinedMany()
+            | ev.LeftMany()
         ):
             mention = is_mention(event, me)
             line = (

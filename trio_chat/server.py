@@ -567,9 +567,9 @@ class ChatServer:
         self._ready: list[Member] = []
         self._ready_wakeup = trio.Event()
         self._flushing = False
-        #: Rooms with joins waiting, by when to announce them (`_announce_joins`).
-        self._joins_due: list[tuple[float, int, Room]] = []
-        self._joins_wakeup = trio.Event()
+        #: Rooms with joins or leaves waiting, by when to announce them.
+        self._presence_due: list[tuple[float, int, Room]] = []
+        self._presence_wakeup = trio.Event()
         #: Registration times per address, for the daily limit.
         self._registrations: collections.OrderedDict[str, collections.deque[float]] = (
             collections.OrderedDict()
@@ -885,7 +885,7 @@ class ChatServer:
         try:
             async with trio.open_nursery() as background:
                 background.start_soon(self._flush_ready)
-                background.start_soon(self._announce_joins)
+                background.start_soon(self._announce_presence)
                 if self.store is not None:
                     background.start_soon(self.save_behind, self.store)
                     background.start_soon(self._prune_history, self.store)
@@ -929,38 +929,38 @@ class ChatServer:
             for member in self._ready:
                 member.flush()  # the last direct writes; writers take over
 
-    def _joins_waiting(self, room: Room) -> None:
+    def _presence_waiting(self, room: Room) -> None:
         delay = min(PRESENCE_MAX_DELAY, len(room) * PRESENCE_DELAY_PER_MEMBER)
         due = (trio.current_time() + delay, next(self._ids_due), room)
-        heapq.heappush(self._joins_due, due)
-        self._joins_wakeup.set()
+        heapq.heappush(self._presence_due, due)
+        self._presence_wakeup.set()
 
-    async def _announce_joins(self) -> None:
-        """Announce the joins each big room gathered, when they are due.
+    async def _announce_presence(self) -> None:
+        """Announce the joins and leaves each big room gathered, when due.
 
-        A join to a room of `PRESENCE_BATCH_MEMBERS` or more waits up to
-        `PRESENCE_DELAY_PER_MEMBER` per member (at most `PRESENCE_MAX_DELAY`),
-        and every join that arrives meanwhile goes out with it: a crowd
-        arriving costs a few lines per member instead of one per arrival.
-        Anything said in the room sends its waiting joins first. When this
-        stops, the joins still waiting are announced at once, and joins are
-        no longer gathered.
+        A join (or a quit or disconnection) in a room of
+        `PRESENCE_BATCH_MEMBERS` or more waits up to `PRESENCE_DELAY_PER_MEMBER`
+        per member (at most `PRESENCE_MAX_DELAY`), and every join and leave
+        that comes meanwhile goes out with it: a crowd arriving or leaving
+        costs a few lines per member instead of one per person. Anything said
+        in the room sends what waits first. When this stops, what still
+        waits is announced at once, and nothing more is gathered.
         """
         hub = self.chat.hub
-        hub.on_joins = self._joins_waiting
-        due = self._joins_due
+        hub.on_presence = self._presence_waiting
+        due = self._presence_due
         try:
             while True:
                 with trio.move_on_at(due[0][0] if due else math.inf):
-                    await self._joins_wakeup.wait()
-                self._joins_wakeup = trio.Event()
+                    await self._presence_wakeup.wait()
+                self._presence_wakeup = trio.Event()
                 now = trio.current_time()
                 while due and due[0][0] <= now:
-                    hub.flush_joins(heapq.heappop(due)[2])
+                    hub.flush_presence(heapq.heappop(due)[2])
         finally:
-            hub.on_joins = None
+            hub.on_presence = None
             due.clear()
-            hub.flush_all_joins()
+            hub.flush_all_presence()
 
     async def _serve(  # noqa: ASYNC114 - only serve_listeners starts it
         self,

@@ -1,7 +1,7 @@
-"""Gathered join notices: big rooms hear a crowd arriving in few lines.
+"""Gathered presence: big rooms hear a crowd arriving or leaving in few lines.
 
-Each member must hear every join after its own exactly once, in order,
-and never a line from someone before that someone's join.
+Each member must hear every join and leave after its own join exactly once,
+in order, and never a line from someone before that someone's join.
 """
 
 from __future__ import annotations
@@ -42,6 +42,22 @@ def heard(one: Member) -> list[ev.ServerEvent]:
             events.append(decode_event(line.decode()))
 
 
+def presence(events: list[ev.ServerEvent]) -> list[tuple[str, str]]:
+    """("+", name) for each join heard, ("-", name) for each quit or cut-off."""
+    heard: list[tuple[str, str]] = []
+    for event in events:
+        match event:
+            case ev.Joined(name=name):
+                heard.append(("+", name))
+            case ev.JoinedMany(names=names):
+                heard.extend(("+", name) for name in names)
+            case ev.Left(name=name, how=how) if how != "parted":
+                heard.append(("-", name))
+            case ev.LeftMany(names=names):
+                heard.extend(("-", name) for name in names)
+    return heard
+
+
 def joined_names(events: list[ev.ServerEvent]) -> list[str]:
     names: list[str] = []
     for event in events:
@@ -56,12 +72,12 @@ class Lobby:
     """A hub gathering joins from `batch_from` members, and its lobby."""
 
     def __init__(self, batch_from: int, *names: str) -> None:
-        self.hub = Hub(batch_joins_from=batch_from)
+        self.hub = Hub(batch_presence_from=batch_from)
         self.waiting: list[Room] = []
-        self.hub.on_joins = self.waiting.append
+        self.hub.on_presence = self.waiting.append
         self.room = self.hub.open_room("#lobby", permanent=True)
         self.members = [self.arrive(name) for name in names]
-        self.hub.flush_joins(self.room)  # the ones there to begin with
+        self.hub.flush_presence(self.room)  # the ones there to begin with
         self.waiting.clear()
 
     def arrive(self, name: str) -> Member:
@@ -69,6 +85,14 @@ class Lobby:
         self.hub.enter(one, self.room)
         self.hub.announce_join(one, self.room, ev.Joined(TS, "#lobby", name))
         return one
+
+    def quit(self, one: Member, reason: str = "") -> ev.Left:
+        assert one.name is not None
+        self.hub.remove(one)
+        self.hub.exit(one, self.room)
+        gone = ev.Left(TS, "#lobby", one.name, "quit", reason)
+        self.hub.announce_leave(one, self.room, gone)
+        return gone
 
 
 def test_small_rooms_hear_each_join_at_once() -> None:
@@ -81,7 +105,7 @@ def test_small_rooms_hear_each_join_at_once() -> None:
 
 
 def test_without_on_joins_nothing_is_gathered() -> None:
-    hub = Hub(batch_joins_from=1)
+    hub = Hub(batch_presence_from=1)
     room = hub.open_room("#lobby", permanent=True)
     alice, bob = member(hub, "alice"), member(hub, "bob")
     hub.enter(alice, room)
@@ -97,14 +121,14 @@ def test_a_crowd_is_announced_in_one_line_when_flushed() -> None:
     carol, dave, erin = (lobby.arrive(name) for name in ("carol", "dave", "erin"))
     assert lobby.waiting == [lobby.room]  # once, for the first join waiting
     assert heard(alice) == heard(bob) == []
-    lobby.hub.flush_joins(lobby.room)
+    lobby.hub.flush_presence(lobby.room)
     crowd = ev.JoinedMany(TS, "#lobby", ("carol", "dave", "erin"))
     assert heard(alice) == heard(bob) == [crowd]
     # A newcomer hears only of those who came after it.
     assert heard(carol) == [ev.JoinedMany(TS, "#lobby", ("dave", "erin"))]
     assert heard(dave) == [ev.Joined(TS, "#lobby", "erin")]
     assert heard(erin) == []
-    lobby.hub.flush_joins(lobby.room)  # nothing left: nothing sent
+    lobby.hub.flush_presence(lobby.room)  # nothing left: nothing sent
     assert heard(alice) == []
 
 
@@ -116,7 +140,7 @@ def test_a_line_in_the_room_sends_the_waiting_joins_first() -> None:
     hello = ev.Message(TS, "#lobby", "carol", "hello")
     lobby.hub.publish(hello, room=lobby.room, exclude=carol)
     assert heard(alice) == [ev.Joined(TS, "#lobby", "carol"), hello]
-    lobby.hub.flush_joins(lobby.room)  # the due flush finds nothing
+    lobby.hub.flush_presence(lobby.room)  # the due flush finds nothing
     assert heard(bob) == [ev.Joined(TS, "#lobby", "carol"), hello]
 
 
@@ -157,9 +181,79 @@ def test_a_full_outbox_during_the_flush_evicts_only_that_member() -> None:
     lobby.hub.on_evict = lambda one, reason: evicted.append((one, reason))
     lobby.arrive("carol")
     lobby.arrive("dave")
-    lobby.hub.flush_joins(lobby.room)
+    lobby.hub.flush_presence(lobby.room)
     assert evicted == [(alice, "send queue exceeded")]
     assert heard(bob) == [ev.JoinedMany(TS, "#lobby", ("carol", "dave"))]
+
+
+def test_a_crowd_leaving_is_announced_in_few_lines() -> None:
+    lobby = Lobby(2, "alice", "bob", "carol", "dave", "erin")
+    alice, bob, carol, dave, _ = lobby.members
+    for one in lobby.members:
+        heard(one)
+    lobby.quit(bob)
+    lobby.quit(carol)
+    lobby.quit(dave, "lunch")
+    assert lobby.waiting == [lobby.room]
+    assert heard(alice) == []
+    lobby.hub.flush_presence(lobby.room)
+    assert heard(alice) == [
+        ev.LeftMany(TS, "#lobby", ("bob", "carol"), "quit", ""),
+        ev.Left(TS, "#lobby", "dave", "quit", "lunch"),  # another reason
+    ]
+    assert heard(bob) == []  # gone: told nothing
+
+
+def test_a_newcomer_hears_only_the_leaves_after_its_own_join() -> None:
+    lobby = Lobby(2, "alice", "bob", "carol")
+    alice, bob, carol = lobby.members
+    heard(alice)
+    lobby.quit(bob)
+    dave = lobby.arrive("dave")  # told, as it joined, who was there
+    lobby.quit(carol)
+    lobby.hub.flush_presence(lobby.room)
+    assert presence(heard(alice)) == [("-", "bob"), ("+", "dave"), ("-", "carol")]
+    assert presence(heard(dave)) == [("-", "carol")]
+
+
+def test_a_part_goes_out_at_once_after_what_waits() -> None:
+    lobby = Lobby(2, "alice", "bob", "carol")
+    alice, bob, carol = lobby.members
+    heard(alice)
+    heard(carol)
+    lobby.quit(bob)
+    lobby.hub.exit(carol, lobby.room)
+    parted = ev.Left(TS, "#lobby", "carol", "parted", "")
+    lobby.hub.announce_leave(carol, lobby.room, parted)
+    assert heard(alice) == [ev.Left(TS, "#lobby", "bob", "quit", ""), parted]
+
+
+@given(
+    st.lists(st.sampled_from(["+", "-"]), min_size=1, max_size=150), st.integers(0, 3)
+)
+def test_everyone_hears_every_later_join_and_leave_exactly_once(
+    steps: list[str], old: int
+) -> None:
+    lobby = Lobby(1, *(f"old{i}" for i in range(old)))
+    for one in lobby.members:
+        heard(one)
+    present = list(lobby.members)
+    happened: list[tuple[str, str]] = []
+    since: dict[Member, int] = {}  # a newcomer: where in `happened` it came in
+    for index, step in enumerate(steps):
+        if step == "+" or not present:
+            one = lobby.arrive(f"u{index}")
+            happened.append(("+", f"u{index}"))
+            since[one] = len(happened)
+            present.append(one)
+        else:
+            one = present.pop(index % len(present))
+            lobby.quit(one, reason=f"r{index % 2}")
+            assert one.name is not None
+            happened.append(("-", one.name))
+    lobby.hub.flush_presence(lobby.room)
+    for one in present:
+        assert presence(heard(one)) == happened[since.get(one, 0) :], one.name
 
 
 @given(
@@ -174,7 +268,7 @@ def test_everyone_hears_every_later_join_exactly_once_in_order(
     for one in lobby.members:
         heard(one)
     newcomers = [lobby.arrive(name) for name in names[old:]]
-    lobby.hub.flush_joins(lobby.room)
+    lobby.hub.flush_presence(lobby.room)
     for index, one in enumerate(lobby.members):
         events = heard(one)
         assert joined_names(events) == names[old:], index
@@ -215,7 +309,7 @@ async def test_a_crowd_joining_a_real_server_is_heard_exactly_once_in_order() ->
         max_unregistered_per_address=0,
         flood_rate=0,
     )
-    chat = Chat(clock=lambda: TS, hub=Hub(batch_joins_from=2), limits=limits)
+    chat = Chat(clock=lambda: TS, hub=Hub(batch_presence_from=2), limits=limits)
     names = [f"u{i}" for i in range(24)]
     async with serving(chat) as port:
         first, first_seen = await connect(port, "first")
