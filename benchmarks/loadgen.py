@@ -88,6 +88,10 @@ class Dialect:
         """Joins announced in `data`, counted in bulk (`client.tail` before it)."""
         return _count_marker(self.join_marker, client.tail, data)
 
+    def leaves_in(self, line: bytes) -> int:
+        """How many others a (parsed) line says left the server: 0 if none."""
+        raise NotImplementedError
+
     def say(self, text: str) -> bytes:
         """The bytes that send `text` to the room."""
         raise NotImplementedError
@@ -133,6 +137,15 @@ class TrioChatDialect(Dialect):
             return 1
         if line.startswith(b"JOINS "):
             return line.count(b" ") - 2
+        return 0
+
+    def leaves_in(self, line: bytes) -> int:
+        """`LEAVE <ts> <room> <name> quit|disconnected...`, or `LEAVES ...`."""
+        if line.startswith(b"LEAVE "):
+            fields = line.split(b" ", 5)  # LEAVE ts room name how [(reason)]
+            return 1 if len(fields) > 4 and fields[4] != b"parted" else 0
+        if line.startswith(b"LEAVES "):
+            return line.split(b" (", 1)[0].count(b" ") - 3
         return 0
 
     def count_joins(self, client: Client, data: bytes) -> int:
@@ -207,6 +220,10 @@ class IRCDialect(Dialect):
     def joins_in(self, line: bytes) -> int:
         """`:nick!user@host JOIN :#channel`."""
         return 1 if self._command(line) == b"JOIN" else 0
+
+    def leaves_in(self, line: bytes) -> int:
+        """`:nick!user@host QUIT :reason`."""
+        return 1 if self._command(line) == b"QUIT" else 0
 
     def say(self, text: str) -> bytes:
         """PRIVMSG to the channel."""
@@ -314,6 +331,7 @@ class Client:
         self.mask = 0  # what the fast selector watches
         self.bulk = False  # read in the bulk selector's sweeps instead
         self.joins = 0
+        self.leaves = 0  # parsed clients only
         self.msgs = 0
         self.first_msg_at: float | None = None
         self.tail = b""
@@ -394,6 +412,13 @@ class Client:
         self.state = _REGISTERING
         self._set_mask(selectors.EVENT_READ)
         self.send(self.gen.dialect.greeting(self.nick))
+
+    def hang_up(self) -> None:
+        """Close the socket now, as a client that goes away does."""
+        sock = self.sock
+        self.close()
+        if sock is not None:
+            sock.close()
 
     def close(self) -> None:
         """Forget the socket (the process exit closes it)."""
@@ -514,6 +539,10 @@ class Client:
             if joins:
                 self.joins += joins
                 self.gen.total_joins += joins
+                continue
+            leaves = dialect.leaves_in(line)
+            if leaves:
+                self.leaves += leaves
                 continue
             text = dialect.chat_text(line)
             if text is not None:
@@ -888,7 +917,9 @@ class Generator:
         count = settings.connections
         pid = settings.server_pid
         rss0 = proc_rss_kib(pid)
-        ok, seconds = self.setup(count, frozenset())
+        # The last to join hears no joins: it parses every line, and says
+        # the one line, then hears everyone else leave.
+        ok, seconds = self.setup(count, frozenset({count - 1}))
         figures = self._setup_figures(ok, seconds)
         rss1 = proc_rss_kib(pid)
         figures["server_rss_before_kib"] = rss0
@@ -920,7 +951,27 @@ class Generator:
                 ),
             }
         )
+        if complete:
+            figures.update(self._everyone_leaves())
         return figures
+
+    def _everyone_leaves(self) -> dict[str, Any]:
+        """All but the last client hang up at once: until it has heard them all."""
+        stays = self.clients[-1]
+        begin = clock()
+        for client in self.clients[:-1]:
+            client.hang_up()
+        hung_up = clock() - begin
+        expected = len(self.clients) - 1
+        done = self.pump(
+            lambda: stays.leaves >= expected, begin + self.settings.run_timeout
+        )
+        return {
+            "all_left_complete": done,
+            "leaves_heard": stays.leaves,
+            "hang_up_ms": round(1000 * hung_up, 3),
+            "all_left_heard_ms": round(1000 * (clock() - begin), 3) if done else None,
+        }
 
 
 def _ignore_chat(client: Client, text: bytes, now: float) -> None:

@@ -876,6 +876,7 @@ FIGURES: Final[dict[str, list[tuple[str, str, int, bool]]]] = {
         ("setup: all joined, all announced s", "setup_s", 2, True),
         ("server RSS per connection KiB", "rss_per_connection_kib", 1, True),
         ("one line to all members ms", "one_line_to_all_ms", 2, True),
+        ("all but one hang up: all leaves heard ms", "all_left_heard_ms", 1, True),
     ],
 }
 

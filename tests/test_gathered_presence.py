@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from trio_chat import events as ev
 from trio_chat.chat import Chat
 from trio_chat.hub import Hub, Member, Room
-from trio_chat.limits import PRESENCE_NAMES_PER_LINE, Limits
+from trio_chat.limits import PRESENCE_FLUSH_NAMES, PRESENCE_NAMES_PER_LINE, Limits
 from trio_chat.protocol import LINE_END, decode_event, encode_event
 from trio_chat.server import ChatServer
 
@@ -71,13 +71,16 @@ def joined_names(events: list[ev.ServerEvent]) -> list[str]:
 class Lobby:
     """A hub gathering joins from `batch_from` members, and its lobby."""
 
-    def __init__(self, batch_from: int, *names: str) -> None:
-        self.hub = Hub(batch_presence_from=batch_from)
+    def __init__(
+        self, batch_from: int, *names: str, flush_names: int = PRESENCE_FLUSH_NAMES
+    ) -> None:
+        self.hub = Hub(batch_presence_from=batch_from, presence_flush_names=flush_names)
         self.waiting: list[Room] = []
         self.hub.on_presence = self.waiting.append
         self.room = self.hub.open_room("#lobby", permanent=True)
         self.members = [self.arrive(name) for name in names]
-        self.hub.flush_presence(self.room)  # the ones there to begin with
+        while self.room.pending_presence:  # the ones there to begin with
+            self.hub.flush_presence(self.room)
         self.waiting.clear()
 
     def arrive(self, name: str) -> Member:
@@ -216,6 +219,47 @@ def test_a_newcomer_hears_only_the_leaves_after_its_own_join() -> None:
     assert presence(heard(dave)) == [("-", "carol")]
 
 
+def test_a_huge_crowd_goes_out_in_parts_each_within_an_outbox() -> None:
+    crowd = 2 * PRESENCE_FLUSH_NAMES + 10
+    lobby = Lobby(2, "alice", *(f"u{i}" for i in range(crowd)))
+    alice = lobby.members[0]
+    alice.outbox._max_messages = 16
+    heard(alice)
+    for one in lobby.members[1:]:
+        lobby.quit(one, "connection closed")
+    late = lobby.arrive("late")  # after them all
+    lobby.waiting.clear()
+    sizes: list[int] = []
+    everything: list[ev.ServerEvent] = []
+    while lobby.room.pending_presence:
+        lobby.hub.flush_presence(lobby.room)
+        data = [alice.outbox.receive_nowait()]
+        sizes.append(len(data[0]))
+        everything.extend(
+            decode_event(line.decode()) for line in data[0].split(LINE_END)[:-1]
+        )
+        assert heard(late) == []  # nothing from before it joined
+    assert len(sizes) == 3 and len(lobby.waiting) == 2  # told each time
+    assert max(sizes) < 64 * 1024
+    assert presence(everything) == [
+        *(("-", f"u{i}") for i in range(crowd)),
+        ("+", "late"),
+    ]
+
+
+def test_a_line_said_during_a_huge_crowd_follows_all_of_it() -> None:
+    lobby = Lobby(2, "alice", *(f"u{i}" for i in range(PRESENCE_FLUSH_NAMES + 5)))
+    alice = lobby.members[0]
+    heard(alice)
+    for one in lobby.members[1:]:
+        lobby.quit(one)
+    said = ev.Message(TS, "#lobby", "alice", "where did everyone go?")
+    lobby.hub.publish(said, room=lobby.room)
+    events = heard(alice)
+    assert events[-1] == said
+    assert len(presence(events)) == PRESENCE_FLUSH_NAMES + 5
+
+
 def test_a_part_goes_out_at_once_after_what_waits() -> None:
     lobby = Lobby(2, "alice", "bob", "carol")
     alice, bob, carol = lobby.members
@@ -229,12 +273,14 @@ def test_a_part_goes_out_at_once_after_what_waits() -> None:
 
 
 @given(
-    st.lists(st.sampled_from(["+", "-"]), min_size=1, max_size=150), st.integers(0, 3)
+    st.lists(st.sampled_from(["+", "-"]), min_size=1, max_size=150),
+    st.integers(0, 3),
+    st.sampled_from([3, 7, PRESENCE_FLUSH_NAMES]),
 )
 def test_everyone_hears_every_later_join_and_leave_exactly_once(
-    steps: list[str], old: int
+    steps: list[str], old: int, flush_names: int
 ) -> None:
-    lobby = Lobby(1, *(f"old{i}" for i in range(old)))
+    lobby = Lobby(1, *(f"old{i}" for i in range(old)), flush_names=flush_names)
     for one in lobby.members:
         heard(one)
     present = list(lobby.members)
@@ -251,7 +297,8 @@ def test_everyone_hears_every_later_join_and_leave_exactly_once(
             lobby.quit(one, reason=f"r{index % 2}")
             assert one.name is not None
             happened.append(("-", one.name))
-    lobby.hub.flush_presence(lobby.room)
+    while lobby.room.pending_presence:  # in parts of at most flush_names
+        lobby.hub.flush_presence(lobby.room)
     for one in present:
         assert presence(heard(one)) == happened[since.get(one, 0) :], one.name
 

@@ -32,6 +32,7 @@ from trio_chat.limits import (
     OUTBOX_MAX_BYTES,
     OUTBOX_MAX_MESSAGES,
     PRESENCE_BATCH_MEMBERS,
+    PRESENCE_FLUSH_NAMES,
     PRESENCE_NAMES_PER_LINE,
 )
 from trio_chat.names import lookalike_keys, name_key
@@ -439,6 +440,7 @@ class Hub:
         *,
         on_evict: Callable[[Member, str], None] = lambda m, r: None,
         batch_presence_from: int = PRESENCE_BATCH_MEMBERS,
+        presence_flush_names: int = PRESENCE_FLUSH_NAMES,
     ) -> None:
         self._members: dict[str, Member] = {}
         self.rooms: dict[str, Room] = {}  # by room key
@@ -448,6 +450,7 @@ class Hub:
         self._announcing = False
         self.on_presence: Callable[[Room], None] | None = None
         self.batch_presence_from = batch_presence_from
+        self.presence_flush_names = presence_flush_names
         self._presence_waiting: dict[Room, None] = {}  # rooms with some waiting
 
     def __len__(self) -> int:
@@ -581,8 +584,9 @@ class Hub:
         if room is None:
             if self._presence_waiting:
                 self.flush_all_presence()
-        elif room.pending_presence:
-            self.flush_presence(room)
+        else:
+            while room.pending_presence:
+                self.flush_presence(room)
         members = self._members.values() if room is None else room.members
         encoded: dict[Encoder, bytes] = {}
         last_encode: Encoder | None = None
@@ -662,8 +666,10 @@ class Hub:
         self._gather(room, member, event)
 
     def _gather(self, room: Room, member: Member, event: ev.Joined | ev.Left) -> None:
-        room.pending_presence.append((member, event))
-        if len(room.pending_presence) == 1:
+        pending = room.pending_presence
+        pending.append((member, event))
+        if len(pending) == 1 or len(pending) == self.presence_flush_names:
+            # The first one waiting; or enough to go now (see `flush_presence`).
             self._presence_waiting[room] = None
             assert self.on_presence is not None
             self.on_presence(room)
@@ -671,8 +677,10 @@ class Hub:
     def flush_presence(self, room: Room) -> None:
         """Announce the joins and leaves waiting in `room`, in few lines.
 
-        In order, consecutive joins (and consecutive leaves alike in how and
-        reason) share lines of up to `PRESENCE_NAMES_PER_LINE` names
+        At most `presence_flush_names` of them: the rest wait for another
+        call (`on_presence` is told). In order, consecutive joins (and
+        consecutive leaves alike in how and reason) share lines of up to
+        `PRESENCE_NAMES_PER_LINE` names
         (`JoinedMany`, `LeftMany`), each encoded once per encoder. Each
         member hears every join and leave after its own join exactly once:
         members who were there before hear all of them; a member whose own
@@ -683,8 +691,18 @@ class Hub:
         self._presence_waiting.pop(room, None)
         if not pending:
             return
-        room.pending_presence = []
-        if len(pending) == 1:
+        # A part at a time; the rest is due again at once (`on_presence` sees
+        # a full part waiting) or as usual.
+        most = self.presence_flush_names
+        pending, rest = pending[:most], pending[most:]
+        room.pending_presence = rest
+        if rest:
+            self._presence_waiting[room] = None
+            if self.on_presence is not None:
+                self.on_presence(room)
+        # Members who joined after this part hear none of it.
+        later = {member for member, event in rest if isinstance(event, ev.Joined)}
+        if len(pending) == 1 and not later:
             member, event = pending[0]
             if isinstance(event, ev.Joined):
                 self.publish(event, room=room, exclude=member)
@@ -720,7 +738,7 @@ class Hub:
         everything: dict[Encoder, bytes] = {}
         full: list[Member] = []
         for member in room.members:
-            if member._closed:
+            if member._closed or member in later:
                 continue
             encode = member.encode
             encoded = lines.get(encode)
@@ -745,8 +763,9 @@ class Hub:
 
     def flush_all_presence(self) -> None:
         """Announce everything waiting, in every room (`flush_presence`)."""
-        for room in list(self._presence_waiting):
-            self.flush_presence(room)
+        while self._presence_waiting:
+            for room in list(self._presence_waiting):
+                self.flush_presence(room)
 
     def send(self, member: Member, event: ev.ServerEvent) -> None:
         """Deliver `event` to one member (online or not), never waiting.

@@ -53,8 +53,13 @@ PRESENCE_BATCH_MEMBERS: Final = 100
 PRESENCE_DELAY_PER_MEMBER: Final = 100e-6
 #: The longest a join waits to be announced, however big the room.
 PRESENCE_MAX_DELAY: Final = 1.0
-#: Names on one `JOINS` line.
+#: Names on one `JOINS` or `LEAVES` line.
 PRESENCE_NAMES_PER_LINE: Final = 50
+#: Most joins and leaves announced at once: a crowd bigger than this (ten
+#: thousand hanging up together) goes out in parts, one per scheduler pass,
+#: so no member is sent more than its outbox holds in one go (500 names of
+#: the longest kind are 48 KiB).
+PRESENCE_FLUSH_NAMES: Final = 500
 
 #: A TLS handshake must finish within this many seconds.
 TLS_HANDSHAKE_TIMEOUT: Final = 10.0

@@ -930,7 +930,10 @@ class ChatServer:
                 member.flush()  # the last direct writes; writers take over
 
     def _presence_waiting(self, room: Room) -> None:
-        delay = min(PRESENCE_MAX_DELAY, len(room) * PRESENCE_DELAY_PER_MEMBER)
+        if len(room.pending_presence) >= self.chat.hub.presence_flush_names:
+            delay = 0.0  # as many as go at once: no reason to wait
+        else:
+            delay = min(PRESENCE_MAX_DELAY, len(room) * PRESENCE_DELAY_PER_MEMBER)
         due = (trio.current_time() + delay, next(self._ids_due), room)
         heapq.heappush(self._presence_due, due)
         self._presence_wakeup.set()
@@ -955,8 +958,11 @@ class ChatServer:
                     await self._presence_wakeup.wait()
                 self._presence_wakeup = trio.Event()
                 now = trio.current_time()
+                ready: list[Room] = []
                 while due and due[0][0] <= now:
-                    hub.flush_presence(heapq.heappop(due)[2])
+                    ready.append(heapq.heappop(due)[2])
+                for room in ready:  # what they leave for later: a pass later
+                    hub.flush_presence(room)
         finally:
             hub.on_presence = None
             due.clear()
