@@ -55,6 +55,8 @@ def presence(events: list[ev.ServerEvent]) -> list[tuple[str, str]]:
                 heard.append(("-", name))
             case ev.LeftMany(names=names):
                 heard.extend(("-", name) for name in names)
+            case ev.Message(text=text):
+                heard.append(("m", text))
     return heard
 
 
@@ -247,8 +249,8 @@ def test_a_huge_crowd_goes_out_in_parts_each_within_an_outbox() -> None:
     ]
 
 
-def test_a_line_said_during_a_huge_crowd_follows_all_of_it() -> None:
-    lobby = Lobby(2, "alice", *(f"u{i}" for i in range(PRESENCE_FLUSH_NAMES + 5)))
+def test_a_line_said_behind_a_small_crowd_sends_it_first() -> None:
+    lobby = Lobby(2, "alice", *(f"u{i}" for i in range(20)))
     alice = lobby.members[0]
     heard(alice)
     for one in lobby.members[1:]:
@@ -257,7 +259,47 @@ def test_a_line_said_during_a_huge_crowd_follows_all_of_it() -> None:
     lobby.hub.publish(said, room=lobby.room)
     events = heard(alice)
     assert events[-1] == said
-    assert len(presence(events)) == PRESENCE_FLUSH_NAMES + 5
+    assert len(presence(events[:-1])) == 20
+
+
+def test_a_line_said_behind_a_huge_crowd_waits_its_turn() -> None:
+    crowd = PRESENCE_FLUSH_NAMES + 5
+    lobby = Lobby(2, "alice", "bob", *(f"u{i}" for i in range(crowd)))
+    alice, bob = lobby.members[:2]
+    for one in lobby.members:
+        heard(one)
+    for one in lobby.members[2:]:
+        lobby.quit(one)
+    said = ev.Message(TS, "#lobby", "alice", "where did everyone go?")
+    lobby.hub.publish(said, room=lobby.room, exclude=alice)
+    assert heard(bob) == []  # not before the crowd's leaves
+    late = lobby.arrive("late")  # after the line: must not hear it
+    lobby.hub.flush_presence(lobby.room)
+    first = heard(bob)
+    assert len(presence(first)) == PRESENCE_FLUSH_NAMES and said not in first
+    lobby.hub.flush_presence(lobby.room)
+    second = heard(bob)
+    assert second[-1] == said  # right after the leaves said before it
+    assert presence(second[:-1]) == [("-", f"u{i}") for i in range(500, crowd)]
+    lobby.hub.flush_presence(lobby.room)
+    assert heard(bob) == [ev.Joined(TS, "#lobby", "late")]
+    assert heard(alice) == [*first, *second[:-1], ev.Joined(TS, "#lobby", "late")]
+    assert heard(late) == []  # the line was said before it came
+    assert not lobby.room.pending_presence
+
+
+def test_joins_and_leaves_stay_gathered_while_some_wait_in_a_shrinking_room() -> None:
+    lobby = Lobby(50, *(f"u{i}" for i in range(60)))
+    stays = lobby.members[-1]
+    heard(stays)
+    for one in lobby.members[:-1]:  # the room drops below 50 as they go
+        lobby.quit(one)
+    assert len(lobby.room.members) == 1
+    lobby.hub.flush_presence(lobby.room)
+    assert heard(stays) == [
+        ev.LeftMany(TS, "#lobby", tuple(f"u{i}" for i in range(50)), "quit", ""),
+        ev.LeftMany(TS, "#lobby", tuple(f"u{i}" for i in range(50, 59)), "quit", ""),
+    ]
 
 
 def test_a_part_goes_out_at_once_after_what_waits() -> None:
@@ -273,7 +315,7 @@ def test_a_part_goes_out_at_once_after_what_waits() -> None:
 
 
 @given(
-    st.lists(st.sampled_from(["+", "-"]), min_size=1, max_size=150),
+    st.lists(st.sampled_from(["+", "-", "m"]), min_size=1, max_size=150),
     st.integers(0, 3),
     st.sampled_from([3, 7, PRESENCE_FLUSH_NAMES]),
 )
@@ -287,7 +329,11 @@ def test_everyone_hears_every_later_join_and_leave_exactly_once(
     happened: list[tuple[str, str]] = []
     since: dict[Member, int] = {}  # a newcomer: where in `happened` it came in
     for index, step in enumerate(steps):
-        if step == "+" or not present:
+        if step == "m":
+            said = ev.Message(TS, "#lobby", "old", f"line {index}")
+            lobby.hub.publish(said, room=lobby.room)
+            happened.append(("m", f"line {index}"))
+        elif step == "+" or not present:
             one = lobby.arrive(f"u{index}")
             happened.append(("+", f"u{index}"))
             since[one] = len(happened)

@@ -22,7 +22,8 @@ cross-node bus can later implement.
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Iterator
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator
 from typing import Final, Protocol
 
 import trio
@@ -389,7 +390,8 @@ class Room:
         #: clock): a rename or a reconnection under the same name stays muted.
         self.muted: dict[str, float] = {}
         #: Joins and leaves not yet announced, in order (`Hub.announce_join`).
-        self.pending_presence: list[tuple[Member, ev.Joined | ev.Left]] = []
+        #: Lines published behind many of them wait here too, in order.
+        self.pending_presence: list[tuple[Member, ev.Joined | ev.Left] | _Held] = []
 
     def __len__(self) -> int:
         return len(self.members)
@@ -397,6 +399,15 @@ class Room:
     def names(self) -> list[str]:
         """Member names, sorted for people."""
         return sorted((m.name for m in self.members if m.name), key=name_key)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Held:
+    """A line published to a room behind a crowd's joins and leaves."""
+
+    event: ev.ServerEvent
+    exclude: Member | None
+    sender_key: str | None
 
 
 def _alike(one: ev.Joined | ev.Left, other: ev.Joined | ev.Left) -> bool:
@@ -579,15 +590,36 @@ class Hub:
         Never waits. Each distinct encoder runs once. A member whose outbox
         is full is evicted on the spot; its leave is announced after everyone
         else got the event.
+
+        Joins and leaves waiting in the room go first: nobody hears from
+        someone before their join. Behind more of them than go out at once
+        (a crowd of thousands), the event waits its turn in the room's queue
+        (`flush_presence`).
         """
-        # Waiting joins go first: nobody hears from someone before their join.
         if room is None:
             if self._presence_waiting:
                 self.flush_all_presence()
-        else:
+        elif room.pending_presence:
+            pending = room.pending_presence
+            if len(pending) > self.presence_flush_names:
+                pending.append(_Held(event, exclude, sender_key))
+                return
             while room.pending_presence:
                 self.flush_presence(room)
-        members = self._members.values() if room is None else room.members
+        self._deliver(
+            event,
+            self._members.values() if room is None else room.members,
+            exclude,
+            sender_key,
+        )
+
+    def _deliver(
+        self,
+        event: ev.ServerEvent,
+        members: Iterable[Member],
+        exclude: Member | None,
+        sender_key: str | None,
+    ) -> None:
         encoded: dict[Encoder, bytes] = {}
         last_encode: Encoder | None = None
         data = b""
@@ -644,7 +676,9 @@ class Hub:
         else published to the room first sends those waiting, so no line is
         heard before its sender's join, and joins and leaves keep their order.
         """
-        if self.on_presence is None or len(room.members) < self.batch_presence_from:
+        if self.on_presence is None or (
+            not room.pending_presence and len(room.members) < self.batch_presence_from
+        ):
             self.publish(event, room=room, exclude=member)
             return
         self._gather(room, member, event)
@@ -659,7 +693,10 @@ class Hub:
         if (
             self.on_presence is None
             or event.how == "parted"
-            or len(room.members) + 1 < self.batch_presence_from
+            or (
+                not room.pending_presence
+                and len(room.members) + 1 < self.batch_presence_from
+            )
         ):
             self.publish(event, room=room)
             return
@@ -680,34 +717,63 @@ class Hub:
         At most `presence_flush_names` of them: the rest wait for another
         call (`on_presence` is told). In order, consecutive joins (and
         consecutive leaves alike in how and reason) share lines of up to
-        `PRESENCE_NAMES_PER_LINE` names
-        (`JoinedMany`, `LeftMany`), each encoded once per encoder. Each
-        member hears every join and leave after its own join exactly once:
-        members who were there before hear all of them; a member whose own
-        join is among them only what came after it (it learnt of the rest as
-        it joined). Never waits; full outboxes are evicted as in `publish`.
+        `PRESENCE_NAMES_PER_LINE` names (`JoinedMany`, `LeftMany`), each
+        encoded once per encoder. Each member hears every join and leave
+        after its own join exactly once: members who were there before hear
+        all of them; a member whose own join is among them only what came
+        after it (it learnt of the rest as it joined). Lines published behind
+        the part (see `publish`) follow it, to the members who were there
+        when they were said. Never waits; full outboxes are evicted as in
+        `publish`.
         """
         pending = room.pending_presence
         self._presence_waiting.pop(room, None)
         if not pending:
             return
-        # A part at a time; the rest is due again at once (`on_presence` sees
-        # a full part waiting) or as usual.
+        # A part at a time, and the lines held behind it; the rest is due
+        # again at once (`on_presence` sees a full part waiting) or as usual.
         most = self.presence_flush_names
-        pending, rest = pending[:most], pending[most:]
+        count = 0
+        while count < min(most, len(pending)) and not isinstance(pending[count], _Held):
+            count += 1
+        after = count
+        while after < len(pending) and isinstance(pending[after], _Held):
+            after += 1
+        part = [item for item in pending[:count] if not isinstance(item, _Held)]
+        held = [item for item in pending[count:after] if isinstance(item, _Held)]
+        rest = pending[after:]
         room.pending_presence = rest
         if rest:
             self._presence_waiting[room] = None
             if self.on_presence is not None:
                 self.on_presence(room)
         # Members who joined after this part hear none of it.
-        later = {member for member, event in rest if isinstance(event, ev.Joined)}
+        later = {
+            item[0]
+            for item in rest
+            if not isinstance(item, _Held) and isinstance(item[1], ev.Joined)
+        }
+        if part:
+            self._deliver_presence(room, part, later)
+        members = [m for m in room.members if m not in later] if later else None
+        for line in held:
+            self._deliver(
+                line.event,
+                room.members if members is None else members,
+                line.exclude,
+                line.sender_key,
+            )
+
+    def _deliver_presence(
+        self,
+        room: Room,
+        pending: list[tuple[Member, ev.Joined | ev.Left]],
+        later: set[Member],
+    ) -> None:
         if len(pending) == 1 and not later:
             member, event = pending[0]
-            if isinstance(event, ev.Joined):
-                self.publish(event, room=room, exclude=member)
-            else:
-                self.publish(event, room=room)
+            exclude = member if isinstance(event, ev.Joined) else None
+            self._deliver(event, room.members, exclude, None)
             return
         chunks: list[list[tuple[Member, ev.Joined | ev.Left]]] = []
         for item in pending:
