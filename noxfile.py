@@ -43,7 +43,7 @@ def fuzz(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmark trio-chat, against ngircd if installed (slow: about 10 minutes).
+    """Benchmark trio-chat, against ngircd if installed (slow: about 12 minutes).
 
     Writes benchmarks/results/latest.jsonl and paced-latency.png beside it;
     arguments after `--` go to benchmarks/run.py (`-- --quick` for a smoke
@@ -65,7 +65,7 @@ def bench(session: nox.Session) -> None:
         "--repeat=3",
         "--rate=100,200,500,1000,2000",
         "--duration=5",
-        "--connections=1000",
+        "--connections=2000,10000",
         f"--json={results}",
         *session.posargs,
         success_codes=[0, 1],  # a failed run shows in the table; chart the rest
