@@ -438,3 +438,33 @@ async def test_a_crowd_joining_a_real_server_is_heard_exactly_once_in_order() ->
                 assert heard_there == order[order.index(name) + 1 :], name
         for stream, _ in [(first, b""), (last, b""), *joined]:
             await stream.aclose()
+
+
+async def test_a_crowd_hanging_up_on_a_real_server_is_heard_leaving_once() -> None:
+    limits = Limits(
+        max_per_address=0,
+        max_new_per_minute=0,
+        max_unregistered_per_address=0,
+        flood_rate=0,
+    )
+    hub = Hub(batch_presence_from=2, presence_flush_names=7)
+    chat = Chat(clock=lambda: TS, hub=hub, limits=limits)
+    async with serving(chat) as port:
+        stays, seen = await connect(port, "stays")
+        crowd = [await connect(port, f"u{i}") for i in range(30)]
+        for stream, _ in crowd:  # all at once, without a word
+            await stream.aclose()
+        buffer = seen
+        heard: list[tuple[str, str]] = []
+        with trio.fail_after(10):
+            while len([1 for kind, _ in heard if kind == "-"]) < len(crowd):
+                buffer += await stays.receive_some()
+                lines = buffer.split(LINE_END)[:-1]
+                heard = presence([decode_event(line.decode()) for line in lines[1:]])
+        left = [name for kind, name in heard if kind == "-"]
+        assert sorted(left) == sorted(f"u{i}" for i in range(30))  # once each
+        joined = [name for kind, name in heard if kind == "+"]
+        assert joined == [f"u{i}" for i in range(30)]
+        # Each was heard arriving before it was heard leaving.
+        assert all(heard.index(("+", name)) < heard.index(("-", name)) for name in left)
+        await stays.aclose()
