@@ -43,7 +43,7 @@ def fuzz(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmark trio-chat, against ngircd if installed (slow: about 12 minutes).
+    """Benchmark trio-chat, against ngircd if installed (slow: about 10 minutes).
 
     Writes benchmarks/results/latest.jsonl and paced-latency.png beside it;
     arguments after `--` go to benchmarks/run.py (`-- --quick` for a smoke
