@@ -535,6 +535,43 @@ async def test_an_idle_writer_is_bypassed_by_a_direct_write() -> None:
     assert taken == [b"z" * 20]  # the writer took the rest
 
 
+async def test_a_held_burst_goes_out_in_one_write_at_the_flush() -> None:
+    hub = Hub()
+    alice = join(hub, "alice")
+    written: list[bytes] = []
+
+    def direct(data: bytes) -> int:
+        written.append(data)
+        return len(data)
+
+    ready: list[Member] = []
+    alice.outbox.direct = direct
+    alice.on_ready = ready.append
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(alice.outbox.take, 65536)
+        await trio.testing.wait_all_tasks_blocked()
+        alice.hold()  # a welcome and what follows it
+        alice.deliver(b"WELCOME\r\n")
+        alice.deliver(b"INFO\r\n")
+        assert written == []  # nothing yet, not even the first line
+        assert ready == [alice]
+        alice.hold()  # already held: no second flush asked for
+        assert ready == [alice]
+        alice.flush()
+        assert written == [b"WELCOME\r\nINFO\r\n"]
+        assert alice.queued_bytes == 0
+        nursery.cancel_scope.cancel()
+
+
+def test_hold_without_a_direct_write_does_nothing() -> None:
+    hub = Hub()
+    alice = join(hub, "alice")
+    alice.hold()
+    hub.send(alice, HELLO)
+    assert received(alice) == [HELLO_LINE]
+
+
 async def test_a_failed_direct_write_is_kept_for_the_writer() -> None:
     hub = Hub()
     alice = join(hub, "alice")
