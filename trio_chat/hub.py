@@ -6,12 +6,17 @@ bytes, with one waiting writer); delivery never waits, and a member whose
 outbox is full is evicted with the reason "send queue exceeded" while
 everyone else carries on.
 
-The outbox is a deque and a parked writer task rather than a trio memory
+The outbox is a list and a parked writer task rather than a trio memory
 channel: it is the same bounded, single-consumer queue, but putting a line
-in costs a deque append instead of a `send_nowait` (about 15 times the work:
+in costs a list append instead of a `send_nowait` (about 15 times the work:
 trio's channels guard every call against KeyboardInterrupt and keep
 statistics), and the writer takes everything queued in one call. Fan-out
 does this once per recipient per line, so it is the server's hottest loop.
+
+Joins and leaves in big rooms are gathered (`Hub.announce_join`,
+`announce_leave`, `flush_presence`): announcing each to everyone costs the
+square of the room, so a crowd arriving or leaving goes out on a few shared
+lines instead, in order with everything else said in the room.
 
 The hub knows nothing of wire formats: each member brings its own encoder,
 and an event is encoded once per encoder however many members share it.
@@ -626,7 +631,7 @@ class Hub:
         size = 0
         full: list[Member] = []
         # The hot loop of the server: per recipient it is kept to attribute
-        # reads and a deque append (`Member.deliver`, inlined). Full outboxes
+        # reads and a list append (`Member.deliver`, inlined). Full outboxes
         # are evicted after the loop, so the room is
         # not changed while it is walked.
         for member in members:
