@@ -376,6 +376,15 @@ def test_everyone_hears_every_later_join_exactly_once_in_order(
 # nobody misses, repeats or reorders a join.
 
 
+#: Everyone comes from 127.0.0.1: the per-address limits are off.
+ONE_ADDRESS = Limits(
+    max_per_address=0,
+    max_new_per_minute=0,
+    max_unregistered_per_address=0,
+    flood_rate=0,
+)
+
+
 @contextlib.asynccontextmanager
 async def serving(chat: Chat) -> AsyncIterator[int]:
     server = ChatServer(chat)
@@ -395,14 +404,7 @@ async def connect(port: int, name: str) -> tuple[trio.SocketStream, bytes]:
 
 
 async def test_a_crowd_joining_a_real_server_is_heard_exactly_once_in_order() -> None:
-    # Everyone comes from 127.0.0.1: the per-address limits are off.
-    limits = Limits(
-        max_per_address=0,
-        max_new_per_minute=0,
-        max_unregistered_per_address=0,
-        flood_rate=0,
-    )
-    chat = Chat(clock=lambda: TS, hub=Hub(batch_presence_from=2), limits=limits)
+    chat = Chat(clock=lambda: TS, hub=Hub(batch_presence_from=2), limits=ONE_ADDRESS)
     names = [f"u{i}" for i in range(24)]
     async with serving(chat) as port:
         first, first_seen = await connect(port, "first")
@@ -441,14 +443,8 @@ async def test_a_crowd_joining_a_real_server_is_heard_exactly_once_in_order() ->
 
 
 async def test_a_crowd_hanging_up_on_a_real_server_is_heard_leaving_once() -> None:
-    limits = Limits(
-        max_per_address=0,
-        max_new_per_minute=0,
-        max_unregistered_per_address=0,
-        flood_rate=0,
-    )
     hub = Hub(batch_presence_from=2, presence_flush_names=7)
-    chat = Chat(clock=lambda: TS, hub=hub, limits=limits)
+    chat = Chat(clock=lambda: TS, hub=hub, limits=ONE_ADDRESS)
     async with serving(chat) as port:
         stays, seen = await connect(port, "stays")
         crowd = [await connect(port, f"u{i}") for i in range(30)]

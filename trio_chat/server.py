@@ -929,7 +929,7 @@ class ChatServer:
             for member in self._ready:
                 member.flush()  # the last direct writes; writers take over
 
-    def _presence_waiting(self, room: Room) -> None:
+    def _schedule_presence(self, room: Room) -> None:
         if len(room.pending_presence) >= self.chat.hub.presence_flush_names:
             delay = 0.0  # as many as go at once: no reason to wait
         else:
@@ -950,7 +950,7 @@ class ChatServer:
         waits is announced at once, and nothing more is gathered.
         """
         hub = self.chat.hub
-        hub.on_presence = self._presence_waiting
+        hub.on_presence = self._schedule_presence
         due = self._presence_due
         try:
             while True:
