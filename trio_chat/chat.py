@@ -13,13 +13,18 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from trio_chat import PROTOCOL_VERSION, __version__
 from trio_chat import events as ev
 from trio_chat.hub import Encoder, Hub, Member, Room
-from trio_chat.limits import MAX_HISTORY_FETCH, Limits
+from trio_chat.limits import (
+    HISTORY_DORMANT_BYTES,
+    HISTORY_REPLAY_BYTES,
+    MAX_HISTORY_FETCH,
+    Limits,
+)
 from trio_chat.moderation import (
     MAX_BAN_REASON,
     BanKind,
@@ -90,9 +95,9 @@ MAX_IGNORED: Final = 100
 MAX_REASON_LENGTH: Final = 200
 #: Bans shown by /bans: the rest are counted, so the reply fits any outbox.
 MAX_BANS_LISTED: Final = 100
-#: History replayed at once may fill at most 1/this of a member's outbox; the
-#: rest is for the lines around it (welcome, topic, who) and for live chat.
-REPLAY_OUTBOX_SHARE: Final = 2
+#: What a history line is taken to weigh beyond its text (its header), for
+#: the bytes of history kept in memory.
+HISTORY_LINE_WEIGHT: Final = 64
 #: History lines kept encoded, for everyone who joins a room soon after.
 REPLAY_CACHE_LINES: Final = 1024
 #: Leave reason when the peer closed the connection without /quit.
@@ -101,6 +106,13 @@ CONNECTION_CLOSED: Final = "connection closed"
 
 #: The events a room's history holds.
 RoomEvent = ev.Message | ev.Action | ev.Joined | ev.Left | ev.Renamed
+#: The events replayed to whoever joins: what was said, not who came and went.
+HistoryEvent = ev.Message | ev.Action
+
+
+def _weight(event: HistoryEvent) -> int:
+    """About the bytes `event` costs as history (memory and replay)."""
+    return len(event.text) + HISTORY_LINE_WEIGHT
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -228,18 +240,15 @@ class Chat:
         room: str = ev.LOBBY,
         limits: Limits = Limits(),  # noqa: B008 - frozen, shared safely
         durable: bool = False,
-        record: Callable[[str, RoomEvent], None] = lambda room_key, event: None,
         moderation: Moderation | None = None,
     ) -> None:
-        self.hub = hub if hub is not None else Hub()
+        self.hub = hub if hub is not None else Hub(history_lines=limits.history_lines)
         self.hub.on_evict = self._evicted
         self.room = room
         self.lobby = self.hub.open_room(room, permanent=True)
-        #: With a store, chat lines are committed before fan-out (`Persist`)
-        #: and `record` writes notices behind; without one, only the recent
-        #: lines below are kept, in memory.
+        #: With a store, chat lines are committed before fan-out (`Persist`);
+        #: either way each room's log keeps its recent lines for replay.
         self.durable = durable
-        self.record = record
         #: Registered names (None: this server keeps no accounts).
         self.is_registered: Callable[[str], bool] | None = None
         self.moderation = moderation if moderation is not None else Moderation()
@@ -249,9 +258,14 @@ class Chat:
         self.saved_topics: dict[str, tuple[str, str, float]] = {}
         #: Set when the server shuts down: its leaves are not history.
         self.closing = False
-        self._recent: collections.OrderedDict[str, collections.deque[RoomEvent]] = (
+        #: History of rooms that are not open (emptied, or read from the
+        #: store at start-up), by room key, with its weight: replayed when
+        #: the room opens again. The least recently used go past
+        #: `HISTORY_DORMANT_BYTES`.
+        self._dormant: collections.OrderedDict[str, tuple[list[HistoryEvent], int]] = (
             collections.OrderedDict()
         )
+        self._dormant_weight = 0
         self._clock = clock
         self.limits = limits
         self._encode_replay = functools.lru_cache(maxsize=REPLAY_CACHE_LINES)(
@@ -397,7 +411,6 @@ class Chat:
             )
             self.prompt(member)
             return False
-        member.hold()  # the welcome and what follows: one write
         self.hub.send(
             member,
             ev.Welcome(
@@ -438,19 +451,6 @@ class Chat:
         """The chat's clock: the time stamped on events."""
         return self._clock()
 
-    def _remember(self, room_key: str, event: RoomEvent) -> None:
-        size = self.limits.history_lines
-        if not size:
-            return
-        recent = self._recent.get(room_key)
-        if recent is None:
-            recent = self._recent[room_key] = collections.deque(maxlen=size)
-            while len(self._recent) > (self.limits.max_rooms or MAX_REMEMBERED_ROOMS):
-                self._recent.popitem(last=False)
-        else:
-            self._recent.move_to_end(room_key)
-        recent.append(event)
-
     def restore_topics(self, topics: list[tuple[str, str, str, float]]) -> None:
         """Take in the topics kept in the store: (room key, topic, setter, ts).
 
@@ -464,91 +464,135 @@ class Chat:
             lobby.topic, lobby.topic_setter, lobby.topic_ts = saved
 
     def preload(self, room_key: str, events: list[RoomEvent]) -> None:
-        """Fill a room's recent lines (from the store, at start-up)."""
+        """Take in a room's recent lines (from the store, at start-up).
+
+        They are replayed to whoever joins the room (within the history
+        limits); notices among them are not history and are left out.
+        """
+        lines = [event for event in events if isinstance(event, HistoryEvent)]
+        lines = lines[-self.limits.history_lines :] if self.limits.history_lines else []
+        room = self.hub.rooms.get(room_key)
+        if room is not None:
+            self._seed(room, lines)
+        else:
+            self._put_dormant(room_key, lines)
+
+    def _put_dormant(self, room_key: str, events: list[HistoryEvent]) -> None:
+        old = self._dormant.pop(room_key, None)
+        if old is not None:
+            self._dormant_weight -= old[1]
+        weight = 0
+        kept: list[HistoryEvent] = []
+        for event in reversed(events):  # the newest, within a replay's bytes
+            weight += _weight(event)
+            if weight > HISTORY_REPLAY_BYTES and kept:
+                weight -= _weight(event)
+                break
+            kept.append(event)
+        if not kept:
+            return
+        kept.reverse()
+        self._dormant[room_key] = (kept, weight)
+        self._dormant_weight += weight
+        while self._dormant_weight > HISTORY_DORMANT_BYTES and self._dormant:
+            self._dormant_weight -= self._dormant.popitem(last=False)[1][1]
+
+    def _seed(self, room: Room, events: list[HistoryEvent]) -> None:
+        """Put history into a room's log, heard by nobody (it is the past)."""
         for event in events:
-            self._remember(room_key, event)
+            self.hub.publish(
+                event,
+                room=room,
+                sender_key=name_key(event.sender),
+                keep=_weight(event),
+                deaf=room.members,
+            )
+
+    def _open_room(self, name: str) -> Room:
+        """A new room, with the history it had when it was last open."""
+        room = self.hub.open_room(name)
+        dormant = self._dormant.pop(room.key, None)
+        if dormant is not None:
+            self._dormant_weight -= dormant[1]
+            self._seed(room, dormant[0])
+        return room
 
     def replay(self, member: Member, room: Room) -> None:
         """Send `member` the room's recent lines, marked as history."""
-        recent = list(self._recent.get(room.key, ()))
-        for data in self._fitting(member, recent):
+        for data in self._fitting(member, room.recent()):
             self.hub.send_data(member, data)
 
-    def _fitting(self, member: Member, events: list[RoomEvent]) -> list[bytes]:
-        """The replay lines of the newest `events` that fit in half the outbox.
+    def _fitting(self, member: Member, events: Sequence[ev.ServerEvent]) -> list[bytes]:
+        """The replay lines of the newest `events` within a replay's bytes.
 
-        Oldest first; lines from users `member` ignores are left out.
-        Replayed lines are queued all at once; long ones (multi-line
-        messages) could otherwise fill the outbox and get whoever joins the
-        room dropped as too slow. Each event is encoded once for everyone
-        who joins soon after (a crowd arriving hears the same history).
+        Oldest first; lines from users `member` ignores are left out, and so
+        are notices (who came and went is not history). Each event is encoded
+        once for everyone who joins soon after (a crowd arriving hears the
+        same history).
         """
-        budget = self.limits.outbox_max_bytes // REPLAY_OUTBOX_SHARE
+        budget = HISTORY_REPLAY_BYTES
         lines: list[bytes] = []
         for event in reversed(events):
-            if _ignored(member, event):
+            if not isinstance(event, HistoryEvent) or _ignored(member, event):
                 continue
             data = self._encode_replay(member.encode, event)
             budget -= len(data)
-            if budget < 0:
+            if budget < 0 and lines:
                 break
             lines.append(data)
         lines.reverse()
         return lines
 
-    def recent(self, room: Room, limit: int) -> list[RoomEvent]:
+    def recent(self, room: Room, limit: int) -> list[ev.ServerEvent]:
         """Up to `limit` of the room's recent lines held in memory."""
-        lines = list(self._recent.get(room.key, ()))
+        lines = room.recent()
         return lines[-limit:] if limit else []
 
     def _notice(
         self, room: Room, event: RoomEvent, *, exclude: Member | None = None
     ) -> None:
-        """Publish a notice (join, leave, rename) and keep it as history.
-
-        Nothing is kept while the server shuts down (nobody sees those
-        leaves), nor for rooms with a key (their lines are private).
-        """
-        self._keep(room, event)
+        """Publish a notice (join, leave, rename): news, not history."""
         self.hub.publish(event, room=room, exclude=exclude)
 
     def _notice_join(
         self, member: Member, room: Room, *, tell_joiner: bool = False
     ) -> None:
-        """Announce that `member` joined `room` and keep it as history.
+        """Announce that `member` joined `room`.
 
         The joiner hears its own join (first) only if `tell_joiner`; the
         others may hear it a moment later, with others (`Hub.announce_join`).
         """
         assert member.name is not None
         event = ev.Joined(self._clock(), room.name, member.name)
-        self._keep(room, event)
         if tell_joiner:
             self.hub.send(member, event)
         self.hub.announce_join(member, room, event)
 
-    def _keep(self, room: Room, event: RoomEvent) -> None:
-        if not self.closing:
-            self._remember(room.key, event)
-            if not room.password:
-                self.record(room.key, event)
-
     def _room_gone(self, room: Room) -> None:
-        # A keyed room's lines are private: whoever makes a room of that name
-        # next, perhaps without a key, must not see them.
-        if room.password:
-            self._recent.pop(room.key, None)
+        """An emptied room closed: its history waits for it to open again.
+
+        A keyed room's lines are private: whoever makes a room of that name
+        next, perhaps without a key, must not see them.
+        """
+        if not room.password:
+            self._put_dormant(
+                room.key, [e for e in room.recent() if isinstance(e, HistoryEvent)]
+            )
 
     def deliver(self, persist: Persist) -> None:
         """Fan out a chat line (after the store committed it)."""
-        self._remember(persist.room.key, persist.event)
-        if persist.room.key in self.hub.rooms:
+        room = persist.room
+        if room.key in self.hub.rooms:
             self.hub.publish(
                 persist.event,
-                room=persist.room,
+                room=room,
                 exclude=persist.sender,
                 sender_key=persist.sender.key,
+                keep=_weight(persist.event),
             )
+        elif not room.password:  # everyone left while it was being saved
+            kept = self._dormant.get(room.key, ([], 0))[0]
+            self._put_dormant(room.key, [*kept, persist.event])
 
     def _too_similar(self, member: Member, name: str) -> bool:
         """Refuse `name` if it looks like someone else's who is online."""
@@ -583,7 +627,6 @@ class Chat:
         for room in list(member.rooms.values()):
             gone = self.hub.exit(member, room)
             event = ev.Left(now, room.name, member.name, how, reason)
-            self._keep(room, event)
             self.hub.announce_leave(member, room, event)
             if gone:
                 self._room_gone(room)
@@ -732,7 +775,9 @@ class Chat:
                 send(member, ev.Error(code, text))
         return None
 
-    def send_history(self, member: Member, room: Room, events: list[RoomEvent]) -> None:
+    def send_history(
+        self, member: Member, room: Room, events: Sequence[ev.ServerEvent]
+    ) -> None:
         """Send `events` (oldest first) to `member` as `room`'s history."""
         lines = self._fitting(member, events)
         count = _plural(len(lines), "line")
@@ -1062,7 +1107,7 @@ class Chat:
             if limits.max_rooms and len(self.hub.rooms) >= limits.max_rooms:
                 self._error(member, "too-many-rooms", "No more rooms may be created.")
                 return
-            room = self.hub.open_room(name)
+            room = self._open_room(name)
             room.ops.add(member.identity)  # the creator runs the room
             room.password = key
             saved = self.saved_topics.get(room.key)
@@ -1072,7 +1117,6 @@ class Chat:
         elif room.password and key != room.password:
             self._error(member, "bad-room-key", f"{room.name} needs the right key.")
             return
-        member.hold()  # the replay and what follows: one write
         self.replay(member, room)
         self.hub.enter(member, room)
         self._notice_join(member, room, tell_joiner=True)

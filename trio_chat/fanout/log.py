@@ -1,0 +1,178 @@
+"""A room's log: every line said there, once, read by its members' cursors.
+
+An entry is appended once, with a sequence number from one counter for the
+whole server (`Sequence`): a member reads several logs (its rooms' and its
+own) and merges them in that order, so what it hears is one sequence.
+Entries are encoded lazily, once per wire format that someone reading the
+log speaks, and the encoded lines are shared by every reader: a line costs
+the same whoever receives it.
+
+The log is trimmed behind its slowest reader (and behind the history it
+keeps for replay, `History`), so its memory is bounded by how far behind a
+member may fall before it is evicted. Positions are absolute indexes that
+never go back, so the log stands behind a small interface that a stream in
+another store (a Redis stream, later) can implement too.
+
+Sans-IO: no trio, no clock, no logging.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Final
+
+from trio_chat import events as ev
+
+if TYPE_CHECKING:
+    from trio_chat.fanout.reader import Cursor
+
+#: Turns an event into the bytes of one wire format.
+Encoder = Callable[[ev.ServerEvent], bytes]
+
+#: Entries a log holds beyond what it must before it is trimmed: trimming
+#: walks the readers, so it is done in steps, not per line.
+TRIM_SLACK: Final = 256
+
+
+class Sequence:
+    """The server's one counter of entries: every log's order in one.
+
+    Numbers go up by 2, so that a line meant for one member only can be
+    placed just before or after a shared one (`Log.append_at`).
+    """
+
+    __slots__ = ("_counter",)
+
+    def __init__(self) -> None:
+        self._counter = itertools.count(2, 2)
+
+    def next(self) -> int:
+        """The next number (even, greater than every one given before)."""
+        return next(self._counter)
+
+
+class Encoded:
+    """One wire format's lines of a log, with the running total of bytes."""
+
+    __slots__ = ("ends", "lines", "origin")
+
+    def __init__(self, origin: int) -> None:
+        self.lines: list[bytes] = []
+        #: Bytes of all entries up to and including each one, counted from
+        #: the log's first entry ever (trimmed ones included).
+        self.ends: list[int] = []
+        #: Bytes of the entries trimmed away.
+        self.origin = origin
+
+    def end(self, index: int) -> int:
+        """Running total up to and including the entry at list index `index`."""
+        return self.ends[index] if index >= 0 else self.origin
+
+
+class Log:
+    """Entries in order: sequence numbers, events (or bytes), sender keys.
+
+    `base` is the absolute index of the first entry held; `head` the index
+    the next entry will get. Readers register their cursors in `readers`.
+    """
+
+    __slots__ = ("_encoded", "base", "events", "readers", "senders", "seqs")
+
+    def __init__(self) -> None:
+        self.base = 0
+        self.seqs: list[int] = []
+        #: The event of each entry (None for bytes given already encoded).
+        self.events: list[ev.ServerEvent | None] = []
+        #: The name key of who said each entry, for those who /ignore them.
+        self.senders: list[str | None] = []
+        self._encoded: dict[Encoder, Encoded] = {}
+        self.readers: dict[Cursor, None] = {}
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    @property
+    def head(self) -> int:
+        """The absolute index of the next entry."""
+        return self.base + len(self.seqs)
+
+    def append(
+        self, seq: int, event: ev.ServerEvent, sender_key: str | None = None
+    ) -> int:
+        """Add `event` as entry number `seq`; return its absolute index."""
+        self.seqs.append(seq)
+        self.events.append(event)
+        self.senders.append(sender_key)
+        return self.base + len(self.seqs) - 1
+
+    def append_data(self, seq: int, data: bytes, encoder: Encoder) -> int:
+        """Add bytes already in `encoder`'s format (a log with one reader).
+
+        Raises ValueError if the log holds another format's lines too.
+        """
+        encoded = self.encoded(encoder)
+        if len(self._encoded) != 1:
+            raise ValueError("encoded bytes go only to a log of one format")
+        self.seqs.append(seq)
+        self.events.append(None)
+        self.senders.append(None)
+        encoded.lines.append(data)
+        encoded.ends.append(encoded.end(len(encoded.ends) - 1) + len(data))
+        return self.base + len(self.seqs) - 1
+
+    def encoded(self, encoder: Encoder) -> Encoded:
+        """Every entry held, in `encoder`'s format (encoding what is new)."""
+        encoded = self._encoded.get(encoder)
+        if encoded is None:
+            encoded = self._encoded[encoder] = Encoded(0)
+        lines = encoded.lines
+        count = len(lines)
+        events = self.events
+        if count < len(events):
+            ends = encoded.ends
+            total = encoded.end(count - 1)
+            for event in itertools.islice(events, count, None):
+                assert event is not None, "bytes were given for another format"
+                data = encoder(event)
+                lines.append(data)
+                total += len(data)
+                ends.append(total)
+        return encoded
+
+    def size(self, encoded: Encoded, start: int, stop: int) -> int:
+        """Bytes of the absolute entries `start` to `stop` (excluded)."""
+        base = self.base
+        return encoded.end(stop - 1 - base) - encoded.end(start - 1 - base)
+
+    def trim(self, upto: int) -> None:
+        """Forget the entries before absolute index `upto`."""
+        count = upto - self.base
+        if count <= 0:
+            return
+        count = min(count, len(self.seqs))
+        del self.seqs[:count]
+        del self.events[:count]
+        del self.senders[:count]
+        for encoded in self._encoded.values():
+            done = min(count, len(encoded.lines))
+            if done:
+                encoded.origin = encoded.ends[done - 1]
+                del encoded.lines[:done]
+                del encoded.ends[:done]
+        self.base += count
+
+    def clear(self) -> None:
+        """Forget every entry (all were read)."""
+        self.trim(self.head)
+
+    def slowest(self) -> int:
+        """The position of the reader furthest behind (the head if none)."""
+        head = self.head
+        return min((cursor.pos for cursor in self.readers), default=head)
+
+    def entries(self, start: int) -> Iterator[tuple[int, ev.ServerEvent | None]]:
+        """(absolute index, event) from `start` to the head."""
+        first = max(start, self.base) - self.base
+        for index in range(first, len(self.events)):
+            yield self.base + index, self.events[index]
