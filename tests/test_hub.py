@@ -621,3 +621,20 @@ def test_remove() -> None:
     hub.flush()
     assert received(alice) == []
     assert received(bob) == [HELLO_LINE]
+
+
+def test_a_backlog_longer_than_one_flush_goes_out_over_the_next() -> None:
+    hub = Hub()
+    lobby = hub.open_room("#lobby")
+    due: list[int] = []
+    hub.on_dirty = lambda: due.append(1)
+    alice = join(hub, "alice", room=lobby, max_messages=100_000, max_bytes=10**7)
+    bob = join(hub, "bob", room=lobby)
+    for number in range(5000):  # more than one flush writes
+        say(hub, lobby, bob, f"line {number}")
+    due.clear()
+    hub.flush()
+    assert due  # another flush was asked for, with nothing new said
+    while alice.behind()[1]:
+        hub.flush()
+    assert received(alice) == [line(bob, f"line {n}") for n in range(5000)]

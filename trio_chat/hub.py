@@ -556,6 +556,8 @@ class Hub:
             reason = member.flush()
             if reason is not None:
                 evicted.append((member, reason))
+            elif member.more:
+                self._again(member)
         for room in rooms:
             room.trim()
         for member, reason in evicted:
@@ -569,6 +571,15 @@ class Hub:
         if reason is not None:
             self._evict(member, reason)
             self._announce_evictions()
+        elif member.more:
+            self._again(member)
+
+    def _again(self, member: Member) -> None:
+        """`member` has more to write: at the next flush."""
+        member.more = False
+        if member not in self._dirty_members:
+            self._dirty_members[member] = None
+            self._due_now()
 
     # -- presence ------------------------------------------------------------
 

@@ -28,6 +28,10 @@ MAX_UNTERMINATED_BYTES: Final = 64 * 1024
 MAX_SERVER_LINE_BYTES: Final = 8192
 #: Largest single read from a socket.
 RECEIVE_SIZE: Final = 64 * 1024
+#: Scheduler passes the flusher waits, at most, while other connections
+#: still have lines to handle: more lines per write under load, no wait
+#: at all when quiet.
+FLUSH_WAIT_PASSES: Final = 2
 #: Lines of one connection handled before it lets the others run: a chunk's
 #: lines are taken together (one write per recipient for all of them), but
 #: one connection pasting fast cannot hold up the rest.

@@ -50,6 +50,7 @@ from trio_chat.limits import (
     DEFAULT_HOST,
     KEEPALIVE_IDLE,
     KEEPALIVE_INTERVAL,
+    FLUSH_WAIT_PASSES,
     KEEPALIVE_PROBES,
     PRESENCE_DELAY_PER_MEMBER,
     PRESENCE_MAX_DELAY,
@@ -1058,6 +1059,13 @@ class ChatServer:
         try:
             while True:
                 await self._flush_wakeup.wait()
+                # Other connections woken in the same pass may still add
+                # lines: let them (a pass or two at most), so that each
+                # member gets them all in one write.
+                for _ in range(FLUSH_WAIT_PASSES):
+                    if not trio.lowlevel.current_statistics().tasks_runnable:
+                        break
+                    await trio.lowlevel.cancel_shielded_checkpoint()
                 self._flush_wakeup = trio.Event()
                 hub.flush()
         finally:

@@ -122,6 +122,7 @@ class Reader:
         "ignoring",
         "max_bytes",
         "max_lines",
+        "more",
         "on_blocked",
         "own",
         "sent_total",
@@ -149,6 +150,9 @@ class Reader:
         #: it to take more, then `flush` again (and clear `blocked`).
         self.on_blocked: Callable[[], None] = lambda: None
         self.blocked = False
+        #: `flush` stopped with more waiting that the sink would take: flush
+        #: again at the next pass (one reader cannot hog a pass).
+        self.more = False
         self.closed = False
         self.sent_total = 0  # bytes the sink has taken, ever
 
@@ -400,6 +404,8 @@ class Reader:
                 self.blocked = True
                 self.on_blocked()
                 break
+        else:  # the sink took all it was given: the rest at the next flush
+            self.more = bool(self._segments(1))
         return SEND_QUEUE_EXCEEDED if self.over_bound() else None
 
     @property
