@@ -19,7 +19,7 @@ import logging
 import math
 import socket
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Final
 
 import trio
@@ -48,9 +48,9 @@ from trio_chat.limits import (
     ACCEPT_BACKOFF,
     CLOSE_TIMEOUT,
     DEFAULT_HOST,
+    FLUSH_WAIT_PASSES,
     KEEPALIVE_IDLE,
     KEEPALIVE_INTERVAL,
-    FLUSH_WAIT_PASSES,
     KEEPALIVE_PROBES,
     PRESENCE_DELAY_PER_MEMBER,
     PRESENCE_MAX_DELAY,
@@ -156,9 +156,9 @@ class Connection:
         "_cert_name",
         "_chat",
         "_draining",
+        "_failed",
         "_first_data",
         "_limits",
-        "_reader_scope",
         "_running",
         "_server",
         "_spawn",
@@ -166,8 +166,6 @@ class Connection:
         "_writer",
         "conn_id",
         "member",
-        "on_closing",
-        "on_registered",
         "registered",
         "scope",
         "transport",
@@ -201,20 +199,18 @@ class Connection:
         self._spawn = spawn
         self._writer: trio.CancelScope | None = None
         self._draining = False
+        self._failed: TransportError | None = None  # the stream's sender failed
         self.scope = trio.CancelScope()
         self._running = False
-        self._reader_scope = trio.CancelScope()
         self._first_data = True
         self._budget = READ_BUDGET_LINES
         self.registered = False
-        self.on_registered: Callable[[], None] = lambda: None
-        #: Called once the connection is done with, before its socket closes.
-        self.on_closing: Callable[[], None] = lambda: None
         self._cert_name: str | None = None  # the account a certificate claims
 
     def _on_joined(self) -> None:
         self.registered = True
-        self.on_registered()
+        if self.member.address is not None:
+            self._server.admission.registered(self.member.address)
 
     # -- called from other tasks (never wait) ------------------------------
 
@@ -224,11 +220,10 @@ class Connection:
 
     def shutdown(self) -> None:
         """Tell the client the server is going away, flush, then close."""
-        if not self._running:
-            self.scope.cancel()
-            return
-        self._reader_scope.cancel()
-        self._goodbye("server-shutdown", "The server is shutting down. Bye!")
+        if self._running:
+            # Goes out as the connection closes (`_close`), briefly.
+            self._goodbye("server-shutdown", "The server is shutting down. Bye!")
+        self.scope.cancel()
 
     def _blocked(self) -> None:
         """The kernel refused data: wait for it to take more, in a task."""
@@ -246,38 +241,83 @@ class Connection:
         Transport errors propagate (possibly in an exception group).
         """
         if self._stream is None:
-            try:
-                with self.scope:
-                    await self._serve()
-            finally:
-                await self._close()  # noqa: ASYNC102 - shielded, bounded inside
+            await self.serve()
             return
         # The stream's sending task outlives `scope`, for the goodbye.
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._stream.run)
+            nursery.start_soon(self._send_stream, self._stream)
             self._spawn = nursery.start_soon
             try:
-                with self.scope:
-                    await self._serve()
+                await self.serve()
             finally:
-                await self._close()  # noqa: ASYNC102 - shielded, bounded inside
                 nursery.cancel_scope.cancel()
 
+    async def _send_stream(  # noqa: ASYNC910 - run() checkpoints
+        self, stream: StreamTransport
+    ) -> None:
+        try:
+            await stream.run()
+        except TransportError as exc:
+            self._failed = exc  # for `serve` to report, as a reader's error
+            self.scope.cancel()
+
+    @property
+    def needs_task(self) -> bool:
+        """True if the transport needs a task of its own to send (`run`)."""
+        return self._stream is not None
+
+    async def serve(self) -> None:  # noqa: ASYNC910 - _serve checkpoints
+        """`run` for a transport that sends without a task (a socket).
+
+        The per-connection boundary: transport errors are logged at INFO,
+        bugs at ERROR with their traceback; neither escapes, and only this
+        connection is affected. Cancellation propagates after the transport
+        is closed (with a short deadline).
+        """
+        try:
+            await self._serve()
+            if self._failed is not None:
+                raise self._failed
+        except* _PEER_ERRORS as group:
+            reason = describe(group.exceptions[0])
+            log.info("[%s] disconnected: %s", self.conn_id, reason)
+            self._chat.leave(self.member, "disconnected", reason)
+        except* _TLSHandshakeFailed:
+            pass  # already logged
+        except* Exception:
+            log.exception("[%s] internal error; closing this connection", self.conn_id)
+            self._chat.leave(self.member, "disconnected", "server error")
+        finally:
+            self._server.release(self)
+            self._chat.leave(self.member, "disconnected", "connection closed")
+            self.member.drop_everything()  # its place in every log goes
+            self.abort()
+            log.info("[%s] closed", self.conn_id)
+
     async def _serve(self) -> None:
-        server = self._server
-        if server.ssl_context is not None:
-            await self._tls_handshake(server.ssl_context)
-        self._running = True
-        if server.shutting_down:
-            self.shutdown()
-        else:
-            self._cert_name = await server.cert_login(self.member)
-            self._chat.greet(self.member, prompt=self._cert_name is None)
-        with self._reader_scope:
-            await self._read_loop()
-        # Reading is over: what is queued (a goodbye, say) goes out, then done.
-        self.member.close()
-        await self._drain()
+        try:
+            with self.scope:
+                server = self._server
+                if server.ssl_context is not None:
+                    await self._tls_handshake(server.ssl_context)
+                self._running = True
+                if server.shutting_down:
+                    self.shutdown()
+                else:
+                    self._cert_name = await server.cert_login(self.member)
+                    self._chat.greet(self.member, prompt=self._cert_name is None)
+                reader = LineReader(
+                    max_line_bytes=self._limits.max_line_bytes,
+                    max_unterminated_bytes=self._limits.max_unterminated_bytes or None,
+                )
+                if await self._login_phase(reader):
+                    self._on_joined()
+                    await self._chat_phase(reader)
+                # Reading is over: what is queued (a goodbye) goes out.
+                self.member.close()
+                await self._drain()
+        finally:
+            await self._close()  # noqa: ASYNC102 - shielded, bounded inside
 
     async def _tls_handshake(self, context: ssl.SSLContext) -> None:
         tls = TLSTransport(self.transport, context)
@@ -327,12 +367,9 @@ class Connection:
                     return _STOP
             reader.feed(data)
 
-    async def _read_loop(self) -> None:
+    async def _login_phase(self, reader: LineReader) -> bool:
+        """Until the member has a name: True once it is in, False if it went."""
         limits = self._limits
-        reader = LineReader(
-            max_line_bytes=limits.max_line_bytes,
-            max_unterminated_bytes=limits.max_unterminated_bytes or None,
-        )
         with trio.move_on_after(_seconds(limits.name_timeout)) as naming:
             await trio.lowlevel.checkpoint()
             joined = False
@@ -351,10 +388,8 @@ class Connection:
                 "name-timeout",
                 f"No name chosen within {limits.name_timeout:g} seconds.",
             )
-            return
-        if joined:
-            self._on_joined()
-            await self._chat_phase(reader)
+            return False
+        return joined
 
     async def _name_phase(self, reader: LineReader) -> bool:
         """Read name attempts until one is accepted (True) or the peer goes."""
@@ -624,7 +659,13 @@ class Connection:
     async def _close(self) -> None:
         """Say goodbye to an evicted client if we may, then close, bounded."""
         with trio.CancelScope(shield=True):
-            self.on_closing()
+            self._server.release(self)
+            member = self.member
+            if member.evicted is None and member.sink is not None and member.waiting:
+                # Cut short (a shutdown): what waits (its goodbye) goes, briefly.
+                with trio.move_on_after(CLOSE_TIMEOUT):  # noqa: ASYNC912
+                    with contextlib.suppress(TransportError, trio.TooSlowError):
+                        await self._drain()
             if self._writer is not None:
                 self._writer.cancel()
                 self._writer = None
@@ -1157,19 +1198,24 @@ class ChatServer:
                 continue
             connections.start_soon(self._handle_tcp, stream)
 
-    async def _handle_tcp(self, stream: trio.SocketStream) -> None:
+    def _handle_tcp(self, stream: trio.SocketStream) -> Coroutine[object, object, None]:
+        """The task serving an accepted TCP stream (no frame of its own: one
+        per connection counts)."""
         try:
             peer = stream.socket.getpeername()
             _keep_alive(stream.socket)
         except OSError:
-            await trio.aclose_forcefully(stream)  # gone before we looked
-            return
+            return trio.aclose_forcefully(stream)  # noqa: ASYNC105 - the task awaits it
+
         host = peer[0]
         if ":" in host:
             address, key = f"[{host}]:{peer[1]}", address_key(host)
         else:  # the kernel's IPv4 address is its own key: no parsing
             address, key = f"{host}:{peer[1]}", host
-        await self.handle_stream(stream, peer=address, address_key=key)
+        admitted = self._admit(stream, address, key)
+        if isinstance(admitted, Connection):
+            return admitted.serve()  # the socket is its: no stream to close
+        return admitted
 
     async def handle_stream(
         self,
@@ -1193,6 +1239,20 @@ class ChatServer:
         connection is affected. Cancellation propagates after the stream is
         closed (with a short deadline).
         """
+        admitted = self._admit(stream, peer, address_key)
+        if isinstance(admitted, Connection):
+            try:
+                await (admitted.run() if admitted.needs_task else admitted.serve())
+            finally:
+                with trio.CancelScope(shield=True):
+                    await trio.aclose_forcefully(stream)
+        else:
+            await admitted
+
+    def _admit(
+        self, stream: trio.abc.Stream, peer: str, address_key: str | None
+    ) -> Connection | Coroutine[object, object, None]:
+        """The connection for `stream`, or the refusal to send it (never waits)."""
         conn_id = f"c{next(self._ids)}"
         if address_key is not None:
             refusal = self._banned(address_key) or self.admission.admit(
@@ -1200,8 +1260,7 @@ class ChatServer:
             )
             if refusal is not None:
                 log.info("[%s] refused %s: %s", conn_id, peer, refusal.text)
-                await self._refuse(stream, refusal)
-                return
+                return self._refuse(stream, refusal)
         log.info("[%s] connected from %s", conn_id, peer)
         transport: Transport
         if isinstance(stream, trio.SocketStream) and self._writers is not None:
@@ -1213,42 +1272,17 @@ class ChatServer:
             transport = StreamTransport(stream, write_timeout=self.limits.write_timeout)
             connection = Connection(self, transport, conn_id)
         connection.member.address = address_key
-        released = False
-
-        def release() -> None:  # once, before the peer sees the close
-            nonlocal released
-            if not released:
-                released = True
-                if address_key is not None:
-                    self.admission.released(
-                        address_key, registered=connection.registered
-                    )
-                self._connections.discard(connection)
-
-        if address_key is not None:
-            key = address_key
-            connection.on_registered = lambda: self.admission.registered(key)
-        connection.on_closing = release
         self._connections.add(connection)
-        try:
-            await connection.run()
-        except* _PEER_ERRORS as group:
-            reason = describe(group.exceptions[0])
-            log.info("[%s] disconnected: %s", conn_id, reason)
-            self.chat.leave(connection.member, "disconnected", reason)
-        except* _TLSHandshakeFailed:
-            pass  # already logged
-        except* Exception:
-            log.exception("[%s] internal error; closing this connection", conn_id)
-            self.chat.leave(connection.member, "disconnected", "server error")
-        finally:
-            release()
-            self.chat.leave(connection.member, "disconnected", "connection closed")
-            connection.member.drop_everything()  # its place in every log goes
-            connection.abort()
-            with trio.CancelScope(shield=True):
-                await trio.aclose_forcefully(stream)
-            log.info("[%s] closed", conn_id)
+        return connection
+
+    def release(self, connection: Connection) -> None:
+        """`connection` is done with: it no longer counts (once)."""
+        if connection in self._connections:
+            self._connections.discard(connection)
+            if connection.member.address is not None:
+                self.admission.released(
+                    connection.member.address, registered=connection.registered
+                )
 
     def _banned(self, address_key: str) -> Refusal | None:
         ban = self.chat.moderation.find("address", address_key, self.chat.now())

@@ -150,15 +150,17 @@ class SocketTransport:
             try:
                 data = self.sock.recv(RECEIVE_SIZE)
             except BlockingIOError:
-                try:
-                    await trio.lowlevel.wait_readable(self.sock)
-                except trio.ClosedResourceError as exc:
-                    raise TransportError("connection closed") from exc
-                continue
+                pass  # waited for below: not in here, which would keep the
+                # exception (and its traceback) alive for the whole wait
             except OSError as exc:
                 raise TransportError(describe(exc)) from exc
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return data
+            else:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return data
+            try:
+                await trio.lowlevel.wait_readable(self.sock)
+            except trio.ClosedResourceError as exc:
+                raise TransportError("connection closed") from exc
 
     async def close(self) -> None:
         """Close the socket (at once: nothing of ours is pending)."""
