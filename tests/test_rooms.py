@@ -348,3 +348,19 @@ async def test_mute_expires_and_unmute(
     assert await bob.expect("INFO") == "INFO alice unmuted bob in #class."
     await bob.send("free again")
     assert (await alice.expect("MSG")).endswith("<bob> free again")
+
+
+async def test_muting_a_name_that_is_a_connection_id_mutes_only_that_user(
+    nursery: trio.Nursery, server: ChatServer
+) -> None:
+    # alice is the server's first connection, c1; the user she mutes is
+    # called c1: muting that name must not silence her connection.
+    alice, other = await join_all(nursery, server, "alice", "c1")
+    for peer in (alice, other):
+        await command(peer, "/join #class", "SWITCH")
+    await alice.send("/mute c1")
+    assert await other.expect("INFO") == "INFO alice muted c1 in #class."
+    assert (await command(other, "may I?", "ERR")).startswith("ERR muted ")
+    await alice.send("the op still speaks")
+    assert (await other.expect("MSG")).endswith("<alice> the op still speaks")
+    assert not any(line.startswith("ERR") for line in alice.lines)

@@ -781,14 +781,14 @@ class Chat:
             return
         room, other = found
         assert member.name is not None and other.name is not None
-        keys = (other.identity, name_key(other.name))
         if seconds <= 0:
-            for key in keys:
-                room.muted.pop(key, None)
+            room.muted_people.pop(other.identity, None)
+            room.muted_names.pop(name_key(other.name), None)
             text = f"{member.name} unmuted {other.name} in {room.name}."
         else:
-            for key in keys:
-                room.muted[key] = self._clock() + seconds
+            until = self._clock() + seconds
+            room.muted_people[other.identity] = until
+            room.muted_names[name_key(other.name)] = until
             span = "" if seconds == math.inf else f" for {_duration(seconds)}"
             text = f"{member.name} muted {other.name} in {room.name}{span}."
         log.info("[%s] %s", member.conn_id, text)
@@ -939,8 +939,8 @@ class Chat:
         for room in member.rooms.values():
             if old in room.ops:
                 room.ops.add(member.identity)
-            if old in room.muted:
-                room.muted[member.identity] = room.muted[old]
+            if old in room.muted_people:
+                room.muted_people[member.identity] = room.muted_people[old]
         if self.moderation.is_operator(key):
             self.hub.send(member, ev.Info("You are a server operator here."))
 
@@ -1010,14 +1010,17 @@ class Chat:
         if room.ops_only and not self.is_op(member, room):
             self._error(member, "ops-only", f"Only ops may speak in {room.name} now.")
             return None
-        for key in (member.identity, member.key or ""):
-            until = room.muted.get(key)
+        for muted, key in (
+            (room.muted_people, member.identity),
+            (room.muted_names, member.key or ""),
+        ):
+            until = muted.get(key)
             if until is None:
                 continue
             if until > self._clock():
                 self._error(member, "muted", f"You are muted in {room.name}.")
                 return None
-            del room.muted[key]
+            del muted[key]
         return room
 
     def _member_room(self, member: Member, raw: str) -> Room | None:

@@ -391,9 +391,12 @@ class Room:
         self.topic_ts = 0.0
         self.password = ""
         self.ops_only = False  # only ops may speak (lectures)
-        #: `Member.identity` and name key of each muted user -> until (chat
-        #: clock): a rename or a reconnection under the same name stays muted.
-        self.muted: dict[str, float] = {}
+        #: Until when (chat clock) each muted user may not speak, kept twice:
+        #: by `Member.identity`, so a rename stays muted, and by name key, so
+        #: a reconnection under the same name does. Two dicts, since a name
+        #: can spell a connection id ("c1").
+        self.muted_people: dict[str, float] = {}
+        self.muted_names: dict[str, float] = {}
         #: Joins and leaves not yet announced, in order (`Hub.announce_join`).
         #: Lines published behind many of them wait here too, in order.
         self.pending_presence: list[tuple[Member, ev.Joined | ev.Left] | _Held] = []
