@@ -95,6 +95,9 @@ MAX_BANS_LISTED: Final = 100
 REPLAY_OUTBOX_SHARE: Final = 2
 #: History lines kept encoded, for everyone who joins a room soon after.
 REPLAY_CACHE_LINES: Final = 1024
+#: Guest names tried for someone renamed to make way for a name's owner
+#: (`guest-c12`, `guest-c12-2`, ...) before they are disconnected instead.
+GUEST_NAME_ATTEMPTS: Final = 10
 #: Leave reason when the peer closed the connection without /quit.
 CONNECTION_CLOSED: Final = "connection closed"
 
@@ -242,6 +245,8 @@ class Chat:
         self.record = record
         #: Registered names (None: this server keeps no accounts).
         self.is_registered: Callable[[str], bool] | None = None
+        #: The registered name a name looks like (`Accounts.lookalike`).
+        self.registered_lookalike: Callable[[str], str | None] = lambda name: None
         self.moderation = moderation if moderation is not None else Moderation()
         #: Writes a moderation change, topic or ignore behind to the store.
         self.save: Callable[[Saved], None] = lambda saved: None
@@ -387,6 +392,7 @@ class Chat:
             ghost = self.hub.get(name)
             if ghost is not None and ghost is not member:
                 self.hub.kick(ghost, reason="ghost replaced")
+            self._displace_lookalikes(member, name)
         if self._too_similar(member, name):
             self.prompt(member)
             return False
@@ -551,16 +557,74 @@ class Chat:
             )
 
     def _too_similar(self, member: Member, name: str) -> bool:
-        """Refuse `name` if it looks like someone else's who is online."""
+        """Refuse `name` if it looks like someone else's who is online.
+
+        Or like a registered name, unless `member` proved that very name:
+        a registered name's lookalikes are nobody else's to take.
+        """
         other = self.hub.lookalike(name)
         if other is None or other is member or other.name is None:
-            return False
-        if name_key(other.name) == name_key(name):
+            if member.identified == name_key(name):
+                return False
+            registered = self.registered_lookalike(name)
+            if registered is None:
+                return False
+            text = (
+                f"The name {name} looks too much like {registered}, a registered name."
+            )
+        elif name_key(other.name) == name_key(name):
             text = f"The name {name} is taken; choose another."
         else:
             text = f"The name {name} looks too much like {other.name}, who is online."
         self.hub.send(member, ev.Error("name-taken", text))
         return True
+
+    def _displace_lookalikes(self, member: Member, name: str) -> None:
+        """Rename whoever online looks like `name`, which `member` proved.
+
+        The owner of a registered name always gets it: a lookalike online
+        (whose name was free when taken) becomes a guest name, and is told.
+        One who proved a registered name of its own keeps it.
+        """
+        for _ in range(len(self.hub)):
+            other = self.hub.lookalike(name)
+            if other is None or other is member or other.name is None:
+                return
+            if name_key(other.name) == name_key(name) or (
+                other.identified == name_key(other.name)
+            ):
+                return  # the same name (a ghost), or someone's own account
+            old = other.name
+            new = self._guest_name(other)
+            if new is None or not self.hub.rename(other, new):
+                self.hub.kick(other, reason="name taken by its owner")
+                continue
+            log.info("[%s] %s renamed %s: %s logged in", other.conn_id, old, new, name)
+            self.hub.send(
+                other,
+                ev.Info(
+                    f"The name {old} looks too much like {name}, a registered name"
+                    f" whose owner just logged in: you are {new} now"
+                    " (/nick to choose another)."
+                ),
+            )
+            self._renamed(other, old, new)
+
+    def _guest_name(self, member: Member) -> str | None:
+        """A free name for `member`, renamed to make way: `guest-c12`."""
+        base = f"guest-{member.conn_id}"
+        for attempt in range(1, GUEST_NAME_ATTEMPTS + 1):
+            name = base if attempt == 1 else f"{base}-{attempt}"
+            try:
+                name = validate_name(name)
+            except InvalidName:
+                return None  # an id too long for a name
+            taken = (self.is_registered is not None and self.is_registered(name)) or (
+                self.registered_lookalike(name) is not None
+            )
+            if not taken and self.hub.lookalike(name) is None:
+                return name
+        return None
 
     def leave(self, member: Member, how: ev.LeaveHow, reason: str = "") -> None:
         """`member` is gone: tell the others once, if it had joined."""
@@ -1183,6 +1247,8 @@ class Chat:
             return
         if name_key(new) != name_key(old) and self._refused_name(member, new):
             return
+        if member.identified == name_key(new):
+            self._displace_lookalikes(member, new)
         if self._too_similar(member, new):
             return
         registered = self.is_registered is not None and self.is_registered(new)
@@ -1197,6 +1263,10 @@ class Chat:
             self.hub.send(member, ev.Error("name-taken", f"The name {new} is taken."))
             return
         log.info("[%s] %s is now %s", member.conn_id, old, new)
+        self._renamed(member, old, new)
+
+    def _renamed(self, member: Member, old: str, new: str) -> None:
+        """Tell `member`'s rooms (or, in none, itself) it is `new` now."""
         now = self._clock()
         for room in member.rooms.values():
             self._notice(room, ev.Renamed(now, room.name, old, new))

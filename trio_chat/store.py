@@ -611,6 +611,12 @@ class Store:
             rows = self._conn.execute("SELECT name_key FROM users").fetchall()
         return [str(row[0]) for row in rows]
 
+    def user_names(self) -> list[str]:
+        """The name of every registered account, as it was registered."""
+        with _translate("cannot list the users"):
+            rows = self._conn.execute("SELECT name FROM users").fetchall()
+        return [str(row[0]) for row in rows]
+
     def get_user(self, name_key: str) -> User | None:
         """The account registered under `name_key`, if any."""
         with _translate("cannot read a user"):
@@ -1156,6 +1162,10 @@ class AsyncStore:
     async def user_keys(self) -> list[str]:
         """`Store.user_keys`."""
         return await self._call(lambda s: s.user_keys(), write=False)
+
+    async def user_names(self) -> list[str]:
+        """`Store.user_names`."""
+        return await self._call(lambda s: s.user_names(), write=False)
 
     async def get_user(self, name_key: str) -> User | None:
         """`Store.get_user`."""
