@@ -13,13 +13,19 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
 from trio_chat import PROTOCOL_VERSION, __version__
 from trio_chat import events as ev
 from trio_chat.hub import Encoder, Hub, Member, Room
-from trio_chat.limits import MAX_HISTORY_FETCH, Limits
+from trio_chat.limits import (
+    LIST_OUTBOX_SHARE,
+    LIST_REPLY_RESERVE,
+    MAX_HISTORY_FETCH,
+    MAX_SERVER_LINE_BYTES,
+    Limits,
+)
 from trio_chat.moderation import (
     MAX_BAN_REASON,
     BanKind,
@@ -58,7 +64,7 @@ HELP_LINES: Final = (
     "/join ROOM [KEY]       join or create a room (# optional)",
     "/part [ROOM] [REASON]  leave a room (the current one by default)",
     "/switch ROOM           send plain lines to ROOM (one you are in)",
-    "/rooms                 list the rooms, their sizes and topics",
+    "/rooms [PAGE]          list the rooms, their sizes and topics",
     "/topic [TEXT]          show or set the room's topic (- clears it)",
     "/history [N]           the room's last N lines (50 by default)",
     "/op NAME               (room ops) make NAME an op of this room too",
@@ -75,7 +81,7 @@ HELP_LINES: Final = (
     "/identify PASSWORD     prove your registered name",
     "/whois NAME            rooms, idle time and away status of NAME",
     "/ignore [NAME]         hide NAME's lines (no NAME: list); /unignore NAME",
-    "/who [ROOM|*]          who is in this room, ROOM, or online (*)",
+    "/who [ROOM|*] [PAGE]   who is in this room, ROOM, or online (*)",
     "/msg NAME TEXT         private message, seen only by NAME",
     "/quit [REASON]         leave the chat",
     "//TEXT                 send a line that starts with /",
@@ -88,8 +94,8 @@ MAX_REMEMBERED_ROOMS: Final = 1000
 MAX_IGNORED: Final = 100
 #: Longest /quit reason kept, in characters.
 MAX_REASON_LENGTH: Final = 200
-#: Bans shown by /bans: the rest are counted, so the reply fits any outbox.
-MAX_BANS_LISTED: Final = 100
+#: What marks free text cut short to fit a reply.
+CUT_MARK: Final = "\u2026"
 #: History replayed at once may fill at most 1/this of a member's outbox; the
 #: rest is for the lines around it (welcome, topic, who) and for live chat.
 REPLAY_OUTBOX_SHARE: Final = 2
@@ -213,6 +219,57 @@ def _duration(seconds: float) -> str:
 
 def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def _fit_text(
+    encode: Encoder, build: Callable[[str], ev.ServerEvent], text: str, limit: int
+) -> bytes:
+    """`build(text)` encoded, its free `text` cut (marked) so it fits `limit`.
+
+    For events whose only free text is `text`, at the end of their line.
+    """
+    data = encode(build(text))
+    if len(data) <= limit:
+        return data
+    raw = text.encode()
+    keep = max(len(raw) - (len(data) - limit) - len(CUT_MARK.encode()), 0)
+    return encode(build(raw[:keep].decode("utf-8", errors="ignore") + CUT_MARK))
+
+
+def _away_line(name: str, reason: str) -> ev.Info:
+    """`/who`'s line for someone away: the reason last, after a fixed start."""
+    return ev.Info(f"{name} is away: {reason}")
+
+
+def _pages(sizes: Sequence[int], budget: int) -> list[int]:
+    """Where each page starts: consecutive items whose sizes fit in `budget`.
+
+    Every page holds at least one item; no items make one empty page.
+    """
+    starts = [0]
+    used = 0
+    for index, size in enumerate(sizes):
+        if used and used + size > budget:
+            starts.append(index)
+            used = 0
+        used += size
+    return starts
+
+
+def _and_more(items: Sequence[str], limit: int, noun: str) -> str:
+    """`a, b and 12 more NOUNs`: as many of `items` as fit in `limit` bytes."""
+    shown: list[str] = []
+    size = 0
+    for item in items:
+        more = len(items) - len(shown) - 1
+        tail = len(f" and {_plural(more, noun)}") if more else 0
+        size += len(item.encode()) + 2
+        if size + tail > limit and shown:
+            break
+        shown.append(item)
+    text = ", ".join(shown)
+    more = len(items) - len(shown)
+    return f"{text} and {_plural(more, 'more ' + noun)}" if more else text
 
 
 class Chat:
@@ -410,18 +467,22 @@ class Chat:
                 name, f"You are in {self.room} as {name}. Type /help for the commands."
             ),
         )
-        for line in self.moderation.motd:
-            self.hub.send(member, ev.MotdLine(line))
+        self._reply(member, [ev.MotdLine(line) for line in self.moderation.motd])
         if self.moderation.is_operator(member.identified):
             self.hub.send(member, ev.Info("You are a server operator here."))
         # Names, up to a line's worth; past that, a list says nothing (and
         # sorting everyone for each newcomer would cost a crowd dearly).
         count = len(self.hub) - 1
         about = f"{_plural(count, 'other user')} here"
-        if count > WHO_NAMES_PER_LINE:
+        others = ""
+        if 0 < count <= WHO_NAMES_PER_LINE:
+            others = ", ".join(n for n in self.hub.names() if n != name)
+        # Long names could make even 50 a long line: within a share, or none.
+        too_long = len(others.encode()) > self._line_budget() // 2
+        if count > WHO_NAMES_PER_LINE or too_long:
             about += "; /who * lists them."
         elif count:
-            about += ": " + ", ".join(n for n in self.hub.names() if n != name)
+            about += ": " + others
         else:
             about += "."
         self.hub.send(member, ev.Info(about))
@@ -433,7 +494,8 @@ class Chat:
                 lobby.topic_ts, lobby.name, lobby.topic_setter, lobby.topic
             )
             self.hub.send(member, topic)
-        self.hub.enter(member, self.lobby)
+        if not self.hub.enter(member, self.lobby):
+            return False  # dropped meanwhile (its outbox was full)
         self._notice_join(member, self.lobby)
         log.info("[%s] joined as %s", member.conn_id, name)
         return True
@@ -477,7 +539,8 @@ class Chat:
     def replay(self, member: Member, room: Room) -> None:
         """Send `member` the room's recent lines, marked as history."""
         recent = list(self._recent.get(room.key, ()))
-        for data in self._fitting(member, recent):
+        data = b"".join(self._fitting(member, recent))
+        if data:  # one piece: one outbox message, however many lines
             self.hub.send_data(member, data)
 
     def _fitting(self, member: Member, events: list[RoomEvent]) -> list[bytes]:
@@ -724,8 +787,8 @@ class Chat:
                 self._ban(member, target, seconds, reason[:MAX_BAN_REASON])
             case ev.Unban(target):
                 self._unban(member, target)
-            case ev.Bans():
-                self._list_bans(member)
+            case ev.Bans(page):
+                self._list_bans(member, page)
             case ev.Motd(text):
                 self._motd(member, text)
             case ev.CertBinding(add):
@@ -767,8 +830,8 @@ class Chat:
                 )
             case ev.Nick(new):
                 self._rename(member, name, new)
-            case ev.Who(scope):
-                self._who(member, scope)
+            case ev.Who(scope, page):
+                self._who(member, scope, page)
             case ev.Join(room_name, key):
                 self._join(member, room_name, key)
             case ev.Part(room_name, reason):
@@ -780,13 +843,12 @@ class Chat:
                 self._part(member, room_name, reason[:MAX_REASON_LENGTH])
             case ev.Switch(room_name):
                 self._switch(member, room_name)
-            case ev.Rooms():
-                self._rooms(member)
+            case ev.Rooms(page):
+                self._rooms(member, page)
             case ev.Topic(text):
                 self._topic(member, text)
             case ev.Help():
-                for line in HELP_LINES:
-                    send(member, ev.HelpLine(line))
+                self._reply(member, [ev.HelpLine(line) for line in HELP_LINES])
             case ev.Quit(reason):
                 reason = reason[:MAX_REASON_LENGTH]
                 self.leave(member, "quit", reason)
@@ -800,9 +862,8 @@ class Chat:
         """Send `events` (oldest first) to `member` as `room`'s history."""
         lines = self._fitting(member, events)
         count = _plural(len(lines), "line")
-        self.hub.send(member, ev.Info(f"{count} of {room.name}:"))
-        for data in lines:
-            self.hub.send_data(member, data)
+        heading = member.encode(ev.Info(f"{count} of {room.name}:"))
+        self.hub.send_data(member, heading + b"".join(lines))
 
     def _op_target(self, member: Member, target: str) -> tuple[Room, Member] | None:
         """The current room and `target` in it, if `member` is an op there."""
@@ -931,25 +992,29 @@ class Chat:
         self.save(BanLifted(kind, key))
         self._announce(member, [], f"{member.name} lifted the ban on {label}.")
 
-    def _list_bans(self, member: Member) -> None:
+    def _list_bans(self, member: Member, page: int) -> None:
         if not self._server_op(member):
             return
         bans = self.moderation.active(self._clock())
-        self.hub.send(member, ev.Info(f"{_plural(len(bans), 'ban')} in force:"))
-        for ban in bans[:MAX_BANS_LISTED]:
-            self.hub.send(member, ev.Info(ban.describe()))
-        if len(bans) > MAX_BANS_LISTED:
-            self.hub.send(
-                member, ev.Info(f"... and {len(bans) - MAX_BANS_LISTED} more")
-            )
+        limit = self._line_budget()
+        lines = [
+            _fit_text(member.encode, ev.Info, ban.describe(), limit) for ban in bans
+        ]
+        self._send_page(
+            member,
+            lines,
+            page,
+            heading=f"{_plural(len(bans), 'ban')} in force",
+            noun="ban",
+            command="/bans",
+        )
 
     def _motd(self, member: Member, text: str | None) -> None:
         moderation = self.moderation
         if text is None:
             if not moderation.motd:
                 self.hub.send(member, ev.Info("There is no message of the day."))
-            for line in moderation.motd:
-                self.hub.send(member, ev.MotdLine(line))
+            self._reply(member, [ev.MotdLine(line) for line in moderation.motd])
             return
         if not self._server_op(member):
             return
@@ -958,10 +1023,12 @@ class Chat:
         did = "reset" if text == "-" else "set"
         text = f"{member.name} {did} the message of the day."
         log.info("[%s] %s", member.conn_id, text)
+        told: list[ev.ServerEvent] = [
+            ev.Info(text),
+            *(ev.MotdLine(line) for line in moderation.motd),
+        ]
         for other in self.hub:
-            self.hub.send(other, ev.Info(text))
-            for line in moderation.motd:
-                self.hub.send(other, ev.MotdLine(line))
+            self._reply(other, told)
 
     def _room_mode(self, member: Member, setting: str, value: str) -> None:
         assert member.name is not None
@@ -1017,7 +1084,9 @@ class Chat:
             self._error(member, "no-such-user", f"Nobody called {shown} is online.")
             return
         now = self._clock()
-        rooms = ", ".join(room.name for room in other.rooms.values()) or "no room"
+        names = [room.name for room in other.rooms.values()]
+        # Without a room limit someone may be in a thousand: cut, counted.
+        rooms = _and_more(names, self._line_budget() // 2, "room") or "no room"
         since = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(other.connected_at))
         idle = _duration(now - other.last_active)
         away = f"; away: {other.away}" if other.away else ""
@@ -1038,8 +1107,8 @@ class Chat:
 
     def _ignore(self, member: Member, target: str) -> None:
         if not target:
-            shown = ", ".join(sorted(member.ignoring)) or "nobody"
-            self.hub.send(member, ev.Info(f"You ignore {shown}."))
+            shown = _and_more(sorted(member.ignoring), self._line_budget() - 64, "name")
+            self.hub.send(member, ev.Info(f"You ignore {shown or 'nobody'}."))
             return
         key = name_key(target)
         if key == member.key:
@@ -1129,7 +1198,20 @@ class Chat:
             if limits.max_rooms and len(self.hub.rooms) >= limits.max_rooms:
                 self._error(member, "too-many-rooms", "No more rooms may be created.")
                 return
-            room = self.hub.open_room(name)
+            most = limits.max_rooms_per_address
+            if (
+                most
+                and member.address is not None
+                and self.hub.rooms_from(member.address) >= most
+            ):
+                self._error(
+                    member,
+                    "too-many-rooms",
+                    f"Your address has created {most} rooms that are still open,"
+                    " the most there may be.",
+                )
+                return
+            room = self.hub.open_room(name, address=member.address)
             room.ops.add(member.identity)  # the creator runs the room
             room.password = key
             saved = self.saved_topics.get(room.key)
@@ -1141,7 +1223,10 @@ class Chat:
             return
         member.hold()  # the replay and what follows: one write
         self.replay(member, room)
-        self.hub.enter(member, room)
+        if not self.hub.enter(member, room):  # dropped meanwhile
+            if self.hub.close_if_empty(room):
+                self._room_gone(room)
+            return
         self._notice_join(member, room, tell_joiner=True)
         if room.topic:
             self.hub.send(
@@ -1169,12 +1254,28 @@ class Chat:
             member.current = room
             self.hub.send(member, ev.Switched(room.name))
 
-    def _rooms(self, member: Member) -> None:
+    def _rooms(self, member: Member, page: int) -> None:
         rooms = sorted(self.hub.rooms.values(), key=lambda room: room.key)
-        self.hub.send(member, ev.Info(f"{_plural(len(rooms), 'room')}:"))
+        limit = self._line_budget()
+        lines = []
         for room in rooms:
-            topic = room.topic + (" [key]" if room.password else "")
-            self.hub.send(member, ev.RoomInfo(room.name, len(room), topic.strip()))
+            topic = room.topic[: self.limits.max_topic_length or None]
+            flag = " [key]" if room.password else ""
+            line = _fit_text(
+                member.encode,
+                functools.partial(ev.RoomInfo, room.name, len(room)),
+                (topic + flag).strip(),
+                limit,
+            )
+            lines.append(line)
+        self._send_page(
+            member,
+            lines,
+            page,
+            heading=_plural(len(rooms), "room"),
+            noun="room",
+            command="/rooms",
+        )
 
     def _topic(self, member: Member, text: str | None) -> None:
         assert member.name is not None
@@ -1210,7 +1311,7 @@ class Chat:
             ev.TopicIs(room.topic_ts, room.name, member.name, topic), room=room
         )
 
-    def _who(self, member: Member, scope: str) -> None:
+    def _who(self, member: Member, scope: str, page: int = 1) -> None:
         if scope == "*":
             label, names = "online", self.hub.names()
         else:
@@ -1221,20 +1322,98 @@ class Chat:
                 return
             label, names = room.name, room.names()
         where = f"in {label}" if label.startswith("#") else label
-        self.hub.send(member, ev.Info(f"{_plural(len(names), 'user')} {where}:"))
         room_field = label if label.startswith("#") else "*"
-        for start in range(0, len(names), WHO_NAMES_PER_LINE):
-            chunk = tuple(names[start : start + WHO_NAMES_PER_LINE])
-            self.hub.send(member, ev.WhoList(room_field, chunk))
-        away = [
-            f"{other.name} ({other.away})"
-            for other in self.hub
-            if other.away and other.name in names
-        ]
-        if away:
-            self.hub.send(
-                member, ev.Info("away: " + ", ".join(away[:WHO_NAMES_PER_LINE]))
-            )
+        limit = self._line_budget()
+        away: dict[str, bytes] = {}
+        for other in self.hub:
+            if other.away and other.name is not None:
+                away[other.name] = _fit_text(
+                    member.encode,
+                    functools.partial(_away_line, other.name),
+                    other.away,
+                    limit,
+                )
+        # A name costs its bytes and a space, and each WHO line its start;
+        # an away name its INFO line too (in the line format, never less).
+        head = len(member.encode(ev.WhoList(room_field, ())))
+        sizes = []
+        for index, name in enumerate(names):
+            size = len(name.encode()) + 1 + len(away.get(name, b""))
+            sizes.append(size + (head if index % WHO_NAMES_PER_LINE == 0 else 0))
+        starts = _pages(sizes, self._reply_budget() - head)
+        if not self._page_exists(member, page, len(starts), "user"):
+            return
+        start = starts[page - 1]
+        end = starts[page] if page < len(starts) else len(names)
+        heading = f"{_plural(len(names), 'user')} {where}"
+        if len(starts) > 1:
+            heading += f", page {page} of {len(starts)}"
+        shown = names[start:end]
+        out = [member.encode(ev.Info(heading + ":"))]
+        for at in range(0, len(shown), WHO_NAMES_PER_LINE):
+            chunk = tuple(shown[at : at + WHO_NAMES_PER_LINE])
+            out.append(member.encode(ev.WhoList(room_field, chunk)))
+        out += [away[name] for name in shown if name in away]
+        if end < len(names):
+            more = _plural(len(names) - end, "more user")
+            command = f"/who {room_field} {page + 1}"
+            out.append(member.encode(ev.Info(f"{more}: {command} for the next page.")))
+        self.hub.send_data(member, b"".join(out))
+
+    # -- replies that list things -------------------------------------------
+
+    def _reply(self, member: Member, events: Iterable[ev.ServerEvent]) -> None:
+        """Send `events` to `member` in one piece (one message of its outbox)."""
+        data = b"".join(member.encode(event) for event in events)
+        if data:
+            self.hub.send_data(member, data)
+
+    def _reply_budget(self) -> int:
+        """Bytes the lines of one listing may take: its share of an outbox."""
+        return self.limits.outbox_max_bytes // LIST_OUTBOX_SHARE - LIST_REPLY_RESERVE
+
+    def _line_budget(self) -> int:
+        """Bytes one line of a listing may take (its free text is cut to fit)."""
+        return min(MAX_SERVER_LINE_BYTES, self._reply_budget())
+
+    def _page_exists(self, member: Member, page: int, pages: int, noun: str) -> bool:
+        if 1 <= page <= pages:
+            return True
+        self._error(
+            member,
+            "no-such-page",
+            f"There is no page {page} of {noun}s; the last is {pages}.",
+        )
+        return False
+
+    def _send_page(
+        self,
+        member: Member,
+        lines: list[bytes],
+        page: int,
+        *,
+        heading: str,
+        noun: str,
+        command: str,
+    ) -> None:
+        """Send page `page` of a listing of `lines`, each an encoded item.
+
+        The page fits `_reply_budget`; a heading says which page of how
+        many (when there are several), and a last line how to get the next.
+        """
+        starts = _pages([len(line) for line in lines], self._reply_budget())
+        if not self._page_exists(member, page, len(starts), noun):
+            return
+        start = starts[page - 1]
+        end = starts[page] if page < len(starts) else len(lines)
+        if len(starts) > 1:
+            heading += f", page {page} of {len(starts)}"
+        out = [member.encode(ev.Info(heading + ":")), *lines[start:end]]
+        if end < len(lines):
+            more = _plural(len(lines) - end, f"more {noun}")
+            text = f"{more}: {command} {page + 1} for the next page."
+            out.append(member.encode(ev.Info(text)))
+        self.hub.send_data(member, b"".join(out))
 
     def _rename(self, member: Member, old: str, raw: str) -> None:
         try:

@@ -56,9 +56,13 @@ class PrivateMsg:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Who:
-    """List who is in a room: "" the current one, "*" everyone online."""
+    """List who is in a room: "" the current one, "*" everyone online.
+
+    Long lists come in pages (`page` counts from 1).
+    """
 
     room: str = ""
+    page: int = 1
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -158,7 +162,9 @@ class Unban:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Bans:
-    """A server op lists the bans in force."""
+    """A server op lists the bans in force (a page of them, from 1)."""
+
+    page: int = 1
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -206,7 +212,9 @@ class History:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Rooms:
-    """List the rooms."""
+    """List the rooms (a page of them, from 1)."""
+
+    page: int = 1
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -235,6 +235,8 @@ def looks_like_http(line: str) -> bool:
 
 #: Lines `/history` replays when no count is given.
 DEFAULT_HISTORY_REQUEST: Final = 50
+#: Digits of a page number (`/rooms 2`): no listing has a million pages.
+MAX_PAGE_DIGITS: Final = 6
 
 
 _DURATION: Final = re.compile(r"^(\d{1,6})([smhd]?)$")
@@ -267,6 +269,15 @@ def _parse_ban(rest: str) -> ev.Ban | ev.BadCommand:
     return ev.Ban(target, seconds, reason.strip())
 
 
+def _page(command: str, usage: str, text: str) -> int | ev.BadCommand:
+    """The page number `text` asks for (1 if none), or a usage error."""
+    if not text:
+        return 1
+    if not text.isascii() or not text.isdigit() or len(text) > MAX_PAGE_DIGITS:
+        return _usage(command, usage)
+    return int(text)
+
+
 def parse_request(text: str) -> ev.Request | None:
     """Parse one line of (already sanitised) user input into a request.
 
@@ -286,7 +297,12 @@ def parse_request(text: str) -> ev.Request | None:
     if command == "help":
         return ev.Help()
     if command in ("who", "names"):
-        return ev.Who(rest.split(" ", 1)[0] if rest else "")
+        scope, _, after = rest.partition(" ")
+        page = after.strip().split(" ", 1)[0]
+        if not (page.isascii() and page.isdigit()):
+            return ev.Who(scope)  # further words are ignored
+        number = _page(command, "[ROOM|*] [PAGE]", page)
+        return number if isinstance(number, ev.BadCommand) else ev.Who(scope, number)
     if command == "join":
         room, _, key = rest.partition(" ")
         return ev.Join(room, key.strip()) if room else _usage("join", "ROOM [KEY]")
@@ -298,7 +314,8 @@ def parse_request(text: str) -> ev.Request | None:
     if command in ("switch", "go"):
         return ev.Switch(rest) if rest and " " not in rest else _usage("switch", "ROOM")
     if command in ("rooms", "list"):
-        return ev.Rooms()
+        number = _page(command, "[PAGE]", rest)
+        return number if isinstance(number, ev.BadCommand) else ev.Rooms(number)
     if command == "topic":
         return ev.Topic(rest or None)
     if command == "kick":
@@ -323,7 +340,8 @@ def parse_request(text: str) -> ev.Request | None:
             return _usage("unban", "NAME|ADDRESS")
         return ev.Unban(rest)
     if command == "bans":
-        return ev.Bans()
+        number = _page(command, "[PAGE]", rest)
+        return number if isinstance(number, ev.BadCommand) else ev.Bans(number)
     if command == "motd":
         return ev.Motd(rest or None)
     if command in ("certadd", "certdel"):
