@@ -201,7 +201,7 @@ def test_a_short_listing_is_one_page_as_before() -> None:
     server = Server()
     alice = server.join("alice", roomy=False)
     server.join("bob")
-    assert server.ask(alice, "/rooms") == ["INFO 1 room:", "ROOM #lobby 2 "]
+    assert server.ask(alice, "/rooms") == ["INFO 1 room:", "ROOM #lobby 2 open "]
     assert server.ask(alice, "/who") == [
         "INFO 2 users in #lobby:",
         "WHO #lobby alice bob",
@@ -239,7 +239,7 @@ def test_someone_dropped_as_they_join_a_room_holds_it_no_longer() -> None:
     server.say(mallory, "/join #dev")  # its history does not fit: dropped
     assert mallory.evicted == "send queue exceeded"
     server.settle()
-    assert server.ask(alice, "/rooms") == ["INFO 1 room:", "ROOM #lobby 2 "]
+    assert server.ask(alice, "/rooms") == ["INFO 1 room:", "ROOM #lobby 2 open "]
     for room in ("#a", "#b"):  # the server's three rooms, the lobby included
         server.say(alice, f"/join {room}")
     assert alice.current is not None and alice.current.name == "#b"

@@ -109,7 +109,7 @@ CONNECTION_CLOSED: Final = "connection closed"
 
 
 #: The events a room's history holds.
-RoomEvent = ev.Message | ev.Action | ev.Joined | ev.Left | ev.Renamed
+RoomEvent = ev.Message | ev.Action | ev.Joined | ev.Left | ev.Kicked | ev.Renamed
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -236,9 +236,9 @@ def _fit_text(
     return encode(build(raw[:keep].decode("utf-8", errors="ignore") + CUT_MARK))
 
 
-def _away_line(name: str, reason: str) -> ev.Info:
-    """`/who`'s line for someone away: the reason last, after a fixed start."""
-    return ev.Info(f"{name} is away: {reason}")
+def _info_ending(start: str, text: str) -> ev.Info:
+    """An `Info` line of a fixed `start` and free `text`, always last."""
+    return ev.Info(start + text)
 
 
 def _pages(sizes: Sequence[int], budget: int) -> list[int]:
@@ -886,7 +886,6 @@ class Chat:
             return
         room, other = found
         assert member.name is not None and other.name is not None
-        why = f"kicked by {member.name}" + (f": {reason}" if reason else "")
         log.info(
             "[%s] %s kicked %s from %s",
             member.conn_id,
@@ -894,7 +893,8 @@ class Chat:
             other.name,
             room.name,
         )
-        self._notice(room, ev.Left(self._clock(), room.name, other.name, "parted", why))
+        kicked = ev.Kicked(self._clock(), room.name, other.name, member.name, reason)
+        self._notice(room, kicked)
         if self.hub.exit(other, room):
             self._room_gone(room)
         if other.current is not None:
@@ -962,7 +962,6 @@ class Chat:
             return
         self.save(BanSaved(ban))
         span = "" if expires is None else f" for {_duration(seconds)}"
-        why = f": {reason}" if reason else ""
         targets = [
             other
             for other in self.hub
@@ -972,13 +971,17 @@ class Chat:
         rooms: list[Room] = []
         for other in targets:
             rooms.extend(room for room in other.rooms.values() if room not in rooms)
-        shown = ", ".join(other.name or "?" for other in targets)
+        shown = _and_more(
+            [other.name or "?" for other in targets], self._line_budget() // 2, "user"
+        )
         gone = f" ({shown} disconnected)" if kind == "address" and targets else ""
         # Out first: an announcement still being written to them would
         # keep them from reading why they were disconnected.
         self.hub.kick(*targets, reason="banned")
         label = sanitize_text(raw)[:60]
-        text = f"{member.name} banned {label}{span}{why}{gone}."
+        # The reason last: free text must not come before a fixed part.
+        why = f": {reason}" if reason else "."
+        text = f"{member.name} banned {label}{span}{gone}{why}"
         self._announce(member, [room for room in rooms if room.members], text)
 
     def _unban(self, member: Member, raw: str) -> None:
@@ -1089,7 +1092,6 @@ class Chat:
         rooms = _and_more(names, self._line_budget() // 2, "room") or "no room"
         since = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(other.connected_at))
         idle = _duration(now - other.last_active)
-        away = f"; away: {other.away}" if other.away else ""
         # The address only to server operators: it is what /ban ADDRESS needs.
         where = (
             f"; from {other.address}"
@@ -1097,12 +1099,14 @@ class Chat:
             and self.moderation.is_operator(member.identified)
             else ""
         )
-        self.hub.send(
-            member,
-            ev.Info(
-                f"{other.name}: in {rooms}; online since {since}; idle {idle}"
-                f"{away}{where}"
-            ),
+        about = f"{other.name}: in {rooms}; online since {since}; idle {idle}{where}"
+        if not other.away:
+            self.hub.send(member, ev.Info(about))
+            return
+        # The away reason last: free text must not come before a fixed part.
+        build = functools.partial(_info_ending, f"{about}; away: ")
+        self.hub.send_data(
+            member, _fit_text(member.encode, build, other.away, self._line_budget())
         )
 
     def _ignore(self, member: Member, target: str) -> None:
@@ -1260,11 +1264,12 @@ class Chat:
         lines = []
         for room in rooms:
             topic = room.topic[: self.limits.max_topic_length or None]
-            flag = " [key]" if room.password else ""
             line = _fit_text(
                 member.encode,
-                functools.partial(ev.RoomInfo, room.name, len(room)),
-                (topic + flag).strip(),
+                functools.partial(
+                    ev.RoomInfo, room.name, len(room), keyed=bool(room.password)
+                ),
+                topic,
                 limit,
             )
             lines.append(line)
@@ -1329,7 +1334,7 @@ class Chat:
             if other.away and other.name is not None:
                 away[other.name] = _fit_text(
                     member.encode,
-                    functools.partial(_away_line, other.name),
+                    functools.partial(_info_ending, f"{other.name} is away: "),
                     other.away,
                     limit,
                 )

@@ -417,6 +417,17 @@ class Left:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Kicked:
+    """An op of `room`, `by`, put `name` out of it; `reason` may be ""."""
+
+    ts: float
+    room: str
+    name: str
+    by: str
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class LeftMany:
     """`names` left `room` alike (quit or disconnected, with one reason).
 
@@ -460,11 +471,12 @@ class TopicIs:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RoomInfo:
-    """One room in a `/rooms` listing."""
+    """One room in a `/rooms` listing; `keyed` if joining it needs a key."""
 
     room: str
     members: int
     topic: str
+    keyed: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -508,7 +520,7 @@ class Goodbye:
 class Replayed:
     """A chat or notice event replayed from history, with its original time."""
 
-    event: Message | Action | Joined | Left | Renamed | TopicIs | MoreLine
+    event: Message | Action | Joined | Left | Kicked | Renamed | TopicIs | MoreLine
 
 
 ServerEvent = (
@@ -525,6 +537,7 @@ ServerEvent = (
     | Joined
     | JoinedMany
     | Left
+    | Kicked
     | LeftMany
     | Renamed
     | WhoList
