@@ -1317,20 +1317,21 @@ class Chat:
         )
 
     def _who(self, member: Member, scope: str, page: int = 1) -> None:
+        people: Iterable[Member]
         if scope == "*":
-            label, names = "online", self.hub.names()
+            label, names, people = "online", self.hub.names(), self.hub
         else:
             room = self._member_room(member, scope) if scope else member.current
             if room is None:
                 if not scope:
                     self._error(member, "no-room", "You are in no room.")
                 return
-            label, names = room.name, room.names()
+            label, names, people = room.name, room.names(), room.members
         where = f"in {label}" if label.startswith("#") else label
         room_field = label if label.startswith("#") else "*"
         limit = self._line_budget()
         away: dict[str, bytes] = {}
-        for other in self.hub:
+        for other in people:
             if other.away and other.name is not None:
                 away[other.name] = _fit_text(
                     member.encode,
