@@ -13,7 +13,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
 from trio_chat import PROTOCOL_VERSION, __version__
@@ -22,7 +22,11 @@ from trio_chat.hub import Encoder, Hub, Member, Room
 from trio_chat.limits import (
     HISTORY_DORMANT_BYTES,
     HISTORY_REPLAY_BYTES,
+    LIST_OUTBOX_SHARE,
+    LIST_PAGE_BYTES,
+    LIST_REPLY_RESERVE,
     MAX_HISTORY_FETCH,
+    MAX_SERVER_LINE_BYTES,
     Limits,
 )
 from trio_chat.moderation import (
@@ -63,7 +67,7 @@ HELP_LINES: Final = (
     "/join ROOM [KEY]       join or create a room (# optional)",
     "/part [ROOM] [REASON]  leave a room (the current one by default)",
     "/switch ROOM           send plain lines to ROOM (one you are in)",
-    "/rooms                 list the rooms, their sizes and topics",
+    "/rooms [PAGE]          list the rooms, their sizes and topics",
     "/topic [TEXT]          show or set the room's topic (- clears it)",
     "/history [N]           the room's last N lines (50 by default)",
     "/op NAME               (room ops) make NAME an op of this room too",
@@ -80,7 +84,7 @@ HELP_LINES: Final = (
     "/identify PASSWORD     prove your registered name",
     "/whois NAME            rooms, idle time and away status of NAME",
     "/ignore [NAME]         hide NAME's lines (no NAME: list); /unignore NAME",
-    "/who [ROOM|*]          who is in this room, ROOM, or online (*)",
+    "/who [ROOM|*] [PAGE]   who is in this room, ROOM, or online (*)",
     "/msg NAME TEXT         private message, seen only by NAME",
     "/quit [REASON]         leave the chat",
     "//TEXT                 send a line that starts with /",
@@ -93,19 +97,25 @@ MAX_REMEMBERED_ROOMS: Final = 1000
 MAX_IGNORED: Final = 100
 #: Longest /quit reason kept, in characters.
 MAX_REASON_LENGTH: Final = 200
-#: Bans shown by /bans: the rest are counted, so the reply fits any outbox.
-MAX_BANS_LISTED: Final = 100
 #: What a history line is taken to weigh beyond its text (its header), for
 #: the bytes of history kept in memory.
 HISTORY_LINE_WEIGHT: Final = 64
+#: History replayed at once takes at most 1/this of a member's bound (and at
+#: most `HISTORY_REPLAY_BYTES`): the rest is for the lines around it.
+REPLAY_OUTBOX_SHARE: Final = 2
+#: What marks free text cut short to fit a reply.
+CUT_MARK: Final = "\u2026"
 #: History lines kept encoded, for everyone who joins a room soon after.
 REPLAY_CACHE_LINES: Final = 1024
+#: Guest names tried for someone renamed to make way for a name's owner
+#: (`guest-c12`, `guest-c12-2`, ...) before they are disconnected instead.
+GUEST_NAME_ATTEMPTS: Final = 10
 #: Leave reason when the peer closed the connection without /quit.
 CONNECTION_CLOSED: Final = "connection closed"
 
 
 #: The events a room's history holds.
-RoomEvent = ev.Message | ev.Action | ev.Joined | ev.Left | ev.Renamed
+RoomEvent = ev.Message | ev.Action | ev.Joined | ev.Left | ev.Kicked | ev.Renamed
 #: The events replayed to whoever joins: what was said, not who came and went.
 HistoryEvent = ev.Message | ev.Action
 
@@ -224,6 +234,57 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
+def _fit_text(
+    encode: Encoder, build: Callable[[str], ev.ServerEvent], text: str, limit: int
+) -> bytes:
+    """`build(text)` encoded, its free `text` cut (marked) so it fits `limit`.
+
+    For events whose only free text is `text`, at the end of their line.
+    """
+    data = encode(build(text))
+    if len(data) <= limit:
+        return data
+    raw = text.encode()
+    keep = max(len(raw) - (len(data) - limit) - len(CUT_MARK.encode()), 0)
+    return encode(build(raw[:keep].decode("utf-8", errors="ignore") + CUT_MARK))
+
+
+def _info_ending(start: str, text: str) -> ev.Info:
+    """An `Info` line of a fixed `start` and free `text`, always last."""
+    return ev.Info(start + text)
+
+
+def _pages(sizes: Sequence[int], budget: int) -> list[int]:
+    """Where each page starts: consecutive items whose sizes fit in `budget`.
+
+    Every page holds at least one item; no items make one empty page.
+    """
+    starts = [0]
+    used = 0
+    for index, size in enumerate(sizes):
+        if used and used + size > budget:
+            starts.append(index)
+            used = 0
+        used += size
+    return starts
+
+
+def _and_more(items: Sequence[str], limit: int, noun: str) -> str:
+    """`a, b and 12 more NOUNs`: as many of `items` as fit in `limit` bytes."""
+    shown: list[str] = []
+    size = 0
+    for item in items:
+        more = len(items) - len(shown) - 1
+        tail = len(f" and {_plural(more, noun)}") if more else 0
+        size += len(item.encode()) + 2
+        if size + tail > limit and shown:
+            break
+        shown.append(item)
+    text = ", ".join(shown)
+    more = len(items) - len(shown)
+    return f"{text} and {_plural(more, 'more ' + noun)}" if more else text
+
+
 class Chat:
     """One chat server's logic. Every method returns without waiting.
 
@@ -251,6 +312,8 @@ class Chat:
         self.durable = durable
         #: Registered names (None: this server keeps no accounts).
         self.is_registered: Callable[[str], bool] | None = None
+        #: The registered name a name looks like (`Accounts.lookalike`).
+        self.registered_lookalike: Callable[[str], str | None] = lambda name: None
         self.moderation = moderation if moderation is not None else Moderation()
         #: Writes a moderation change, topic or ignore behind to the store.
         self.save: Callable[[Saved], None] = lambda saved: None
@@ -401,6 +464,7 @@ class Chat:
             ghost = self.hub.get(name)
             if ghost is not None and ghost is not member:
                 self.hub.kick(ghost, reason="ghost replaced")
+            self._displace_lookalikes(member, name)
         if self._too_similar(member, name):
             self.prompt(member)
             return False
@@ -417,18 +481,22 @@ class Chat:
                 name, f"You are in {self.room} as {name}. Type /help for the commands."
             ),
         )
-        for line in self.moderation.motd:
-            self.hub.send(member, ev.MotdLine(line))
+        self._reply(member, [ev.MotdLine(line) for line in self.moderation.motd])
         if self.moderation.is_operator(member.identified):
             self.hub.send(member, ev.Info("You are a server operator here."))
         # Names, up to a line's worth; past that, a list says nothing (and
         # sorting everyone for each newcomer would cost a crowd dearly).
         count = len(self.hub) - 1
         about = f"{_plural(count, 'other user')} here"
-        if count > WHO_NAMES_PER_LINE:
+        others = ""
+        if 0 < count <= WHO_NAMES_PER_LINE:
+            others = ", ".join(n for n in self.hub.names() if n != name)
+        # Long names could make even 50 a long line: within a share, or none.
+        too_long = len(others.encode()) > self._line_budget() // 2
+        if count > WHO_NAMES_PER_LINE or too_long:
             about += "; /who * lists them."
         elif count:
-            about += ": " + ", ".join(n for n in self.hub.names() if n != name)
+            about += ": " + others
         else:
             about += "."
         self.hub.send(member, ev.Info(about))
@@ -440,7 +508,8 @@ class Chat:
                 lobby.topic_ts, lobby.name, lobby.topic_setter, lobby.topic
             )
             self.hub.send(member, topic)
-        self.hub.enter(member, self.lobby)
+        if not self.hub.enter(member, self.lobby):
+            return False  # dropped meanwhile (its outbox was full)
         self._notice_join(member, self.lobby)
         log.info("[%s] joined as %s", member.conn_id, name)
         return True
@@ -508,9 +577,10 @@ class Chat:
                 deaf=room.members,
             )
 
-    def _open_room(self, name: str) -> Room:
-        """A new room, with the history it had when it was last open."""
-        room = self.hub.open_room(name)
+    def _open_room(self, name: str, *, address: str | None) -> Room:
+        """A new room (made from `address`), with the history it had when it
+        was last open."""
+        room = self.hub.open_room(name, address=address)
         dormant = self._dormant.pop(room.key, None)
         if dormant is not None:
             self._dormant_weight -= dormant[1]
@@ -519,7 +589,8 @@ class Chat:
 
     def replay(self, member: Member, room: Room) -> None:
         """Send `member` the room's recent lines, marked as history."""
-        for data in self._fitting(member, room.recent()):
+        data = b"".join(self._fitting(member, room.recent()))
+        if data:  # one piece: one outbox message, however many lines
             self.hub.send_data(member, data)
 
     def _fitting(self, member: Member, events: Sequence[ev.ServerEvent]) -> list[bytes]:
@@ -530,14 +601,16 @@ class Chat:
         once for everyone who joins soon after (a crowd arriving hears the
         same history).
         """
-        budget = HISTORY_REPLAY_BYTES
+        budget = min(
+            HISTORY_REPLAY_BYTES, self.limits.outbox_max_bytes // REPLAY_OUTBOX_SHARE
+        )
         lines: list[bytes] = []
         for event in reversed(events):
             if not isinstance(event, HistoryEvent) or _ignored(member, event):
                 continue
             data = self._encode_replay(member.encode, event)
             budget -= len(data)
-            if budget < 0 and lines:
+            if budget < 0:
                 break
             lines.append(data)
         lines.reverse()
@@ -595,16 +668,74 @@ class Chat:
             self._put_dormant(room.key, [*kept, persist.event])
 
     def _too_similar(self, member: Member, name: str) -> bool:
-        """Refuse `name` if it looks like someone else's who is online."""
+        """Refuse `name` if it looks like someone else's who is online.
+
+        Or like a registered name, unless `member` proved that very name:
+        a registered name's lookalikes are nobody else's to take.
+        """
         other = self.hub.lookalike(name)
         if other is None or other is member or other.name is None:
-            return False
-        if name_key(other.name) == name_key(name):
+            if member.identified == name_key(name):
+                return False
+            registered = self.registered_lookalike(name)
+            if registered is None:
+                return False
+            text = (
+                f"The name {name} looks too much like {registered}, a registered name."
+            )
+        elif name_key(other.name) == name_key(name):
             text = f"The name {name} is taken; choose another."
         else:
             text = f"The name {name} looks too much like {other.name}, who is online."
         self.hub.send(member, ev.Error("name-taken", text))
         return True
+
+    def _displace_lookalikes(self, member: Member, name: str) -> None:
+        """Rename whoever online looks like `name`, which `member` proved.
+
+        The owner of a registered name always gets it: a lookalike online
+        (whose name was free when taken) becomes a guest name, and is told.
+        One who proved a registered name of its own keeps it.
+        """
+        for _ in range(len(self.hub)):
+            other = self.hub.lookalike(name)
+            if other is None or other is member or other.name is None:
+                return
+            if name_key(other.name) == name_key(name) or (
+                other.identified == name_key(other.name)
+            ):
+                return  # the same name (a ghost), or someone's own account
+            old = other.name
+            new = self._guest_name(other)
+            if new is None or not self.hub.rename(other, new):
+                self.hub.kick(other, reason="name taken by its owner")
+                continue
+            log.info("[%s] %s renamed %s: %s logged in", other.conn_id, old, new, name)
+            self.hub.send(
+                other,
+                ev.Info(
+                    f"The name {old} looks too much like {name}, a registered name"
+                    f" whose owner just logged in: you are {new} now"
+                    " (/nick to choose another)."
+                ),
+            )
+            self._renamed(other, old, new)
+
+    def _guest_name(self, member: Member) -> str | None:
+        """A free name for `member`, renamed to make way: `guest-c12`."""
+        base = f"guest-{member.conn_id}"
+        for attempt in range(1, GUEST_NAME_ATTEMPTS + 1):
+            name = base if attempt == 1 else f"{base}-{attempt}"
+            try:
+                name = validate_name(name)
+            except InvalidName:
+                return None  # an id too long for a name
+            taken = (self.is_registered is not None and self.is_registered(name)) or (
+                self.registered_lookalike(name) is not None
+            )
+            if not taken and self.hub.lookalike(name) is None:
+                return name
+        return None
 
     def leave(self, member: Member, how: ev.LeaveHow, reason: str = "") -> None:
         """`member` is gone: tell the others once, if it had joined."""
@@ -703,8 +834,8 @@ class Chat:
                 self._ban(member, target, seconds, reason[:MAX_BAN_REASON])
             case ev.Unban(target):
                 self._unban(member, target)
-            case ev.Bans():
-                self._list_bans(member)
+            case ev.Bans(page):
+                self._list_bans(member, page)
             case ev.Motd(text):
                 self._motd(member, text)
             case ev.CertBinding(add):
@@ -746,8 +877,8 @@ class Chat:
                 )
             case ev.Nick(new):
                 self._rename(member, name, new)
-            case ev.Who(scope):
-                self._who(member, scope)
+            case ev.Who(scope, page):
+                self._who(member, scope, page)
             case ev.Join(room_name, key):
                 self._join(member, room_name, key)
             case ev.Part(room_name, reason):
@@ -759,13 +890,12 @@ class Chat:
                 self._part(member, room_name, reason[:MAX_REASON_LENGTH])
             case ev.Switch(room_name):
                 self._switch(member, room_name)
-            case ev.Rooms():
-                self._rooms(member)
+            case ev.Rooms(page):
+                self._rooms(member, page)
             case ev.Topic(text):
                 self._topic(member, text)
             case ev.Help():
-                for line in HELP_LINES:
-                    send(member, ev.HelpLine(line))
+                self._reply(member, [ev.HelpLine(line) for line in HELP_LINES])
             case ev.Quit(reason):
                 reason = reason[:MAX_REASON_LENGTH]
                 self.leave(member, "quit", reason)
@@ -781,9 +911,8 @@ class Chat:
         """Send `events` (oldest first) to `member` as `room`'s history."""
         lines = self._fitting(member, events)
         count = _plural(len(lines), "line")
-        self.hub.send(member, ev.Info(f"{count} of {room.name}:"))
-        for data in lines:
-            self.hub.send_data(member, data)
+        heading = member.encode(ev.Info(f"{count} of {room.name}:"))
+        self.hub.send_data(member, heading + b"".join(lines))
 
     def _op_target(self, member: Member, target: str) -> tuple[Room, Member] | None:
         """The current room and `target` in it, if `member` is an op there."""
@@ -806,7 +935,6 @@ class Chat:
             return
         room, other = found
         assert member.name is not None and other.name is not None
-        why = f"kicked by {member.name}" + (f": {reason}" if reason else "")
         log.info(
             "[%s] %s kicked %s from %s",
             member.conn_id,
@@ -814,7 +942,8 @@ class Chat:
             other.name,
             room.name,
         )
-        self._notice(room, ev.Left(self._clock(), room.name, other.name, "parted", why))
+        kicked = ev.Kicked(self._clock(), room.name, other.name, member.name, reason)
+        self._notice(room, kicked)
         if self.hub.exit(other, room):
             self._room_gone(room)
         if other.current is not None:
@@ -826,14 +955,14 @@ class Chat:
             return
         room, other = found
         assert member.name is not None and other.name is not None
-        keys = (other.identity, name_key(other.name))
         if seconds <= 0:
-            for key in keys:
-                room.muted.pop(key, None)
+            room.muted_people.pop(other.identity, None)
+            room.muted_names.pop(name_key(other.name), None)
             text = f"{member.name} unmuted {other.name} in {room.name}."
         else:
-            for key in keys:
-                room.muted[key] = self._clock() + seconds
+            until = self._clock() + seconds
+            room.muted_people[other.identity] = until
+            room.muted_names[name_key(other.name)] = until
             span = "" if seconds == math.inf else f" for {_duration(seconds)}"
             text = f"{member.name} muted {other.name} in {room.name}{span}."
         log.info("[%s] %s", member.conn_id, text)
@@ -882,7 +1011,6 @@ class Chat:
             return
         self.save(BanSaved(ban))
         span = "" if expires is None else f" for {_duration(seconds)}"
-        why = f": {reason}" if reason else ""
         targets = [
             other
             for other in self.hub
@@ -892,13 +1020,17 @@ class Chat:
         rooms: list[Room] = []
         for other in targets:
             rooms.extend(room for room in other.rooms.values() if room not in rooms)
-        shown = ", ".join(other.name or "?" for other in targets)
+        shown = _and_more(
+            [other.name or "?" for other in targets], self._line_budget() // 2, "user"
+        )
         gone = f" ({shown} disconnected)" if kind == "address" and targets else ""
         # Out first: an announcement still being written to them would
         # keep them from reading why they were disconnected.
         self.hub.kick(*targets, reason="banned")
         label = sanitize_text(raw)[:60]
-        text = f"{member.name} banned {label}{span}{why}{gone}."
+        # The reason last: free text must not come before a fixed part.
+        why = f": {reason}" if reason else "."
+        text = f"{member.name} banned {label}{span}{gone}{why}"
         self._announce(member, [room for room in rooms if room.members], text)
 
     def _unban(self, member: Member, raw: str) -> None:
@@ -912,25 +1044,29 @@ class Chat:
         self.save(BanLifted(kind, key))
         self._announce(member, [], f"{member.name} lifted the ban on {label}.")
 
-    def _list_bans(self, member: Member) -> None:
+    def _list_bans(self, member: Member, page: int) -> None:
         if not self._server_op(member):
             return
         bans = self.moderation.active(self._clock())
-        self.hub.send(member, ev.Info(f"{_plural(len(bans), 'ban')} in force:"))
-        for ban in bans[:MAX_BANS_LISTED]:
-            self.hub.send(member, ev.Info(ban.describe()))
-        if len(bans) > MAX_BANS_LISTED:
-            self.hub.send(
-                member, ev.Info(f"... and {len(bans) - MAX_BANS_LISTED} more")
-            )
+        limit = self._line_budget()
+        lines = [
+            _fit_text(member.encode, ev.Info, ban.describe(), limit) for ban in bans
+        ]
+        self._send_page(
+            member,
+            lines,
+            page,
+            heading=f"{_plural(len(bans), 'ban')} in force",
+            noun="ban",
+            command="/bans",
+        )
 
     def _motd(self, member: Member, text: str | None) -> None:
         moderation = self.moderation
         if text is None:
             if not moderation.motd:
                 self.hub.send(member, ev.Info("There is no message of the day."))
-            for line in moderation.motd:
-                self.hub.send(member, ev.MotdLine(line))
+            self._reply(member, [ev.MotdLine(line) for line in moderation.motd])
             return
         if not self._server_op(member):
             return
@@ -939,10 +1075,12 @@ class Chat:
         did = "reset" if text == "-" else "set"
         text = f"{member.name} {did} the message of the day."
         log.info("[%s] %s", member.conn_id, text)
+        told: list[ev.ServerEvent] = [
+            ev.Info(text),
+            *(ev.MotdLine(line) for line in moderation.motd),
+        ]
         for other in self.hub:
-            self.hub.send(other, ev.Info(text))
-            for line in moderation.motd:
-                self.hub.send(other, ev.MotdLine(line))
+            self._reply(other, told)
 
     def _room_mode(self, member: Member, setting: str, value: str) -> None:
         assert member.name is not None
@@ -984,8 +1122,8 @@ class Chat:
         for room in member.rooms.values():
             if old in room.ops:
                 room.ops.add(member.identity)
-            if old in room.muted:
-                room.muted[member.identity] = room.muted[old]
+            if old in room.muted_people:
+                room.muted_people[member.identity] = room.muted_people[old]
         if self.moderation.is_operator(key):
             self.hub.send(member, ev.Info("You are a server operator here."))
 
@@ -998,10 +1136,11 @@ class Chat:
             self._error(member, "no-such-user", f"Nobody called {shown} is online.")
             return
         now = self._clock()
-        rooms = ", ".join(room.name for room in other.rooms.values()) or "no room"
+        names = [room.name for room in other.rooms.values()]
+        # Without a room limit someone may be in a thousand: cut, counted.
+        rooms = _and_more(names, self._line_budget() // 2, "room") or "no room"
         since = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(other.connected_at))
         idle = _duration(now - other.last_active)
-        away = f"; away: {other.away}" if other.away else ""
         # The address only to server operators: it is what /ban ADDRESS needs.
         where = (
             f"; from {other.address}"
@@ -1009,18 +1148,20 @@ class Chat:
             and self.moderation.is_operator(member.identified)
             else ""
         )
-        self.hub.send(
-            member,
-            ev.Info(
-                f"{other.name}: in {rooms}; online since {since}; idle {idle}"
-                f"{away}{where}"
-            ),
+        about = f"{other.name}: in {rooms}; online since {since}; idle {idle}{where}"
+        if not other.away:
+            self.hub.send(member, ev.Info(about))
+            return
+        # The away reason last: free text must not come before a fixed part.
+        build = functools.partial(_info_ending, f"{about}; away: ")
+        self.hub.send_data(
+            member, _fit_text(member.encode, build, other.away, self._line_budget())
         )
 
     def _ignore(self, member: Member, target: str) -> None:
         if not target:
-            shown = ", ".join(sorted(member.ignoring)) or "nobody"
-            self.hub.send(member, ev.Info(f"You ignore {shown}."))
+            shown = _and_more(sorted(member.ignoring), self._line_budget() - 64, "name")
+            self.hub.send(member, ev.Info(f"You ignore {shown or 'nobody'}."))
             return
         key = name_key(target)
         if key == member.key:
@@ -1055,14 +1196,17 @@ class Chat:
         if room.ops_only and not self.is_op(member, room):
             self._error(member, "ops-only", f"Only ops may speak in {room.name} now.")
             return None
-        for key in (member.identity, member.key or ""):
-            until = room.muted.get(key)
+        for muted, key in (
+            (room.muted_people, member.identity),
+            (room.muted_names, member.key or ""),
+        ):
+            until = muted.get(key)
             if until is None:
                 continue
             if until > self._clock():
                 self._error(member, "muted", f"You are muted in {room.name}.")
                 return None
-            del room.muted[key]
+            del muted[key]
         return room
 
     def _member_room(self, member: Member, raw: str) -> Room | None:
@@ -1107,7 +1251,20 @@ class Chat:
             if limits.max_rooms and len(self.hub.rooms) >= limits.max_rooms:
                 self._error(member, "too-many-rooms", "No more rooms may be created.")
                 return
-            room = self._open_room(name)
+            most = limits.max_rooms_per_address
+            if (
+                most
+                and member.address is not None
+                and self.hub.rooms_from(member.address) >= most
+            ):
+                self._error(
+                    member,
+                    "too-many-rooms",
+                    f"Your address has created {most} rooms that are still open,"
+                    " the most there may be.",
+                )
+                return
+            room = self._open_room(name, address=member.address)
             room.ops.add(member.identity)  # the creator runs the room
             room.password = key
             saved = self.saved_topics.get(room.key)
@@ -1118,7 +1275,10 @@ class Chat:
             self._error(member, "bad-room-key", f"{room.name} needs the right key.")
             return
         self.replay(member, room)
-        self.hub.enter(member, room)
+        if not self.hub.enter(member, room):  # dropped meanwhile
+            if self.hub.close_if_empty(room):
+                self._room_gone(room)
+            return
         self._notice_join(member, room, tell_joiner=True)
         if room.topic:
             self.hub.send(
@@ -1146,12 +1306,29 @@ class Chat:
             member.current = room
             self.hub.send(member, ev.Switched(room.name))
 
-    def _rooms(self, member: Member) -> None:
+    def _rooms(self, member: Member, page: int) -> None:
         rooms = sorted(self.hub.rooms.values(), key=lambda room: room.key)
-        self.hub.send(member, ev.Info(f"{_plural(len(rooms), 'room')}:"))
+        limit = self._line_budget()
+        lines = []
         for room in rooms:
-            topic = room.topic + (" [key]" if room.password else "")
-            self.hub.send(member, ev.RoomInfo(room.name, len(room), topic.strip()))
+            topic = room.topic[: self.limits.max_topic_length or None]
+            line = _fit_text(
+                member.encode,
+                functools.partial(
+                    ev.RoomInfo, room.name, len(room), keyed=bool(room.password)
+                ),
+                topic,
+                limit,
+            )
+            lines.append(line)
+        self._send_page(
+            member,
+            lines,
+            page,
+            heading=_plural(len(rooms), "room"),
+            noun="room",
+            command="/rooms",
+        )
 
     def _topic(self, member: Member, text: str | None) -> None:
         assert member.name is not None
@@ -1187,31 +1364,111 @@ class Chat:
             ev.TopicIs(room.topic_ts, room.name, member.name, topic), room=room
         )
 
-    def _who(self, member: Member, scope: str) -> None:
+    def _who(self, member: Member, scope: str, page: int = 1) -> None:
+        people: Iterable[Member]
         if scope == "*":
-            label, names = "online", self.hub.names()
+            label, names, people = "online", self.hub.names(), self.hub
         else:
             room = self._member_room(member, scope) if scope else member.current
             if room is None:
                 if not scope:
                     self._error(member, "no-room", "You are in no room.")
                 return
-            label, names = room.name, room.names()
+            label, names, people = room.name, room.names(), room.members
         where = f"in {label}" if label.startswith("#") else label
-        self.hub.send(member, ev.Info(f"{_plural(len(names), 'user')} {where}:"))
         room_field = label if label.startswith("#") else "*"
-        for start in range(0, len(names), WHO_NAMES_PER_LINE):
-            chunk = tuple(names[start : start + WHO_NAMES_PER_LINE])
-            self.hub.send(member, ev.WhoList(room_field, chunk))
-        away = [
-            f"{other.name} ({other.away})"
-            for other in self.hub
-            if other.away and other.name in names
-        ]
-        if away:
-            self.hub.send(
-                member, ev.Info("away: " + ", ".join(away[:WHO_NAMES_PER_LINE]))
-            )
+        limit = self._line_budget()
+        away: dict[str, bytes] = {}
+        for other in people:
+            if other.away and other.name is not None:
+                away[other.name] = _fit_text(
+                    member.encode,
+                    functools.partial(_info_ending, f"{other.name} is away: "),
+                    other.away,
+                    limit,
+                )
+        # A name costs its bytes and a space, and each WHO line its start;
+        # an away name its INFO line too (in the line format, never less).
+        head = len(member.encode(ev.WhoList(room_field, ())))
+        sizes = []
+        for index, name in enumerate(names):
+            size = len(name.encode()) + 1 + len(away.get(name, b""))
+            sizes.append(size + (head if index % WHO_NAMES_PER_LINE == 0 else 0))
+        starts = _pages(sizes, self._reply_budget() - head)
+        if not self._page_exists(member, page, len(starts), "user"):
+            return
+        start = starts[page - 1]
+        end = starts[page] if page < len(starts) else len(names)
+        heading = f"{_plural(len(names), 'user')} {where}"
+        if len(starts) > 1:
+            heading += f", page {page} of {len(starts)}"
+        shown = names[start:end]
+        out = [member.encode(ev.Info(heading + ":"))]
+        for at in range(0, len(shown), WHO_NAMES_PER_LINE):
+            chunk = tuple(shown[at : at + WHO_NAMES_PER_LINE])
+            out.append(member.encode(ev.WhoList(room_field, chunk)))
+        out += [away[name] for name in shown if name in away]
+        if end < len(names):
+            more = _plural(len(names) - end, "more user")
+            command = f"/who {room_field} {page + 1}"
+            out.append(member.encode(ev.Info(f"{more}: {command} for the next page.")))
+        self.hub.send_data(member, b"".join(out))
+
+    # -- replies that list things -------------------------------------------
+
+    def _reply(self, member: Member, events: Iterable[ev.ServerEvent]) -> None:
+        """Send `events` to `member` in one piece (one message of its outbox)."""
+        data = b"".join(member.encode(event) for event in events)
+        if data:
+            self.hub.send_data(member, data)
+
+    def _reply_budget(self) -> int:
+        """Bytes the lines of one listing may take: its share of an outbox."""
+        share = self.limits.outbox_max_bytes // LIST_OUTBOX_SHARE
+        return min(share, LIST_PAGE_BYTES) - LIST_REPLY_RESERVE
+
+    def _line_budget(self) -> int:
+        """Bytes one line of a listing may take (its free text is cut to fit)."""
+        return min(MAX_SERVER_LINE_BYTES, self._reply_budget())
+
+    def _page_exists(self, member: Member, page: int, pages: int, noun: str) -> bool:
+        if 1 <= page <= pages:
+            return True
+        self._error(
+            member,
+            "no-such-page",
+            f"There is no page {page} of {noun}s; the last is {pages}.",
+        )
+        return False
+
+    def _send_page(
+        self,
+        member: Member,
+        lines: list[bytes],
+        page: int,
+        *,
+        heading: str,
+        noun: str,
+        command: str,
+    ) -> None:
+        """Send page `page` of a listing of `lines`, each an encoded item.
+
+        The page fits `_reply_budget`; a heading says which page of how
+        many (when there are several), and a last line how to get the next.
+        """
+        starts = _pages([len(line) for line in lines], self._reply_budget())
+        if not self._page_exists(member, page, len(starts), noun):
+            return
+        start = starts[page - 1]
+        end = starts[page] if page < len(starts) else len(lines)
+        if len(starts) > 1:
+            heading += f", page {page} of {len(starts)}"
+        out = [member.encode(ev.Info(heading + ":")), *lines[start:end]]
+        if end < len(lines):
+            more = _plural(len(lines) - end, f"more {noun}")
+            text = f"{more}: {command} {page + 1} for the next page."
+            out.append(member.encode(ev.Info(text)))
+        self.hub.send_data(member, b"".join(out))
 
     def _rename(self, member: Member, old: str, raw: str) -> None:
         try:
@@ -1224,6 +1481,8 @@ class Chat:
             return
         if name_key(new) != name_key(old) and self._refused_name(member, new):
             return
+        if member.identified == name_key(new):
+            self._displace_lookalikes(member, new)
         if self._too_similar(member, new):
             return
         registered = self.is_registered is not None and self.is_registered(new)
@@ -1238,6 +1497,10 @@ class Chat:
             self.hub.send(member, ev.Error("name-taken", f"The name {new} is taken."))
             return
         log.info("[%s] %s is now %s", member.conn_id, old, new)
+        self._renamed(member, old, new)
+
+    def _renamed(self, member: Member, old: str, new: str) -> None:
+        """Tell `member`'s rooms (or, in none, itself) it is `new` now."""
         now = self._clock()
         for room in member.rooms.values():
             self._notice(room, ev.Renamed(now, room.name, old, new))

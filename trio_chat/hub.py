@@ -156,10 +156,12 @@ class Room:
         *,
         permanent: bool = False,
         history_lines: int = HISTORY_LINES,
+        address: str | None = None,
     ) -> None:
         self.name = name
         self.key = name_key(name)
         self.permanent = permanent  # kept when empty (the lobby)
+        self.address = address  # whose address created it (counted per address)
         self.members: dict[Member, None] = {}
         self.log = Log()
         #: Absolute indexes of the history lines the log keeps for replay,
@@ -173,9 +175,12 @@ class Room:
         self.topic_ts = 0.0
         self.password = ""
         self.ops_only = False  # only ops may speak (lectures)
-        #: `Member.identity` and name key of each muted user -> until (chat
-        #: clock): a rename or a reconnection under the same name stays muted.
-        self.muted: dict[str, float] = {}
+        #: Until when (chat clock) each muted user may not speak, kept twice:
+        #: by `Member.identity`, so a rename stays muted, and by name key, so
+        #: a reconnection under the same name does. Two dicts, since a name
+        #: can spell a connection id ("c1").
+        self.muted_people: dict[str, float] = {}
+        self.muted_names: dict[str, float] = {}
         #: Joins and leaves not yet announced, in order (`Hub.announce_join`).
         #: Lines published behind many of them wait here too, in order.
         self.pending_presence: list[tuple[Member, ev.Joined | ev.Left] | _Held] = []
@@ -286,6 +291,7 @@ class Hub:
         self._members: dict[str, Member] = {}
         self.rooms: dict[str, Room] = {}  # by room key
         self._lookalikes: dict[str, Member] = {}  # by confusable_key
+        self._rooms_from: dict[str, int] = {}  # rooms open, by creator's address
         self.on_evict = on_evict
         self._evicted: collections.deque[tuple[Member, str]] = collections.deque()
         self._announcing = False
@@ -398,24 +404,46 @@ class Hub:
         """The room called `name` (compared through `name_key`), if it exists."""
         return self.rooms.get(name_key(name))
 
-    def open_room(self, name: str, *, permanent: bool = False) -> Room:
-        """The room called `name`, created if needed."""
+    def open_room(
+        self, name: str, *, permanent: bool = False, address: str | None = None
+    ) -> Room:
+        """The room called `name`, created if needed (from `address`, if known).
+
+        A room created stays until its last member leaves (`exit`), or
+        until `close_if_empty` finds it without one; until then it counts
+        against `address` (`rooms_from`).
+        """
         room = self.room(name)
         if room is None:
-            room = self.rooms[name_key(name)] = Room(
-                name, permanent=permanent, history_lines=self.history_lines
+            room = Room(
+                name,
+                permanent=permanent,
+                history_lines=self.history_lines,
+                address=address,
             )
+            self.rooms[room.key] = room
+            if address is not None:
+                self._rooms_from[address] = self._rooms_from.get(address, 0) + 1
         return room
 
-    def enter(self, member: Member, room: Room) -> None:
+    def rooms_from(self, address: str) -> int:
+        """Rooms open now that were created from `address`."""
+        return self._rooms_from.get(address, 0)
+
+    def enter(self, member: Member, room: Room) -> bool:
         """Put `member` in `room` (it becomes the member's current room).
 
-        It hears what is said there from now on.
+        It hears what is said there from now on. False, and nothing done,
+        if `member` is not online (say, evicted as it was being sent the
+        room's history): a member gone must not hold a room open for ever.
         """
+        if member not in self:
+            return False
         room.members[member] = None
         member.rooms[room.key] = room
         member.current = room
         member.follow(room.log)
+        return True
 
     def exit(self, member: Member, room: Room) -> bool:
         """Take `member` out of `room`; True if the room went, being empty.
@@ -428,10 +456,20 @@ class Hub:
         member.unfollow(room.log)
         if member.current is room:
             member.current = next(iter(member.rooms.values()), None)
-        if not room.members and not room.permanent:
-            self.rooms.pop(room.key, None)
-            return True
-        return False
+        return self.close_if_empty(room)
+
+    def close_if_empty(self, room: Room) -> bool:
+        """Close `room` if nobody is in it (and it is not permanent); True if so."""
+        if room.members or room.permanent or self.rooms.get(room.key) is not room:
+            return False
+        del self.rooms[room.key]
+        if room.address is not None:
+            left = self._rooms_from[room.address] - 1
+            if left:
+                self._rooms_from[room.address] = left
+            else:
+                del self._rooms_from[room.address]
+        return True
 
     # -- delivery -------------------------------------------------------------
 

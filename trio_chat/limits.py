@@ -52,6 +52,16 @@ OUTBOX_MAX_BYTES: Final = 1024 * 1024
 MIN_OUTBOX_MESSAGES: Final = 16
 #: Smallest outbox in bytes: the longest line the server sends must fit.
 MIN_OUTBOX_BYTES: Final = MAX_SERVER_LINE_BYTES
+#: A reply that lists things (`/rooms`, `/who`, `/bans`, ...) takes at most
+#: 1/this of the asker's outbox, in bytes, whatever the server holds: the
+#: rest is for the chat meanwhile and for more replies in the same burst.
+#: Longer lists come in pages (`/rooms 2`).
+LIST_OUTBOX_SHARE: Final = 4
+#: ... and at most this many bytes, a few screens: a page is for people.
+LIST_PAGE_BYTES: Final = 16 * 1024
+#: Bytes of that share kept for a listing's heading and its last line
+#: ("... more: /rooms 2 for the next page.").
+LIST_REPLY_RESERVE: Final = 256
 
 #: Rooms with at least this many members hear joins gathered: each join
 #: waits a moment, and all that arrived meanwhile go out together (`JOINS`
@@ -146,6 +156,11 @@ PRUNE_INTERVAL: Final = 3600.0
 #: Rooms on the server, and rooms one user may be in at once.
 MAX_ROOMS: Final = 1000
 MAX_ROOMS_PER_USER: Final = 20
+#: Rooms created from one address (IPv6: one /64) that may exist at once:
+#: a team behind one NAT address making rooms for its work fits; a few
+#: addresses with ten connections in twenty rooms each cannot take every
+#: room the server may hold.
+MAX_ROOMS_PER_ADDRESS: Final = 50
 #: Longest room topic, in characters: a line, not an essay.
 MAX_TOPIC_LENGTH: Final = 300
 
@@ -208,6 +223,7 @@ class Limits:
     paste_timeout: float = PASTE_TIMEOUT
     max_rooms: int = MAX_ROOMS
     max_rooms_per_user: int = MAX_ROOMS_PER_USER
+    max_rooms_per_address: int = MAX_ROOMS_PER_ADDRESS
     max_topic_length: int = MAX_TOPIC_LENGTH
     history_lines: int = HISTORY_LINES
     history_rows: int = HISTORY_ROWS
@@ -397,6 +413,12 @@ LIMIT_OPTIONS: Final = (
         "max_rooms_per_user",
         int,
         "rooms one user may be in at once (0 = off)",
+    ),
+    LimitOption(
+        "--max-rooms-per-address",
+        "max_rooms_per_address",
+        int,
+        "rooms created from one IP address that may exist at once (0 = off)",
     ),
     LimitOption(
         "--max-topic-length",

@@ -735,6 +735,7 @@ class ChatServer:
         self.accounts = accounts
         if accounts is not None:
             chat.is_registered = accounts.is_registered
+            chat.registered_lookalike = accounts.lookalike
         self.shutting_down = False
         self.closed = trio.Event()
         self._ids = itertools.count(1)
