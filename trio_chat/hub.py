@@ -111,7 +111,7 @@ class Member(Reader):
         if not isinstance(self.ignoring, set):
             self.ignoring = set()
         self.ignoring.add(key)
-        for cursor in self.cursors.values():
+        for cursor in self.cursors:
             cursor.scanned = cursor.pos  # what is waiting is checked again
 
     def unignore(self, key: str) -> None:
@@ -551,7 +551,7 @@ class Hub:
         self._append(room, event, exclude, sender_key, keep, deaf)
 
     def _own(self, member: Member, data: bytes) -> None:
-        member.own.append_data(self.sequence.next(), data, member.encode)
+        member.own.append_data(self.sequence.next(), data)
         if member not in self._dirty_members:
             self._dirty_members[member] = None
             self._due_now()
@@ -765,7 +765,7 @@ class Hub:
                 if after:
                     seq = log.seqs[indexes[number] - log.base] + 1
                     data = member.encode(many(after))
-                    member.own.append_data(seq, data, member.encode)
+                    member.own.append_data(seq, data)
                     if member not in self._dirty_members:
                         self._dirty_members[member] = None
                         self._due_now()

@@ -266,7 +266,7 @@ class Connection:
         """True if the transport needs a task of its own to send (`run`)."""
         return self._stream is not None
 
-    async def serve(self) -> None:  # noqa: ASYNC910 - _serve checkpoints
+    async def serve(self) -> None:  # noqa: ASYNC910 - the scope's body does
         """`run` for a transport that sends without a task (a socket).
 
         The per-connection boundary: transport errors are logged at INFO,
@@ -275,7 +275,30 @@ class Connection:
         is closed (with a short deadline).
         """
         try:
-            await self._serve()
+            try:
+                with self.scope:
+                    server = self._server
+                    if server.ssl_context is not None:
+                        await self._tls_handshake(server.ssl_context)
+                    self._running = True
+                    if server.shutting_down:
+                        self.shutdown()
+                    else:
+                        self._cert_name = await server.cert_login(self.member)
+                        self._chat.greet(self.member, prompt=self._cert_name is None)
+                    reader = LineReader(
+                        max_line_bytes=self._limits.max_line_bytes,
+                        max_unterminated_bytes=self._limits.max_unterminated_bytes
+                        or None,
+                    )
+                    if await self._login_phase(reader):
+                        self._on_joined()
+                        await self._chat_phase(reader)
+                    # Reading is over: what is queued (a goodbye) goes out.
+                    self.member.close()
+                    await self._drain()
+            finally:
+                await self._close()  # noqa: ASYNC102 - shielded, bounded inside
             if self._failed is not None:
                 raise self._failed
         except* _PEER_ERRORS as group:
@@ -293,31 +316,6 @@ class Connection:
             self.member.drop_everything()  # its place in every log goes
             self.abort()
             log.info("[%s] closed", self.conn_id)
-
-    async def _serve(self) -> None:
-        try:
-            with self.scope:
-                server = self._server
-                if server.ssl_context is not None:
-                    await self._tls_handshake(server.ssl_context)
-                self._running = True
-                if server.shutting_down:
-                    self.shutdown()
-                else:
-                    self._cert_name = await server.cert_login(self.member)
-                    self._chat.greet(self.member, prompt=self._cert_name is None)
-                reader = LineReader(
-                    max_line_bytes=self._limits.max_line_bytes,
-                    max_unterminated_bytes=self._limits.max_unterminated_bytes or None,
-                )
-                if await self._login_phase(reader):
-                    self._on_joined()
-                    await self._chat_phase(reader)
-                # Reading is over: what is queued (a goodbye) goes out.
-                self.member.close()
-                await self._drain()
-        finally:
-            await self._close()  # noqa: ASYNC102 - shielded, bounded inside
 
     async def _tls_handshake(self, context: ssl.SSLContext) -> None:
         tls = TLSTransport(self.transport, context)
@@ -532,12 +530,27 @@ class Connection:
             if wake <= now:  # idle: the flood backlog (and a paste) never is
                 self._drop("idle timeout")
                 return
-            if wake == math.inf:  # the usual case: no cancel scope per line
-                event: FramingEvent | _Stop | None = await self._next_event(reader)
-            else:
-                event = None
-                with trio.move_on_at(wake):
-                    event = await self._next_event(reader)
+            # As `_next_event` (inlined: one frame less on every idle
+            # connection), without the first read's checks, done by now.
+            if self._budget <= 0:
+                self._budget = READ_BUDGET_LINES
+                await trio.lowlevel.checkpoint()
+            event = reader.next_event()
+            if event is NEED_DATA:
+                data: bytes | None = None
+                if wake == math.inf:  # the usual case: no cancel scope per read
+                    data = await self.transport.receive()
+                else:
+                    with trio.move_on_at(wake):
+                        data = await self.transport.receive()
+                if data is None:
+                    continue  # woken for a delayed line or a deadline
+                self._budget = READ_BUDGET_LINES
+                self._first_data = False
+                reader.feed(data)
+                del data  # not kept while idle
+                continue
+            self._budget -= 1
             match event:
                 case Line(text):
                     last_heard = trio.current_time()

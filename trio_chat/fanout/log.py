@@ -70,24 +70,18 @@ class Encoded:
         return self.ends[index] if index >= 0 else self.origin
 
 
-class Log:
-    """Entries in order: sequence numbers, events (or bytes), sender keys.
+class Entries:
+    """What every log has: entries' sequence numbers, from `base` on.
 
     `base` is the absolute index of the first entry held; `head` the index
-    the next entry will get. Readers register their cursors in `readers`.
+    the next entry will get.
     """
 
-    __slots__ = ("_encoded", "base", "events", "readers", "senders", "seqs")
+    __slots__ = ("base", "seqs")
 
     def __init__(self) -> None:
         self.base = 0
         self.seqs: list[int] = []
-        #: The event of each entry (None for bytes given already encoded).
-        self.events: list[ev.ServerEvent | None] = []
-        #: The name key of who said each entry, for those who /ignore them.
-        self.senders: list[str | None] = []
-        self._encoded: dict[Encoder, Encoded] = {}
-        self.readers: dict[Cursor, None] = {}
 
     def __len__(self) -> int:
         return len(self.seqs)
@@ -97,6 +91,79 @@ class Log:
         """The absolute index of the next entry."""
         return self.base + len(self.seqs)
 
+    def encoded(self, encoder: Encoder) -> Encoded:
+        """Every entry held, in `encoder`'s format."""
+        raise NotImplementedError
+
+    def size(self, encoded: Encoded, start: int, stop: int) -> int:
+        """Bytes of the absolute entries `start` to `stop` (excluded)."""
+        base = self.base
+        return encoded.end(stop - 1 - base) - encoded.end(start - 1 - base)
+
+    def trim(self, upto: int) -> None:
+        """Forget the entries before absolute index `upto`."""
+        raise NotImplementedError
+
+    def clear(self) -> None:
+        """Forget every entry (all were read)."""
+        self.trim(self.head)
+
+
+class OwnLog(Entries):
+    """A member's own log: one reader, one format, lines given encoded.
+
+    (Replies, private lines, history: the small log every member has, so
+    it holds no events, no senders and no other readers.)
+    """
+
+    __slots__ = ("_lines",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lines = Encoded(0)
+
+    def append_data(self, seq: int, data: bytes) -> int:
+        """Add `data` as entry number `seq`; return its absolute index."""
+        self.seqs.append(seq)
+        lines = self._lines
+        lines.lines.append(data)
+        lines.ends.append(lines.end(len(lines.ends) - 1) + len(data))
+        return self.base + len(self.seqs) - 1
+
+    def encoded(self, encoder: Encoder) -> Encoded:
+        """The lines (in the one format there is)."""
+        return self._lines
+
+    def trim(self, upto: int) -> None:
+        """Forget the entries before absolute index `upto`."""
+        count = min(upto - self.base, len(self.seqs))
+        if count <= 0:
+            return
+        del self.seqs[:count]
+        lines = self._lines
+        lines.origin = lines.ends[count - 1]
+        del lines.lines[:count]
+        del lines.ends[:count]
+        self.base += count
+
+
+class Log(Entries):
+    """A room's entries in order: sequence numbers, events, sender keys.
+
+    Readers register their cursors in `readers`.
+    """
+
+    __slots__ = ("_encoded", "events", "readers", "senders")
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: The event of each entry.
+        self.events: list[ev.ServerEvent] = []
+        #: The name key of who said each entry, for those who /ignore them.
+        self.senders: list[str | None] = []
+        self._encoded: dict[Encoder, Encoded] = {}
+        self.readers: dict[Cursor, None] = {}
+
     def append(
         self, seq: int, event: ev.ServerEvent, sender_key: str | None = None
     ) -> int:
@@ -104,21 +171,6 @@ class Log:
         self.seqs.append(seq)
         self.events.append(event)
         self.senders.append(sender_key)
-        return self.base + len(self.seqs) - 1
-
-    def append_data(self, seq: int, data: bytes, encoder: Encoder) -> int:
-        """Add bytes already in `encoder`'s format (a log with one reader).
-
-        Raises ValueError if the log holds another format's lines too.
-        """
-        encoded = self.encoded(encoder)
-        if len(self._encoded) != 1:
-            raise ValueError("encoded bytes go only to a log of one format")
-        self.seqs.append(seq)
-        self.events.append(None)
-        self.senders.append(None)
-        encoded.lines.append(data)
-        encoded.ends.append(encoded.end(len(encoded.ends) - 1) + len(data))
         return self.base + len(self.seqs) - 1
 
     def encoded(self, encoder: Encoder) -> Encoded:
@@ -133,17 +185,11 @@ class Log:
             ends = encoded.ends
             total = encoded.end(count - 1)
             for event in itertools.islice(events, count, None):
-                assert event is not None, "bytes were given for another format"
                 data = encoder(event)
                 lines.append(data)
                 total += len(data)
                 ends.append(total)
         return encoded
-
-    def size(self, encoded: Encoded, start: int, stop: int) -> int:
-        """Bytes of the absolute entries `start` to `stop` (excluded)."""
-        base = self.base
-        return encoded.end(stop - 1 - base) - encoded.end(start - 1 - base)
 
     def trim(self, upto: int) -> None:
         """Forget the entries before absolute index `upto`."""
@@ -162,16 +208,12 @@ class Log:
                 del encoded.ends[:done]
         self.base += count
 
-    def clear(self) -> None:
-        """Forget every entry (all were read)."""
-        self.trim(self.head)
-
     def slowest(self) -> int:
         """The position of the reader furthest behind (the head if none)."""
         head = self.head
         return min((cursor.pos for cursor in self.readers), default=head)
 
-    def entries(self, start: int) -> Iterator[tuple[int, ev.ServerEvent | None]]:
+    def entries(self, start: int) -> Iterator[tuple[int, ev.ServerEvent]]:
         """(absolute index, event) from `start` to the head."""
         first = max(start, self.base) - self.base
         for index in range(first, len(self.events)):

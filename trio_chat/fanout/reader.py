@@ -22,7 +22,7 @@ import bisect
 from collections.abc import Callable
 from typing import Final, Protocol
 
-from trio_chat.fanout.log import Encoded, Encoder, Log
+from trio_chat.fanout.log import Encoded, Encoder, Entries, Log, OwnLog
 
 #: Eviction reason for a reader too far behind.
 SEND_QUEUE_EXCEEDED: Final = "send queue exceeded"
@@ -74,7 +74,7 @@ class Cursor:
 
     __slots__ = ("log", "offset", "pos", "reader", "scanned", "skip", "until")
 
-    def __init__(self, log: Log, reader: Reader, pos: int) -> None:
+    def __init__(self, log: Entries, reader: Reader, pos: int) -> None:
         self.log = log
         self.reader = reader
         self.pos = pos
@@ -140,9 +140,10 @@ class Reader:
         self.max_bytes = max_bytes
         self.max_lines = max_lines
         #: Replies and private lines: a log with this reader alone.
-        self.own = Log()
-        self.cursors: dict[Log, Cursor] = {}
-        self.cursors[self.own] = Cursor(self.own, self, 0)
+        self.own = OwnLog()
+        #: A cursor per log read, its own log's first (a list, not a dict
+        #: by log: a few of them, and a dict costs twice as much per member).
+        self.cursors: list[Cursor] = [Cursor(self.own, self, 0)]
         #: Name keys whose lines this reader does not hear.
         self.ignoring: set[str] | frozenset[str] = frozenset()
         self.sink: Sink | None = None
@@ -160,7 +161,7 @@ class Reader:
 
     def follow(self, log: Log) -> Cursor:
         """Start reading `log` at its head (what comes from now on)."""
-        cursor = self.cursors.get(log)
+        cursor = self.cursor(log)
         if cursor is not None:
             # Back before the lines said while it was there reached it: what
             # was said while it was away is not for it.
@@ -169,13 +170,21 @@ class Reader:
                 self.skip(log, index)
             cursor.until = None
             return cursor
-        cursor = self.cursors[log] = Cursor(log, self, log.head)
+        cursor = Cursor(log, self, log.head)
+        self.cursors.append(cursor)
         log.readers[cursor] = None
         return cursor
 
+    def cursor(self, log: Entries) -> Cursor | None:
+        """This reader's cursor in `log`, if it reads it."""
+        for cursor in self.cursors:
+            if cursor.log is log:
+                return cursor
+        return None
+
     def unfollow(self, log: Log) -> None:
         """Stop reading `log` once what is in it now has reached this reader."""
-        cursor = self.cursors.get(log)
+        cursor = self.cursor(log)
         if cursor is None:
             return
         cursor.until = log.head
@@ -183,12 +192,13 @@ class Reader:
             self._forget(cursor)
 
     def _forget(self, cursor: Cursor) -> None:
-        del self.cursors[cursor.log]
-        cursor.log.readers.pop(cursor, None)
+        self.cursors.remove(cursor)
+        if isinstance(cursor.log, Log):
+            cursor.log.readers.pop(cursor, None)
 
-    def skip(self, log: Log, index: int) -> None:
+    def skip(self, log: Entries, index: int) -> None:
         """Do not send this reader the entry at absolute `index` of `log`."""
-        cursor = self.cursors.get(log)
+        cursor = self.cursor(log)
         if cursor is not None and index >= cursor.pos:
             skip = cursor.skip
             if not skip or skip[-1] < index:
@@ -201,6 +211,8 @@ class Reader:
     def _scan_ignored(self, cursor: Cursor) -> None:
         """Skip what people this reader ignores said since the last scan."""
         log = cursor.log
+        if not isinstance(log, Log):
+            return  # its own lines: nobody else's
         stop = cursor.end()
         start = max(cursor.scanned, cursor.pos, log.base)
         if start < stop:
@@ -216,7 +228,7 @@ class Reader:
         """(bytes, lines) not yet taken by the sink, in every log."""
         total = lines = 0
         encode = self.encode
-        for cursor in self.cursors.values():
+        for cursor in self.cursors:
             stop = cursor.end()
             if cursor.pos >= stop:
                 continue
@@ -240,7 +252,7 @@ class Reader:
     def _segments(self, max_buffers: int) -> list[_Segment]:
         """The next runs of entries to send, in sequence order."""
         active: list[Cursor] = []
-        for cursor in list(self.cursors.values()):
+        for cursor in list(self.cursors):
             if self.ignoring:
                 self._scan_ignored(cursor)
             cursor.settle()
@@ -344,12 +356,12 @@ class Reader:
                 cursor.pos = base + index
                 cursor.offset = target - encoded.end(index - 1)
             break
-        for cursor in list(self.cursors.values()):
+        for cursor in list(self.cursors):
             cursor.settle()
             if cursor.until is not None and cursor.pos >= cursor.until:
                 self._forget(cursor)
         own = self.own
-        cursor = self.cursors[own]
+        cursor = self.cursors[0]
         if cursor.pos == own.head and len(own) and not cursor.offset:
             own.clear()
 
@@ -416,15 +428,14 @@ class Reader:
     @property
     def mid_line(self) -> bool:
         """True if part of a line is out: nothing else may be written now."""
-        return any(cursor.offset for cursor in self.cursors.values())
+        return any(cursor.offset for cursor in self.cursors)
 
     def drop_everything(self) -> None:
         """Stop reading every log (evicted or gone): its memory comes back."""
-        for cursor in list(self.cursors.values()):
-            if cursor.log is not self.own:
-                self._forget(cursor)
+        for cursor in self.cursors[1:]:
+            self._forget(cursor)
         self.own.clear()
-        own_cursor = self.cursors[self.own]
+        own_cursor = self.cursors[0]
         own_cursor.pos = self.own.head
         own_cursor.offset = 0
         own_cursor.skip.clear()
