@@ -136,6 +136,10 @@ class Member(Reader):
     def close(self) -> None:
         """Take nothing more; what is waiting still goes out."""
         self.closed = True
+        for cursor in self.cursors[1:]:  # nothing said from now on
+            head = cursor.log.head
+            if cursor.until is None or cursor.until > head:
+                cursor.until = head
 
     def evict(self, reason: str) -> None:
         """Mark the member evicted, drop what waits and tell its connection."""

@@ -162,6 +162,7 @@ class Connection:
         "_running",
         "_server",
         "_spawn",
+        "_stopped",
         "_stream",
         "_writer",
         "conn_id",
@@ -200,7 +201,12 @@ class Connection:
         self._writer: trio.CancelScope | None = None
         self._draining = False
         self._failed: TransportError | None = None  # the stream's sender failed
-        self.scope = trio.CancelScope()
+        #: What stops the connection: for a stream, its scope (its sender
+        #: goes on for the goodbye); for a socket, closing-notification of
+        #: the socket wakes the task (a cancel scope per connection would
+        #: cost it about 700 bytes), and the task sees `_stopped`.
+        self.scope = trio.CancelScope() if self._stream is not None else None
+        self._stopped = False
         self._running = False
         self._first_data = True
         self._budget = READ_BUDGET_LINES
@@ -216,14 +222,34 @@ class Connection:
 
     def _evicted(self, reason: str) -> None:
         log.info("[%s] dropped: %s", self.conn_id, reason)
-        self.scope.cancel()
+        self._stop()
 
     def shutdown(self) -> None:
         """Tell the client the server is going away, flush, then close."""
         if self._running:
             # Goes out as the connection closes (`_close`), briefly.
             self._goodbye("server-shutdown", "The server is shutting down. Bye!")
-        self.scope.cancel()
+        self._stop()
+
+    def _stop(self) -> None:
+        """End the connection: its task stops waiting and goes (never waits).
+
+        A task busy elsewhere (a store write) sees `_stopped` (or its
+        member closed) when it comes back.
+        """
+        self._stopped = True
+        if self.scope is not None:
+            self.scope.cancel()
+            return
+        sock = self._socket()
+        if sock is not None and sock.fileno() >= 0:
+            trio.lowlevel.notify_closing(sock)
+
+    def _socket(self) -> socket.socket | None:
+        transport = self.transport
+        if isinstance(transport, TLSTransport):
+            transport = transport.inner
+        return transport.sock if isinstance(transport, SocketTransport) else None
 
     def _blocked(self) -> None:
         """The kernel refused data: wait for it to take more, in a task."""
@@ -259,7 +285,7 @@ class Connection:
             await stream.run()
         except TransportError as exc:
             self._failed = exc  # for `serve` to report, as a reader's error
-            self.scope.cancel()
+            self._stop()
 
     @property
     def needs_task(self) -> bool:
@@ -276,12 +302,12 @@ class Connection:
         """
         try:
             try:
-                with self.scope:
+                with self.scope or contextlib.nullcontext():
                     server = self._server
                     if server.ssl_context is not None:
                         await self._tls_handshake(server.ssl_context)
                     self._running = True
-                    if server.shutting_down:
+                    if server.shutting_down or self._stopped:
                         self.shutdown()
                     else:
                         self._cert_name = await server.cert_login(self.member)
@@ -302,9 +328,10 @@ class Connection:
             if self._failed is not None:
                 raise self._failed
         except* _PEER_ERRORS as group:
-            reason = describe(group.exceptions[0])
-            log.info("[%s] disconnected: %s", self.conn_id, reason)
-            self._chat.leave(self.member, "disconnected", reason)
+            if not self._stopped:  # (stopped: it said why already)
+                reason = describe(group.exceptions[0])
+                log.info("[%s] disconnected: %s", self.conn_id, reason)
+                self._chat.leave(self.member, "disconnected", reason)
         except* _TLSHandshakeFailed:
             pass  # already logged
         except* Exception:
@@ -635,7 +662,7 @@ class Connection:
             hub.kick(member, reason=str(exc))
         except Exception:
             log.exception("[%s] internal error while writing; closing", self.conn_id)
-            self.scope.cancel()
+            self._stop()
         finally:
             if self._writer is scope:
                 self._writer = None
