@@ -145,7 +145,8 @@ class Member(Reader):
         """Mark the member evicted, drop what waits and tell its connection."""
         if self.evicted is None:
             self.evicted = reason
-            self.cut = self.mid_line
+            # Part of a line is out (or held by TLS): a goodbye would garble.
+            self.cut = self.mid_line or (self.sink is not None and self.sink.holding)
             self.close()
             self.drop_everything()
             self._on_evict(reason)

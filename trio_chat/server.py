@@ -76,6 +76,7 @@ from trio_chat.protocol import (
 from trio_chat.sanitize import sanitize_text
 from trio_chat.store import AsyncStore, StoreError
 from trio_chat.transport import (
+    SocketTLSTransport,
     SocketTransport,
     StreamTransport,
     TLSTransport,
@@ -249,7 +250,9 @@ class Connection:
         transport = self.transport
         if isinstance(transport, TLSTransport):
             transport = transport.inner
-        return transport.sock if isinstance(transport, SocketTransport) else None
+        if isinstance(transport, SocketTransport | SocketTLSTransport):
+            return transport.sock
+        return None
 
     def _blocked(self) -> None:
         """The kernel refused data: wait for it to take more, in a task."""
@@ -345,7 +348,13 @@ class Connection:
             log.info("[%s] closed", self.conn_id)
 
     async def _tls_handshake(self, context: ssl.SSLContext) -> None:
-        tls = TLSTransport(self.transport, context)
+        tls: SocketTLSTransport | TLSTransport
+        if isinstance(self.transport, SocketTransport):
+            tls = SocketTLSTransport(self.transport.sock, context)
+        else:
+            tls = TLSTransport(self.transport, context)
+        self.transport = tls  # it owns the socket now (and closes it)
+        self.member.sink = tls
         try:
             with trio.fail_after(_seconds(self._limits.tls_handshake_timeout)):
                 await tls.handshake()
@@ -355,8 +364,6 @@ class Connection:
         except TransportError as exc:
             log.info("[%s] TLS handshake failed: %s", self.conn_id, exc)
             raise _TLSHandshakeFailed from None
-        self.transport = tls
-        self.member.sink = tls
         der = tls.peer_certificate()
         self.member.cert = None if der is None else hashlib.sha256(der).hexdigest()
 
@@ -722,7 +729,7 @@ class Connection:
         transport = self.transport
         if isinstance(transport, TLSTransport):
             transport = transport.inner
-        if isinstance(transport, SocketTransport):
+        if isinstance(transport, SocketTransport | SocketTLSTransport):
             transport.close_now()
 
     async def say_goodbye_if_evicted(self) -> None:

@@ -7,9 +7,12 @@ refused waits (`wait_writable`), in a task of its own that exists only
 while it is refused.
 
 * `SocketTransport`: a non-blocking socket, `sendmsg` of every line waiting.
+* `SocketTLSTransport`: TLS on a socket of our own, by a non-blocking
+  `ssl.SSLSocket`: records are encrypted and written in `send_now`, so TLS
+  goes the same fast road, with no buffers of its own between writes.
 * `TLSTransport`: TLS through `ssl.SSLObject` and memory BIOs over another
-  transport: records are encrypted synchronously in `send_now`, and what the
-  kernel does not take waits as ciphertext, so TLS goes the same fast road.
+  transport (a stream that is not a socket): what the inner transport does
+  not take waits as ciphertext.
 * `StreamTransport`: any `trio.abc.Stream` (memory streams in tests), whose
   sends need a task: one batch at a time is in flight.
 
@@ -22,6 +25,7 @@ import contextlib
 import math
 import socket
 import ssl
+from collections.abc import Awaitable, Callable
 from typing import Final, Protocol
 
 import trio
@@ -32,6 +36,10 @@ from trio_chat.limits import RECEIVE_SIZE
 #: Plaintext bytes one TLS write encrypts at most: what waits as ciphertext
 #: while the kernel is full is bounded by it.
 TLS_WRITE_CHUNK: Final = 64 * 1024
+
+
+#: Reads of unread input, at most, before a TLS socket closes (see close_now).
+UNREAD_CHUNKS: Final = 4
 
 
 class TransportError(SinkError):
@@ -262,6 +270,141 @@ class StreamTransport:
             pass
         finally:
             await trio.aclose_forcefully(self.stream)
+
+
+class SocketTLSTransport:
+    """TLS (server side) on a socket of our own, by a non-blocking SSLSocket.
+
+    Records go straight to the kernel: no memory BIOs, whose buffers keep
+    the size of the largest write for the rest of the connection. OpenSSL
+    asks for a write it refused to be retried with the same bytes; fan-out
+    retries from the same place, so the retry is the first bytes it gathers.
+    Renegotiation is off in our contexts, so reading and writing never wait
+    on each other.
+    """
+
+    __slots__ = ("_retry", "sock")
+
+    def __init__(self, sock: socket.socket, context: ssl.SSLContext) -> None:
+        # wrap_socket takes the descriptor over (`sock` is detached).
+        self.sock = context.wrap_socket(
+            sock, server_side=True, do_handshake_on_connect=False
+        )
+        #: Bytes of a write OpenSSL refused, which it wants again (0: none).
+        self._retry = 0
+
+    @property
+    def holding(self) -> bool:
+        """True while OpenSSL holds a write it wants retried."""
+        return self._retry > 0
+
+    def peer_certificate(self) -> bytes | None:
+        """The client's certificate (DER), if it sent one."""
+        return self.sock.getpeercert(binary_form=True) or None
+
+    async def handshake(self) -> None:
+        """Complete the TLS handshake. Raises TransportError.
+
+        The caller bounds it with a deadline.
+        """
+        while True:
+            try:
+                self.sock.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLWantWriteError:
+                await self._wait(trio.lowlevel.wait_writable)
+                continue
+            except OSError as exc:  # ssl.SSLError included
+                raise TransportError(describe(exc)) from exc
+            else:
+                await trio.lowlevel.checkpoint()
+                return
+            await self._wait(trio.lowlevel.wait_readable)
+
+    async def _wait(self, wait: Callable[[socket.socket], Awaitable[None]]) -> None:
+        try:
+            await wait(self.sock)
+        except trio.ClosedResourceError as exc:
+            raise TransportError("connection closed") from exc
+
+    def send_now(self, buffers: list[Buffer]) -> int:
+        """Encrypt and send what the kernel takes now (see `Transport`)."""
+        most = self._retry or TLS_WRITE_CHUNK
+        chunk: list[Buffer] = []
+        size = 0
+        for buffer in buffers:
+            room = most - size
+            if len(buffer) >= room:
+                chunk.append(memoryview(buffer)[:room])
+                size += room
+                break
+            chunk.append(buffer)
+            size += len(buffer)
+        if not size:
+            return 0
+        data = chunk[0] if len(chunk) == 1 else b"".join(chunk)
+        try:
+            taken = self.sock.send(data)
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            self._retry = size  # OpenSSL wants exactly these bytes again
+            return 0
+        except OSError as exc:
+            raise TransportError(describe(exc)) from exc
+        self._retry = 0
+        return taken
+
+    async def wait_writable(self) -> None:
+        """Wait until the kernel takes data again."""
+        await self._wait(trio.lowlevel.wait_writable)
+
+    async def flushed(self) -> None:
+        """Nothing to wait for: what `send_now` took is in the kernel."""
+        await trio.lowlevel.checkpoint()
+
+    async def receive(self) -> bytes:
+        """The next plaintext from the peer (b"" at the end)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            try:
+                data = self.sock.recv(RECEIVE_SIZE)
+            except ssl.SSLWantReadError:
+                wait = trio.lowlevel.wait_readable
+            except ssl.SSLWantWriteError:
+                wait = trio.lowlevel.wait_writable
+            except ssl.SSLZeroReturnError:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return b""  # close_notify
+            except OSError as exc:
+                raise TransportError(describe(exc)) from exc
+            else:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return data
+            await self._wait(wait)
+
+    async def close(self) -> None:
+        """Send close_notify (the peer's is not awaited), then close."""
+        with contextlib.suppress(OSError):  # ssl.SSLError included
+            if not self._retry:  # mid-record, a close_notify would garble
+                self.sock.unwrap()
+        self.close_now()
+        await trio.lowlevel.checkpoint()
+
+    def close_now(self) -> None:
+        """Close the socket, waking anyone waiting on it.
+
+        What the peer sent and nobody read is read first (a little of it,
+        without waiting): closing on unread data resets the connection, and
+        the peer would not see the alert or the close_notify before it.
+        """
+        if self.sock.fileno() < 0:
+            return
+        with contextlib.suppress(OSError):
+            for _ in range(UNREAD_CHUNKS):
+                if not socket.socket.recv(self.sock, RECEIVE_SIZE):
+                    break
+        trio.lowlevel.notify_closing(self.sock)
+        self.sock.close()
 
 
 class TLSTransport:
