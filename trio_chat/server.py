@@ -141,6 +141,9 @@ class _Stop:
 
 
 _STOP: Final = _Stop()
+#: Stands for a connection's cancel scope where it has none (a socket's):
+#: reusable, and one object for all (it holds nothing).
+_NO_SCOPE: Final = contextlib.nullcontext()
 
 
 class Connection:
@@ -305,7 +308,7 @@ class Connection:
         """
         try:
             try:
-                with self.scope or contextlib.nullcontext():
+                with self.scope or _NO_SCOPE:
                     server = self._server
                     if server.ssl_context is not None:
                         await self._tls_handshake(server.ssl_context)
