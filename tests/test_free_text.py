@@ -13,7 +13,7 @@ from __future__ import annotations
 import unicodedata
 
 import pytest
-from hypothesis import example, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from trio_chat import events as ev
@@ -122,7 +122,10 @@ def last_field(event: ev.ServerEvent) -> str | None:
 def test_free_text_is_always_last_and_never_a_fixed_part(raw: str) -> None:
     server = Server()
     text = f"{MARK}{raw}{MARK}"
-    shown = sanitize_text(text).strip()  # commands strip free text
+    shown = sanitize_text(text)
+    # A C1 control can swallow what follows it (the closing mark too):
+    # then there is no free text left to find in the lines.
+    assume(shown.endswith(MARK))
     commands = [
         ("bob", f"/away {text}"),
         ("alice", f"/topic {text}"),

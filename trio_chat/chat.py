@@ -654,18 +654,22 @@ class Chat:
 
     def deliver(self, persist: Persist) -> None:
         """Fan out a chat line (after the store committed it)."""
-        room = persist.room
+        self._deliver(persist.room, persist.event, persist.sender)
+
+    def _deliver(
+        self, room: Room, event: ev.Message | ev.Action, sender: Member
+    ) -> None:
         if room.key in self.hub.rooms:
             self.hub.publish(
-                persist.event,
+                event,
                 room=room,
-                exclude=persist.sender,
-                sender_key=persist.sender.key,
-                keep=_weight(persist.event),
+                exclude=sender,
+                sender_key=sender.key,
+                keep=_weight(event),
             )
         elif not room.password:  # everyone left while it was being saved
             kept = self._dormant.get(room.key, ([], 0))[0]
-            self._put_dormant(room.key, [*kept, persist.event])
+            self._put_dormant(room.key, [*kept, event])
 
     def _too_similar(self, member: Member, name: str) -> bool:
         """Refuse `name` if it looks like someone else's who is online.
@@ -785,10 +789,9 @@ class Chat:
                 if room is not None:
                     kind = ev.Message if isinstance(request, ev.Say) else ev.Action
                     event = kind(self._clock(), room.name, name, text)
-                    persist = Persist(room, event, member)
                     if self.durable and not room.password:  # keyed: not kept
-                        return persist
-                    self.deliver(persist)
+                        return Persist(room, event, member)
+                    self._deliver(room, event, member)
             case ev.History(count):
                 room = self._member_room(member, "")
                 if room is not None:

@@ -60,6 +60,8 @@ class Member(Reader):
 
     # Slots: a member per connection, so every byte counts.
     __slots__ = (
+        "_key",
+        "_key_of",
         "_on_evict",
         "address",
         "admitted",
@@ -105,6 +107,8 @@ class Member(Reader):
         #: Part of a line was out when it was evicted: a goodbye would garble.
         self.cut = False
         self._on_evict = on_evict
+        self._key_of: str | None = None
+        self._key = ""
 
     def ignore(self, key: str) -> None:
         """Stop showing this member lines from the name key `key`."""
@@ -122,7 +126,13 @@ class Member(Reader):
     @property
     def key(self) -> str | None:
         """The member's `name_key`, or None before it has a name."""
-        return None if self.name is None else name_key(self.name)
+        name = self.name
+        if name is None:
+            return None
+        if name is not self._key_of:  # worked out once per name, not per line
+            self._key_of = name
+            self._key = name_key(name)
+        return self._key
 
     @property
     def identity(self) -> str:

@@ -31,7 +31,7 @@ RECEIVE_SIZE: Final = 64 * 1024
 #: Scheduler passes the flusher waits, at most, while other connections
 #: still have lines to handle: more lines per write under load, no wait
 #: at all when quiet.
-FLUSH_WAIT_PASSES: Final = 2
+FLUSH_WAIT_PASSES: Final = 1
 #: Lines of one connection handled before it lets the others run: a chunk's
 #: lines are taken together (one write per recipient for all of them), but
 #: one connection pasting fast cannot hold up the rest.
