@@ -65,3 +65,13 @@ def test_a_paste_of_a_few_lines_goes_at_once() -> None:
         control.offer(number, 0.0)
     assert control.ready(0.0) == [0, 1, 2, 3, 4]
     assert control.backlog == 0
+
+
+def test_admit_lets_a_line_go_at_once_only_within_the_allowance_and_in_order() -> None:
+    control = flood()
+    assert [control.admit(0.0) for _ in range(6)] == [True] * 5 + [False]
+    control.offer(99, 0.0)  # the sixth waits its turn
+    assert not control.admit(10.0)  # a later line may not overtake it
+    assert control.ready(10.0) == [99]
+    assert control.admit(10.0)
+    assert flood(rate=0.0).admit(0.0, cost=1000)  # no rate: no limit

@@ -1199,6 +1199,8 @@ class Chat:
         if room.ops_only and not self.is_op(member, room):
             self._error(member, "ops-only", f"Only ops may speak in {room.name} now.")
             return None
+        if not (room.muted_people or room.muted_names):
+            return room  # the usual case: nobody muted here
         for muted, key in (
             (room.muted_people, member.identity),
             (room.muted_names, member.key or ""),

@@ -69,6 +69,17 @@ class FloodControl(Generic[T]):
         """
         self._held.append(_Held(item, now, cost))
 
+    def admit(self, now: float, *, cost: int = 1) -> bool:
+        """Take the tokens for an item arriving at `now`, if it may go at once.
+
+        True only if nothing is held (order is kept) and the bucket allows
+        it now; False leaves everything as it was (then `offer` it).
+        """
+        if self._held or now < self._bucket.ready_at(cost):
+            return False
+        self._bucket.take(now, cost)
+        return True
+
     def ready(self, now: float) -> list[T]:
         """Items that may go now, oldest first (each takes its tokens)."""
         out: list[T] = []

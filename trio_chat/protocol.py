@@ -459,6 +459,8 @@ def _message_lines(
 ) -> bytes:
     """A `MSG` line for the first line of `text`, a `MORE` line for each other."""
     where = f"{format_timestamp(ts)} {room} <{sender}> "
+    if "\n" not in text:  # the usual case: one line
+        return _fit(f"{prefix}MSG {where}", text, limit=limit)
     first, *more = text.split("\n")
     return _fit(f"{prefix}MSG {where}", first, limit=limit) + b"".join(
         _fit(f"{prefix}MORE {where}", line, limit=limit) for line in more

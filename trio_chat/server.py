@@ -591,7 +591,13 @@ class Connection:
             match event:
                 case Line(text):
                     last_heard = trio.current_time()
-                    self._take_line(pastes, flood, text, last_heard)
+                    now_item = self._take_line(pastes, flood, text, last_heard)
+                    if now_item is not None:  # within the allowance: at once
+                        request = _request(now_item)
+                        if request is not None:
+                            follow_up = self._chat.handle(member, request)
+                            if follow_up is not None:
+                                await self._server.follow_up(member, follow_up)
                 case LineTooLong(limit):
                     self._paste_error(pastes.expire(trio.current_time()))
                     if pastes.collecting:
@@ -613,16 +619,23 @@ class Connection:
         flood: FloodControl[str | Paste],
         text: str,
         now: float,
-    ) -> None:
-        """Queue a line received at `now` for its turn, or take it into a paste."""
+    ) -> str | Paste | None:
+        """A line received at `now`: returned if it may go at once, else
+        queued for its turn (or taken into a paste)."""
         self._paste_error(pastes.expire(now))
         match pastes.line(text, now):
             case str() as line:
+                if flood.admit(now):
+                    return line
                 flood.offer(line, now)
             case Paste() as paste:
-                flood.offer(paste, now, cost=paste_cost(len(paste.lines)))
+                cost = paste_cost(len(paste.lines))
+                if flood.admit(now, cost=cost):
+                    return paste
+                flood.offer(paste, now, cost=cost)
             case PasteError() as error:
                 self._paste_error(error)
+        return None
 
     def _paste_error(self, error: PasteError | None) -> None:
         if error is not None:
