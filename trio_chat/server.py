@@ -522,7 +522,43 @@ class Connection:
 
         Lines over the allowance wait in a bounded backlog; the socket keeps
         being read meanwhile, so a flooder is seen (and dropped) at once.
+        The chat lines of one chunk are stored together (`_save_lines`).
         """
+        saving: list[Persist] = []
+        await self._chat_loop(reader, saving)
+        await self._save_lines(saving)
+
+    async def _act(self, item: str | Paste, saving: list[Persist]) -> None:
+        """Carry out a line (or paste) of the member's, in its turn.
+
+        A chat line to be stored joins `saving`; anything else first has
+        what waits there stored and delivered, so effects keep their order.
+        """
+        request = _request(item)
+        if request is None:
+            await trio.lowlevel.checkpoint()
+            return
+        if saving and not isinstance(request, ev.Say | ev.Me):
+            await self._save_lines(saving)
+        follow_up = self._chat.handle(self.member, request)
+        if isinstance(follow_up, Persist):
+            saving.append(follow_up)
+            await trio.lowlevel.checkpoint()
+        elif follow_up is not None:
+            await self._server.follow_up(self.member, follow_up)
+        else:
+            await trio.lowlevel.checkpoint()
+
+    async def _save_lines(self, saving: list[Persist]) -> None:
+        """Store the chat lines waiting in `saving` at once, then deliver them."""
+        if not saving:
+            await trio.lowlevel.checkpoint()
+            return
+        lines = saving[:]
+        saving.clear()
+        await self._server.save_lines(self.member, lines)
+
+    async def _chat_loop(self, reader: LineReader, saving: list[Persist]) -> None:
         await trio.lowlevel.checkpoint()
         member = self.member
         limits = self._limits
@@ -547,17 +583,14 @@ class Connection:
             now = trio.current_time()
             self._paste_error(pastes.expire(now))
             for item in flood.ready(now):
-                request = _request(item)
-                if request is not None:
-                    follow_up = self._chat.handle(member, request)
-                    if follow_up is not None:
-                        await self._server.follow_up(member, follow_up)
+                await self._act(item, saving)
                 if member.closed:
                     return
             if flood.over_limit(now):
                 self._drop(EXCESS_FLOOD)
                 return
             if ended:
+                await self._save_lines(saving)
                 if not flood.backlog:
                     self._chat.leave(member, "disconnected", "connection closed")
                     return
@@ -571,9 +604,12 @@ class Connection:
             # connection), without the first read's checks, done by now.
             if self._budget <= 0:
                 self._budget = READ_BUDGET_LINES
-                await trio.lowlevel.checkpoint()
+                await self._save_lines(saving)  # checkpoints
             event = reader.next_event()
             if event is NEED_DATA:
+                if saving:  # the chunk is done: its lines go now
+                    await self._save_lines(saving)
+                    continue
                 data: bytes | None = None
                 if wake == math.inf:  # the usual case: no cancel scope per read
                     data = await self.transport.receive()
@@ -593,11 +629,7 @@ class Connection:
                     last_heard = trio.current_time()
                     now_item = self._take_line(pastes, flood, text, last_heard)
                     if now_item is not None:  # within the allowance: at once
-                        request = _request(now_item)
-                        if request is not None:
-                            follow_up = self._chat.handle(member, request)
-                            if follow_up is not None:
-                                await self._server.follow_up(member, follow_up)
+                        await self._act(now_item, saving)
                 case LineTooLong(limit):
                     self._paste_error(pastes.expire(trio.current_time()))
                     if pastes.collecting:
@@ -831,14 +863,8 @@ class ChatServer:
         """
         await trio.lowlevel.checkpoint()
         match action:
-            case Persist(room, event):
-                if self.store is not None:
-                    try:
-                        await self.store.append(room.key, event)
-                    except StoreError as exc:
-                        log.error("[%s] line not saved: %s", member.conn_id, exc)
-                        self._store_full(exc)
-                self.chat.deliver(action)
+            case Persist():
+                await self.save_lines(member, [action])
             case AccountAction(what, password):
                 await self._account(member, what, password)
             case CertAction(add):
@@ -853,6 +879,25 @@ class ChatServer:
                     else:
                         events = [event for _, event in rows]
                 self.chat.send_history(member, room, events)
+
+    async def save_lines(  # noqa: ASYNC910 - the store call checkpoints
+        self, member: Member, lines: list[Persist]
+    ) -> None:
+        """Commit chat lines (in one transaction), then fan them out, in order.
+
+        Whatever anyone saw survives a crash. If the store fails, the lines
+        still go out (and the failure is logged): chatting beats history.
+        """
+        if self.store is not None:
+            try:
+                await self.store.append_many([(p.room.key, p.event) for p in lines])
+            except StoreError as exc:
+                log.error("[%s] lines not saved: %s", member.conn_id, exc)
+                self._store_full(exc)
+        else:
+            await trio.lowlevel.checkpoint()
+        for line in lines:
+            self.chat.deliver(line)
 
     async def _account(self, member: Member, what: str, password: str) -> None:
         await trio.lowlevel.checkpoint()

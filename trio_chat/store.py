@@ -491,6 +491,14 @@ class Store:
         )
         return cast(int, cursor.lastrowid)
 
+    def append_many(self, rows: list[tuple[str, RoomEvent]]) -> list[int]:
+        """`append` each (room key, event) in order, in one transaction.
+
+        Returns their row ids. Raises as `append` does (and stores none).
+        """
+        with self._write_many("cannot append to the history"):
+            return [self.append(room_key, event) for room_key, event in rows]
+
     def history(
         self, room_key: str, limit: int, before_id: int | None = None
     ) -> list[tuple[int, RoomEvent]]:
@@ -1115,6 +1123,12 @@ class AsyncStore:
         """`Store.append`: returns the row id once the row is committed."""
         _encode(event)  # a TypeError here, before queueing
         return await self._call(lambda s: s.append(room_key, event), write=True)
+
+    async def append_many(self, rows: list[tuple[str, RoomEvent]]) -> list[int]:
+        """`Store.append_many`: the row ids once the rows are committed."""
+        for _, event in rows:
+            _encode(event)  # a TypeError here, before queueing
+        return await self._call(lambda s: s.append_many(rows), write=True)
 
     async def history(
         self, room_key: str, limit: int, before_id: int | None = None
