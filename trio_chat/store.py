@@ -221,13 +221,53 @@ class Ban:
     expires: float | None
 
 
+class DatabaseDamaged(StoreError):
+    """The database file is corrupt: damaged pages, or text that is not UTF-8.
+
+    The message names the file and says what to do about it.
+    """
+
+
 @contextlib.contextmanager
-def _translate(action: str) -> Iterator[None]:
-    """Turn SQLite's errors into a one-line StoreError about `action`."""
+def _translate(action: str, path: str | None = None) -> Iterator[None]:
+    """Turn SQLite's errors into a one-line StoreError about `action`.
+
+    With the database's `path`, an error that says the file is corrupt
+    becomes a DatabaseDamaged naming it.
+    """
     try:
         yield
-    except sqlite3.Error as exc:
-        raise StoreError(f"{action}: {_one_line(exc)}") from exc
+    except (sqlite3.Error, UnicodeDecodeError) as exc:
+        raise _store_error(action, exc, path) from exc
+
+
+def _store_error(
+    action: str, exc: sqlite3.Error | UnicodeDecodeError, path: str | None
+) -> StoreError:
+    damage = _damage(exc)
+    if damage is not None and path is not None:
+        return _damaged(path, damage)
+    return StoreError(f"{action}: {_one_line(exc)}")
+
+
+def _damaged(path: str, damage: str) -> DatabaseDamaged:
+    return DatabaseDamaged(
+        f"history database {path} is damaged ({damage}); restore it from a"
+        " backup, or move it away to start with an empty one"
+    )
+
+
+def _damage(exc: BaseException) -> str | None:
+    """What is wrong, if `exc` says the database file is corrupt; else None."""
+    if isinstance(exc, UnicodeDecodeError):
+        return "text that is not UTF-8"
+    if not isinstance(exc, sqlite3.Error):
+        return None
+    if "Could not decode to UTF-8" in str(exc):
+        # The message quotes the undecodable bytes: keep them off terminals.
+        return "text that is not UTF-8"
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    return _one_line(exc) if name.startswith("SQLITE_CORRUPT") else None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -313,7 +353,9 @@ class Store:
     Opening creates the file if needed, switches it to WAL mode and runs the
     migrations up to SCHEMA_VERSION. Every failure raises StoreError (a
     path that cannot be opened, a file that is not a database, a database
-    from a newer trio-chat); invalid arguments raise ValueError or TypeError.
+    from a newer trio-chat); a corrupt file, found by SQLite's quick check
+    at opening or by any later call, raises DatabaseDamaged, which names the
+    file. Invalid arguments raise ValueError or TypeError.
 
     Each write method commits on its own, unless called inside
     `transaction()`, which commits once for all of them.
@@ -325,24 +367,28 @@ class Store:
         self.path = os.fspath(path)
         #: Transactions committed through this object (group commits count once).
         self.commits = 0
-        with _translate(f"cannot open history database {self.path}"):
+        with self._translate(f"cannot open history database {self.path}"):
             conn = sqlite3.connect(
                 self.path, timeout=busy_timeout, isolation_level=None
             )
         try:
-            with _translate(f"cannot open history database {self.path}"):
+            with self._translate(f"cannot open history database {self.path}"):
                 # See the module docstring for why NORMAL is durable enough.
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
+                _check(conn, self.path)
                 _migrate(conn, self.path)
         except BaseException:
             conn.close()
             raise
         self._conn = conn
 
+    def _translate(self, action: str) -> contextlib.AbstractContextManager[None]:
+        return _translate(action, self.path)
+
     def close(self) -> None:
         """Close the connection (WAL content is checkpointed into the file)."""
-        with _translate(f"cannot close history database {self.path}"):
+        with self._translate(f"cannot close history database {self.path}"):
             self._conn.close()
 
     def __enter__(self) -> Store:
@@ -354,7 +400,7 @@ class Store:
     @property
     def schema_version(self) -> int:
         """The file's schema version (SCHEMA_VERSION once open)."""
-        with _translate("cannot read the schema version"):
+        with self._translate("cannot read the schema version"):
             version: int = self._conn.execute("PRAGMA user_version").fetchone()[0]
         return version
 
@@ -373,13 +419,13 @@ class Store:
         """
         if self._conn.in_transaction:
             raise RuntimeError("history transactions do not nest")
-        with _translate("cannot begin a history transaction"):
+        with self._translate("cannot begin a history transaction"):
             self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield
             if not self._conn.in_transaction:
                 raise StoreError("the history transaction was rolled back by SQLite")
-            with _translate("cannot commit to the history"):
+            with self._translate("cannot commit to the history"):
                 self._conn.execute("COMMIT")
         except BaseException:
             self._rollback()
@@ -434,8 +480,8 @@ class Store:
                 return self._conn.execute(sql, parameters)
             with self.transaction():
                 return self._conn.execute(sql, parameters)
-        except sqlite3.Error as exc:
-            raise StoreError(f"{action}: {_one_line(exc)}") from exc
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
+            raise _store_error(action, exc, self.path) from exc
 
     @contextlib.contextmanager
     def _write_many(self, action: str) -> Iterator[None]:
@@ -444,7 +490,7 @@ class Store:
         Inside `transaction()` a savepoint undoes just this block if it
         fails; outside, the block gets a transaction of its own.
         """
-        with _translate(action):
+        with self._translate(action):
             if not self._conn.in_transaction:
                 with self.transaction():
                     yield
@@ -487,7 +533,7 @@ class Store:
         next `before_id`. Raises ValueError for a negative limit.
         """
         limit = _check_limit(limit, before_id)
-        with _translate("cannot read the history"):
+        with self._translate("cannot read the history"):
             rows = self._conn.execute(
                 "SELECT id, room, ts, kind, sender, text, extra FROM messages"
                 f" WHERE room_key = ? AND id < ? AND kind IN ({_ROOM_KIND_LIST})"
@@ -498,7 +544,7 @@ class Store:
 
     def recent_rooms(self, limit: int) -> list[str]:
         """Keys of the `limit` rooms with the newest history, newest first."""
-        with _translate("cannot list the rooms"):
+        with self._translate("cannot list the rooms"):
             rows = self._conn.execute(
                 "SELECT room_key FROM messages GROUP BY room_key"
                 " ORDER BY MAX(id) DESC LIMIT ?",
@@ -536,7 +582,7 @@ class Store:
         Paged and capped like `history`.
         """
         limit = _check_limit(limit, before_id)
-        with _translate("cannot read private messages"):
+        with self._translate("cannot read private messages"):
             rows = self._conn.execute(
                 "SELECT id, ts, sender, recipient, text FROM private"
                 " WHERE (sender_key = ? OR recipient_key = ?) AND id < ?"
@@ -607,13 +653,13 @@ class Store:
 
     def user_keys(self) -> list[str]:
         """The name keys of every registered account."""
-        with _translate("cannot list the users"):
+        with self._translate("cannot list the users"):
             rows = self._conn.execute("SELECT name_key FROM users").fetchall()
         return [str(row[0]) for row in rows]
 
     def get_user(self, name_key: str) -> User | None:
         """The account registered under `name_key`, if any."""
-        with _translate("cannot read a user"):
+        with self._translate("cannot read a user"):
             row = self._conn.execute(
                 f"SELECT {_USER_COLUMNS} FROM users WHERE name_key = ?", (name_key,)
             ).fetchone()
@@ -660,7 +706,7 @@ class Store:
 
     def get_ban(self, ban_id: int) -> Ban | None:
         """The ban with this id, expired or not."""
-        with _translate("cannot read a ban"):
+        with self._translate("cannot read a ban"):
             row = self._conn.execute(
                 f"SELECT {_BAN_COLUMNS} FROM bans WHERE id = ?", (ban_id,)
             ).fetchone()
@@ -675,7 +721,7 @@ class Store:
 
     def list_active_bans(self, now: float) -> list[Ban]:
         """Bans in force at `now` (no expiry, or expiring later), oldest first."""
-        with _translate("cannot read the bans"):
+        with self._translate("cannot read the bans"):
             rows = self._conn.execute(
                 f"SELECT {_BAN_COLUMNS} FROM bans"
                 " WHERE expires IS NULL OR expires > ? ORDER BY id",
@@ -686,7 +732,7 @@ class Store:
     def find_ban(self, kind: BanKind, target_key: str, now: float) -> Ban | None:
         """The newest ban in force at `now` on this name key or address."""
         kind = _check_ban_kind(kind)
-        with _translate("cannot read the bans"):
+        with self._translate("cannot read the bans"):
             row = self._conn.execute(
                 f"SELECT {_BAN_COLUMNS} FROM bans WHERE kind = ? AND target_key = ?"
                 " AND (expires IS NULL OR expires > ?) ORDER BY id DESC LIMIT 1",
@@ -708,7 +754,7 @@ class Store:
 
     def get_setting(self, key: str) -> str | None:
         """The setting `key`, or None if it was never set (or was deleted)."""
-        with _translate("cannot read a setting"):
+        with self._translate("cannot read a setting"):
             row = self._conn.execute(
                 "SELECT value FROM settings WHERE key = ?", (key,)
             ).fetchone()
@@ -730,7 +776,7 @@ class Store:
 
     def topics(self, limit: int) -> list[tuple[str, str, str, float]]:
         """The `limit` newest topics, oldest first: (room key, topic, setter, ts)."""
-        with _translate("cannot read the topics"):
+        with self._translate("cannot read the topics"):
             rows = self._conn.execute(
                 "SELECT room_key, topic, setter, ts FROM topics"
                 " ORDER BY ts DESC LIMIT ?",
@@ -760,7 +806,7 @@ class Store:
 
     def ignores(self, owner_key: str, limit: int) -> list[str]:
         """Name keys the account `owner_key` ignores (at most `limit`)."""
-        with _translate("cannot read the ignores"):
+        with self._translate("cannot read the ignores"):
             rows = self._conn.execute(
                 "SELECT target_key FROM ignores WHERE owner_key = ?"
                 " ORDER BY target_key LIMIT ?",
@@ -786,7 +832,7 @@ class Store:
 
     def cert_owner(self, fingerprint: str) -> str | None:
         """The account key a client certificate is bound to, if any."""
-        with _translate("cannot read a certificate binding"):
+        with self._translate("cannot read a certificate binding"):
             row = self._conn.execute(
                 "SELECT name_key FROM certs WHERE fingerprint = ?", (fingerprint,)
             ).fetchone()
@@ -814,7 +860,7 @@ class Store:
 
     def size(self) -> int:
         """Bytes of the database in use (free pages not counted)."""
-        with _translate("cannot read the database size"):
+        with self._translate("cannot read the database size"):
             pages = self._conn.execute("PRAGMA page_count").fetchone()[0]
             free = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
             page_size = self._conn.execute("PRAGMA page_size").fetchone()[0]
@@ -822,7 +868,7 @@ class Store:
 
     def set_max_size(self, max_bytes: int) -> None:
         """Cap the file at about `max_bytes` (0: no cap); writes past it fail."""
-        with _translate("cannot cap the database size"):
+        with self._translate("cannot cap the database size"):
             page_size = self._conn.execute("PRAGMA page_size").fetchone()[0]
             pages = max_bytes // page_size if max_bytes else 2**31 - 2
             self._conn.execute(f"PRAGMA max_page_count = {int(pages):d}")
@@ -849,6 +895,22 @@ class Store:
             if not removed:
                 break
         return deleted
+
+
+def _check(conn: sqlite3.Connection, path: str) -> None:
+    """Raise DatabaseDamaged if SQLite's quick check finds the file corrupt.
+
+    `PRAGMA quick_check` reads every page once (about a second per
+    gigabyte from a warm cache), so a damaged file is refused at start-up,
+    by name, rather than failing somewhere later with SQLite's words alone.
+    It does not compare indexes with their tables, nor decode text: damage
+    of that kind raises DatabaseDamaged when a call meets it.
+    """
+    if path == ":memory:":
+        return
+    verdict = str(conn.execute("PRAGMA quick_check(1)").fetchone()[0])
+    if verdict != "ok":
+        raise _damaged(path, " ".join(verdict.split()))
 
 
 def _migrate(conn: sqlite3.Connection, path: str) -> None:

@@ -1,0 +1,83 @@
+"""The database file as the real server meets it: damaged, shared, killed."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trio_chat import events as ev
+from trio_chat.store import DatabaseDamaged, Store
+
+#: Generous ceiling for a subprocess to start or stop (CI machines are slow).
+PROCESS_TIMEOUT = 30.0
+
+
+def serve_once(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run `trio-chat serve` that is expected to stop at start-up."""
+    return subprocess.run(
+        [sys.executable, "-m", "trio_chat", "serve", "--port", "0", *args],
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def scramble_pages(path: Path, *, seed: int = 1, share: float = 0.3) -> None:
+    """Overwrite 64 random bytes in about `share` of the file's pages."""
+    data = bytearray(path.read_bytes())
+    rng = random.Random(seed)
+    page = 4096
+    for number in range(2, len(data) // page):
+        if rng.random() < share:
+            offset = number * page + rng.randrange(page - 64)
+            data[offset : offset + 64] = rng.randbytes(64)
+    path.write_bytes(data)
+
+
+def fill(path: Path, rows: int = 3000) -> None:
+    with Store(path) as store:
+        for n in range(rows):
+            text = f"line {n} " * 10
+            store.append("#lobby", ev.Message(float(n), "#lobby", "alice", text))
+
+
+def test_a_database_with_scrambled_pages_is_named_and_refused(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "chat.db"
+    fill(path)
+    scramble_pages(path)
+    result = serve_once("--db", str(path))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"trio-chat: history database {path} is damaged (")
+    assert lines[0].endswith(
+        "; restore it from a backup, or move it away to start with an empty one"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_text_that_is_not_utf8_is_damage_of_that_file(tmp_path: Path) -> None:
+    # Damage the quick check cannot see: bytes inside a row's text.
+    path = tmp_path / "chat.db"
+    fill(path, rows=50)
+    data = bytearray(path.read_bytes())
+    at = data.rindex(b"line 49 ")
+    data[at : at + 2] = b"\x8c\xff"
+    path.write_bytes(data)
+    with Store(path) as store, pytest.raises(DatabaseDamaged) as caught:
+        store.history("#lobby", 5)
+    assert str(caught.value) == (
+        f"history database {path} is damaged (text that is not UTF-8); restore"
+        " it from a backup, or move it away to start with an empty one"
+    )
+    result = serve_once("--db", str(path), "--history", "5")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == f"trio-chat: {caught.value}"
