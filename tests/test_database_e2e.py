@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import trio
+from chatpeer import Peer
+from loadtools import chat_server, open_socket
 
 from trio_chat import events as ev
 from trio_chat.store import DatabaseDamaged, Store
@@ -81,3 +84,59 @@ def test_text_that_is_not_utf8_is_damage_of_that_file(tmp_path: Path) -> None:
     result = serve_once("--db", str(path), "--history", "5")
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == f"trio-chat: {caught.value}"
+
+
+async def run(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    with trio.fail_after(PROCESS_TIMEOUT):
+        return await trio.run_process(
+            [sys.executable, "-m", "trio_chat", *args],
+            stdin=stdin,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+
+
+async def test_a_second_server_on_the_same_database_is_refused(
+    tmp_path: Path,
+) -> None:
+    db = str(tmp_path / "chat.db")
+    async with chat_server(tmp_path, "--db", db) as first:
+        second = await run("serve", "--port", "0", "--db", db)
+        assert second.returncode == 2
+        assert second.stderr.decode().strip() == (
+            f"trio-chat: history database {db} is in use by trio-chat process"
+            f" {first.pid}: stop it first, or use another file"
+        )
+        # The first one carries on.
+        peer = Peer(await open_socket(first.port))
+        await peer.join("alice")
+        await peer.aclose()
+
+
+async def test_adduser_refuses_while_a_server_holds_the_database(
+    tmp_path: Path,
+) -> None:
+    db = str(tmp_path / "chat.db")
+    password = b"newbie's password\n"
+    async with chat_server(tmp_path, "--db", db) as server:
+        added = await run("adduser", "newbie", "--db", db, stdin=password)
+        assert added.returncode == 1
+        assert added.stderr.decode().strip() == (
+            f"trio-chat: {db} is in use by a running server (process"
+            f" {server.pid}): stop it first, or register newbie in the chat"
+            " with /register"
+        )
+        assert added.stdout == b""  # nothing claims the name was registered
+    # Stopped (even by SIGKILL: the lock goes with the process), it works,
+    # and the next server asks for the password.
+    added = await run("adduser", "newbie", "--db", db, stdin=password)
+    assert added.returncode == 0, added.stderr
+    async with chat_server(tmp_path, "--db", db) as server:
+        peer = Peer(await open_socket(server.port))
+        await peer.expect("NAME")
+        await peer.send("newbie")
+        assert (await peer.expect("PASSWORD")).startswith("PASSWORD newbie ")
+        await peer.send("newbie's password")
+        await peer.expect("WELCOME")
+        await peer.aclose()

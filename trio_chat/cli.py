@@ -222,8 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="register a name in a server's database (e.g. for --registered-only)",
         description=(
             "Register NAME with a password read from the terminal (hidden), or"
-            " the first line of stdin when it is not a terminal. Run it while"
-            " the server is stopped, or restart the server afterwards."
+            " the first line of stdin when it is not a terminal. The server"
+            " must be stopped: while one holds the database, adduser refuses"
+            " (use /register in the chat instead)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -434,7 +435,7 @@ def _add_user(args: argparse.Namespace) -> int:
     import secrets
 
     from trio_chat import accounts
-    from trio_chat.store import Store, StoreError, User
+    from trio_chat.store import DatabaseInUse, Store, StoreError, User
 
     try:
         name = validate_name(args.name)
@@ -461,6 +462,16 @@ def _add_user(args: argparse.Namespace) -> int:
             added = store.add_user(
                 User(name_key(name), name, digest, salt, accounts.KDF, now, now)
             )
+    except DatabaseInUse as exc:
+        # The server keeps the accounts it read at start-up: one added
+        # behind its back would be open to anyone until it restarts.
+        holder = "another process" if exc.pid is None else f"process {exc.pid}"
+        print(
+            f"trio-chat: {exc.path} is in use by a running server ({holder}):"
+            f" stop it first, or register {name} in the chat with /register",
+            file=sys.stderr,
+        )
+        return 1
     except StoreError as exc:
         print(f"trio-chat: {exc}", file=sys.stderr)
         return 1

@@ -38,11 +38,15 @@ import logging
 import os
 import queue
 import sqlite3
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any, Final, Generic, TypeAlias, TypeVar, cast, get_args
+from typing import IO, Any, Final, Generic, TypeAlias, TypeVar, cast, get_args
 
 import trio
+
+if sys.platform != "win32":
+    import fcntl
 
 from trio_chat import events as ev
 from trio_chat.moderation import BanKind
@@ -193,6 +197,60 @@ class StoreError(Exception):
 
     The message is one line naming what failed and SQLite's reason.
     """
+
+
+class DatabaseInUse(StoreError):
+    """Another process (a running server, `adduser`) holds the database.
+
+    `pid` is that process's id when its lock file names one.
+    """
+
+    def __init__(self, path: str, pid: int | None) -> None:
+        holder = "another process" if pid is None else f"trio-chat process {pid}"
+        super().__init__(
+            f"history database {path} is in use by {holder}: stop it first,"
+            " or use another file"
+        )
+        self.path = path
+        self.pid = pid
+
+
+def _lock(path: str) -> IO[str] | None:
+    """Hold `PATH.lock` exclusively, with this process's id in it.
+
+    Two servers on one file would each trust their own memory of accounts,
+    bans and rooms; the second is refused instead (DatabaseInUse, naming
+    the holder). The lock is the kernel's (flock): it goes with the process,
+    even one killed with SIGKILL, so a stale file never keeps anyone out.
+    A lock file beside the database, rather than a lock on it, leaves
+    SQLite's own locks alone (backups with the sqlite3 tool still work).
+    None where flock does not exist (Windows) or for ":memory:".
+    """
+    if path == ":memory:" or sys.platform == "win32":
+        return None
+    lock_path = path + ".lock"
+    try:
+        file = open(lock_path, "a+", encoding="ascii")  # noqa: SIM115 - kept open
+    except OSError as exc:
+        raise StoreError(
+            f"cannot open history database {path}: cannot create {lock_path}:"
+            f" {exc.strerror or exc}"
+        ) from None
+    try:
+        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        file.seek(0)
+        holder = file.read(32).strip()
+        file.close()
+        raise DatabaseInUse(path, int(holder) if holder.isdigit() else None) from None
+    except OSError as exc:  # a file system without locks: go without
+        log.warning("%s cannot be locked (%s)", lock_path, exc.strerror or exc)
+        return file
+    file.seek(0)
+    file.truncate()
+    file.write(f"{os.getpid()}\n")
+    file.flush()
+    return file
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -357,16 +415,24 @@ class Store:
     at opening or by any later call, raises DatabaseDamaged, which names the
     file. Invalid arguments raise ValueError or TypeError.
 
+    `exclusive` (the default) holds the file's lock until `close`: opening
+    a file another process holds raises DatabaseInUse.
+
     Each write method commits on its own, unless called inside
     `transaction()`, which commits once for all of them.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, busy_timeout: float = BUSY_TIMEOUT
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = BUSY_TIMEOUT,
+        exclusive: bool = True,
     ) -> None:
         self.path = os.fspath(path)
         #: Transactions committed through this object (group commits count once).
         self.commits = 0
+        self._lock: IO[str] | None = None
         with self._translate(f"cannot open history database {self.path}"):
             conn = sqlite3.connect(
                 self.path, timeout=busy_timeout, isolation_level=None
@@ -376,10 +442,15 @@ class Store:
                 # See the module docstring for why NORMAL is durable enough.
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
+                # Locked once SQLite has found the path usable, and before
+                # anything reads or migrates what another process may hold.
+                self._lock = _lock(self.path) if exclusive else None
                 _check(conn, self.path)
                 _migrate(conn, self.path)
         except BaseException:
             conn.close()
+            if self._lock is not None:
+                self._lock.close()
             raise
         self._conn = conn
 
@@ -387,9 +458,13 @@ class Store:
         return _translate(action, self.path)
 
     def close(self) -> None:
-        """Close the connection (WAL content is checkpointed into the file)."""
-        with self._translate(f"cannot close history database {self.path}"):
-            self._conn.close()
+        """Close the connection (WAL content is checkpointed), then the lock."""
+        try:
+            with self._translate(f"cannot close history database {self.path}"):
+                self._conn.close()
+        finally:
+            if self._lock is not None:
+                self._lock.close()
 
     def __enter__(self) -> Store:
         return self
