@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,11 +11,13 @@ import trio
 import trio.testing
 from chatpeer import Peer
 
+from trio_chat import cli
 from trio_chat.accounts import KDF, MAX_FAILURES, Accounts, hash_password
 from trio_chat.chat import Chat
 from trio_chat.limits import Limits
+from trio_chat.moderation import Moderation
 from trio_chat.server import ChatServer
-from trio_chat.store import AsyncStore
+from trio_chat.store import AsyncStore, User
 
 NOW = 1_795_475_428.0
 STAMP = "2026-11-23T23:10:28Z"
@@ -86,7 +89,7 @@ async def test_a_registered_name_asks_for_its_password(chat_server: Server) -> N
 
 
 async def test_another_name_instead_of_the_password(chat_server: Server) -> None:
-    alice = await register(chat_server, "alice", "pw")
+    alice = await register(chat_server, "alice", "alice pw 1")
     peer = await chat_server.connect()
     await peer.expect("NAME")
     await peer.send("alice")
@@ -100,13 +103,13 @@ async def test_another_name_instead_of_the_password(chat_server: Server) -> None
 
 
 async def test_the_right_password_replaces_a_ghost(chat_server: Server) -> None:
-    ghost = await register(chat_server, "alice", "pw")
+    ghost = await register(chat_server, "alice", "alice pw 1")
     bob = await chat_server.join("bob")
     peer = await chat_server.connect()
     await peer.expect("NAME")
     await peer.send("alice")
     await peer.expect("PASSWORD")
-    await peer.send("pw")
+    await peer.send("alice pw 1")
     assert (await peer.expect("WELCOME")).startswith("WELCOME alice ")
     assert (await ghost.until_closed())[-1].startswith("BYE ghost-replaced ")
     assert (
@@ -117,20 +120,20 @@ async def test_the_right_password_replaces_a_ghost(chat_server: Server) -> None:
 
 
 async def test_identify_and_failed_attempts_are_limited(chat_server: Server) -> None:
-    alice = await register(chat_server, "alice", "pw")
-    await alice.send("/identify pw")
+    alice = await register(chat_server, "alice", "alice pw 1")
+    await alice.send("/identify alice pw 1")
     assert await alice.expect("INFO") == "INFO You are identified as alice."
     for _ in range(MAX_FAILURES):
         await alice.send("/identify nope")
         assert (await alice.expect("ERR")).startswith("ERR bad-password ")
-    await alice.send("/identify pw")
+    await alice.send("/identify alice pw 1")
     assert (await alice.expect("ERR")).startswith("ERR identify-failed Too many")
     bob = await chat_server.join("bob")
     await bob.send("/identify whatever")
     assert (await bob.expect("ERR")).startswith("ERR not-registered ")
-    await bob.send("/register pw")
+    await bob.send("/register bob pw 12")
     await bob.expect("INFO")
-    await bob.send("/register again")
+    await bob.send("/register once again")
     assert (await bob.expect("ERR")).startswith("ERR register-failed ")
 
 
@@ -151,7 +154,7 @@ async def test_hashing_never_stalls_the_event_loop(chat_server: Server) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ticker)
         for peer in peers:
-            await peer.send("/register hunter2")
+            await peer.send("/register hunter22")
         for peer in peers:
             while not (await peer.expect("INFO")).startswith("INFO Registered"):
                 pass
@@ -167,3 +170,103 @@ async def test_no_accounts_without_a_store(nursery: trio.Nursery) -> None:
     await peer.join("alice")
     await peer.send("/register pw")
     assert (await peer.expect("ERR")).startswith("ERR no-accounts ")
+
+
+# -- one password, whichever way it comes in -----------------------------------
+
+
+async def login(server: Server, name: str, password: str) -> str:
+    """Answer the prompts as `name` with `password`; the line that follows."""
+    peer = await server.connect()
+    await peer.expect("NAME")
+    await peer.send(name)
+    await peer.expect("PASSWORD")
+    await peer.send(password)
+    line = await peer.line()
+    assert line is not None
+    await peer.aclose()
+    return line
+
+
+async def test_what_register_accepts_works_at_the_prompt(chat_server: Server) -> None:
+    # /register takes its line sanitised and stripped; the prompt takes the
+    # same text the same way, however it is padded or tabbed.
+    alice = await chat_server.join("alice")
+    await alice.send("/register   correct\thorse  ")
+    while not (await alice.expect("INFO")).startswith("INFO Registered alice"):
+        pass
+    await alice.send("/identify \tcorrect horse")
+    assert await alice.expect("INFO") == "INFO You are identified as alice."
+    for typed in ("  correct\thorse  ", "correct horse", "correct\thorse\x1b[0m"):
+        assert (await login(chat_server, "alice", typed)).startswith("WELCOME alice ")
+    assert await login(chat_server, "alice", "correcthorse") == (
+        "ERR bad-password Wrong password for alice."
+    )
+
+
+async def test_new_passwords_are_refused_up_front_with_a_reason(
+    chat_server: Server,
+) -> None:
+    bob = await chat_server.join("bob")
+    refusals = {
+        "/register short": "A password needs at least 8 characters.",
+        "/register " + "x" * 257: "A password may have at most 256 characters.",
+        "/register /nick mallory": (
+            "A password may not start with / (the password prompt reads commands)."
+        ),
+    }
+    for line, reason in refusals.items():
+        await bob.send(line)
+        assert await bob.expect("ERR") == f"ERR register-failed {reason}"
+    await bob.send("/register 8 chars!")
+    while not (await bob.expect("INFO")).startswith("INFO Registered bob"):
+        pass
+
+
+async def test_a_password_starting_with_a_slash_is_a_password_at_the_prompt(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    # Made before the rule against them: only /nick and /quit are commands.
+    salt = b"s" * 16
+    user = User("carol", "carol", hash_password("/etc/passwd", salt), salt, KDF, 0, 0)
+    async with AsyncStore.open(str(tmp_path / "old.db")) as store:
+        assert await store.add_user(user)
+        chat = Chat(clock=lambda: NOW, limits=Limits(flood_rate=0))
+        server = Server(
+            ChatServer(chat, store=store, accounts=await Accounts.load(store)), nursery
+        )
+        assert (await login(server, "carol", "/etc/passwd")).startswith("WELCOME carol")
+        peer = await server.connect()
+        await peer.expect("NAME")
+        await peer.send("carol")
+        await peer.expect("PASSWORD")
+        await peer.send("/NICK dave")
+        assert (await peer.expect("WELCOME")).startswith("WELCOME dave ")
+        nursery.cancel_scope.cancel()
+
+
+async def test_adduser_takes_the_password_as_the_prompt_does(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = str(tmp_path / "added.db")
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert cli.main(["adduser", "erin", "--db", db]) == 2
+    monkeypatch.setattr("sys.stdin", io.StringIO("  spaced\tout pass  \n"))
+    assert cli.main(["adduser", "erin", "--db", db]) == 0
+    async with AsyncStore.open(db) as store:
+        chat = Chat(clock=lambda: NOW, limits=Limits(flood_rate=0))
+        server = Server(
+            ChatServer(chat, store=store, accounts=await Accounts.load(store)), nursery
+        )
+        for typed in ("spaced out pass", "  spaced\tout pass"):
+            assert (await login(server, "erin", typed)).startswith("WELCOME erin ")
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_server_password_is_compared_normalised(nursery: trio.Nursery) -> None:
+    moderation = Moderation(server_password="open sesame")
+    server = Server(ChatServer(Chat(clock=lambda: NOW, moderation=moderation)), nursery)
+    peer = await server.connect()
+    await peer.expect("PASSWORD")
+    await peer.send("  open\tsesame ")
+    await peer.expect("NAME")

@@ -394,7 +394,7 @@ async def test_registered_only_with_accounts_made_by_adduser(
     path = tmp_path / "chat.db"
     monkeypatch.setattr("sys.stdin", io.StringIO("student one's password\n"))
     assert cli.main(["adduser", "student1", "--db", str(path)]) == 0
-    monkeypatch.setattr("sys.stdin", io.StringIO("again\n"))
+    monkeypatch.setattr("sys.stdin", io.StringIO("again and again\n"))
     assert cli.main(["adduser", "Student1", "--db", str(path)]) == 1
     async with AsyncStore.open(str(path)) as store:
         server = open_server(
@@ -422,15 +422,15 @@ async def test_registrations_per_address_are_limited(
     server = Server(
         ChatServer(chat, store=store, accounts=await Accounts.load(store)), nursery
     )
-    await register(server, "alice", "first")
+    await register(server, "alice", "first password")
     bob = await server.join("bob")
-    await bob.send("/register second")
+    await bob.send("/register second password")
     assert await bob.expect("ERR") == (
         "ERR register-failed Too many names were registered from your address"
         " today; try again tomorrow."
     )
     carol = await server.join("carol", address="10.0.0.9")
-    await carol.send("/register third")
+    await carol.send("/register third password")
     await info(carol, "INFO Registered carol")
 
 

@@ -18,7 +18,9 @@ from typing import Final
 
 import trio
 
+from trio_chat.limits import MAX_PASSWORD_LENGTH
 from trio_chat.names import name_key
+from trio_chat.passwords import normalize_password, password_problem
 from trio_chat.store import AsyncStore, User
 
 #: scrypt's cost: 2**14 iterations of 8-block rounds take about 50 ms and
@@ -34,9 +36,6 @@ KDF: Final = f"scrypt:n={SCRYPT_N}:r={SCRYPT_R}:p={SCRYPT_P}"
 #: Hashes computed at once: a login storm queues instead of eating the
 #: machine's memory and cores.
 HASHING_THREADS: Final = 2
-#: Longest password accepted, in characters (scrypt does not care; a limit
-#: keeps a pasted novel from costing anything).
-MAX_PASSWORD_LENGTH: Final = 256
 #: Failed attempts on one name within the window, before further attempts on
 #: it are refused outright until the window passes.
 MAX_FAILURES: Final = 5
@@ -85,10 +84,13 @@ class Accounts:
     async def register(self, name: str, password: str) -> None:
         """Register `name` with `password`.
 
-        Raises AccountError if the name is registered already or the password
-        is empty or too long. Cancellation abandons the hash (the worker
-        thread finishes on its own) and registers nothing.
+        The password is normalised first (`normalize_password`). Raises
+        AccountError if the name is registered already or the password
+        breaks the rules for new ones (`password_problem`). Cancellation
+        abandons the hash (the worker thread finishes on its own) and
+        registers nothing.
         """
+        password = normalize_password(password)
         check_password(password)
         key = name_key(name)
         if key in self._registered:
@@ -106,6 +108,8 @@ class Accounts:
     async def verify(self, name: str, password: str) -> str | None:
         """`name` as it was registered if `password` is its password, else None.
 
+        `password` is normalised as `register` did (`normalize_password`).
+
         Raises AccountError when too many attempts on this name failed
         lately (the password is then not even checked).
         """
@@ -120,12 +124,17 @@ class Accounts:
                     "Too many wrong passwords for this name; try again later."
                 )
         user = await self._store.get_user(key)
-        if user is None or len(password) > MAX_PASSWORD_LENGTH:
-            ok = False
-        else:
+        ok = False
+        # The normal form first; then the text as given, for accounts that
+        # `adduser` made before it normalised passwords (it kept the line).
+        given = normalize_password(password)
+        candidates = [given] if given == password else [given, password]
+        for candidate in candidates:
+            if user is None or ok or len(candidate) > MAX_PASSWORD_LENGTH:
+                break
             digest = await trio.to_thread.run_sync(
                 hash_password,
-                password,
+                candidate,
                 user.salt,
                 limiter=self._limiter,
                 abandon_on_cancel=True,
@@ -142,10 +151,7 @@ class Accounts:
 
 
 def check_password(password: str) -> None:
-    """Raise AccountError if `password` is empty or too long."""
-    if not password:
-        raise AccountError("A password cannot be empty.")
-    if len(password) > MAX_PASSWORD_LENGTH:
-        raise AccountError(
-            f"A password may have at most {MAX_PASSWORD_LENGTH} characters."
-        )
+    """Raise AccountError if `password` (normalised) cannot be a new password."""
+    problem = password_problem(password)
+    if problem is not None:
+        raise AccountError(problem)

@@ -325,6 +325,7 @@ async def _serve(args: argparse.Namespace, limits: lim.Limits) -> int:
 def _moderation(args: argparse.Namespace) -> Moderation:
     """The server's moderation settings from the command line and config."""
     from trio_chat.moderation import Moderation, read_motd
+    from trio_chat.passwords import normalize_password
 
     needs_accounts = args.operators or args.registered_only
     if needs_accounts and args.db == ":memory:":
@@ -347,7 +348,9 @@ def _moderation(args: argparse.Namespace) -> Moderation:
             validate_name(name)
         except InvalidName as exc:
             raise ConfigError(f"not a valid name: {name!r}: {exc}") from None
-    if args.server_password is not None and not args.server_password:
+    if args.server_password is not None and not normalize_password(
+        args.server_password
+    ):
         raise ConfigError("--server-password cannot be empty")
     return Moderation(
         operators=args.operators,
@@ -435,6 +438,7 @@ def _add_user(args: argparse.Namespace) -> int:
     import secrets
 
     from trio_chat import accounts
+    from trio_chat.passwords import normalize_password
     from trio_chat.store import DatabaseInUse, Store, StoreError, User
 
     try:
@@ -448,7 +452,9 @@ def _add_user(args: argparse.Namespace) -> int:
             print("trio-chat: the passwords differ", file=sys.stderr)
             return 2
     else:
-        password = sys.stdin.readline().rstrip("\r\n")
+        password = sys.stdin.readline()
+    # As /register and the prompt take it: the same text works at both.
+    password = normalize_password(password)
     try:
         accounts.check_password(password)
     except accounts.AccountError as exc:

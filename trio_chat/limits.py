@@ -115,6 +115,12 @@ MAX_DB_MB: Final = 1024
 #: Names registered from one address per day: enough for a family or a
 #: classroom behind one NAT (raise it there), too few to hoard names.
 MAX_REGISTRATIONS_PER_ADDRESS: Final = 5
+#: Shortest password a new account may have, in characters: eight is the
+#: floor NIST SP 800-63B sets for passwords people choose.
+MIN_PASSWORD_LENGTH: Final = 8
+#: Longest password accepted, in characters (scrypt does not care; a limit
+#: keeps a pasted novel from costing anything).
+MAX_PASSWORD_LENGTH: Final = 256
 #: How often old history is pruned, in seconds.
 PRUNE_INTERVAL: Final = 3600.0
 

@@ -19,6 +19,7 @@ from typing import Final, Literal
 
 from trio_chat.admission import address_key
 from trio_chat.names import name_key
+from trio_chat.passwords import normalize_password
 from trio_chat.sanitize import sanitize_text
 
 #: Longest message of the day, in lines and in bytes (UTF-8): a greeting,
@@ -132,7 +133,7 @@ class Moderation:
         self.operators = frozenset(name_key(name) for name in operators)
         self.allow = frozenset(name_key(name) for name in allow)
         self.registered_only = registered_only
-        self.server_password = server_password
+        self.server_password = normalize_password(server_password)
         #: The MOTD from the file, and the one set with /motd (None: unset).
         self.file_motd = motd
         self.set_motd: tuple[str, ...] | None = None
@@ -152,9 +153,13 @@ class Moderation:
         return identified is not None and identified in self.operators
 
     def check_server_password(self, given: str) -> bool:
-        """True if `given` is the server password (compared in constant time)."""
+        """True if `given` is the server password (compared in constant time).
+
+        Both are compared normalised (`normalize_password`), as accounts' are.
+        """
         return hmac.compare_digest(
-            given.encode("utf-8"), self.server_password.encode("utf-8")
+            normalize_password(given).encode("utf-8"),
+            self.server_password.encode("utf-8"),
         )
 
     def allowed(self, key: str) -> bool:

@@ -133,6 +133,17 @@ def _request(item: str | Paste) -> ev.Request | None:
     return parse_request(sanitize_text(item))
 
 
+def _prompt_command(text: str) -> bool:
+    """True if a line at the PASSWORD prompt is `/nick NAME` or `/quit`.
+
+    Every other line there is the password, even one starting with `/`.
+    """
+    stripped = text.strip()
+    if not stripped.startswith("/"):
+        return False
+    return isinstance(parse_request(sanitize_text(stripped)), ev.Nick | ev.Quit)
+
+
 class _Stop:
     """The reader is done: the peer must go (a goodbye may be queued)."""
 
@@ -304,8 +315,8 @@ class Connection:
                             self._goodbye("quit", "Bye!")
                             return False
                         self._chat.give_server_password(self.member, text)
-                    elif self.member.pending_name is not None and not text.startswith(
-                        "/"
+                    elif self.member.pending_name is not None and not _prompt_command(
+                        text
                     ):
                         if await self._login(self.member.pending_name, text):
                             return True
