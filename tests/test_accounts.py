@@ -10,11 +10,18 @@ import pytest
 import trio
 import trio.testing
 from chatpeer import Peer
+from trio.testing import wait_all_tasks_blocked
 
 from trio_chat import cli
-from trio_chat.accounts import KDF, MAX_FAILURES, Accounts, hash_password
+from trio_chat.accounts import KDF, Accounts, hash_password
 from trio_chat.chat import Chat
-from trio_chat.limits import Limits
+from trio_chat.limits import (
+    LOGIN_BASE_DELAY,
+    LOGIN_FREE_FAILURES_PER_ADDRESS,
+    LOGIN_FREE_FAILURES_PER_NAME,
+    LOGIN_MAX_WAIT,
+    Limits,
+)
 from trio_chat.moderation import Moderation
 from trio_chat.server import ChatServer
 from trio_chat.store import AsyncStore, User
@@ -37,15 +44,28 @@ class Server:
         self.server = server
         self.nursery = nursery
 
-    async def connect(self) -> Peer:
+    async def connect(self, address: str | None = None) -> Peer:
         client, server_end = trio.testing.memory_stream_pair()
-        self.nursery.start_soon(self.server.handle_stream, server_end)
+        self.nursery.start_soon(
+            lambda: self.server.handle_stream(server_end, address_key=address)
+        )
         return Peer(client)
 
     async def join(self, name: str) -> Peer:
         peer = await self.connect()
         await peer.join(name)
         return peer
+
+
+@pytest.fixture
+def clock() -> trio.testing.MockClock:
+    """Virtual time that stands still unless a test moves it.
+
+    Threads (hashes, the database) run meanwhile in real time. After 5 idle
+    real seconds it jumps anyway, so a forgotten wait fails an assertion on
+    the time instead of hanging.
+    """
+    return trio.testing.MockClock(autojump_threshold=5.0)
 
 
 @pytest.fixture
@@ -119,15 +139,21 @@ async def test_the_right_password_replaces_a_ghost(chat_server: Server) -> None:
     assert await bob.expect("JOIN") == f"JOIN {STAMP} #lobby alice"
 
 
-async def test_identify_and_failed_attempts_are_limited(chat_server: Server) -> None:
+async def test_wrong_passwords_slow_down_the_next_ones_never_refuse_them(
+    chat_server: Server, clock: trio.testing.MockClock
+) -> None:
     alice = await register(chat_server, "alice", "alice pw 1")
     await alice.send("/identify alice pw 1")
     assert await alice.expect("INFO") == "INFO You are identified as alice."
-    for _ in range(MAX_FAILURES):
+    for _ in range(LOGIN_FREE_FAILURES_PER_ADDRESS + 1):  # typos: at full speed
         await alice.send("/identify nope")
         assert (await alice.expect("ERR")).startswith("ERR bad-password ")
+    assert trio.current_time() == 0
+    # The next try waits its turn (1 s); the right password still works.
     await alice.send("/identify alice pw 1")
-    assert (await alice.expect("ERR")).startswith("ERR identify-failed Too many")
+    await wait_all_tasks_blocked()
+    clock.jump(LOGIN_BASE_DELAY)
+    assert await alice.expect("INFO") == "INFO You are identified as alice."
     bob = await chat_server.join("bob")
     await bob.send("/identify whatever")
     assert (await bob.expect("ERR")).startswith("ERR not-registered ")
@@ -135,6 +161,55 @@ async def test_identify_and_failed_attempts_are_limited(chat_server: Server) -> 
     await bob.expect("INFO")
     await bob.send("/register once again")
     assert (await bob.expect("ERR")).startswith("ERR register-failed ")
+
+
+async def test_guessing_from_twelve_addresses_neither_gets_far_nor_locks_out_the_owner(
+    chat_server: Server,
+    clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    accounts = chat_server.server.accounts
+    assert accounts is not None
+    await accounts.register("teacher", "teacher's password")
+    hashed: list[str] = []
+
+    def counting(password: str, salt: bytes) -> bytes:
+        hashed.append(password)
+        return hash_password(password, salt)
+
+    monkeypatch.setattr("trio_chat.accounts.hash_password", counting)
+    guessers = []
+    for n in range(60):
+        peer = await chat_server.connect(address=f"10.0.0.{n % 12 + 1}")
+        await peer.expect("NAME")
+        await peer.send("teacher")
+        await peer.expect("PASSWORD")
+        guessers.append(peer)
+    for n, peer in enumerate(guessers):  # all at once
+        await peer.send(f"guess {n}")
+    await wait_all_tasks_blocked()  # every try has started (and counted)
+    clock.jump(LOGIN_MAX_WAIT)  # the few that wait for a turn get it
+    answers = [await peer.expect("ERR") for peer in guessers]
+    checked = [a for a in answers if a.startswith("ERR bad-password ")]
+    refused = [a for a in answers if a.startswith("ERR login-refused ")]
+    assert len(checked) == len(hashed)
+    assert len(checked) + len(refused) == 60
+    # One try per fresh address, and a few before the name was known to be
+    # under attack; not 60.
+    print(f"\n60 tries from 12 addresses: {len(hashed)} checked")
+    assert len(hashed) <= 12 + LOGIN_FREE_FAILURES_PER_NAME
+    assert refused[0].startswith(
+        "ERR login-refused Too many wrong passwords lately; try again in "
+    )
+    # The owner, from an address that has not failed, gets in at once.
+    now = trio.current_time()
+    owner = await chat_server.connect(address="192.0.2.7")
+    await owner.expect("NAME")
+    await owner.send("teacher")
+    await owner.expect("PASSWORD")
+    await owner.send("teacher's password")
+    assert (await owner.expect("WELCOME")).startswith("WELCOME teacher ")
+    assert trio.current_time() == now
 
 
 async def test_hashing_never_stalls_the_event_loop(chat_server: Server) -> None:
@@ -263,7 +338,9 @@ async def test_adduser_takes_the_password_as_the_prompt_does(
         nursery.cancel_scope.cancel()
 
 
-async def test_the_server_password_is_compared_normalised(nursery: trio.Nursery) -> None:
+async def test_the_server_password_is_compared_normalised(
+    nursery: trio.Nursery,
+) -> None:
     moderation = Moderation(server_password="open sesame")
     server = Server(ChatServer(Chat(clock=lambda: NOW, moderation=moderation)), nursery)
     peer = await server.connect()

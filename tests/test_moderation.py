@@ -8,6 +8,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import chatpeer
 import pytest
 import trio
 import trio.testing
@@ -18,7 +19,7 @@ from trio_chat import cli
 from trio_chat import events as ev
 from trio_chat.accounts import Accounts
 from trio_chat.chat import Chat
-from trio_chat.limits import Limits
+from trio_chat.limits import LOGIN_MAX_WAIT, Limits
 from trio_chat.moderation import (
     MAX_MOTD_BYTES,
     MAX_MOTD_LINES,
@@ -572,3 +573,48 @@ async def test_certadd_logs_in_by_certificate(
     third = await connect()
     await third.expect("NAME")
     nursery.cancel_scope.cancel()
+
+
+async def test_server_password_guesses_are_throttled_not_the_newcomers(
+    autojump_clock: trio.testing.MockClock,
+    nursery: trio.Nursery,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # No store and no threads: virtual time runs every wait at once. A try
+    # may wait its turn longer than a peer waits for a line by default.
+    monkeypatch.setattr(chatpeer, "LINE_TIMEOUT", LOGIN_MAX_WAIT + 1)
+    limits = Limits(
+        flood_rate=0,
+        name_timeout=0,
+        max_per_address=0,
+        max_new_per_minute=0,
+        max_unregistered=0,
+        max_unregistered_per_address=0,
+    )
+    moderation = Moderation(server_password="open sesame")
+    chat = Chat(clock=lambda: NOW, limits=limits, moderation=moderation)
+    server = Server(ChatServer(chat, limits=limits), nursery)
+    guessers = [await server.connect(address="10.0.0.66") for _ in range(20)]
+    for peer in guessers:
+        await peer.expect("PASSWORD")
+    started = trio.current_time()
+    for n, peer in enumerate(guessers):  # 200 guesses at once
+        await peer.send_bytes(b"".join(b"guess %d-%d\n" % (n, i) for i in range(10)))
+    answers = []
+    for peer in guessers:
+        for _ in range(10):
+            answers.append(await peer.expect("ERR"))
+            await peer.expect("PASSWORD")
+    checked = sum(a == "ERR bad-password Wrong server password." for a in answers)
+    refused = sum(a.startswith("ERR login-refused Too many wrong") for a in answers)
+    assert checked + refused == 200
+    elapsed = trio.current_time() - started
+    print(f"\n200 server-password guesses: {checked} checked in {elapsed:.0f} s")
+    assert checked <= 15
+    # Someone new, from another address, is let in at once.
+    now = trio.current_time()
+    newcomer = await server.connect(address="10.0.0.67")
+    await newcomer.expect("PASSWORD")
+    await newcomer.send("open sesame")
+    await newcomer.expect("NAME")
+    assert trio.current_time() == now

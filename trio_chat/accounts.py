@@ -3,13 +3,13 @@
 Hashing is deliberately slow (that is its point), so it never runs on the
 event loop: each hash runs in a worker thread, at most `HASHING_THREADS` at
 once, and a caller waiting for one can be cancelled. Passwords are never
-logged or stored; hashes are compared in constant time; failed attempts on
-a name are rate-limited.
+logged or stored; hashes are compared in constant time. How often anyone
+may try is the server's business (`trio_chat.throttle`), decided before
+an attempt reaches `verify`.
 """
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import hmac
 import os
@@ -36,12 +36,6 @@ KDF: Final = f"scrypt:n={SCRYPT_N}:r={SCRYPT_R}:p={SCRYPT_P}"
 #: Hashes computed at once: a login storm queues instead of eating the
 #: machine's memory and cores.
 HASHING_THREADS: Final = 2
-#: Failed attempts on one name within the window, before further attempts on
-#: it are refused outright until the window passes.
-MAX_FAILURES: Final = 5
-FAILURE_WINDOW: Final = 300.0
-#: Names whose failures are remembered; the oldest are forgotten past it.
-MAX_TRACKED_FAILURES: Final = 10000
 
 
 class AccountError(Exception):
@@ -68,9 +62,6 @@ class Accounts:
         self._store = store
         self._registered = registered
         self._limiter = trio.CapacityLimiter(HASHING_THREADS)
-        self._failures: collections.OrderedDict[str, collections.deque[float]] = (
-            collections.OrderedDict()
-        )
 
     @classmethod
     async def load(cls, store: AsyncStore) -> Accounts:
@@ -109,21 +100,11 @@ class Accounts:
         """`name` as it was registered if `password` is its password, else None.
 
         `password` is normalised as `register` did (`normalize_password`).
-
-        Raises AccountError when too many attempts on this name failed
-        lately (the password is then not even checked).
+        Every call checks: throttling attempts is the caller's job. Raises
+        StoreError if the account cannot be read. Cancellation abandons the
+        hash and answers nothing.
         """
-        key = name_key(name)
-        now = trio.current_time()
-        failures = self._failures.get(key)
-        if failures is not None:
-            while failures and now - failures[0] > FAILURE_WINDOW:
-                failures.popleft()
-            if len(failures) >= MAX_FAILURES:
-                raise AccountError(
-                    "Too many wrong passwords for this name; try again later."
-                )
-        user = await self._store.get_user(key)
+        user = await self._store.get_user(name_key(name))
         ok = False
         # The normal form first; then the text as given, for accounts that
         # `adduser` made before it normalised passwords (it kept the line).
@@ -140,14 +121,7 @@ class Accounts:
                 abandon_on_cancel=True,
             )
             ok = hmac.compare_digest(digest, user.password_hash)
-        if ok and user is not None:
-            return user.name
-        if not ok:
-            self._failures.setdefault(key, collections.deque()).append(now)
-            self._failures.move_to_end(key)
-            while len(self._failures) > MAX_TRACKED_FAILURES:
-                self._failures.popitem(last=False)
-        return None
+        return user.name if ok and user is not None else None
 
 
 def check_password(password: str) -> None:

@@ -121,6 +121,27 @@ MIN_PASSWORD_LENGTH: Final = 8
 #: Longest password accepted, in characters (scrypt does not care; a limit
 #: keeps a pasted novel from costing anything).
 MAX_PASSWORD_LENGTH: Final = 256
+#: Password attempts (accounts' and the server's) are remembered this long,
+#: per address and per name: long enough that guessing from many addresses
+#: gains little, short enough that a typo is forgotten by the next break.
+LOGIN_FAILURE_WINDOW: Final = 900.0
+#: Wrong passwords an address may give at full speed (typos, a forgotten
+#: caps lock) before its next attempts are spaced out.
+LOGIN_FREE_FAILURES_PER_ADDRESS: Final = 3
+#: Wrong passwords a name may take, from all addresses together, before
+#: attempts on it from addresses that have failed are spaced out as one
+#: queue: twelve addresses guessing get about as far as one.
+LOGIN_FREE_FAILURES_PER_NAME: Final = 5
+#: The first spacing, in seconds, doubled with each further failure ...
+LOGIN_BASE_DELAY: Final = 1.0
+#: ... up to this: one guess a minute per address, and per name.
+LOGIN_MAX_DELAY: Final = 60.0
+#: Longest an attempt is held before its password is checked; one whose
+#: turn is further off is refused at once, told when to try again (a wait
+#: must end well inside the 30 s name timeout).
+LOGIN_MAX_WAIT: Final = 20.0
+#: Addresses and names whose attempts are remembered; the oldest go past it.
+MAX_TRACKED_LOGINS: Final = 10_000
 #: How often old history is pruned, in seconds.
 PRUNE_INTERVAL: Final = 3600.0
 

@@ -49,6 +49,7 @@ from trio_chat.limits import (
     ACCEPT_BACKOFF,
     CLOSE_TIMEOUT,
     DEFAULT_HOST,
+    LOGIN_MAX_WAIT,
     PRESENCE_DELAY_PER_MEMBER,
     PRESENCE_MAX_DELAY,
     PRUNE_INTERVAL,
@@ -73,6 +74,7 @@ from trio_chat.protocol import (
 )
 from trio_chat.sanitize import sanitize_text
 from trio_chat.store import AsyncStore, StoreError
+from trio_chat.throttle import SERVER_PASSWORD, Attempt, LoginThrottle, TooSoon
 
 log = logging.getLogger("trio_chat.server")
 
@@ -121,6 +123,13 @@ def _count_tasks(task: trio.lowlevel.Task | None) -> int:
     )
 
 
+def _login_wait(limits: Limits) -> float:
+    """The longest a password try is held: well inside the name timeout."""
+    if not limits.name_timeout:
+        return LOGIN_MAX_WAIT
+    return min(LOGIN_MAX_WAIT, limits.name_timeout / 2)
+
+
 def _seconds(limit: float) -> float:
     """A timeout from the limits, where 0 means none."""
     return limit if limit > 0 else math.inf
@@ -142,6 +151,19 @@ def _prompt_command(text: str) -> bool:
     if not stripped.startswith("/"):
         return False
     return isinstance(parse_request(sanitize_text(stripped)), ev.Nick | ev.Quit)
+
+
+def _too_soon(code: str, refused: TooSoon) -> ev.Error:
+    """The error for a password try the throttle turned away."""
+    seconds = max(1, math.ceil(refused.retry_after))
+    return ev.Error(
+        code,
+        f"Too many wrong passwords lately; try again in {_plural(seconds, 'second')}.",
+    )
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 class _Stop:
@@ -314,7 +336,7 @@ class Connection:
                         if text.strip() == "/quit":
                             self._goodbye("quit", "Bye!")
                             return False
-                        self._chat.give_server_password(self.member, text)
+                        await self._server_password(text)
                     elif self.member.pending_name is not None and not _prompt_command(
                         text
                     ):
@@ -334,22 +356,49 @@ class Connection:
         await trio.lowlevel.checkpoint()
         return False
 
+    async def _server_password(self, given: str) -> None:
+        """Check the server password, when the throttle gives this try a turn."""
+        attempt = await self._server.password_turn(self.member, SERVER_PASSWORD)
+        if isinstance(attempt, TooSoon):
+            self._chat.hub.send(self.member, _too_soon("login-refused", attempt))
+            self._chat.prompt(self.member)
+        elif self._chat.give_server_password(self.member, given):
+            self._server.logins.succeeded(attempt)
+
     async def _login(self, name: str, password: str) -> bool:
-        """Check the password of registered `name`; True once the member is in."""
+        """Check the password of registered `name`; True once the member is in.
+
+        The throttle may make this wait for a turn (`password_turn`), or
+        refuse the try at once; either way within the name timeout.
+        """
         await trio.lowlevel.checkpoint()
         self.member.pending_name = None
         accounts = self._server.accounts
         assert accounts is not None, "only a server with accounts asks"
         registered: str | None = None
-        try:
-            registered = await accounts.verify(name, password)
-        except AccountError as exc:
-            self._chat.hub.send(self.member, ev.Error("login-refused", str(exc)))
+        attempt = await self._server.password_turn(self.member, name_key(name))
+        if isinstance(attempt, TooSoon):
+            self._chat.hub.send(self.member, _too_soon("login-refused", attempt))
         else:
-            if registered is None:
+            try:
+                registered = await accounts.verify(name, password)
+            except StoreError as exc:
+                log.error("[%s] account not read: %s", self.conn_id, exc)
                 self._chat.hub.send(
-                    self.member, ev.Error("bad-password", f"Wrong password for {name}.")
+                    self.member,
+                    ev.Error(
+                        "login-refused",
+                        "The server could not check the password now; try again later.",
+                    ),
                 )
+            else:
+                if registered is None:
+                    self._chat.hub.send(
+                        self.member,
+                        ev.Error("bad-password", f"Wrong password for {name}."),
+                    )
+                else:
+                    self._server.logins.succeeded(attempt)
         if registered is None:
             log.info("[%s] failed to log in as %s", self.conn_id, name)
             self._chat.prompt(self.member)
@@ -572,6 +621,8 @@ class ChatServer:
         self._connections: set[Connection] = set()
         self._accept_scope = trio.CancelScope()
         self.admission = Admission(self.limits)
+        #: Password tries (accounts' and the server's), by address and name.
+        self.logins = LoginThrottle(max_wait=_login_wait(self.limits))
         self._pruning = trio.CancelScope()
         self._prune_now = trio.Event()
         #: Members with lines queued for a direct write (see `_flush_ready`).
@@ -651,7 +702,11 @@ class ChatServer:
             if not accounts.is_registered(name):
                 send(member, ev.Error("not-registered", f"{name} is not registered."))
                 return
-            if await accounts.verify(name, password) is not None:
+            attempt = await self.password_turn(member, name_key(name))
+            if isinstance(attempt, TooSoon):
+                send(member, _too_soon("identify-failed", attempt))
+            elif await accounts.verify(name, password) is not None:
+                self.logins.succeeded(attempt)
                 send(member, ev.Info(f"You are identified as {name}."))
                 self.chat.identified(member, name_key(name))
                 await self.load_ignores(member)
@@ -664,6 +719,29 @@ class ChatServer:
             send(
                 member, ev.Error(f"{what}-failed", "The server could not do that now.")
             )
+
+    async def password_turn(self, member: Member, name: str) -> Attempt | TooSoon:
+        """Wait for the member's turn to try a password for `name`.
+
+        `name` is a name key, or `SERVER_PASSWORD`. The try is counted as a
+        failure from now on (`logins.succeeded` takes it back when right).
+        Returns TooSoon, at once and uncounted, if the turn is too far off.
+        Cancelled while it waits, the try stays counted.
+        """
+        address = member.address if member.address is not None else member.conn_id
+        attempt = self.logins.begin(name, address, trio.current_time())
+        if isinstance(attempt, TooSoon):
+            log.info("[%s] password try refused: too many failures", member.conn_id)
+            await trio.lowlevel.checkpoint()
+            return attempt
+        if attempt.start > trio.current_time():
+            log.info(
+                "[%s] password try waits %.1f s",
+                member.conn_id,
+                attempt.start - trio.current_time(),
+            )
+        await trio.sleep_until(attempt.start)
+        return attempt
 
     def _may_register(self, member: Member) -> bool:
         """True if the member's address is under its daily registrations."""
