@@ -1,4 +1,4 @@
-"""Password guessing against the real server, from many loopback addresses."""
+"""Accounts on the real server: guessing and registering, from loopback addresses."""
 
 from __future__ import annotations
 
@@ -60,3 +60,31 @@ async def test_sixty_wrong_passwords_at_once_do_not_lock_the_operator_out(
         finally:
             for peer in guessers:
                 await peer.aclose()
+
+
+async def test_registrations_from_one_address_are_counted_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    db = str(tmp_path / "chat.db")
+    options = ("--db", db, "--max-registrations-per-address", "2")
+    source = address(9, 0)
+
+    async def register(port: int, name: str) -> str:
+        peer = Peer(await open_socket(port, source=source))
+        await peer.join(name)
+        await peer.send("/register a good password")
+        while True:
+            line = await peer.line()
+            assert line is not None
+            if line.startswith(("INFO Registered", "ERR ")):
+                await peer.aclose()
+                return line
+
+    async with chat_server(tmp_path, *options) as server:
+        for name in ("ann", "ben"):
+            assert (await register(server.port, name)).startswith("INFO Registered")
+    async with chat_server(tmp_path, *options) as server:
+        assert await register(server.port, "cat") == (
+            "ERR register-failed Too many names were registered from your address"
+            " today; try again tomorrow."
+        )

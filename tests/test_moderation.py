@@ -618,3 +618,71 @@ async def test_server_password_guesses_are_throttled_not_the_newcomers(
     await newcomer.send("open sesame")
     await newcomer.expect("NAME")
     assert trio.current_time() == now
+
+
+async def test_registrations_made_at_once_all_count(
+    store: AsyncStore, nursery: trio.Nursery
+) -> None:
+    chat = Chat(clock=lambda: NOW, limits=Limits(flood_rate=0))
+    server = Server(
+        ChatServer(chat, store=store, accounts=await Accounts.load(store)), nursery
+    )
+    peers = [await server.join(f"user{n}", address="10.0.0.5") for n in range(10)]
+    for peer in peers:  # all at once: none has finished hashing yet
+        await peer.send("/register a good password")
+    answers = []
+    for peer in peers:
+        while not (line := await peer.line() or "").startswith(("INFO Reg", "ERR ")):
+            pass
+        answers.append(line)
+    registered = [a for a in answers if a.startswith("INFO Registered ")]
+    refused = [a for a in answers if a.startswith("ERR register-failed Too many")]
+    assert (len(registered), len(refused)) == (5, 5)
+
+
+async def test_the_daily_registration_limit_outlives_a_restart(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    path = str(tmp_path / "chat.db")
+    limits = Limits(flood_rate=0, max_registrations_per_address=2)
+    async with AsyncStore.open(path) as store:
+        chat = Chat(clock=lambda: NOW, limits=limits)
+        server = Server(
+            ChatServer(chat, store=store, accounts=await Accounts.load(store)), nursery
+        )
+        for name in ("ann", "ben"):
+            peer = await server.join(name, address="10.0.0.5")
+            await peer.send("/register a good password")
+            await info(peer, "INFO Registered")
+    async with AsyncStore.open(path) as store:  # the next morning, almost
+        chat = Chat(clock=lambda: NOW + 86000, limits=limits)
+        restarted = ChatServer(chat, store=store, accounts=await Accounts.load(store))
+        await restarted.load_registrations()
+        server = Server(restarted, nursery)
+        cat = await server.join("cat", address="10.0.0.5")
+        await cat.send("/register a good password")
+        assert (await cat.expect("ERR")).startswith("ERR register-failed Too many")
+        dan = await server.join("dan", address="10.0.0.6")
+        await dan.send("/register a good password")
+        await info(dan, "INFO Registered dan")
+    async with AsyncStore.open(path) as store:  # a day after the first two
+        chat = Chat(clock=lambda: NOW + 86401, limits=limits)
+        restarted = ChatServer(chat, store=store, accounts=await Accounts.load(store))
+        await restarted.load_registrations()
+        server = Server(restarted, nursery)
+        cat = await server.join("cat", address="10.0.0.5")
+        await cat.send("/register a good password")
+        await info(cat, "INFO Registered cat")
+        assert await store.registrations(0.0) == [
+            ("10.0.0.5", NOW),
+            ("10.0.0.5", NOW),
+            ("10.0.0.6", NOW + 86000),
+            ("10.0.0.5", NOW + 86401),
+        ]
+        # Addresses are kept no longer than the limit needs them.
+        await restarted.prune_history(store)
+        assert [when for _, when in await store.registrations(0.0)] == [
+            NOW + 86000,
+            NOW + 86401,
+        ]
+    nursery.cancel_scope.cancel()

@@ -72,8 +72,18 @@ class Accounts:
         """True if `name` (compared through `name_key`) is registered."""
         return name_key(name) in self._registered
 
-    async def register(self, name: str, password: str) -> None:
-        """Register `name` with `password`.
+    async def register(
+        self,
+        name: str,
+        password: str,
+        *,
+        address: str | None = None,
+        now: float | None = None,
+    ) -> None:
+        """Register `name` with `password`, from `address`, at `now`.
+
+        The address and time are kept with the account, for the server's
+        daily limit per address; `now` defaults to the system clock.
 
         The password is normalised first (`normalize_password`). Raises
         AccountError if the name is registered already or the password
@@ -90,9 +100,9 @@ class Accounts:
         digest = await trio.to_thread.run_sync(
             hash_password, password, salt, limiter=self._limiter, abandon_on_cancel=True
         )
-        now = time.time()
+        now = time.time() if now is None else now
         user = User(key, name, digest, salt, KDF, now, now)
-        if not await self._store.add_user(user):
+        if not await self._store.add_user(user, registered_from=address):
             raise AccountError(f"The name {name} is registered already.")
         self._registered.add(key)
 

@@ -319,6 +319,7 @@ async def _serve(args: argparse.Namespace, limits: lim.Limits) -> int:
         server = ChatServer(
             chat, ssl_context=ssl_context, limits=limits, store=store, accounts=accounts
         )
+        await server.load_registrations()
         return await _run_server(args, server)
 
 

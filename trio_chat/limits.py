@@ -115,6 +115,10 @@ MAX_DB_MB: Final = 1024
 #: Names registered from one address per day: enough for a family or a
 #: classroom behind one NAT (raise it there), too few to hoard names.
 MAX_REGISTRATIONS_PER_ADDRESS: Final = 5
+#: ... where a day is this many seconds; registrations are kept in the
+#: database (address and time only) this long, so the limit outlives a
+#: restart.
+REGISTRATION_WINDOW: Final = 86400.0
 #: Shortest password a new account may have, in characters: eight is the
 #: floor NIST SP 800-63B sets for passwords people choose.
 MIN_PASSWORD_LENGTH: Final = 8

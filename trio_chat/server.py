@@ -54,6 +54,7 @@ from trio_chat.limits import (
     PRESENCE_MAX_DELAY,
     PRUNE_INTERVAL,
     RECEIVE_SIZE,
+    REGISTRATION_WINDOW,
     WRITE_BATCH_BYTES,
     Limits,
 )
@@ -84,9 +85,8 @@ UNSAVED_NOTICES: Final = 4096
 
 #: The settings key under which /motd's message of the day is kept.
 MOTD_SETTING: Final = "motd"
-#: Registrations remembered per address (for the daily limit), and how many
-#: addresses: the oldest are forgotten past it.
-REGISTRATION_WINDOW: Final = 86400.0
+#: Addresses whose registrations are counted (for the daily limit): the
+#: oldest are forgotten past it.
 MAX_TRACKED_ADDRESSES: Final = 10_000
 
 #: accept() errors that mean "out of a resource for now": back off, retry.
@@ -687,9 +687,17 @@ class ChatServer:
                         ),
                     )
                     return
-                await accounts.register(name, password)
+                # Counted before the hash, so registrations made at once all
+                # count; given back if this one does not happen.
+                counted = self._registered_from(member)
+                try:
+                    await accounts.register(
+                        name, password, address=member.address, now=counted
+                    )
+                except BaseException:
+                    self._not_registered_from(member, counted)
+                    raise
                 log.info("[%s] registered %s", member.conn_id, name)
-                self._registered_from(member)
                 self.chat.identified(member, name_key(name))
                 send(
                     member,
@@ -751,19 +759,42 @@ class ChatServer:
         times = self._registrations.get(member.address)
         if times is None:
             return True
-        now = trio.current_time()
+        now = self.chat.now()
         while times and now - times[0] > REGISTRATION_WINDOW:
             times.popleft()
         return len(times) < most
 
-    def _registered_from(self, member: Member) -> None:
-        if member.address is None:
-            return
-        times = self._registrations.setdefault(member.address, collections.deque())
-        times.append(trio.current_time())
-        self._registrations.move_to_end(member.address)
+    def _registered_from(self, member: Member, when: float | None = None) -> float:
+        """Count a registration from the member's address; return its time."""
+        when = self.chat.now() if when is None else when
+        if member.address is not None:
+            self._count_registration(member.address, when)
+        return when
+
+    def _count_registration(self, address: str, when: float) -> None:
+        times = self._registrations.setdefault(address, collections.deque())
+        times.append(when)
+        self._registrations.move_to_end(address)
         while len(self._registrations) > MAX_TRACKED_ADDRESSES:
             self._registrations.popitem(last=False)
+
+    def _not_registered_from(self, member: Member, when: float) -> None:
+        times = self._registrations.get(member.address or "")
+        if times is not None and when in times:
+            times.remove(when)
+
+    async def load_registrations(self) -> None:
+        """Count the last day's registrations kept in the store, per address.
+
+        The daily limit then holds across restarts. Raises StoreError if the
+        store cannot be read.
+        """
+        await trio.lowlevel.checkpoint()
+        if self.store is None:
+            return
+        since = self.chat.now() - REGISTRATION_WINDOW
+        for address, when in await self.store.registrations(since):
+            self._count_registration(address, when)
 
     async def load_ignores(self, member: Member) -> None:
         """Add the names an identified member ignores, kept in the store."""
@@ -835,8 +866,6 @@ class ChatServer:
                 await store.set_max_size(limits.max_db_mb * 2**20)
             except StoreError as exc:
                 log.error("database size not capped: %s", exc)
-            if not (limits.history_rows or limits.history_days or limits.max_db_mb):
-                await trio.sleep_forever()
             while True:
                 await self.prune_history(store)
                 with trio.move_on_after(PRUNE_INTERVAL):
@@ -851,6 +880,8 @@ class ChatServer:
     async def prune_history(self, store: AsyncStore) -> int:
         """Drop history past `--history-rows`, `--history-days`, `--max-db-mb` now.
 
+        Registrations older than a day go too.
+
         Over 90 % of `--max-db-mb` in use, the oldest history goes until
         80 % is. Returns the rows removed; a store failure is logged.
         """
@@ -859,6 +890,8 @@ class ChatServer:
         rows, days = limits.history_rows, limits.history_days
         removed = 0
         try:
+            # Addresses are kept no longer than the daily limit needs them.
+            await store.forget_registrations(self.chat.now() - REGISTRATION_WINDOW)
             if rows or days:
                 removed = await store.prune(
                     max_rows_per_room=rows or None,

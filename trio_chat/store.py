@@ -187,6 +187,12 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         )
         """,
     ),
+    # 4: where registrations came from, for the daily limit per address
+    # across restarts (kept a day, then pruned).
+    (
+        "CREATE TABLE registrations (address TEXT NOT NULL, ts REAL NOT NULL)",
+        "CREATE INDEX registrations_by_ts ON registrations (ts)",
+    ),
 )
 #: The schema version this code reads and writes.
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -716,15 +722,43 @@ class Store:
 
     # ------------------------------------------------------------------ users
 
-    def add_user(self, user: User) -> bool:
-        """Register `user`; False (and no change) if its name_key is taken."""
+    def add_user(self, user: User, *, registered_from: str | None = None) -> bool:
+        """Register `user`; False (and no change) if its name_key is taken.
+
+        With `registered_from`, that address and `user.created` are kept
+        too, in the same transaction (`registrations`).
+        """
+        with self._write_many("cannot add a user"):
+            cursor = self._conn.execute(
+                f"INSERT INTO users ({_USER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (name_key) DO NOTHING",
+                dataclasses.astuple(user),
+            )
+            added = cursor.rowcount == 1
+            if added and registered_from is not None:
+                self._conn.execute(
+                    "INSERT INTO registrations (address, ts) VALUES (?, ?)",
+                    (registered_from, user.created),
+                )
+        return added
+
+    def registrations(self, since: float) -> list[tuple[str, float]]:
+        """(address, time) of the registrations since `since`, oldest first."""
+        with self._translate("cannot read the registrations"):
+            rows = self._conn.execute(
+                "SELECT address, ts FROM registrations WHERE ts >= ? ORDER BY ts",
+                (since,),
+            ).fetchall()
+        return [(str(address), float(ts)) for address, ts in rows]
+
+    def forget_registrations(self, before: float) -> int:
+        """Delete the registrations made before `before`; return how many."""
         cursor = self._execute_write(
-            "cannot add a user",
-            f"INSERT INTO users ({_USER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (name_key) DO NOTHING",
-            dataclasses.astuple(user),
+            "cannot prune the registrations",
+            "DELETE FROM registrations WHERE ts < ?",
+            (before,),
         )
-        return cursor.rowcount == 1
+        return cursor.rowcount
 
     def user_keys(self) -> list[str]:
         """The name keys of every registered account."""
@@ -1286,9 +1320,19 @@ class AsyncStore:
 
     # ------------------------------------------------------------------ users
 
-    async def add_user(self, user: User) -> bool:
+    async def add_user(self, user: User, *, registered_from: str | None = None) -> bool:
         """`Store.add_user`: False if the name_key is taken."""
-        return await self._call(lambda s: s.add_user(user), write=True)
+        return await self._call(
+            lambda s: s.add_user(user, registered_from=registered_from), write=True
+        )
+
+    async def registrations(self, since: float) -> list[tuple[str, float]]:
+        """`Store.registrations`."""
+        return await self._call(lambda s: s.registrations(since), write=False)
+
+    async def forget_registrations(self, before: float) -> int:
+        """`Store.forget_registrations`."""
+        return await self._call(lambda s: s.forget_registrations(before), write=True)
 
     async def user_keys(self) -> list[str]:
         """`Store.user_keys`."""
