@@ -43,6 +43,8 @@ class Server:
     def __init__(self, server: ChatServer, nursery: trio.Nursery) -> None:
         self.server = server
         self.nursery = nursery
+        if server.store is not None:
+            nursery.start_soon(server.save_behind, server.store)
 
     async def connect(self, address: str | None = None) -> Peer:
         client, server_end = trio.testing.memory_stream_pair()

@@ -140,3 +140,136 @@ async def test_adduser_refuses_while_a_server_holds_the_database(
         await peer.send("newbie's password")
         await peer.expect("WELCOME")
         await peer.aclose()
+
+
+# -- kill -9 right after an announcement: what was announced is there -------
+
+
+async def login(port: int, name: str, password: str) -> Peer:
+    peer = Peer(await open_socket(port))
+    await peer.expect("NAME")
+    await peer.send(name)
+    await peer.expect("PASSWORD")
+    await peer.send(password)
+    await peer.expect("WELCOME")
+    return peer
+
+
+async def until(peer: Peer, start: str) -> str:
+    """Read until a line starting with `start`; return it."""
+    while True:
+        line = await peer.line()
+        assert line is not None, f"closed before {start!r}"
+        if line.startswith(start):
+            return line
+
+
+async def kill_after(
+    tmp_path: Path,
+    db: str,
+    command: str,
+    announced: str,
+    *,
+    room: str = "",
+    others: tuple[str, ...] = (),
+) -> None:
+    """Have the operator send `command` (in `room`); kill -9 once `announced`.
+
+    `others` join the lobby first.
+    """
+    options = ("--db", db, "--operator", "teacher", "--flood-rate", "0")
+    async with chat_server(tmp_path, *options) as server:
+        present = [Peer(await open_socket(server.port)) for _ in others]
+        for peer, name in zip(present, others, strict=True):
+            await peer.join(name)
+        teacher = await login(server.port, "teacher", TEACHER_PASSWORD)
+        if room:
+            await teacher.send(f"/join {room}")
+            await until(teacher, "SWITCH")
+        await teacher.send(command)
+        await until(teacher, announced)
+        server.process.kill()  # SIGKILL: the moment it was announced
+        await server.process.wait()
+        for peer in (teacher, *present):
+            await peer.aclose()
+
+
+TEACHER_PASSWORD = "teacher's password"
+
+
+@pytest.fixture
+async def teachers_db(tmp_path: Path) -> str:
+    db = str(tmp_path / "class.db")
+    added = await run("adduser", "teacher", "--db", db, stdin=b"teacher's password\n")
+    assert added.returncode == 0, added.stderr
+    return db
+
+
+async def test_a_ban_announced_survives_kill_9(
+    tmp_path: Path, teachers_db: str
+) -> None:
+    await kill_after(tmp_path, teachers_db, "/ban bob 1d rude", "INFO teacher banned")
+    async with chat_server(tmp_path, "--db", teachers_db) as server:
+        bob = Peer(await open_socket(server.port))
+        await bob.expect("NAME")
+        await bob.send("bob")
+        assert (await bob.expect("ERR")).startswith("ERR banned The name bob is")
+        await bob.aclose()
+
+
+async def test_a_topic_announced_survives_kill_9(
+    tmp_path: Path, teachers_db: str
+) -> None:
+    await kill_after(tmp_path, teachers_db, "/topic exams", "TOPIC", room="#dev")
+    async with chat_server(tmp_path, "--db", teachers_db) as server:
+        alice = Peer(await open_socket(server.port))
+        await alice.join("alice")
+        await alice.send("/join #dev")
+        assert (await until(alice, "TOPIC")).endswith(" #dev teacher exams")
+        await alice.aclose()
+
+
+async def test_a_motd_announced_survives_kill_9(
+    tmp_path: Path, teachers_db: str
+) -> None:
+    await kill_after(tmp_path, teachers_db, "/motd no class today", "MOTD")
+    async with chat_server(tmp_path, "--db", teachers_db) as server:
+        alice = Peer(await open_socket(server.port))
+        await alice.join("alice")
+        assert await until(alice, "MOTD") == "MOTD no class today"
+        await alice.aclose()
+
+
+async def test_a_key_announced_survives_kill_9(
+    tmp_path: Path, teachers_db: str
+) -> None:
+    await kill_after(
+        tmp_path, teachers_db, "/key sesame", "INFO teacher set a key", room="#staff"
+    )
+    async with chat_server(tmp_path, "--db", teachers_db) as server:
+        # The first one back needs the key, and does not run the room.
+        alice = Peer(await open_socket(server.port))
+        await alice.join("alice")
+        await alice.send("/join #staff")
+        assert (
+            await until(alice, "ERR") == "ERR bad-room-key #staff needs the right key."
+        )
+        await alice.send("/join #staff sesame")
+        await until(alice, "SWITCH")
+        await alice.send("/key")
+        assert (await until(alice, "ERR")).startswith("ERR not-op ")
+        await alice.aclose()
+
+
+async def test_a_mute_announced_survives_kill_9(
+    tmp_path: Path, teachers_db: str
+) -> None:
+    await kill_after(
+        tmp_path, teachers_db, "/mute bob", "INFO teacher muted", others=("bob",)
+    )
+    async with chat_server(tmp_path, "--db", teachers_db) as server:
+        bob = Peer(await open_socket(server.port))
+        await bob.join("bob")
+        await bob.send("hello?")  # the name's mute, in #lobby, until lifted
+        assert await until(bob, "ERR") == "ERR muted You are muted in #lobby."
+        await bob.aclose()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import chatpeer
 import pytest
@@ -686,3 +688,159 @@ async def test_the_daily_registration_limit_outlives_a_restart(
             NOW + 86401,
         ]
     nursery.cancel_scope.cancel()
+
+
+# -- what is announced is kept first -------------------------------------------
+
+T = TypeVar("T")
+NOT_SAVED = (
+    "ERR not-saved That did not take: the server could not save it; try again later."
+)
+
+
+class FullStore(AsyncStore):
+    """A store on a full disk: while `full`, every write fails as SQLite's does."""
+
+    full = False
+
+    async def _call(self, op: Callable[[Store], T], *, write: bool) -> T:
+        if write and self.full:
+            await trio.lowlevel.checkpoint()
+            raise StoreError("cannot save a setting: database or disk is full")
+        return await super()._call(op, write=write)
+
+
+async def test_moderation_that_could_not_be_saved_is_neither_done_nor_announced(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    async with FullStore.open(str(tmp_path / "full.db")) as store:
+        assert isinstance(store, FullStore)
+        server = open_server(store, await Accounts.load(store), nursery)
+        root = await operator(server)
+        alice = await register(server, "alice", "alice's secret")
+        bob = await server.join("bob", address="10.0.0.2")
+        for peer in (root, alice, bob):
+            await peer.send("/join #dev")
+            await peer.expect("SWITCH")
+        store.full = True
+        for command in (
+            "/ban bob",
+            "/ban 10.0.0.2 1h",
+            "/motd exams are cancelled",
+            "/topic pwned",
+            "/key sesame",
+            "/lecture on",
+            "/mute bob",
+            "/op alice",
+        ):
+            await root.send(command)
+            assert await root.expect("ERR") == NOT_SAVED, command
+        await alice.send("/ignore bob")
+        assert await alice.expect("ERR") == NOT_SAVED
+        # Nothing of it happened.
+        await bob.send("still here, and not muted")
+        assert (await root.expect("MSG")).endswith(" <bob> still here, and not muted")
+        assert (await alice.expect("MSG")).endswith(" <bob> still here, and not muted")
+        await root.send("/bans")
+        assert await info(root, "INFO 0") == "INFO 0 bans in force:"
+        await root.send("/topic")
+        assert await root.expect("INFO") == "INFO #dev has no topic."
+        await root.send("/motd")
+        assert await root.expect("INFO") == "INFO There is no message of the day."
+        await alice.send("/ignore")
+        assert await info(alice, "INFO You ignore") == "INFO You ignore nobody."
+        carol = await server.join("carol", address="10.0.0.3")
+        await carol.send("/join #dev")  # no key was set
+        await carol.expect("SWITCH")
+        await alice.send("/kick bob")  # alice was not made an op
+        assert (await alice.expect("ERR")).startswith("ERR not-op ")
+        told = [
+            line for line in bob.lines if line.startswith(("INFO teacher", "TOPIC"))
+        ]
+        assert told == []
+        # Once the disk has room again, the same command works.
+        store.full = False
+        await root.send("/ban bob")
+        assert await bob.expect("BYE") == "BYE banned Disconnected: banned."
+    nursery.cancel_scope.cancel()
+
+
+@contextlib.asynccontextmanager
+async def restarted(path: str, nursery: trio.Nursery) -> AsyncIterator[Server]:
+    """A new server on the database at `path`, loaded as `trio-chat serve` does."""
+    async with AsyncStore.open(path) as store:
+        moderation = Moderation(operators=["teacher"])
+        chat = Chat(
+            clock=lambda: NOW, limits=Limits(flood_rate=0), moderation=moderation
+        )
+        await cli._load_moderation(store, chat)
+        accounts = await Accounts.load(store)
+        yield Server(ChatServer(chat, store=store, accounts=accounts), nursery)
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_open_rooms_settings_survive_a_restart_and_go_when_it_empties(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    path = str(tmp_path / "rooms.db")
+    async with AsyncStore.open(path) as store:
+        moderation = Moderation(operators=["teacher"])
+        chat = Chat(
+            clock=lambda: NOW, limits=Limits(flood_rate=0), moderation=moderation
+        )
+        serving = ChatServer(chat, store=store, accounts=await Accounts.load(store))
+        listeners = await nursery.start(serving.serve_tcp, 0, "127.0.0.1")
+        first = Server(serving, nursery, port=listeners[0].socket.getsockname()[1])
+        alice = await register(first, "alice", "alice's secret")
+        bob = await register(first, "bob", "bob's secret!")
+        carol = await first.join("carol")
+        await alice.send("/join #dev sesame")
+        await alice.expect("SWITCH")
+        for peer in (bob, carol):
+            await peer.send("/join #dev sesame")
+            await peer.expect("SWITCH")
+        for command, said in (
+            ("/op bob", "INFO alice made bob"),
+            ("/mute carol", "INFO alice muted carol"),
+            ("/lecture on", "INFO alice says"),
+        ):
+            await alice.send(command)
+            await info(carol, said)
+        await alice.send("/topic behind closed doors")
+        await carol.expect("TOPIC")
+        await alice.send("/join #tmp")  # a room that empties before the end
+        await alice.expect("SWITCH")
+        await alice.send("/key temporary")
+        await alice.expect("INFO")
+        await alice.send("/part #tmp")
+        await alice.expect("LEAVE")
+        serving.shutdown()  # a graceful stop keeps the open rooms' settings
+        await serving.closed.wait()
+        for peer in (alice, bob, carol):
+            await peer.aclose()
+    async with restarted(path, nursery) as server:
+        # #tmp emptied, and went with its key; #dev was open, and is as it was.
+        tmp = await server.join("dave")
+        await tmp.send("/join #tmp")
+        await tmp.expect("SWITCH")
+        carol = await server.join("carol", address="10.0.0.3")
+        await carol.send("/join #dev")
+        assert await carol.expect("ERR") == "ERR bad-room-key #dev needs the right key."
+        await carol.send("/join #dev sesame")
+        assert (await carol.expect("TOPIC")).endswith(" #dev alice behind closed doors")
+        await carol.expect("SWITCH")
+        await carol.send("/topic mine now")  # the first back is not an op
+        assert (await carol.expect("ERR")).startswith("ERR not-op ")
+        bob = await server.login("bob", "bob's secret!")  # an op, by account
+        await bob.send("/join #dev")
+        assert (await bob.expect("ERR")).startswith("ERR bad-room-key")
+        await bob.send("/join #dev sesame")
+        await bob.expect("SWITCH")
+        await carol.send("may I?")
+        assert (
+            await carol.expect("ERR") == "ERR ops-only Only ops may speak in #dev now."
+        )
+        await bob.send("/lecture off")
+        await info(carol, "INFO bob says")
+        await carol.send("may I now?")
+        assert await carol.expect("ERR") == "ERR muted You are muted in #dev."

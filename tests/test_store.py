@@ -710,3 +710,17 @@ async def test_bans_add_get_list_active_find_delete() -> None:
                 set_by="Ann",
                 created=0.0,
             )
+
+
+def test_room_settings_are_kept_per_opening_and_forgotten_up_to_one() -> None:
+    with Store(":memory:") as store:
+        store.set_room_settings(
+            "#dev", "#dev", [("key", "", "old"), ("op", "@alice", "")], seq=1, ts=T0
+        )
+        # The room emptied (opening 1) and opened again (2) with a new key,
+        # written before the first opening was forgotten: the new one stays.
+        store.set_room_settings("#dev", "#Dev", [("key", "", "new")], seq=2, ts=T0)
+        assert store.forget_room("#dev", 1) == 1
+        assert store.room_settings() == [("#dev", "key", "", "new", 2)]
+        store.set_room_settings("#dev", "#Dev", [("key", "", None)], seq=2, ts=T0)
+        assert store.room_settings() == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import itertools
 import logging
 import math
 import time
@@ -34,6 +35,22 @@ from trio_chat.names import (
     name_key,
     validate_name,
     validate_room,
+)
+from trio_chat.roomstate import (
+    KEY,
+    LECTURE,
+    MUTE,
+    MUTE_NAME,
+    OP,
+    TOPIC,
+    RoomForgotten,
+    RoomSettingsSaved,
+    SavedRoom,
+    kept_identity,
+    restore,
+    saved_rooms,
+    topic_text,
+    until_text,
 )
 from trio_chat.sanitize import sanitize_text
 
@@ -138,7 +155,20 @@ class CertAction:
     add: bool
 
 
-FollowUp = Persist | FetchHistory | AccountAction | CertAction
+@dataclasses.dataclass(frozen=True, slots=True)
+class Commit:
+    """Moderation state to commit to the store before it takes effect.
+
+    The connection has the server commit `saved`, then calls `apply`,
+    which changes the state and announces it. If the write fails, the
+    member is told it did not take, and nothing changes or is announced.
+    """
+
+    saved: Saved
+    apply: Callable[[], None]
+
+
+FollowUp = Persist | FetchHistory | AccountAction | CertAction | Commit
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -183,8 +213,17 @@ class IgnoreSaved:
     add: bool
 
 
-#: What the chat hands the server to write behind to the store; nobody waits.
-Saved = BanSaved | BanLifted | MotdSaved | TopicSaved | IgnoreSaved
+#: What the chat hands the server to write to the store: behind (`save`,
+#: nobody waits) or first (`Commit`, announced once written).
+Saved = (
+    BanSaved
+    | BanLifted
+    | MotdSaved
+    | TopicSaved
+    | IgnoreSaved
+    | RoomSettingsSaved
+    | RoomForgotten
+)
 
 
 def _encode_replay(encode: Encoder, event: RoomEvent) -> bytes:
@@ -247,6 +286,12 @@ class Chat:
         self.save: Callable[[Saved], None] = lambda saved: None
         #: Topics kept in the store, by room key, restored when a room opens.
         self.saved_topics: dict[str, tuple[str, str, float]] = {}
+        #: Settings of rooms that were open when the server last stopped,
+        #: by room key, given back when each opens (`roomstate`).
+        self.saved_rooms: dict[str, SavedRoom] = {}
+        #: The opening (`roomstate` seq) of each open room; the lobby's is 0.
+        self._openings: dict[str, int] = {}
+        self._next_opening = itertools.count(1)
         #: Set when the server shuts down: its leaves are not history.
         self.closing = False
         self._recent: collections.OrderedDict[str, collections.deque[RoomEvent]] = (
@@ -463,6 +508,19 @@ class Chat:
             lobby = self.lobby
             lobby.topic, lobby.topic_setter, lobby.topic_ts = saved
 
+    def restore_rooms(self, rows: list[tuple[str, str, str, str, int]]) -> None:
+        """Take in the room settings kept in the store (`Store.room_settings`).
+
+        Each room gets its settings back when it next opens; the lobby at once.
+        """
+        self.saved_rooms = saved_rooms(rows)
+        if self.saved_rooms:
+            last = max(saved.seq for saved in self.saved_rooms.values())
+            self._next_opening = itertools.count(last + 1)
+        lobby = self.saved_rooms.pop(self.lobby.key, None)
+        if lobby is not None:
+            restore(lobby, self.lobby, self._clock())
+
     def preload(self, room_key: str, events: list[RoomEvent]) -> None:
         """Fill a room's recent lines (from the store, at start-up)."""
         for event in events:
@@ -538,6 +596,48 @@ class Chat:
         # next, perhaps without a key, must not see them.
         if room.password:
             self._recent.pop(room.key, None)
+        # Its settings go with it, but not when the server stops: a restart
+        # gives them back.
+        opening = self._openings.pop(room.key, None)
+        if opening is not None and not self.closing:
+            self.save(RoomForgotten(room.key, opening))
+
+    def _opened(
+        self, member: Member, room: Room, key: str, saved: SavedRoom | None
+    ) -> None:
+        """Set up a room `member` just opened: as it was kept, or theirs."""
+        if saved is not None:
+            del self.saved_rooms[room.key]
+            self._openings[room.key] = saved.seq
+            restore(saved, room, self._clock())
+            if room.ops:  # its ops come back; the first back is not one
+                return
+        else:
+            self._openings[room.key] = next(self._next_opening)
+            room.password = key
+        room.ops.add(member.identity)  # the creator runs the room
+        changes: list[tuple[str, str, str | None]] = []
+        if key and saved is None:
+            changes.append((KEY, "", key))
+        if kept_identity(member.identity):
+            changes.append((OP, member.identity, ""))
+        if changes:
+            self.save(self._settings(room, *changes))
+
+    def _settings(
+        self, room: Room, *changes: tuple[str, str, str | None]
+    ) -> RoomSettingsSaved:
+        """Rows of `room`'s settings to keep (`roomstate`)."""
+        return RoomSettingsSaved(
+            room.key, room.name, self._openings.get(room.key, 0), self._clock(), changes
+        )
+
+    def _commit(self, saved: Saved | None, apply: Callable[[], None]) -> Commit | None:
+        """`apply` at once if nothing is kept; else once `saved` is committed."""
+        if saved is None or not self.durable:
+            apply()
+            return None
+        return Commit(saved, apply)
 
     def deliver(self, persist: Persist) -> None:
         """Fan out a chat line (after the store committed it)."""
@@ -655,15 +755,15 @@ class Chat:
             case ev.Kick(target, reason):
                 self._kick(member, target, reason[:MAX_REASON_LENGTH])
             case ev.Mute(target, seconds):
-                self._mute(member, target, seconds)
+                return self._mute(member, target, seconds)
             case ev.Ban(target, seconds, reason):
-                self._ban(member, target, seconds, reason[:MAX_BAN_REASON])
+                return self._ban(member, target, seconds, reason[:MAX_BAN_REASON])
             case ev.Unban(target):
-                self._unban(member, target)
+                return self._unban(member, target)
             case ev.Bans():
                 self._list_bans(member)
             case ev.Motd(text):
-                self._motd(member, text)
+                return self._motd(member, text)
             case ev.CertBinding(add):
                 if member.cert is None:
                     self._error(
@@ -680,7 +780,7 @@ class Chat:
                 else:
                     return CertAction(add)
             case ev.RoomMode(setting, value):
-                self._room_mode(member, setting, value)
+                return self._room_mode(member, setting, value)
             case ev.Away(reason):
                 member.away = reason[:MAX_REASON_LENGTH] or "away"
                 send(member, ev.Info(f"You are marked away: {member.away}"))
@@ -690,17 +790,9 @@ class Chat:
             case ev.Whois(target):
                 self._whois(member, target)
             case ev.Ignore(target):
-                self._ignore(member, target)
+                return self._ignore(member, target)
             case ev.Unignore(target):
-                member.unignore(name_key(target))
-                if member.identified is not None:
-                    self.save(
-                        IgnoreSaved(member.identified, name_key(target), add=False)
-                    )
-                send(
-                    member,
-                    ev.Info(f"You see {sanitize_text(target)[:40]}'s lines again."),
-                )
+                return self._unignore(member, target)
             case ev.Nick(new):
                 self._rename(member, name, new)
             case ev.Who(scope):
@@ -719,7 +811,7 @@ class Chat:
             case ev.Rooms():
                 self._rooms(member)
             case ev.Topic(text):
-                self._topic(member, text)
+                return self._topic(member, text)
             case ev.Help():
                 for line in HELP_LINES:
                     send(member, ev.HelpLine(line))
@@ -775,24 +867,34 @@ class Chat:
         if other.current is not None:
             self.hub.send(other, ev.Switched(other.current.name))
 
-    def _mute(self, member: Member, target: str, seconds: float) -> None:
+    def _mute(self, member: Member, target: str, seconds: float) -> Commit | None:
         found = self._op_target(member, target)
         if found is None:
-            return
+            return None
         room, other = found
         assert member.name is not None and other.name is not None
         keys = (other.identity, name_key(other.name))
-        if seconds <= 0:
-            for key in keys:
-                room.muted.pop(key, None)
+        until = self._clock() + seconds if seconds > 0 else None
+        if until is None:
             text = f"{member.name} unmuted {other.name} in {room.name}."
         else:
-            for key in keys:
-                room.muted[key] = self._clock() + seconds
             span = "" if seconds == math.inf else f" for {_duration(seconds)}"
             text = f"{member.name} muted {other.name} in {room.name}{span}."
-        log.info("[%s] %s", member.conn_id, text)
-        self.hub.publish(ev.Info(text), room=room)
+        value = None if until is None else until_text(until)
+        changes = [(MUTE_NAME, keys[1], value)]
+        if kept_identity(keys[0]):
+            changes.append((MUTE, keys[0], value))
+
+        def apply() -> None:
+            for key in keys:
+                if until is None:
+                    room.muted.pop(key, None)
+                else:
+                    room.muted[key] = until
+            log.info("[%s] %s", member.conn_id, text)
+            self.hub.publish(ev.Info(text), room=room)
+
+        return self._commit(self._settings(room, *changes), apply)
 
     # -- server-wide moderation ---------------------------------------------
 
@@ -812,9 +914,11 @@ class Chat:
         if not rooms:
             self.hub.send(member, ev.Info(text))
 
-    def _ban(self, member: Member, raw: str, seconds: float, reason: str) -> None:
+    def _ban(
+        self, member: Member, raw: str, seconds: float, reason: str
+    ) -> Commit | None:
         if not self._server_op(member):
-            return
+            return None
         assert member.name is not None
         kind, key = ban_target(raw)
         if kind == "name":
@@ -822,22 +926,30 @@ class Chat:
                 validate_name(raw)
             except InvalidName as exc:
                 self._error(member, "name-invalid", str(exc))
-                return
+                return None
             if key == member.key:
                 self._error(member, "usage", "You cannot ban yourself.")
-                return
+                return None
         elif key == member.address:
             self._error(member, "usage", "You cannot ban your own address.")
-            return
+            return None
         now = self._clock()
         expires = None if seconds == math.inf else now + seconds
         ban = BanRecord(kind, key, reason, member.name, now, expires)
-        if not self.moderation.add(ban):
+        if not self.moderation.can_add(ban):
             self._error(member, "too-many", "No more bans may be set; /unban some.")
-            return
-        self.save(BanSaved(ban))
-        span = "" if expires is None else f" for {_duration(seconds)}"
-        why = f": {reason}" if reason else ""
+            return None
+        return self._commit(
+            BanSaved(ban), lambda: self._banned(member, raw, ban, seconds)
+        )
+
+    def _banned(self, member: Member, raw: str, ban: BanRecord, seconds: float) -> None:
+        """Put `ban` (kept already) in force: out with whoever it hits; announce."""
+        assert member.name is not None
+        self.moderation.add(ban)
+        kind, key = ban.kind, ban.target_key
+        span = "" if ban.expires is None else f" for {_duration(seconds)}"
+        why = f": {ban.reason}" if ban.reason else ""
         targets = [
             other
             for other in self.hub
@@ -856,16 +968,20 @@ class Chat:
         text = f"{member.name} banned {label}{span}{why}{gone}."
         self._announce(member, [room for room in rooms if room.members], text)
 
-    def _unban(self, member: Member, raw: str) -> None:
+    def _unban(self, member: Member, raw: str) -> Commit | None:
         if not self._server_op(member):
-            return
+            return None
         kind, key = ban_target(raw)
         label = sanitize_text(raw)[:60]
-        if self.moderation.lift(kind, key) is None:
+        if self.moderation.find(kind, key, self._clock()) is None:
             self._error(member, "not-banned", f"{label} is not banned.")
-            return
-        self.save(BanLifted(kind, key))
-        self._announce(member, [], f"{member.name} lifted the ban on {label}.")
+            return None
+
+        def apply() -> None:
+            self.moderation.lift(kind, key)
+            self._announce(member, [], f"{member.name} lifted the ban on {label}.")
+
+        return self._commit(BanLifted(kind, key), apply)
 
     def _list_bans(self, member: Member) -> None:
         if not self._server_op(member):
@@ -879,52 +995,77 @@ class Chat:
                 member, ev.Info(f"... and {len(bans) - MAX_BANS_LISTED} more")
             )
 
-    def _motd(self, member: Member, text: str | None) -> None:
+    def _motd(self, member: Member, text: str | None) -> Commit | None:
         moderation = self.moderation
         if text is None:
             if not moderation.motd:
                 self.hub.send(member, ev.Info("There is no message of the day."))
             for line in moderation.motd:
                 self.hub.send(member, ev.MotdLine(line))
-            return
+            return None
         if not self._server_op(member):
-            return
-        moderation.set_motd = None if text == "-" else motd_lines(text)[0]
-        self.save(MotdSaved(moderation.set_motd))
+            return None
+        motd = None if text == "-" else motd_lines(text)[0]
         did = "reset" if text == "-" else "set"
-        text = f"{member.name} {did} the message of the day."
-        log.info("[%s] %s", member.conn_id, text)
-        for other in self.hub:
-            self.hub.send(other, ev.Info(text))
-            for line in moderation.motd:
-                self.hub.send(other, ev.MotdLine(line))
+        told = f"{member.name} {did} the message of the day."
 
-    def _room_mode(self, member: Member, setting: str, value: str) -> None:
+        def apply() -> None:
+            moderation.set_motd = motd
+            log.info("[%s] %s", member.conn_id, told)
+            for other in self.hub:
+                self.hub.send(other, ev.Info(told))
+                for line in moderation.motd:
+                    self.hub.send(other, ev.MotdLine(line))
+
+        return self._commit(MotdSaved(motd), apply)
+
+    def _room_mode(self, member: Member, setting: str, value: str) -> Commit | None:
         assert member.name is not None
         room = self._member_room(member, "")
         if room is None:
-            return
+            return None
         if not self.is_op(member, room):
             self._error(member, "not-op", f"Only the ops of {room.name} may do that.")
-            return
+            return None
+        saved: RoomSettingsSaved | None
         if setting == "op":
             other = self.hub.get(value)
             if other is None or other.name is None or room.key not in other.rooms:
                 shown = sanitize_text(value)[:40]
                 self._error(member, "no-such-user", f"{shown} is not in {room.name}.")
-                return
-            room.ops.add(other.identity)
+                return None
+            identity = other.identity
             text = f"{member.name} made {other.name} an op of {room.name}."
+            # An op held by a connection ends with it: nothing to keep.
+            kept = kept_identity(identity)
+            saved = self._settings(room, (OP, identity, "")) if kept else None
+
+            def change() -> None:
+                room.ops.add(identity)
+
         elif setting == "key":
-            room.password = value
             done = "set a" if value else "removed the"
             text = f"{member.name} {done} key on {room.name}."
+            saved = self._settings(room, (KEY, "", value or None))
+
+            def change() -> None:
+                room.password = value
+
         else:
-            room.ops_only = value == "on"
-            mode = "only ops may speak" if room.ops_only else "everyone may speak"
+            ops_only = value == "on"
+            mode = "only ops may speak" if ops_only else "everyone may speak"
             text = f"{member.name} says: in {room.name} {mode} now."
-        log.info("[%s] %s", member.conn_id, text)
-        self.hub.publish(ev.Info(text), room=room)
+            saved = self._settings(room, (LECTURE, "", "on" if ops_only else None))
+
+            def change() -> None:
+                room.ops_only = ops_only
+
+        def apply() -> None:
+            change()
+            log.info("[%s] %s", member.conn_id, text)
+            self.hub.publish(ev.Info(text), room=room)
+
+        return self._commit(saved, apply)
 
     def is_op(self, member: Member, room: Room) -> bool:
         """True if `member` may run `room`: one of its ops, or a server operator."""
@@ -936,11 +1077,17 @@ class Chat:
         """`member` proved the account `key`: ops it held stay with it."""
         old = member.identity
         member.identified = key
+        new = member.identity
         for room in member.rooms.values():
+            changes: list[tuple[str, str, str | None]] = []
             if old in room.ops:
-                room.ops.add(member.identity)
+                room.ops.add(new)
+                changes.append((OP, new, ""))
             if old in room.muted:
-                room.muted[member.identity] = room.muted[old]
+                room.muted[new] = room.muted[old]
+                changes.append((MUTE, new, until_text(room.muted[old])))
+            if changes and old != new:
+                self.save(self._settings(room, *changes))  # behind: nobody is told
         if self.moderation.is_operator(key):
             self.hub.send(member, ev.Info("You are a server operator here."))
 
@@ -972,30 +1119,44 @@ class Chat:
             ),
         )
 
-    def _ignore(self, member: Member, target: str) -> None:
+    def _ignore(self, member: Member, target: str) -> Commit | None:
         if not target:
             shown = ", ".join(sorted(member.ignoring)) or "nobody"
             self.hub.send(member, ev.Info(f"You ignore {shown}."))
-            return
+            return None
         key = name_key(target)
         if key == member.key:
             self._error(member, "usage", "You cannot ignore yourself.")
-            return
+            return None
         if len(member.ignoring) >= MAX_IGNORED:
             self._error(
                 member, "too-many", f"You can ignore at most {MAX_IGNORED} names."
             )
-            return
-        member.ignore(key)
-        if member.identified is not None:
-            self.save(IgnoreSaved(member.identified, key, add=True))
-        self.hub.send(
-            member,
-            ev.Info(
-                f"You no longer see {sanitize_text(target)[:40]}'s lines"
-                " (/unignore to undo)."
-            ),
-        )
+            return None
+        shown = sanitize_text(target)[:40]
+
+        def apply() -> None:
+            member.ignore(key)
+            self.hub.send(
+                member,
+                ev.Info(f"You no longer see {shown}'s lines (/unignore to undo)."),
+            )
+
+        identified = member.identified
+        kept = None if identified is None else IgnoreSaved(identified, key, add=True)
+        return self._commit(kept, apply)
+
+    def _unignore(self, member: Member, target: str) -> Commit | None:
+        key = name_key(target)
+        shown = sanitize_text(target)[:40]
+
+        def apply() -> None:
+            member.unignore(key)
+            self.hub.send(member, ev.Info(f"You see {shown}'s lines again."))
+
+        identified = member.identified
+        kept = None if identified is None else IgnoreSaved(identified, key, add=False)
+        return self._commit(kept, apply)
 
     # -- rooms --------------------------------------------------------------
 
@@ -1059,14 +1220,17 @@ class Chat:
             )
             return
         if room is None:
+            kept = self.saved_rooms.get(name_key(name))
+            if kept is not None and kept.key and key != kept.key:
+                self._error(member, "bad-room-key", f"{name} needs the right key.")
+                return
             if limits.max_rooms and len(self.hub.rooms) >= limits.max_rooms:
                 self._error(member, "too-many-rooms", "No more rooms may be created.")
                 return
             room = self.hub.open_room(name)
-            room.ops.add(member.identity)  # the creator runs the room
-            room.password = key
+            self._opened(member, room, key, kept)
             saved = self.saved_topics.get(room.key)
-            if saved is not None and not key:
+            if saved is not None and not room.password:
                 room.topic, room.topic_setter, room.topic_ts = saved
             log.info("[%s] %s created %s", member.conn_id, member.name, room.name)
         elif room.password and key != room.password:
@@ -1109,11 +1273,11 @@ class Chat:
             topic = room.topic + (" [key]" if room.password else "")
             self.hub.send(member, ev.RoomInfo(room.name, len(room), topic.strip()))
 
-    def _topic(self, member: Member, text: str | None) -> None:
+    def _topic(self, member: Member, text: str | None) -> Commit | None:
         assert member.name is not None
         room = self._member_room(member, "")
         if room is None:
-            return
+            return None
         if text is None:
             if room.topic:
                 self.hub.send(
@@ -1122,26 +1286,37 @@ class Chat:
                 )
             else:
                 self.hub.send(member, ev.Info(f"{room.name} has no topic."))
-            return
+            return None
         if room.ops and not self.is_op(member, room):
             self._error(member, "not-op", f"Only the ops of {room.name} set its topic.")
-            return
+            return None
         topic = text[: self.limits.max_topic_length] if text != "-" else ""
-        room.topic, room.topic_setter, room.topic_ts = topic, member.name, self._clock()
-        log.info("[%s] %s set the topic of %s", member.conn_id, member.name, room.name)
-        if not room.password:  # a keyed room's topic is as private as its lines
-            self.save(
-                TopicSaved(room.key, room.name, topic, member.name, room.topic_ts)
-            )
-            if topic:
-                self.saved_topics[room.key] = (topic, member.name, room.topic_ts)
-                while len(self.saved_topics) > MAX_REMEMBERED_ROOMS:
-                    del self.saved_topics[next(iter(self.saved_topics))]
-            else:
-                self.saved_topics.pop(room.key, None)
-        self.hub.publish(
-            ev.TopicIs(room.topic_ts, room.name, member.name, topic), room=room
-        )
+        setter, ts = member.name, self._clock()
+        saved: Saved
+        if room.password:
+            # A keyed room's topic is as private as its lines: kept with its
+            # settings, which go when it empties, not for whoever comes later.
+            saved = self._settings(room, (TOPIC, "", topic_text(ts, setter, topic)))
+        else:
+            saved = TopicSaved(room.key, room.name, topic, setter, ts)
+
+        def apply() -> None:
+            room.topic, room.topic_setter, room.topic_ts = topic, setter, ts
+            log.info("[%s] %s set the topic of %s", member.conn_id, setter, room.name)
+            if isinstance(saved, TopicSaved):
+                self._keep_topic(room.key, topic, setter, ts)
+            self.hub.publish(ev.TopicIs(ts, room.name, setter, topic), room=room)
+
+        return self._commit(saved, apply)
+
+    def _keep_topic(self, room_key: str, topic: str, setter: str, ts: float) -> None:
+        """Remember the topic kept in the store, for the room's next opening."""
+        if not topic:
+            self.saved_topics.pop(room_key, None)
+            return
+        self.saved_topics[room_key] = (topic, setter, ts)
+        while len(self.saved_topics) > MAX_REMEMBERED_ROOMS:
+            del self.saved_topics[next(iter(self.saved_topics))]
 
     def _who(self, member: Member, scope: str) -> None:
         if scope == "*":

@@ -363,7 +363,7 @@ def _moderation(args: argparse.Namespace) -> Moderation:
 
 
 async def _load_moderation(store: AsyncStore, chat: Chat) -> None:
-    """Bans, the /motd message and room topics kept in the store."""
+    """Bans, the /motd message, room topics and settings kept in the store."""
     from trio_chat.moderation import BanRecord, motd_lines
     from trio_chat.server import MOTD_SETTING
 
@@ -376,6 +376,7 @@ async def _load_moderation(store: AsyncStore, chat: Chat) -> None:
     if motd is not None:
         chat.moderation.set_motd = motd_lines(motd)[0]
     chat.restore_topics(await store.topics(chat.limits.max_rooms or 1000))
+    chat.restore_rooms(await store.room_settings())
     if bans:
         log.info("%d bans in force", len(bans))
 

@@ -3,8 +3,8 @@
 Plain data and rules, no I/O and no clock of its own: the chat asks
 `Moderation` whether a name or an address may come in, at a time it passes.
 Bans live here in memory (so admission never waits on the database); the
-server writes each change behind to the store and loads the bans in force
-at start-up, so they survive restarts.
+server commits each change to the store before it takes effect and loads
+the bans in force at start-up, so they survive restarts, even crashes.
 """
 
 from __future__ import annotations
@@ -172,6 +172,11 @@ class Moderation:
         """Take in the bans kept in the store (at start-up)."""
         for ban in bans:
             self._bans[ban.kind, ban.target_key] = ban
+
+    def can_add(self, ban: BanRecord) -> bool:
+        """True if `add(ban)` would put it in force (see `add`)."""
+        key = (ban.kind, ban.target_key)
+        return key in self._bans or len(self._bans) < MAX_BANS
 
     def add(self, ban: BanRecord) -> bool:
         """Put `ban` in force (replacing one on the same target).

@@ -34,6 +34,7 @@ from trio_chat.chat import (
     BanSaved,
     CertAction,
     Chat,
+    Commit,
     FetchHistory,
     FollowUp,
     IgnoreSaved,
@@ -73,6 +74,7 @@ from trio_chat.protocol import (
     looks_like_tls,
     parse_request,
 )
+from trio_chat.roomstate import RoomForgotten, RoomSettingsSaved
 from trio_chat.sanitize import sanitize_text
 from trio_chat.store import AsyncStore, StoreError
 from trio_chat.throttle import SERVER_PASSWORD, Attempt, LoginThrottle, TooSoon
@@ -605,7 +607,7 @@ class ChatServer:
         self.limits = chat.limits if limits is None else limits
         self.store = store
         self._unsaved_send, self._unsaved = trio.open_memory_channel[
-            tuple[str, RoomEvent] | Saved
+            tuple[str, RoomEvent] | Saved | _Pending
         ](UNSAVED_NOTICES)
         if store is not None:
             chat.durable = True
@@ -642,7 +644,9 @@ class ChatServer:
 
         A chat line is committed before it is fanned out, so whatever anyone
         saw survives a crash. If the store fails, the line still goes out
-        (and the failure is logged): chatting beats history.
+        (and the failure is logged): chatting beats history. Moderation
+        (`Commit`) is committed before it takes effect and is announced; if
+        the store fails, the member gets `ERR not-saved` and nothing changes.
         """
         await trio.lowlevel.checkpoint()
         match action:
@@ -658,6 +662,23 @@ class ChatServer:
                 await self._account(member, what, password)
             case CertAction(add):
                 await self._bind_cert(member, add=add)
+            case Commit(saved, apply):
+                if self.store is None:
+                    apply()
+                    return
+                try:
+                    await self.commit(saved, apply)
+                except StoreError as exc:
+                    log.error("[%s] not saved, so not done: %s", member.conn_id, exc)
+                    self._store_full(exc)
+                    self.chat.hub.send(
+                        member,
+                        ev.Error(
+                            "not-saved",
+                            "That did not take: the server could not save it;"
+                            " try again later.",
+                        ),
+                    )
             case FetchHistory(room, limit):
                 events = self.chat.recent(room, limit)
                 if self.store is not None:
@@ -927,38 +948,60 @@ class ChatServer:
             log.error("store writes are behind: %s was not saved", saved)
 
     async def save_behind(self, store: AsyncStore) -> None:
-        """Write notices, moderation, topics and ignores behind, in order.
+        """Write notices, moderation, topics, settings and ignores, in order.
 
-        `serve_listeners` runs it; whoever serves streams with
+        Notices and what the chat saves behind (`Chat.save`) are written
+        here, and so are commits (`commit`), which wait for it: one writer,
+        so that nothing written later is overtaken by something said
+        before. `serve_listeners` runs it; whoever serves streams with
         `handle_stream` alone runs it beside them. Returns once the server
         has shut down and everything queued is written.
         """
         async for item in self._unsaved:
+            if isinstance(item, _Pending):
+                try:
+                    await _write(store, item.saved)
+                except StoreError as exc:
+                    item.error = exc
+                else:
+                    if item.abandoned:  # its connection went meanwhile
+                        item.apply()
+                item.done.set()
+                continue
             try:
                 match item:
                     case (room_key, event):
                         await store.append(room_key, event)
-                    case BanSaved(ban):
-                        await store.add_ban(
-                            ban.kind,
-                            ban.target_key,
-                            reason=ban.reason,
-                            set_by=ban.set_by,
-                            created=ban.created,
-                            expires=ban.expires,
-                        )
-                    case BanLifted(kind, target_key):
-                        await store.delete_bans(kind, target_key)
-                    case MotdSaved(lines):
-                        value = None if lines is None else "\n".join(lines)
-                        await store.set_setting(MOTD_SETTING, value)
-                    case TopicSaved(room_key, room, topic, setter, ts):
-                        await store.set_topic(room_key, room, topic, setter, ts)
-                    case IgnoreSaved(owner_key, target_key, add):
-                        await store.set_ignore(owner_key, target_key, add=add)
+                    case _:
+                        await _write(store, item)
             except StoreError as exc:
                 log.error("not saved: %s", exc)
                 self._store_full(exc)
+
+    async def commit(self, saved: Saved, apply: Callable[[], None]) -> None:
+        """Write `saved` to the store, then `apply` it: what is announced is kept.
+
+        The write waits its turn behind what is queued (`save_behind`).
+        Raises StoreError if it failed (then `apply` is not called) or the
+        server is shutting down. Cancellation does not undo a write already
+        queued: once it is committed, `apply` is called all the same.
+        """
+        pending = _Pending(saved, apply)
+        try:
+            await self._unsaved_send.send(pending)
+        except trio.ClosedResourceError:
+            raise StoreError("the server is shutting down") from None
+        try:
+            await pending.done.wait()
+        except BaseException:
+            if not pending.done.is_set():
+                pending.abandoned = True  # save_behind applies it once written
+            elif pending.error is None:
+                apply()
+            raise
+        if pending.error is not None:
+            raise pending.error
+        apply()
 
     def stats(self) -> dict[str, int]:
         """Counts for operators: connections, unregistered, users, trio tasks."""
@@ -1286,6 +1329,48 @@ def _fingerprint(stream: trio.SSLStream[trio.abc.Stream]) -> str | None:
     """SHA-256 (hex) of the peer's TLS certificate, if it sent one."""
     der = stream.getpeercert(binary_form=True)
     return None if not der else hashlib.sha256(der).hexdigest()
+
+
+async def _write(store: AsyncStore, saved: Saved) -> None:
+    """Write what the chat saved (a ban, a topic, a room's settings ...)."""
+    await trio.lowlevel.checkpoint()
+    match saved:
+        case BanSaved(ban):
+            await store.add_ban(
+                ban.kind,
+                ban.target_key,
+                reason=ban.reason,
+                set_by=ban.set_by,
+                created=ban.created,
+                expires=ban.expires,
+            )
+        case BanLifted(kind, target_key):
+            await store.delete_bans(kind, target_key)
+        case MotdSaved(lines):
+            value = None if lines is None else "\n".join(lines)
+            await store.set_setting(MOTD_SETTING, value)
+        case TopicSaved(room_key, room, topic, setter, ts):
+            await store.set_topic(room_key, room, topic, setter, ts)
+        case IgnoreSaved(owner_key, target_key, add):
+            await store.set_ignore(owner_key, target_key, add=add)
+        case RoomSettingsSaved(room_key, room, seq, ts, changes):
+            await store.set_room_settings(room_key, room, changes, seq=seq, ts=ts)
+        case RoomForgotten(room_key, seq):
+            await store.forget_room(room_key, seq)
+
+
+class _Pending:
+    """A commit queued for `save_behind`, and how it went."""
+
+    __slots__ = ("abandoned", "apply", "done", "error", "saved")
+
+    def __init__(self, saved: Saved, apply: Callable[[], None]) -> None:
+        self.saved = saved
+        self.apply = apply
+        self.done = trio.Event()
+        self.error: StoreError | None = None
+        #: The committer was cancelled while waiting: apply it here.
+        self.abandoned = False
 
 
 class _GoodbyeFailed(Exception):

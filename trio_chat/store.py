@@ -193,6 +193,22 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE TABLE registrations (address TEXT NOT NULL, ts REAL NOT NULL)",
         "CREATE INDEX registrations_by_ts ON registrations (ts)",
     ),
+    # 5: the settings of open rooms (key, lecture, ops and mutes held by
+    # accounts or names), so that a restart, even a crash, keeps them.
+    (
+        """
+        CREATE TABLE room_settings (
+            room_key TEXT NOT NULL,
+            setting TEXT NOT NULL,
+            target TEXT NOT NULL,
+            value TEXT NOT NULL,
+            room TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            ts REAL NOT NULL,
+            PRIMARY KEY (room_key, setting, target)
+        )
+        """,
+    ),
 )
 #: The schema version this code reads and writes.
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -913,6 +929,55 @@ class Store:
             (room_key, room, topic, setter, ts),
         )
 
+    def room_settings(self) -> list[tuple[str, str, str, str, int]]:
+        """Every room setting kept: (room key, setting, target, value, seq)."""
+        with self._translate("cannot read the room settings"):
+            rows = self._conn.execute(
+                "SELECT room_key, setting, target, value, seq FROM room_settings"
+                " ORDER BY room_key, seq"
+            ).fetchall()
+        return [(str(k), str(s), str(t), str(v), int(q)) for k, s, t, v, q in rows]
+
+    def set_room_settings(
+        self,
+        room_key: str,
+        room: str,
+        changes: Sequence[tuple[str, str, str | None]],
+        *,
+        seq: int,
+        ts: float,
+    ) -> None:
+        """Write a room's settings (setting, target, value), atomically.
+
+        A value of None deletes that setting.
+        """
+        with self._write_many("cannot save a room setting"):
+            for setting, target, value in changes:
+                if value is None:
+                    self._conn.execute(
+                        "DELETE FROM room_settings"
+                        " WHERE room_key = ? AND setting = ? AND target = ?",
+                        (room_key, setting, target),
+                    )
+                    continue
+                self._conn.execute(
+                    "INSERT INTO room_settings"
+                    " (room_key, setting, target, value, room, seq, ts)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
+                    " value = excluded.value, room = excluded.room,"
+                    " seq = excluded.seq, ts = excluded.ts",
+                    (room_key, setting, target, value, room, seq, ts),
+                )
+
+    def forget_room(self, room_key: str, seq: int) -> int:
+        """Delete a room's settings of opening `seq` and before; how many."""
+        cursor = self._execute_write(
+            "cannot forget a room",
+            "DELETE FROM room_settings WHERE room_key = ? AND seq <= ?",
+            (room_key, seq),
+        )
+        return cursor.rowcount
+
     def ignores(self, owner_key: str, limit: int) -> list[str]:
         """Name keys the account `owner_key` ignores (at most `limit`)."""
         with self._translate("cannot read the ignores"):
@@ -1421,6 +1486,29 @@ class AsyncStore:
         await self._call(
             lambda s: s.set_topic(room_key, room, topic, setter, ts), write=True
         )
+
+    async def room_settings(self) -> list[tuple[str, str, str, str, int]]:
+        """`Store.room_settings`."""
+        return await self._call(lambda s: s.room_settings(), write=False)
+
+    async def set_room_settings(
+        self,
+        room_key: str,
+        room: str,
+        changes: Sequence[tuple[str, str, str | None]],
+        *,
+        seq: int,
+        ts: float,
+    ) -> None:
+        """`Store.set_room_settings`."""
+        await self._call(
+            lambda s: s.set_room_settings(room_key, room, changes, seq=seq, ts=ts),
+            write=True,
+        )
+
+    async def forget_room(self, room_key: str, seq: int) -> int:
+        """`Store.forget_room`."""
+        return await self._call(lambda s: s.forget_room(room_key, seq), write=True)
 
     async def ignores(self, owner_key: str, limit: int) -> list[str]:
         """`Store.ignores`."""
