@@ -21,7 +21,7 @@ from trio_chat import cli
 from trio_chat import events as ev
 from trio_chat.accounts import Accounts
 from trio_chat.chat import Chat
-from trio_chat.limits import LOGIN_MAX_WAIT, Limits
+from trio_chat.limits import LOGIN_MAX_WAIT, MAX_TOPICS_PER_ADDRESS, Limits
 from trio_chat.moderation import (
     MAX_MOTD_BYTES,
     MAX_MOTD_LINES,
@@ -844,3 +844,41 @@ async def test_an_open_rooms_settings_survive_a_restart_and_go_when_it_empties(
         await info(carol, "INFO bob says")
         await carol.send("may I now?")
         assert await carol.expect("ERR") == "ERR muted You are muted in #dev."
+
+
+async def test_topics_of_rooms_that_are_gone_cannot_push_history_out(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    # 1200 times /join, /topic, /part under a 1 MB cap: the topics left
+    # behind stay few, and the lobby's history is all there.
+    async with AsyncStore.open(str(tmp_path / "cap.db")) as store:
+        limits = Limits(flood_rate=0, max_db_mb=1, history_rows=0, history_days=0)
+        chat = Chat(clock=lambda: NOW, limits=limits)
+        served = ChatServer(chat, limits=limits, store=store)
+        await store.set_max_size(limits.max_db_mb * 2**20)
+        server = Server(served, nursery)
+        alice = await server.join("alice", address="10.0.0.8")
+        bob = await server.join("bob", address="10.0.0.9")
+        for n in range(200):
+            await alice.send(f"line {n} of what was said")
+        for n in range(1200):
+            await alice.send(f"/join #r{n}")
+            await alice.send(f"/topic {n} " + "x" * 300)
+            await alice.send(f"/part #r{n}")
+            while await alice.expect("SWITCH") != "SWITCH #lobby":  # parted
+                pass
+        await served.prune_history(store)
+        kept = await store.topics(10_000)
+        assert len(kept) <= MAX_TOPICS_PER_ADDRESS
+        assert kept[-1][1].startswith("1199 ")  # the newest are the ones kept
+        said: list[str] = []
+        before: int | None = None
+        while page := await store.history("#lobby", 200, before_id=before):
+            said[:0] = [e.text for _, e in page if isinstance(e, ev.Message)]
+            before = page[0][0]
+        assert said == [f"line {n} of what was said" for n in range(200)]
+        history, rest = await store.usage()
+        assert history > rest
+        assert await store.size() < limits.max_db_mb * 2**20 * 0.9
+        await bob.aclose()
+    nursery.cancel_scope.cancel()

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
 import pytest
 import trio
@@ -724,3 +724,95 @@ def test_room_settings_are_kept_per_opening_and_forgotten_up_to_one() -> None:
         assert store.room_settings() == [("#dev", "key", "", "new", 2)]
         store.set_room_settings("#dev", "#Dev", [("key", "", None)], seq=2, ts=T0)
         assert store.room_settings() == []
+
+
+def test_topics_are_bounded_per_address_and_in_all_open_rooms_aside() -> None:
+    with Store(":memory:") as store:
+        for n in range(30):
+            store.set_topic(
+                f"#r{n}",
+                f"#r{n}",
+                f"topic {n}",
+                "ann",
+                T0 + n,
+                set_from="10.0.0.1",
+                keep={"#r0"},
+                per_address=5,
+                most=8,
+            )
+        kept = [key for key, *_ in store.topics(100)]
+        # The open #r0 stays; of the rest, the address's newest.
+        assert kept == ["#r0", "#r25", "#r26", "#r27", "#r28", "#r29"]
+        for n in range(30, 40):  # others, from elsewhere: the global bound
+            store.set_topic(
+                f"#r{n}",
+                f"#r{n}",
+                f"topic {n}",
+                "bob",
+                T0 + n,
+                set_from=f"10.0.1.{n}",
+                keep={"#r0"},
+                per_address=5,
+                most=8,
+            )
+        kept = [key for key, *_ in store.topics(100)]
+        assert kept == ["#r0"] + [f"#r{n}" for n in range(32, 40)]
+
+
+def test_rooms_nobody_used_lately_lose_their_topics_and_settings() -> None:
+    with Store(":memory:") as store:
+        for key in ("#old", "#open", "#talked"):
+            store.set_topic(key, key, "a topic", "ann", T0)
+            store.set_room_settings(key, key, [("key", "", "k")], seq=1, ts=T0)
+        store.set_topic("#new", "#new", "a topic", "ann", T0 + 100)
+        store.append("#talked", ev.Message(T0 + 50, "#talked", "ann", "hi"))
+        assert store.prune_rooms(T0 + 10, keep={"#open"}) == 2
+        assert sorted(key for key, *_ in store.topics(10)) == [
+            "#new",
+            "#open",
+            "#talked",
+        ]
+        assert sorted({row[0] for row in store.room_settings()}) == ["#open", "#talked"]
+
+
+def test_shrinking_never_cuts_history_below_what_the_rest_takes() -> None:
+    with Store(":memory:") as store:
+        for n in range(2000):  # the rest: bans, far more than the history
+            store.add_ban("name", f"user{n}", reason="x" * 200, set_by="op", created=T0)
+        for n in range(300):
+            store.append("#a", say(f"line {n} " * 10))
+        history, rest = store.usage()
+        assert 0 < history < rest
+        assert store.shrink(1) == 0  # over any cap, but history is not the cause
+        assert len(store.history("#a", 200)) == 200
+        for n in range(300, 5000):  # now history is most of it: it shrinks
+            store.append("#a", say(f"line {n} " * 10))
+        history, rest = store.usage()
+        assert history > rest
+        before = history + rest
+        assert store.shrink(2 * rest, batch=100) > 0
+        history, rest = store.usage()
+        # Stopped (within a batch) where the rest would outweigh the history.
+        assert history + rest < before
+        assert history >= rest * 0.9
+
+
+def test_usage_is_estimated_where_sqlite_has_no_page_statistics() -> None:
+    class NoDbstat:
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self._conn = conn
+
+        def execute(self, sql: str, parameters: tuple[object, ...] = ()) -> Any:
+            if "dbstat" in sql:
+                raise sqlite3.OperationalError("no such table: dbstat")
+            return self._conn.execute(sql, parameters)
+
+    with Store(":memory:") as store:
+        for n in range(1000):
+            store.append("#a", say(f"line {n} " * 10))
+        measured = store.usage()
+        store._conn = NoDbstat(store._conn)  # type: ignore[assignment]
+        estimated = store.usage()
+        store._conn = store._conn._conn  # type: ignore[attr-defined]
+    assert sum(estimated) == sum(measured)
+    assert 0.5 < estimated[0] / measured[0] <= 1.0

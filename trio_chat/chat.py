@@ -202,6 +202,7 @@ class TopicSaved:
     topic: str
     setter: str
     ts: float
+    set_from: str | None = None  # the setter's address
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -1298,7 +1299,7 @@ class Chat:
             # settings, which go when it empties, not for whoever comes later.
             saved = self._settings(room, (TOPIC, "", topic_text(ts, setter, topic)))
         else:
-            saved = TopicSaved(room.key, room.name, topic, setter, ts)
+            saved = TopicSaved(room.key, room.name, topic, setter, ts, member.address)
 
         def apply() -> None:
             room.topic, room.topic_setter, room.topic_ts = topic, setter, ts

@@ -146,6 +146,17 @@ LOGIN_MAX_DELAY: Final = 60.0
 LOGIN_MAX_WAIT: Final = 20.0
 #: Addresses and names whose attempts are remembered; the oldest go past it.
 MAX_TRACKED_LOGINS: Final = 10_000
+#: Topics kept in the database that were set from one address. A room's
+#: topic outlives the room, for whoever opens a room of that name again;
+#: past this many the address's oldest go, so someone cycling through rooms
+#: cannot fill the database with topics (and push its history out).
+MAX_TOPICS_PER_ADDRESS: Final = 20
+#: Topics kept in all: as many as the server gives back at start-up, and
+#: no more than an eighth of `--max-db-mb` takes ...
+MAX_SAVED_TOPICS: Final = 1000
+#: ... counting each as the most a topic row can take: 300 characters of
+#: up to 4 bytes, the names, SQLite's overhead.
+TOPIC_ROW_BYTES: Final = 1536
 #: How often old history is pruned, in seconds.
 PRUNE_INTERVAL: Final = 3600.0
 

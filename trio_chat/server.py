@@ -51,11 +51,13 @@ from trio_chat.limits import (
     CLOSE_TIMEOUT,
     DEFAULT_HOST,
     LOGIN_MAX_WAIT,
+    MAX_SAVED_TOPICS,
     PRESENCE_DELAY_PER_MEMBER,
     PRESENCE_MAX_DELAY,
     PRUNE_INTERVAL,
     RECEIVE_SIZE,
     REGISTRATION_WINDOW,
+    TOPIC_ROW_BYTES,
     WRITE_BATCH_BYTES,
     Limits,
 )
@@ -130,6 +132,15 @@ def _login_wait(limits: Limits) -> float:
     if not limits.name_timeout:
         return LOGIN_MAX_WAIT
     return min(LOGIN_MAX_WAIT, limits.name_timeout / 2)
+
+
+def _topics_kept(limits: Limits) -> int:
+    """How many topics the database keeps: at most an eighth of its cap."""
+    if not limits.max_db_mb:
+        return MAX_SAVED_TOPICS
+    return max(
+        1, min(MAX_SAVED_TOPICS, limits.max_db_mb * 2**20 // 8 // TOPIC_ROW_BYTES)
+    )
 
 
 def _seconds(limit: float) -> float:
@@ -901,10 +912,13 @@ class ChatServer:
     async def prune_history(self, store: AsyncStore) -> int:
         """Drop history past `--history-rows`, `--history-days`, `--max-db-mb` now.
 
-        Registrations older than a day go too.
+        Registrations older than a day go too, and, past `--history-days`,
+        the topics and settings of rooms nobody has used since (neither
+        open nor with history left).
 
         Over 90 % of `--max-db-mb` in use, the oldest history goes until
-        80 % is. Returns the rows removed; a store failure is logged.
+        80 % is, but never below what the rest of the database takes (see
+        `Store.shrink`). Returns the rows removed; a store failure is logged.
         """
         await trio.lowlevel.checkpoint()
         limits = self.limits
@@ -919,6 +933,10 @@ class ChatServer:
                     max_age=days * 86400.0 if days else None,
                     now=self.chat.now(),
                 )
+            if days:
+                removed += await store.prune_rooms(
+                    self.chat.now() - days * 86400.0, keep=self.chat.hub.rooms.keys()
+                )
             cap = limits.max_db_mb * 2**20
             if cap and await store.size() > cap * 0.9:
                 shrunk = await store.shrink(int(cap * 0.8))
@@ -928,6 +946,15 @@ class ChatServer:
                     shrunk,
                 )
                 removed += shrunk
+                history, rest = await store.usage()
+                if history + rest > cap * 0.8:
+                    log.warning(
+                        "database still near its cap: %d KB of accounts, bans,"
+                        " topics and settings beside %d KB of history, which is"
+                        " kept; raise --max-db-mb",
+                        rest // 1024,
+                        history // 1024,
+                    )
         except StoreError as exc:
             log.error("history not pruned: %s", exc)
             return removed
@@ -960,7 +987,7 @@ class ChatServer:
         async for item in self._unsaved:
             if isinstance(item, _Pending):
                 try:
-                    await _write(store, item.saved)
+                    await self._write(store, item.saved)
                 except StoreError as exc:
                     item.error = exc
                 else:
@@ -973,10 +1000,46 @@ class ChatServer:
                     case (room_key, event):
                         await store.append(room_key, event)
                     case _:
-                        await _write(store, item)
+                        await self._write(store, item)
             except StoreError as exc:
                 log.error("not saved: %s", exc)
                 self._store_full(exc)
+
+    async def _write(self, store: AsyncStore, saved: Saved) -> None:
+        """Write what the chat saved (a ban, a topic, a room's settings ...)."""
+        await trio.lowlevel.checkpoint()
+        match saved:
+            case BanSaved(ban):
+                await store.add_ban(
+                    ban.kind,
+                    ban.target_key,
+                    reason=ban.reason,
+                    set_by=ban.set_by,
+                    created=ban.created,
+                    expires=ban.expires,
+                )
+            case BanLifted(kind, target_key):
+                await store.delete_bans(kind, target_key)
+            case MotdSaved(lines):
+                value = None if lines is None else "\n".join(lines)
+                await store.set_setting(MOTD_SETTING, value)
+            case TopicSaved(room_key, room, topic, setter, ts, set_from):
+                await store.set_topic(
+                    room_key,
+                    room,
+                    topic,
+                    setter,
+                    ts,
+                    set_from=set_from,
+                    keep=self.chat.hub.rooms.keys(),
+                    most=_topics_kept(self.limits),
+                )
+            case IgnoreSaved(owner_key, target_key, add):
+                await store.set_ignore(owner_key, target_key, add=add)
+            case RoomSettingsSaved(room_key, room, seq, ts, changes):
+                await store.set_room_settings(room_key, room, changes, seq=seq, ts=ts)
+            case RoomForgotten(room_key, seq):
+                await store.forget_room(room_key, seq)
 
     async def commit(self, saved: Saved, apply: Callable[[], None]) -> None:
         """Write `saved` to the store, then `apply` it: what is announced is kept.
@@ -1329,34 +1392,6 @@ def _fingerprint(stream: trio.SSLStream[trio.abc.Stream]) -> str | None:
     """SHA-256 (hex) of the peer's TLS certificate, if it sent one."""
     der = stream.getpeercert(binary_form=True)
     return None if not der else hashlib.sha256(der).hexdigest()
-
-
-async def _write(store: AsyncStore, saved: Saved) -> None:
-    """Write what the chat saved (a ban, a topic, a room's settings ...)."""
-    await trio.lowlevel.checkpoint()
-    match saved:
-        case BanSaved(ban):
-            await store.add_ban(
-                ban.kind,
-                ban.target_key,
-                reason=ban.reason,
-                set_by=ban.set_by,
-                created=ban.created,
-                expires=ban.expires,
-            )
-        case BanLifted(kind, target_key):
-            await store.delete_bans(kind, target_key)
-        case MotdSaved(lines):
-            value = None if lines is None else "\n".join(lines)
-            await store.set_setting(MOTD_SETTING, value)
-        case TopicSaved(room_key, room, topic, setter, ts):
-            await store.set_topic(room_key, room, topic, setter, ts)
-        case IgnoreSaved(owner_key, target_key, add):
-            await store.set_ignore(owner_key, target_key, add=add)
-        case RoomSettingsSaved(room_key, room, seq, ts, changes):
-            await store.set_room_settings(room_key, room, changes, seq=seq, ts=ts)
-        case RoomForgotten(room_key, seq):
-            await store.forget_room(room_key, seq)
 
 
 class _Pending:

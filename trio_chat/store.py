@@ -40,7 +40,7 @@ import queue
 import sqlite3
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
 from typing import IO, Any, Final, Generic, TypeAlias, TypeVar, cast, get_args
 
 import trio
@@ -49,6 +49,7 @@ if sys.platform != "win32":
     import fcntl
 
 from trio_chat import events as ev
+from trio_chat.limits import MAX_SAVED_TOPICS, MAX_TOPICS_PER_ADDRESS
 from trio_chat.moderation import BanKind
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,14 @@ BUSY_TIMEOUT: Final = 5.0
 #: cap: small steps keep each transaction (and the pause it costs) short.
 SHRINK_BATCH: Final = 1000
 
+#: The tables and indexes that hold history (`Store.usage`).
+_HISTORY_BTREES: Final = (
+    "messages",
+    "messages_by_room",
+    "private",
+    "private_by_sender",
+    "private_by_recipient",
+)
 #: The events kept as room history.
 RoomEvent: TypeAlias = ev.Message | ev.Action | ev.Joined | ev.Left | ev.Renamed
 #: The `kind` column of each of them.
@@ -209,6 +218,8 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         )
         """,
     ),
+    # 6: the address each topic was set from, for the limit per address.
+    ("ALTER TABLE topics ADD COLUMN set_from TEXT",),
 )
 #: The schema version this code reads and writes.
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -904,30 +915,92 @@ class Store:
         with self._translate("cannot read the topics"):
             rows = self._conn.execute(
                 "SELECT room_key, topic, setter, ts FROM topics"
-                " ORDER BY ts DESC LIMIT ?",
+                " ORDER BY ts DESC, rowid DESC LIMIT ?",
                 (limit,),
             ).fetchall()
         return [(str(k), str(t), str(s), float(ts)) for k, t, s, ts in reversed(rows)]
 
     def set_topic(
-        self, room_key: str, room: str, topic: str, setter: str, ts: float
+        self,
+        room_key: str,
+        room: str,
+        topic: str,
+        setter: str,
+        ts: float,
+        *,
+        set_from: str | None = None,
+        keep: Collection[str] = (),
+        per_address: int = MAX_TOPICS_PER_ADDRESS,
+        most: int = MAX_SAVED_TOPICS,
     ) -> None:
-        """Keep a room's topic; an empty topic forgets it."""
-        if not topic:
-            self._execute_write(
-                "cannot clear a topic",
-                "DELETE FROM topics WHERE room_key = ?",
-                (room_key,),
+        """Keep a room's topic, set from address `set_from`; empty forgets it.
+
+        Topics outlive their rooms, so they are bounded: past `per_address`
+        topics from `set_from`, or `most` in all, the oldest go, except
+        those of the rooms in `keep` (the rooms open now) and this one.
+        """
+        with self._write_many("cannot save a topic"):
+            if not topic:
+                self._conn.execute("DELETE FROM topics WHERE room_key = ?", (room_key,))
+                return
+            # REPLACE, not an update: the row is new, and sorts as the newest.
+            self._conn.execute(
+                "INSERT OR REPLACE INTO topics"
+                " (room_key, room, topic, setter, ts, set_from)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (room_key, room, topic, setter, ts, set_from),
             )
-            return
-        self._execute_write(
-            "cannot save a topic",
-            "INSERT INTO topics (room_key, room, topic, setter, ts)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (room_key) DO UPDATE SET"
-            " room = excluded.room, topic = excluded.topic,"
-            " setter = excluded.setter, ts = excluded.ts",
-            (room_key, room, topic, setter, ts),
-        )
+            kept = {room_key, *keep}
+            if set_from is not None and per_address:
+                self._evict_topics(
+                    "WHERE set_from = ?", (set_from,), beyond=per_address, keep=kept
+                )
+            if most:
+                self._evict_topics("", (), beyond=most, keep=kept)
+
+    def _evict_topics(
+        self,
+        where: str,
+        parameters: tuple[object, ...],
+        *,
+        beyond: int,
+        keep: Collection[str],
+    ) -> None:
+        # The tables are small (bounded by these very limits): sort in SQL,
+        # choose in Python.
+        rows = self._conn.execute(
+            f"SELECT room_key FROM topics {where} ORDER BY ts DESC, rowid DESC"
+            " LIMIT -1 OFFSET ?",
+            (*parameters, beyond),
+        ).fetchall()
+        for (key,) in rows:
+            if key not in keep:
+                self._conn.execute("DELETE FROM topics WHERE room_key = ?", (key,))
+
+    def prune_rooms(self, before: float, keep: Collection[str] = ()) -> int:
+        """Forget the topics and settings of rooms nobody has used since `before`.
+
+        A room is used while it is open (`keep`), and while it has history
+        (prune its old history first, so that this means recent history).
+        Returns the rows deleted.
+        """
+        deleted = 0
+        with self._write_many("cannot prune the rooms"):
+            for table in ("topics", "room_settings"):
+                rows = self._conn.execute(
+                    f"SELECT DISTINCT room_key FROM {table} t WHERE ts < ? AND NOT"
+                    " EXISTS (SELECT 1 FROM messages m WHERE m.room_key = t.room_key)",
+                    (before,),
+                ).fetchall()
+                for (key,) in rows:
+                    if key in keep:
+                        continue
+                    cursor = self._conn.execute(
+                        f"DELETE FROM {table} WHERE room_key = ? AND ts < ?",
+                        (key, before),
+                    )
+                    deleted += cursor.rowcount
+        return deleted
 
     def room_settings(self) -> list[tuple[str, str, str, str, int]]:
         """Every room setting kept: (room key, setting, target, value, seq)."""
@@ -1051,11 +1124,17 @@ class Store:
         """Delete the oldest history until under `max_bytes` in use; rows deleted.
 
         Room history and stored private messages go, oldest first, `batch`
-        rows at a time; accounts, bans and settings are never touched. Stops
-        when nothing is left to delete.
+        rows at a time; accounts, bans, topics and settings are never
+        touched. History is never cut below what the rest takes (`usage`):
+        if that is what fills the file, deleting history would not make
+        room for long, so the rest is left over the cap instead (and its
+        writes fail when SQLite's cap is reached). Stops when nothing is
+        left to delete.
         """
         deleted = 0
-        while self.size() > max_bytes:
+        history, rest = self.usage()
+        size = history + rest
+        while size > max_bytes and history > rest:
             with self._write_many("cannot shrink the history"):
                 removed = 0
                 for table in ("messages", "private"):
@@ -1068,7 +1147,33 @@ class Store:
             deleted += removed
             if not removed:
                 break
+            smaller = self.size()
+            history -= size - smaller  # the pages the deleted rows freed
+            size = smaller
         return deleted
+
+    def usage(self) -> tuple[int, int]:
+        """Bytes in use by history (rooms' and private), and by everything else.
+
+        From SQLite's page statistics (`dbstat`) where it has them, else
+        estimated from the history's contents.
+        """
+        total = self.size()
+        with self._translate("cannot measure the history"):
+            try:
+                names = ", ".join(f"'{name}'" for name in _HISTORY_BTREES)
+                row = self._conn.execute(
+                    "SELECT COALESCE(SUM(pgsize), 0) FROM dbstat"
+                    f" WHERE name IN ({names})"
+                ).fetchone()
+            except sqlite3.OperationalError:  # built without dbstat
+                row = self._conn.execute(
+                    "SELECT COALESCE(SUM(LENGTH(room_key) + LENGTH(room)"
+                    " + LENGTH(sender) + COALESCE(LENGTH(text), 0)"
+                    " + COALESCE(LENGTH(extra), 0) + 48), 0) FROM messages"
+                ).fetchone()
+        history = min(int(row[0]), total)
+        return history, total - history
 
 
 def _check(conn: sqlite3.Connection, path: str) -> None:
@@ -1480,12 +1585,39 @@ class AsyncStore:
         return await self._call(lambda s: s.topics(limit), write=False)
 
     async def set_topic(
-        self, room_key: str, room: str, topic: str, setter: str, ts: float
+        self,
+        room_key: str,
+        room: str,
+        topic: str,
+        setter: str,
+        ts: float,
+        *,
+        set_from: str | None = None,
+        keep: Collection[str] = (),
+        per_address: int = MAX_TOPICS_PER_ADDRESS,
+        most: int = MAX_SAVED_TOPICS,
     ) -> None:
         """`Store.set_topic`."""
+        keep = frozenset(keep)  # the caller's set may change meanwhile
         await self._call(
-            lambda s: s.set_topic(room_key, room, topic, setter, ts), write=True
+            lambda s: s.set_topic(
+                room_key,
+                room,
+                topic,
+                setter,
+                ts,
+                set_from=set_from,
+                keep=keep,
+                per_address=per_address,
+                most=most,
+            ),
+            write=True,
         )
+
+    async def prune_rooms(self, before: float, keep: Collection[str] = ()) -> int:
+        """`Store.prune_rooms`."""
+        keep = frozenset(keep)
+        return await self._call(lambda s: s.prune_rooms(before, keep), write=True)
 
     async def room_settings(self) -> list[tuple[str, str, str, str, int]]:
         """`Store.room_settings`."""
@@ -1543,3 +1675,7 @@ class AsyncStore:
     async def shrink(self, max_bytes: int) -> int:
         """`Store.shrink`: oldest history deleted until under `max_bytes`."""
         return await self._call(lambda s: s.shrink(max_bytes), write=True)
+
+    async def usage(self) -> tuple[int, int]:
+        """`Store.usage`: bytes of history, and of the rest."""
+        return await self._call(lambda s: s.usage(), write=False)
