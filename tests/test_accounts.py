@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
+import trustme
 from chatpeer import Peer
 from trio.testing import wait_all_tasks_blocked
 
@@ -249,10 +252,19 @@ async def test_no_accounts_without_a_store(nursery: trio.Nursery) -> None:
     assert (await peer.expect("ERR")).startswith("ERR no-accounts ")
 
 
+async def login(server: Server, name: str, password: str) -> Peer:
+    peer = await server.connect()
+    await peer.expect("NAME")
+    await peer.send(name)
+    await peer.expect("PASSWORD")
+    await peer.send(password)
+    return peer
+
+
 # -- one password, whichever way it comes in -----------------------------------
 
 
-async def login(server: Server, name: str, password: str) -> str:
+async def answer(server: Server, name: str, password: str) -> str:
     """Answer the prompts as `name` with `password`; the line that follows."""
     peer = await server.connect()
     await peer.expect("NAME")
@@ -275,8 +287,8 @@ async def test_what_register_accepts_works_at_the_prompt(chat_server: Server) ->
     await alice.send("/identify \tcorrect horse")
     assert await alice.expect("INFO") == "INFO You are identified as alice."
     for typed in ("  correct\thorse  ", "correct horse", "correct\thorse\x1b[0m"):
-        assert (await login(chat_server, "alice", typed)).startswith("WELCOME alice ")
-    assert await login(chat_server, "alice", "correcthorse") == (
+        assert (await answer(chat_server, "alice", typed)).startswith("WELCOME alice ")
+    assert await answer(chat_server, "alice", "correcthorse") == (
         "ERR bad-password Wrong password for alice."
     )
 
@@ -312,7 +324,9 @@ async def test_a_password_starting_with_a_slash_is_a_password_at_the_prompt(
         server = Server(
             ChatServer(chat, store=store, accounts=await Accounts.load(store)), nursery
         )
-        assert (await login(server, "carol", "/etc/passwd")).startswith("WELCOME carol")
+        assert (await answer(server, "carol", "/etc/passwd")).startswith(
+            "WELCOME carol"
+        )
         peer = await server.connect()
         await peer.expect("NAME")
         await peer.send("carol")
@@ -336,7 +350,7 @@ async def test_adduser_takes_the_password_as_the_prompt_does(
             ChatServer(chat, store=store, accounts=await Accounts.load(store)), nursery
         )
         for typed in ("spaced out pass", "  spaced\tout pass"):
-            assert (await login(server, "erin", typed)).startswith("WELCOME erin ")
+            assert (await answer(server, "erin", typed)).startswith("WELCOME erin ")
         nursery.cancel_scope.cancel()
 
 
@@ -349,3 +363,119 @@ async def test_the_server_password_is_compared_normalised(
     await peer.expect("PASSWORD")
     await peer.send("  open\tsesame ")
     await peer.expect("NAME")
+
+
+@pytest.mark.parametrize("lookalike", ["a1ice", "aIice", "ａｌｉｃｅ", "𝐚𝐥𝐢𝐜𝐞"])
+async def test_a_registered_names_lookalikes_are_not_for_others(
+    chat_server: Server, lookalike: str
+) -> None:
+    alice = await register(chat_server, "alice", "alice pw 1")
+    await alice.send("/quit")
+    await alice.until_closed()
+    peer = await chat_server.connect()
+    await peer.expect("NAME")
+    await peer.send(lookalike)
+    assert await peer.expect("ERR") == (
+        f"ERR name-taken The name {lookalike} looks too much like alice,"
+        " a registered name."
+    )
+    await peer.expect("NAME")
+    await peer.send("bob")
+    await peer.expect("WELCOME")
+    await peer.send(f"/nick {lookalike}")
+    assert (await peer.expect("ERR")).startswith(
+        f"ERR name-taken The name {lookalike} looks too much like alice,"
+    )
+    # alice's right password still gets her name, and bob stays bob.
+    owner = await login(chat_server, "alice", "alice pw 1")
+    assert (await owner.expect("WELCOME")).startswith("WELCOME alice ")
+
+
+async def test_registering_a_lookalike_of_a_registered_name_fails(
+    chat_server: Server,
+) -> None:
+    # a1ice was online before alice registered (the names never met online).
+    early = await chat_server.join("a1ice")
+    await chat_server.server.accounts.register("alice", "alice pw 1")  # type: ignore[union-attr]
+    await early.send("/register mine, all mine")
+    assert await early.expect("ERR") == (
+        "ERR register-failed The name a1ice looks too much like alice,"
+        " a registered name."
+    )
+
+
+async def test_the_owner_always_gets_the_name_a_lookalike_is_renamed(
+    chat_server: Server,
+) -> None:
+    bob = await chat_server.join("bob")
+    early = await chat_server.join("a1ice")
+    await bob.expect("JOIN")
+    await early.send("/join #dev")
+    await early.expect("SWITCH")
+    # An account made while a1ice was online (e.g. with adduser).
+    await chat_server.server.accounts.register("alice", "alice pw 1")  # type: ignore[union-attr]
+    owner = await login(chat_server, "alice", "alice pw 1")
+    assert (await owner.expect("WELCOME")).startswith("WELCOME alice ")
+    assert await early.expect("INFO") == (
+        "INFO The name a1ice looks too much like alice, a registered name whose"
+        " owner just logged in: you are guest-c2 now (/nick to choose another)."
+    )
+    assert await early.expect("NICK") == f"NICK {STAMP} #lobby a1ice -> guest-c2"
+    assert await early.expect("NICK") == f"NICK {STAMP} #dev a1ice -> guest-c2"
+    assert await bob.expect("NICK") == f"NICK {STAMP} #lobby a1ice -> guest-c2"
+    assert await bob.expect("JOIN") == f"JOIN {STAMP} #lobby alice"
+    await early.send("/nick a1ice")
+    assert (await early.expect("ERR")).startswith("ERR name-taken ")
+
+
+async def test_a_bound_certificate_gets_its_name_past_a_lookalike(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("chat.test").configure_cert(server_context)
+    ca.configure_trust(server_context)
+    server_context.verify_mode = ssl.CERT_OPTIONAL
+    alice_cert = ca.issue_cert("alice@chat.test")
+    fingerprint = hashlib.sha256(
+        ssl.PEM_cert_to_DER_cert(alice_cert.cert_chain_pems[0].bytes().decode())
+    ).hexdigest()
+    async with AsyncStore.open(str(tmp_path / "accounts.db")) as store:
+        accounts = await Accounts.load(store)
+        chat = Chat(clock=lambda: NOW, limits=Limits(flood_rate=0))
+        server = ChatServer(
+            chat, ssl_context=server_context, store=store, accounts=accounts
+        )
+
+        async def connect(*, cert: bool) -> Peer:
+            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+            ca.configure_trust(context)
+            if cert:
+                alice_cert.configure_cert(context)
+            client, server_end = trio.testing.memory_stream_pair()
+            nursery.start_soon(server.handle_stream, server_end)
+            return Peer(trio.SSLStream(client, context, server_hostname="chat.test"))
+
+        early = await connect(cert=False)
+        await early.join("a1ice")
+        await accounts.register("alice", "alice pw 1")  # made while a1ice was online
+        await store.set_cert(fingerprint, "alice", NOW)
+        owner = await connect(cert=True)
+        assert (await owner.expect("WELCOME")).startswith("WELCOME alice ")
+        while not (line := await early.expect("INFO")).startswith("INFO The name"):
+            pass
+        assert line.startswith("INFO The name a1ice looks too much like alice,")
+        assert await early.expect("NICK") == f"NICK {STAMP} #lobby a1ice -> guest-c1"
+        nursery.cancel_scope.cancel()
+
+
+async def test_registered_lookalikes_survive_a_restart(tmp_path: Path) -> None:
+    path = str(tmp_path / "accounts.db")
+    async with AsyncStore.open(path) as store:
+        await (await Accounts.load(store)).register("aIice", "aIice pw 1")
+    async with AsyncStore.open(path) as store:
+        accounts = await Accounts.load(store)
+    # Loaded as registered (with its capital I), not only by its key.
+    assert accounts.lookalike("alice") == "aIice"
+    assert accounts.lookalike("AIICE") is None  # the same name, not a lookalike
+    assert accounts.lookalike("bob") is None

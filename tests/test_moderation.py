@@ -186,7 +186,7 @@ async def test_an_operator_bans_a_name_and_lifts_it(server: Server) -> None:
         "LEAVE 2026-11-23T23:10:28Z #lobby bob disconnected (banned)"
     )
     assert await info(carol, "INFO teacher") == (
-        "INFO teacher banned bob for 2h00m: spamming links."
+        "INFO teacher banned bob for 2h00m: spamming links"
     )
     # The name stays banned, from any address; other names are welcome.
     again = await server.connect(address="10.0.0.9")
@@ -194,7 +194,7 @@ async def test_an_operator_bans_a_name_and_lifts_it(server: Server) -> None:
     await again.send("Bob")
     assert await again.expect("ERR") == (
         "ERR banned The name Bob is banned from this server until"
-        " 2026-11-24 01:10 UTC: spamming links."
+        " 2026-11-24 01:10 UTC: spamming links"
     )
     await again.expect("NAME")
     await root.send("/bans")
@@ -311,7 +311,7 @@ async def test_a_ban_expires_on_time(autojump_clock: trio.testing.MockClock) -> 
         bob = Peer(client)
         await bob.expect("NAME")
         await bob.send("bob")
-        assert (await bob.expect("ERR")).endswith(": cool off.")
+        assert (await bob.expect("ERR")).endswith(": cool off")
         await trio.sleep(599)
         await bob.send("bob")
         assert (await bob.expect("ERR")).startswith("ERR banned")
@@ -477,11 +477,10 @@ async def test_an_operator_runs_every_room(server: Server) -> None:
     await root.send("/join #dev")
     await root.expect("SWITCH")
     await root.send("/kick bob off topic")
-    while not (left := await bob.expect("LEAVE")).startswith(
-        "LEAVE 2026-11-23T23:10:28Z #dev"
-    ):
-        pass
-    assert left.endswith(" #dev bob parted (kicked by teacher: off topic)")
+    assert (
+        await bob.expect("KICK")
+        == "KICK 2026-11-23T23:10:28Z #dev bob teacher off topic"
+    )
 
 
 async def test_a_registered_users_ignores_are_kept(server: Server) -> None:
@@ -849,8 +848,9 @@ async def test_an_open_rooms_settings_survive_a_restart_and_go_when_it_empties(
 async def test_topics_of_rooms_that_are_gone_cannot_push_history_out(
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
-    # 1200 times /join, /topic, /part under a 1 MB cap: the topics left
-    # behind stay few, and the lobby's history is all there.
+    # 3000 times /join, /topic, /part under a 1 MB cap (a megabyte of
+    # topics, were they all kept): the topics left behind stay few, and the
+    # lobby's history is all there.
     async with AsyncStore.open(str(tmp_path / "cap.db")) as store:
         limits = Limits(flood_rate=0, max_db_mb=1, history_rows=0, history_days=0)
         chat = Chat(clock=lambda: NOW, limits=limits)
@@ -861,7 +861,7 @@ async def test_topics_of_rooms_that_are_gone_cannot_push_history_out(
         bob = await server.join("bob", address="10.0.0.9")
         for n in range(200):
             await alice.send(f"line {n} of what was said")
-        for n in range(1200):
+        for n in range(3000):
             await alice.send(f"/join #r{n}")
             await alice.send(f"/topic {n} " + "x" * 300)
             await alice.send(f"/part #r{n}")
@@ -870,15 +870,13 @@ async def test_topics_of_rooms_that_are_gone_cannot_push_history_out(
         await served.prune_history(store)
         kept = await store.topics(10_000)
         assert len(kept) <= MAX_TOPICS_PER_ADDRESS
-        assert kept[-1][1].startswith("1199 ")  # the newest are the ones kept
+        assert kept[-1][1].startswith("2999 ")  # the newest are the ones kept
         said: list[str] = []
         before: int | None = None
         while page := await store.history("#lobby", 200, before_id=before):
             said[:0] = [e.text for _, e in page if isinstance(e, ev.Message)]
             before = page[0][0]
         assert said == [f"line {n} of what was said" for n in range(200)]
-        history, rest = await store.usage()
-        assert history > rest
         assert await store.size() < limits.max_db_mb * 2**20 * 0.9
         await bob.aclose()
     nursery.cancel_scope.cancel()

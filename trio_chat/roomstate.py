@@ -68,7 +68,9 @@ class SavedRoom:
     key: str = ""
     lecture: bool = False
     ops: set[str] = dataclasses.field(default_factory=set)
-    mutes: dict[str, float] = dataclasses.field(default_factory=dict)
+    #: Mutes of accounts (by identity) and of names (by name key): until.
+    muted_people: dict[str, float] = dataclasses.field(default_factory=dict)
+    muted_names: dict[str, float] = dataclasses.field(default_factory=dict)
     topic: tuple[str, str, float] | None = None  # text, setter, ts
 
 
@@ -107,9 +109,11 @@ def saved_rooms(
             saved.ops.add(target)
         elif setting in (MUTE, MUTE_NAME):
             try:
-                saved.mutes[target] = float(value)
+                until = float(value)
             except ValueError:
                 continue
+            mutes = saved.muted_people if setting == MUTE else saved.muted_names
+            mutes[target] = until
         elif setting == TOPIC:
             ts, _, rest = value.partition(" ")
             setter, _, topic = rest.partition(" ")
@@ -125,8 +129,10 @@ def restore(saved: SavedRoom, room: Room, now: float) -> None:
     room.password = saved.key
     room.ops_only = saved.lecture
     room.ops.update(saved.ops)
-    for target, until in saved.mutes.items():
-        if until > now:
-            room.muted[target] = until
+    for saved_mutes, mutes in (
+        (saved.muted_people, room.muted_people),
+        (saved.muted_names, room.muted_names),
+    ):
+        mutes.update((key, until) for key, until in saved_mutes.items() if until > now)
     if saved.topic is not None:
         room.topic, room.topic_setter, room.topic_ts = saved.topic
