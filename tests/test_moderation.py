@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import TypeVar
 
+import chatpeer
 import pytest
 import trio
 import trio.testing
@@ -18,7 +21,7 @@ from trio_chat import cli
 from trio_chat import events as ev
 from trio_chat.accounts import Accounts
 from trio_chat.chat import Chat
-from trio_chat.limits import Limits
+from trio_chat.limits import LOGIN_MAX_WAIT, MAX_TOPICS_PER_ADDRESS, Limits
 from trio_chat.moderation import (
     MAX_MOTD_BYTES,
     MAX_MOTD_LINES,
@@ -394,7 +397,7 @@ async def test_registered_only_with_accounts_made_by_adduser(
     path = tmp_path / "chat.db"
     monkeypatch.setattr("sys.stdin", io.StringIO("student one's password\n"))
     assert cli.main(["adduser", "student1", "--db", str(path)]) == 0
-    monkeypatch.setattr("sys.stdin", io.StringIO("again\n"))
+    monkeypatch.setattr("sys.stdin", io.StringIO("again and again\n"))
     assert cli.main(["adduser", "Student1", "--db", str(path)]) == 1
     async with AsyncStore.open(str(path)) as store:
         server = open_server(
@@ -422,15 +425,15 @@ async def test_registrations_per_address_are_limited(
     server = Server(
         ChatServer(chat, store=store, accounts=await Accounts.load(store)), nursery
     )
-    await register(server, "alice", "first")
+    await register(server, "alice", "first password")
     bob = await server.join("bob")
-    await bob.send("/register second")
+    await bob.send("/register second password")
     assert await bob.expect("ERR") == (
         "ERR register-failed Too many names were registered from your address"
         " today; try again tomorrow."
     )
     carol = await server.join("carol", address="10.0.0.9")
-    await carol.send("/register third")
+    await carol.send("/register third password")
     await info(carol, "INFO Registered carol")
 
 
@@ -570,4 +573,310 @@ async def test_certadd_logs_in_by_certificate(
     )
     third = await connect()
     await third.expect("NAME")
+    nursery.cancel_scope.cancel()
+
+
+async def test_server_password_guesses_are_throttled_not_the_newcomers(
+    autojump_clock: trio.testing.MockClock,
+    nursery: trio.Nursery,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # No store and no threads: virtual time runs every wait at once. A try
+    # may wait its turn longer than a peer waits for a line by default.
+    monkeypatch.setattr(chatpeer, "LINE_TIMEOUT", LOGIN_MAX_WAIT + 1)
+    limits = Limits(
+        flood_rate=0,
+        name_timeout=0,
+        max_per_address=0,
+        max_new_per_minute=0,
+        max_unregistered=0,
+        max_unregistered_per_address=0,
+    )
+    moderation = Moderation(server_password="open sesame")
+    chat = Chat(clock=lambda: NOW, limits=limits, moderation=moderation)
+    server = Server(ChatServer(chat, limits=limits), nursery)
+    guessers = [await server.connect(address="10.0.0.66") for _ in range(20)]
+    for peer in guessers:
+        await peer.expect("PASSWORD")
+    started = trio.current_time()
+    for n, peer in enumerate(guessers):  # 200 guesses at once
+        await peer.send_bytes(b"".join(b"guess %d-%d\n" % (n, i) for i in range(10)))
+    answers = []
+    for peer in guessers:
+        for _ in range(10):
+            answers.append(await peer.expect("ERR"))
+            await peer.expect("PASSWORD")
+    checked = sum(a == "ERR bad-password Wrong server password." for a in answers)
+    refused = sum(a.startswith("ERR login-refused Too many wrong") for a in answers)
+    assert checked + refused == 200
+    elapsed = trio.current_time() - started
+    print(f"\n200 server-password guesses: {checked} checked in {elapsed:.0f} s")
+    assert checked <= 15
+    # Someone new, from another address, is let in at once.
+    now = trio.current_time()
+    newcomer = await server.connect(address="10.0.0.67")
+    await newcomer.expect("PASSWORD")
+    await newcomer.send("open sesame")
+    await newcomer.expect("NAME")
+    assert trio.current_time() == now
+
+
+async def test_registrations_made_at_once_all_count(
+    store: AsyncStore, nursery: trio.Nursery
+) -> None:
+    chat = Chat(clock=lambda: NOW, limits=Limits(flood_rate=0))
+    server = Server(
+        ChatServer(chat, store=store, accounts=await Accounts.load(store)), nursery
+    )
+    peers = [await server.join(f"user{n}", address="10.0.0.5") for n in range(10)]
+    for peer in peers:  # all at once: none has finished hashing yet
+        await peer.send("/register a good password")
+    answers = []
+    for peer in peers:
+        while not (line := await peer.line() or "").startswith(("INFO Reg", "ERR ")):
+            pass
+        answers.append(line)
+    registered = [a for a in answers if a.startswith("INFO Registered ")]
+    refused = [a for a in answers if a.startswith("ERR register-failed Too many")]
+    assert (len(registered), len(refused)) == (5, 5)
+
+
+async def test_the_daily_registration_limit_outlives_a_restart(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    path = str(tmp_path / "chat.db")
+    limits = Limits(flood_rate=0, max_registrations_per_address=2)
+    async with AsyncStore.open(path) as store:
+        chat = Chat(clock=lambda: NOW, limits=limits)
+        server = Server(
+            ChatServer(chat, store=store, accounts=await Accounts.load(store)), nursery
+        )
+        for name in ("ann", "ben"):
+            peer = await server.join(name, address="10.0.0.5")
+            await peer.send("/register a good password")
+            await info(peer, "INFO Registered")
+    async with AsyncStore.open(path) as store:  # the next morning, almost
+        chat = Chat(clock=lambda: NOW + 86000, limits=limits)
+        restarted = ChatServer(chat, store=store, accounts=await Accounts.load(store))
+        await restarted.load_registrations()
+        server = Server(restarted, nursery)
+        cat = await server.join("cat", address="10.0.0.5")
+        await cat.send("/register a good password")
+        assert (await cat.expect("ERR")).startswith("ERR register-failed Too many")
+        dan = await server.join("dan", address="10.0.0.6")
+        await dan.send("/register a good password")
+        await info(dan, "INFO Registered dan")
+    async with AsyncStore.open(path) as store:  # a day after the first two
+        chat = Chat(clock=lambda: NOW + 86401, limits=limits)
+        restarted = ChatServer(chat, store=store, accounts=await Accounts.load(store))
+        await restarted.load_registrations()
+        server = Server(restarted, nursery)
+        cat = await server.join("cat", address="10.0.0.5")
+        await cat.send("/register a good password")
+        await info(cat, "INFO Registered cat")
+        assert await store.registrations(0.0) == [
+            ("10.0.0.5", NOW),
+            ("10.0.0.5", NOW),
+            ("10.0.0.6", NOW + 86000),
+            ("10.0.0.5", NOW + 86401),
+        ]
+        # Addresses are kept no longer than the limit needs them.
+        await restarted.prune_history(store)
+        assert [when for _, when in await store.registrations(0.0)] == [
+            NOW + 86000,
+            NOW + 86401,
+        ]
+    nursery.cancel_scope.cancel()
+
+
+# -- what is announced is kept first -------------------------------------------
+
+T = TypeVar("T")
+NOT_SAVED = (
+    "ERR not-saved That did not take: the server could not save it; try again later."
+)
+
+
+class FullStore(AsyncStore):
+    """A store on a full disk: while `full`, every write fails as SQLite's does."""
+
+    full = False
+
+    async def _call(self, op: Callable[[Store], T], *, write: bool) -> T:
+        if write and self.full:
+            await trio.lowlevel.checkpoint()
+            raise StoreError("cannot save a setting: database or disk is full")
+        return await super()._call(op, write=write)
+
+
+async def test_moderation_that_could_not_be_saved_is_neither_done_nor_announced(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    async with FullStore.open(str(tmp_path / "full.db")) as store:
+        assert isinstance(store, FullStore)
+        server = open_server(store, await Accounts.load(store), nursery)
+        root = await operator(server)
+        alice = await register(server, "alice", "alice's secret")
+        bob = await server.join("bob", address="10.0.0.2")
+        for peer in (root, alice, bob):
+            await peer.send("/join #dev")
+            await peer.expect("SWITCH")
+        store.full = True
+        for command in (
+            "/ban bob",
+            "/ban 10.0.0.2 1h",
+            "/motd exams are cancelled",
+            "/topic pwned",
+            "/key sesame",
+            "/lecture on",
+            "/mute bob",
+            "/op alice",
+        ):
+            await root.send(command)
+            assert await root.expect("ERR") == NOT_SAVED, command
+        await alice.send("/ignore bob")
+        assert await alice.expect("ERR") == NOT_SAVED
+        # Nothing of it happened.
+        await bob.send("still here, and not muted")
+        assert (await root.expect("MSG")).endswith(" <bob> still here, and not muted")
+        assert (await alice.expect("MSG")).endswith(" <bob> still here, and not muted")
+        await root.send("/bans")
+        assert await info(root, "INFO 0") == "INFO 0 bans in force:"
+        await root.send("/topic")
+        assert await root.expect("INFO") == "INFO #dev has no topic."
+        await root.send("/motd")
+        assert await root.expect("INFO") == "INFO There is no message of the day."
+        await alice.send("/ignore")
+        assert await info(alice, "INFO You ignore") == "INFO You ignore nobody."
+        carol = await server.join("carol", address="10.0.0.3")
+        await carol.send("/join #dev")  # no key was set
+        await carol.expect("SWITCH")
+        await alice.send("/kick bob")  # alice was not made an op
+        assert (await alice.expect("ERR")).startswith("ERR not-op ")
+        told = [
+            line for line in bob.lines if line.startswith(("INFO teacher", "TOPIC"))
+        ]
+        assert told == []
+        # Once the disk has room again, the same command works.
+        store.full = False
+        await root.send("/ban bob")
+        assert await bob.expect("BYE") == "BYE banned Disconnected: banned."
+    nursery.cancel_scope.cancel()
+
+
+@contextlib.asynccontextmanager
+async def restarted(path: str, nursery: trio.Nursery) -> AsyncIterator[Server]:
+    """A new server on the database at `path`, loaded as `trio-chat serve` does."""
+    async with AsyncStore.open(path) as store:
+        moderation = Moderation(operators=["teacher"])
+        chat = Chat(
+            clock=lambda: NOW, limits=Limits(flood_rate=0), moderation=moderation
+        )
+        await cli._load_moderation(store, chat)
+        accounts = await Accounts.load(store)
+        yield Server(ChatServer(chat, store=store, accounts=accounts), nursery)
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_open_rooms_settings_survive_a_restart_and_go_when_it_empties(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    path = str(tmp_path / "rooms.db")
+    async with AsyncStore.open(path) as store:
+        moderation = Moderation(operators=["teacher"])
+        chat = Chat(
+            clock=lambda: NOW, limits=Limits(flood_rate=0), moderation=moderation
+        )
+        serving = ChatServer(chat, store=store, accounts=await Accounts.load(store))
+        listeners = await nursery.start(serving.serve_tcp, 0, "127.0.0.1")
+        first = Server(serving, nursery, port=listeners[0].socket.getsockname()[1])
+        alice = await register(first, "alice", "alice's secret")
+        bob = await register(first, "bob", "bob's secret!")
+        carol = await first.join("carol")
+        await alice.send("/join #dev sesame")
+        await alice.expect("SWITCH")
+        for peer in (bob, carol):
+            await peer.send("/join #dev sesame")
+            await peer.expect("SWITCH")
+        for command, said in (
+            ("/op bob", "INFO alice made bob"),
+            ("/mute carol", "INFO alice muted carol"),
+            ("/lecture on", "INFO alice says"),
+        ):
+            await alice.send(command)
+            await info(carol, said)
+        await alice.send("/topic behind closed doors")
+        await carol.expect("TOPIC")
+        await alice.send("/join #tmp")  # a room that empties before the end
+        await alice.expect("SWITCH")
+        await alice.send("/key temporary")
+        await alice.expect("INFO")
+        await alice.send("/part #tmp")
+        await alice.expect("LEAVE")
+        serving.shutdown()  # a graceful stop keeps the open rooms' settings
+        await serving.closed.wait()
+        for peer in (alice, bob, carol):
+            await peer.aclose()
+    async with restarted(path, nursery) as server:
+        # #tmp emptied, and went with its key; #dev was open, and is as it was.
+        tmp = await server.join("dave")
+        await tmp.send("/join #tmp")
+        await tmp.expect("SWITCH")
+        carol = await server.join("carol", address="10.0.0.3")
+        await carol.send("/join #dev")
+        assert await carol.expect("ERR") == "ERR bad-room-key #dev needs the right key."
+        await carol.send("/join #dev sesame")
+        assert (await carol.expect("TOPIC")).endswith(" #dev alice behind closed doors")
+        await carol.expect("SWITCH")
+        await carol.send("/topic mine now")  # the first back is not an op
+        assert (await carol.expect("ERR")).startswith("ERR not-op ")
+        bob = await server.login("bob", "bob's secret!")  # an op, by account
+        await bob.send("/join #dev")
+        assert (await bob.expect("ERR")).startswith("ERR bad-room-key")
+        await bob.send("/join #dev sesame")
+        await bob.expect("SWITCH")
+        await carol.send("may I?")
+        assert (
+            await carol.expect("ERR") == "ERR ops-only Only ops may speak in #dev now."
+        )
+        await bob.send("/lecture off")
+        await info(carol, "INFO bob says")
+        await carol.send("may I now?")
+        assert await carol.expect("ERR") == "ERR muted You are muted in #dev."
+
+
+async def test_topics_of_rooms_that_are_gone_cannot_push_history_out(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    # 3000 times /join, /topic, /part under a 1 MB cap (a megabyte of
+    # topics, were they all kept): the topics left behind stay few, and the
+    # lobby's history is all there.
+    async with AsyncStore.open(str(tmp_path / "cap.db")) as store:
+        limits = Limits(flood_rate=0, max_db_mb=1, history_rows=0, history_days=0)
+        chat = Chat(clock=lambda: NOW, limits=limits)
+        served = ChatServer(chat, limits=limits, store=store)
+        await store.set_max_size(limits.max_db_mb * 2**20)
+        server = Server(served, nursery)
+        alice = await server.join("alice", address="10.0.0.8")
+        bob = await server.join("bob", address="10.0.0.9")
+        for n in range(200):
+            await alice.send(f"line {n} of what was said")
+        for n in range(3000):
+            await alice.send(f"/join #r{n}")
+            await alice.send(f"/topic {n} " + "x" * 300)
+            await alice.send(f"/part #r{n}")
+            while await alice.expect("SWITCH") != "SWITCH #lobby":  # parted
+                pass
+        await served.prune_history(store)
+        kept = await store.topics(10_000)
+        assert len(kept) <= MAX_TOPICS_PER_ADDRESS
+        assert kept[-1][1].startswith("2999 ")  # the newest are the ones kept
+        said: list[str] = []
+        before: int | None = None
+        while page := await store.history("#lobby", 200, before_id=before):
+            said[:0] = [e.text for _, e in page if isinstance(e, ev.Message)]
+            before = page[0][0]
+        assert said == [f"line {n} of what was said" for n in range(200)]
+        assert await store.size() < limits.max_db_mb * 2**20 * 0.9
+        await bob.aclose()
     nursery.cancel_scope.cancel()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
 import pytest
 import trio
@@ -408,7 +409,8 @@ async def test_close_gives_up_on_a_hung_database_after_its_timeout(
     # The abandoned thread still finished the write and answered.
     assert len(got) == 1
     assert 0.2 <= waited < 5
-    with Store(path) as reopened:
+    # The abandoned thread may still be closing (and holding the file).
+    with Store(path, exclusive=False) as reopened:
         assert texts(reopened.history("#a", 10)) == ["late"]
 
 
@@ -434,18 +436,41 @@ async def test_a_locked_database_is_a_store_error(tmp_path: Path) -> None:
 
 
 async def test_the_event_loop_is_not_blocked_while_10k_rows_are_written(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    gaps: list[float] = []
-    writing = True
+    # No clock here: on a busy machine any threshold flakes (the gap is
+    # measured by benchmarks/store_gap.py instead). What must hold is that
+    # SQLite never runs on the event loop's thread, and that the loop runs
+    # on while the database thread is in the middle of a write.
+    loop_thread = threading.get_ident()
+    writer_threads: set[int] = set()
+    append = Store.append
+
+    def recording_append(store: Store, room_key: str, event: RoomEvent) -> int:
+        writer_threads.add(threading.get_ident())
+        return append(store, room_key, event)
+
+    monkeypatch.setattr(Store, "append", recording_append)
+    token = trio.lowlevel.current_trio_token()
+    in_write = trio.Event()
+    release = threading.Event()
+
+    def held_write(store: Store) -> bool:
+        # A write the database thread cannot finish until the event loop,
+        # while it waits, has run other tasks: on the loop's own thread it
+        # could only time out.
+        token.run_sync_soon(in_write.set)
+        return release.wait(timeout=60)
+
+    ticks_during_write = 0
 
     async def ticker() -> None:
-        last = trio.current_time()
-        while writing:
-            await trio.sleep(0.001)
-            now = trio.current_time()
-            gaps.append(now - last)
-            last = now
+        nonlocal ticks_during_write
+        await in_write.wait()
+        for _ in range(100):
+            await trio.lowlevel.checkpoint()
+            ticks_during_write += 1
+        release.set()
 
     async with AsyncStore.open(tmp_path / "history.db") as store:
 
@@ -453,22 +478,16 @@ async def test_the_event_loop_is_not_blocked_while_10k_rows_are_written(
             for i in range(200):
                 await store.append("#a", say(f"{n}-{i}", sender=f"w{n}"))
 
-        started = time.perf_counter()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ticker)
-            async with trio.open_nursery() as writers:
-                for n in range(50):
-                    writers.start_soon(writer, n)
-            writing = False
-        elapsed = time.perf_counter() - started
-    assert store.writes == 10_000
-    print(
-        f"\n10k appends by 50 tasks: {elapsed:.2f} s, {store.commits} commits;"
-        f" longest event-loop gap {max(gaps) * 1000:.1f} ms"
-        f" (ticker sleeps 1 ms, {len(gaps)} ticks)"
-    )
-    # Not a speed test: only a loop blocked on SQLite could reach this.
-    assert max(gaps) < 0.1
+            for n in range(50):
+                nursery.start_soon(writer, n)
+            await wait_all_tasks_blocked()  # writers queued: the probe joins them
+            assert await store._call(held_write, write=True)
+    assert store.writes == 10_001
+    assert ticks_during_write == 100
+    assert writer_threads and loop_thread not in writer_threads
+    assert len(writer_threads) == 1  # the one database thread
 
 
 @pytest.mark.slow
@@ -693,3 +712,109 @@ async def test_bans_add_get_list_active_find_delete() -> None:
                 set_by="Ann",
                 created=0.0,
             )
+
+
+def test_room_settings_are_kept_per_opening_and_forgotten_up_to_one() -> None:
+    with Store(":memory:") as store:
+        store.set_room_settings(
+            "#dev", "#dev", [("key", "", "old"), ("op", "@alice", "")], seq=1, ts=T0
+        )
+        # The room emptied (opening 1) and opened again (2) with a new key,
+        # written before the first opening was forgotten: the new one stays.
+        store.set_room_settings("#dev", "#Dev", [("key", "", "new")], seq=2, ts=T0)
+        assert store.forget_room("#dev", 1) == 1
+        assert store.room_settings() == [("#dev", "key", "", "new", 2)]
+        store.set_room_settings("#dev", "#Dev", [("key", "", None)], seq=2, ts=T0)
+        assert store.room_settings() == []
+
+
+def test_topics_are_bounded_per_address_and_in_all_open_rooms_aside() -> None:
+    with Store(":memory:") as store:
+        for n in range(30):
+            store.set_topic(
+                f"#r{n}",
+                f"#r{n}",
+                f"topic {n}",
+                "ann",
+                T0 + n,
+                set_from="10.0.0.1",
+                keep={"#r0"},
+                per_address=5,
+                most=8,
+            )
+        kept = [key for key, *_ in store.topics(100)]
+        # The open #r0 stays; of the rest, the address's newest.
+        assert kept == ["#r0", "#r25", "#r26", "#r27", "#r28", "#r29"]
+        for n in range(30, 40):  # others, from elsewhere: the global bound
+            store.set_topic(
+                f"#r{n}",
+                f"#r{n}",
+                f"topic {n}",
+                "bob",
+                T0 + n,
+                set_from=f"10.0.1.{n}",
+                keep={"#r0"},
+                per_address=5,
+                most=8,
+            )
+        kept = [key for key, *_ in store.topics(100)]
+        assert kept == ["#r0"] + [f"#r{n}" for n in range(32, 40)]
+
+
+def test_rooms_nobody_used_lately_lose_their_topics_and_settings() -> None:
+    with Store(":memory:") as store:
+        for key in ("#old", "#open", "#talked"):
+            store.set_topic(key, key, "a topic", "ann", T0)
+            store.set_room_settings(key, key, [("key", "", "k")], seq=1, ts=T0)
+        store.set_topic("#new", "#new", "a topic", "ann", T0 + 100)
+        store.append("#talked", ev.Message(T0 + 50, "#talked", "ann", "hi"))
+        assert store.prune_rooms(T0 + 10, keep={"#open"}) == 2
+        assert sorted(key for key, *_ in store.topics(10)) == [
+            "#new",
+            "#open",
+            "#talked",
+        ]
+        assert sorted({row[0] for row in store.room_settings()}) == ["#open", "#talked"]
+
+
+def test_shrinking_never_cuts_history_below_what_the_rest_takes() -> None:
+    with Store(":memory:") as store:
+        for n in range(2000):  # the rest: bans, far more than the history
+            store.add_ban("name", f"user{n}", reason="x" * 200, set_by="op", created=T0)
+        for n in range(300):
+            store.append("#a", say(f"line {n} " * 10))
+        history, rest = store.usage()
+        assert 0 < history < rest
+        assert store.shrink(1) == 0  # over any cap, but history is not the cause
+        assert len(store.history("#a", 200)) == 200
+        for n in range(300, 5000):  # now history is most of it: it shrinks
+            store.append("#a", say(f"line {n} " * 10))
+        history, rest = store.usage()
+        assert history > rest
+        before = history + rest
+        assert store.shrink(2 * rest, batch=100) > 0
+        history, rest = store.usage()
+        # Stopped (within a batch) where the rest would outweigh the history.
+        assert history + rest < before
+        assert history >= rest * 0.9
+
+
+def test_usage_is_estimated_where_sqlite_has_no_page_statistics() -> None:
+    class NoDbstat:
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self._conn = conn
+
+        def execute(self, sql: str, parameters: tuple[object, ...] = ()) -> Any:
+            if "dbstat" in sql:
+                raise sqlite3.OperationalError("no such table: dbstat")
+            return self._conn.execute(sql, parameters)
+
+    with Store(":memory:") as store:
+        for n in range(1000):
+            store.append("#a", say(f"line {n} " * 10))
+        measured = store.usage()
+        store._conn = NoDbstat(store._conn)  # type: ignore[assignment]
+        estimated = store.usage()
+        store._conn = store._conn._conn  # type: ignore[attr-defined]
+    assert sum(estimated) == sum(measured)
+    assert 0.5 < estimated[0] / measured[0] <= 1.0

@@ -3,13 +3,13 @@
 Hashing is deliberately slow (that is its point), so it never runs on the
 event loop: each hash runs in a worker thread, at most `HASHING_THREADS` at
 once, and a caller waiting for one can be cancelled. Passwords are never
-logged or stored; hashes are compared in constant time; failed attempts on
-a name are rate-limited.
+logged or stored; hashes are compared in constant time. How often anyone
+may try is the server's business (`trio_chat.throttle`), decided before
+an attempt reaches `verify`.
 """
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import hmac
 import os
@@ -19,7 +19,9 @@ from typing import Final
 
 import trio
 
+from trio_chat.limits import MAX_PASSWORD_LENGTH
 from trio_chat.names import lookalike_keys, name_key
+from trio_chat.passwords import normalize_password, password_problem
 from trio_chat.store import AsyncStore, User
 
 #: scrypt's cost: 2**14 iterations of 8-block rounds take about 50 ms and
@@ -35,15 +37,6 @@ KDF: Final = f"scrypt:n={SCRYPT_N}:r={SCRYPT_R}:p={SCRYPT_P}"
 #: Hashes computed at once: a login storm queues instead of eating the
 #: machine's memory and cores.
 HASHING_THREADS: Final = 2
-#: Longest password accepted, in characters (scrypt does not care; a limit
-#: keeps a pasted novel from costing anything).
-MAX_PASSWORD_LENGTH: Final = 256
-#: Failed attempts on one name within the window, before further attempts on
-#: it are refused outright until the window passes.
-MAX_FAILURES: Final = 5
-FAILURE_WINDOW: Final = 300.0
-#: Names whose failures are remembered; the oldest are forgotten past it.
-MAX_TRACKED_FAILURES: Final = 10000
 
 
 class AccountError(Exception):
@@ -76,9 +69,6 @@ class Accounts:
         for name in names:
             self._index(name)
         self._limiter = trio.CapacityLimiter(HASHING_THREADS)
-        self._failures: collections.OrderedDict[str, collections.deque[float]] = (
-            collections.OrderedDict()
-        )
 
     @classmethod
     async def load(cls, store: AsyncStore) -> Accounts:
@@ -106,13 +96,26 @@ class Accounts:
         for lookalike in lookalike_keys(name):
             self._lookalikes.setdefault(lookalike, name)
 
-    async def register(self, name: str, password: str) -> None:
-        """Register `name` with `password`.
+    async def register(
+        self,
+        name: str,
+        password: str,
+        *,
+        address: str | None = None,
+        now: float | None = None,
+    ) -> None:
+        """Register `name` with `password`, from `address`, at `now`.
 
-        Raises AccountError if the name is registered already or the password
-        is empty or too long. Cancellation abandons the hash (the worker
-        thread finishes on its own) and registers nothing.
+        The address and time are kept with the account, for the server's
+        daily limit per address; `now` defaults to the system clock.
+
+        The password is normalised first (`normalize_password`). Raises
+        AccountError if the name is registered already or the password
+        breaks the rules for new ones (`password_problem`). Cancellation
+        abandons the hash (the worker thread finishes on its own) and
+        registers nothing.
         """
+        password = normalize_password(password)
         check_password(password)
         key = name_key(name)
         if key in self._registered:
@@ -126,9 +129,9 @@ class Accounts:
         digest = await trio.to_thread.run_sync(
             hash_password, password, salt, limiter=self._limiter, abandon_on_cancel=True
         )
-        now = time.time()
+        now = time.time() if now is None else now
         user = User(key, name, digest, salt, KDF, now, now)
-        if not await self._store.add_user(user):
+        if not await self._store.add_user(user, registered_from=address):
             raise AccountError(f"The name {name} is registered already.")
         self._registered.add(key)
         self._index(name)
@@ -136,46 +139,33 @@ class Accounts:
     async def verify(self, name: str, password: str) -> str | None:
         """`name` as it was registered if `password` is its password, else None.
 
-        Raises AccountError when too many attempts on this name failed
-        lately (the password is then not even checked).
+        `password` is normalised as `register` did (`normalize_password`).
+        Every call checks: throttling attempts is the caller's job. Raises
+        StoreError if the account cannot be read. Cancellation abandons the
+        hash and answers nothing.
         """
-        key = name_key(name)
-        now = trio.current_time()
-        failures = self._failures.get(key)
-        if failures is not None:
-            while failures and now - failures[0] > FAILURE_WINDOW:
-                failures.popleft()
-            if len(failures) >= MAX_FAILURES:
-                raise AccountError(
-                    "Too many wrong passwords for this name; try again later."
-                )
-        user = await self._store.get_user(key)
-        if user is None or len(password) > MAX_PASSWORD_LENGTH:
-            ok = False
-        else:
+        user = await self._store.get_user(name_key(name))
+        ok = False
+        # The normal form first; then the text as given, for accounts that
+        # `adduser` made before it normalised passwords (it kept the line).
+        given = normalize_password(password)
+        candidates = [given] if given == password else [given, password]
+        for candidate in candidates:
+            if user is None or ok or len(candidate) > MAX_PASSWORD_LENGTH:
+                break
             digest = await trio.to_thread.run_sync(
                 hash_password,
-                password,
+                candidate,
                 user.salt,
                 limiter=self._limiter,
                 abandon_on_cancel=True,
             )
             ok = hmac.compare_digest(digest, user.password_hash)
-        if ok and user is not None:
-            return user.name
-        if not ok:
-            self._failures.setdefault(key, collections.deque()).append(now)
-            self._failures.move_to_end(key)
-            while len(self._failures) > MAX_TRACKED_FAILURES:
-                self._failures.popitem(last=False)
-        return None
+        return user.name if ok and user is not None else None
 
 
 def check_password(password: str) -> None:
-    """Raise AccountError if `password` is empty or too long."""
-    if not password:
-        raise AccountError("A password cannot be empty.")
-    if len(password) > MAX_PASSWORD_LENGTH:
-        raise AccountError(
-            f"A password may have at most {MAX_PASSWORD_LENGTH} characters."
-        )
+    """Raise AccountError if `password` (normalised) cannot be a new password."""
+    problem = password_problem(password)
+    if problem is not None:
+        raise AccountError(problem)

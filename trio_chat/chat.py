@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import itertools
 import logging
 import math
 import time
@@ -43,6 +44,22 @@ from trio_chat.names import (
     name_key,
     validate_name,
     validate_room,
+)
+from trio_chat.roomstate import (
+    KEY,
+    LECTURE,
+    MUTE,
+    MUTE_NAME,
+    OP,
+    TOPIC,
+    RoomForgotten,
+    RoomSettingsSaved,
+    SavedRoom,
+    kept_identity,
+    restore,
+    saved_rooms,
+    topic_text,
+    until_text,
 )
 from trio_chat.sanitize import sanitize_text
 
@@ -160,7 +177,20 @@ class CertAction:
     add: bool
 
 
-FollowUp = Persist | FetchHistory | AccountAction | CertAction
+@dataclasses.dataclass(frozen=True, slots=True)
+class Commit:
+    """Moderation state to commit to the store before it takes effect.
+
+    The connection has the server commit `saved`, then calls `apply`,
+    which changes the state and announces it. If the write fails, the
+    member is told it did not take, and nothing changes or is announced.
+    """
+
+    saved: Saved
+    apply: Callable[[], None]
+
+
+FollowUp = Persist | FetchHistory | AccountAction | CertAction | Commit
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -194,6 +224,7 @@ class TopicSaved:
     topic: str
     setter: str
     ts: float
+    set_from: str | None = None  # the setter's address
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -205,8 +236,17 @@ class IgnoreSaved:
     add: bool
 
 
-#: What the chat hands the server to write behind to the store; nobody waits.
-Saved = BanSaved | BanLifted | MotdSaved | TopicSaved | IgnoreSaved
+#: What the chat hands the server to write to the store: behind (`save`,
+#: nobody waits) or first (`Commit`, announced once written).
+Saved = (
+    BanSaved
+    | BanLifted
+    | MotdSaved
+    | TopicSaved
+    | IgnoreSaved
+    | RoomSettingsSaved
+    | RoomForgotten
+)
 
 
 def _encode_replay(encode: Encoder, event: RoomEvent) -> bytes:
@@ -319,6 +359,12 @@ class Chat:
         self.save: Callable[[Saved], None] = lambda saved: None
         #: Topics kept in the store, by room key, restored when a room opens.
         self.saved_topics: dict[str, tuple[str, str, float]] = {}
+        #: Settings of rooms that were open when the server last stopped,
+        #: by room key, given back when each opens (`roomstate`).
+        self.saved_rooms: dict[str, SavedRoom] = {}
+        #: The opening (`roomstate` seq) of each open room; the lobby's is 0.
+        self._openings: dict[str, int] = {}
+        self._next_opening = itertools.count(1)
         #: Set when the server shuts down: its leaves are not history.
         self.closing = False
         #: History of rooms that are not open (emptied, or read from the
@@ -532,6 +578,19 @@ class Chat:
             lobby = self.lobby
             lobby.topic, lobby.topic_setter, lobby.topic_ts = saved
 
+    def restore_rooms(self, rows: list[tuple[str, str, str, str, int]]) -> None:
+        """Take in the room settings kept in the store (`Store.room_settings`).
+
+        Each room gets its settings back when it next opens; the lobby at once.
+        """
+        self.saved_rooms = saved_rooms(rows)
+        if self.saved_rooms:
+            last = max(saved.seq for saved in self.saved_rooms.values())
+            self._next_opening = itertools.count(last + 1)
+        lobby = self.saved_rooms.pop(self.lobby.key, None)
+        if lobby is not None:
+            restore(lobby, self.lobby, self._clock())
+
     def preload(self, room_key: str, events: list[RoomEvent]) -> None:
         """Take in a room's recent lines (from the store, at start-up).
 
@@ -645,12 +704,53 @@ class Chat:
         """An emptied room closed: its history waits for it to open again.
 
         A keyed room's lines are private: whoever makes a room of that name
-        next, perhaps without a key, must not see them.
+        next, perhaps without a key, must not see them. Its settings go
+        with it, but not when the server stops: a restart gives them back.
         """
         if not room.password:
             self._put_dormant(
                 room.key, [e for e in room.recent() if isinstance(e, HistoryEvent)]
             )
+        opening = self._openings.pop(room.key, None)
+        if opening is not None and not self.closing:
+            self.save(RoomForgotten(room.key, opening))
+
+    def _opened(
+        self, member: Member, room: Room, key: str, saved: SavedRoom | None
+    ) -> None:
+        """Set up a room `member` just opened: as it was kept, or theirs."""
+        if saved is not None:
+            del self.saved_rooms[room.key]
+            self._openings[room.key] = saved.seq
+            restore(saved, room, self._clock())
+            if room.ops:  # its ops come back; the first back is not one
+                return
+        else:
+            self._openings[room.key] = next(self._next_opening)
+            room.password = key
+        room.ops.add(member.identity)  # the creator runs the room
+        changes: list[tuple[str, str, str | None]] = []
+        if key and saved is None:
+            changes.append((KEY, "", key))
+        if kept_identity(member.identity):
+            changes.append((OP, member.identity, ""))
+        if changes:
+            self.save(self._settings(room, *changes))
+
+    def _settings(
+        self, room: Room, *changes: tuple[str, str, str | None]
+    ) -> RoomSettingsSaved:
+        """Rows of `room`'s settings to keep (`roomstate`)."""
+        return RoomSettingsSaved(
+            room.key, room.name, self._openings.get(room.key, 0), self._clock(), changes
+        )
+
+    def _commit(self, saved: Saved | None, apply: Callable[[], None]) -> Commit | None:
+        """`apply` at once if nothing is kept; else once `saved` is committed."""
+        if saved is None or not self.durable:
+            apply()
+            return None
+        return Commit(saved, apply)
 
     def deliver(self, persist: Persist) -> None:
         """Fan out a chat line (after the store committed it)."""
@@ -832,15 +932,15 @@ class Chat:
             case ev.Kick(target, reason):
                 self._kick(member, target, reason[:MAX_REASON_LENGTH])
             case ev.Mute(target, seconds):
-                self._mute(member, target, seconds)
+                return self._mute(member, target, seconds)
             case ev.Ban(target, seconds, reason):
-                self._ban(member, target, seconds, reason[:MAX_BAN_REASON])
+                return self._ban(member, target, seconds, reason[:MAX_BAN_REASON])
             case ev.Unban(target):
-                self._unban(member, target)
+                return self._unban(member, target)
             case ev.Bans(page):
                 self._list_bans(member, page)
             case ev.Motd(text):
-                self._motd(member, text)
+                return self._motd(member, text)
             case ev.CertBinding(add):
                 if member.cert is None:
                     self._error(
@@ -857,7 +957,7 @@ class Chat:
                 else:
                     return CertAction(add)
             case ev.RoomMode(setting, value):
-                self._room_mode(member, setting, value)
+                return self._room_mode(member, setting, value)
             case ev.Away(reason):
                 member.away = reason[:MAX_REASON_LENGTH] or "away"
                 send(member, ev.Info(f"You are marked away: {member.away}"))
@@ -867,17 +967,9 @@ class Chat:
             case ev.Whois(target):
                 self._whois(member, target)
             case ev.Ignore(target):
-                self._ignore(member, target)
+                return self._ignore(member, target)
             case ev.Unignore(target):
-                member.unignore(name_key(target))
-                if member.identified is not None:
-                    self.save(
-                        IgnoreSaved(member.identified, name_key(target), add=False)
-                    )
-                send(
-                    member,
-                    ev.Info(f"You see {sanitize_text(target)[:40]}'s lines again."),
-                )
+                return self._unignore(member, target)
             case ev.Nick(new):
                 self._rename(member, name, new)
             case ev.Who(scope, page):
@@ -896,7 +988,7 @@ class Chat:
             case ev.Rooms(page):
                 self._rooms(member, page)
             case ev.Topic(text):
-                self._topic(member, text)
+                return self._topic(member, text)
             case ev.Help():
                 self._reply(member, [ev.HelpLine(line) for line in HELP_LINES])
             case ev.Quit(reason):
@@ -952,24 +1044,35 @@ class Chat:
         if other.current is not None:
             self.hub.send(other, ev.Switched(other.current.name))
 
-    def _mute(self, member: Member, target: str, seconds: float) -> None:
+    def _mute(self, member: Member, target: str, seconds: float) -> Commit | None:
         found = self._op_target(member, target)
         if found is None:
-            return
+            return None
         room, other = found
         assert member.name is not None and other.name is not None
-        if seconds <= 0:
-            room.muted_people.pop(other.identity, None)
-            room.muted_names.pop(name_key(other.name), None)
+        person, name = other.identity, name_key(other.name)
+        until = self._clock() + seconds if seconds > 0 else None
+        if until is None:
             text = f"{member.name} unmuted {other.name} in {room.name}."
         else:
-            until = self._clock() + seconds
-            room.muted_people[other.identity] = until
-            room.muted_names[name_key(other.name)] = until
             span = "" if seconds == math.inf else f" for {_duration(seconds)}"
             text = f"{member.name} muted {other.name} in {room.name}{span}."
-        log.info("[%s] %s", member.conn_id, text)
-        self.hub.publish(ev.Info(text), room=room)
+        value = None if until is None else until_text(until)
+        changes = [(MUTE_NAME, name, value)]
+        if kept_identity(person):
+            changes.append((MUTE, person, value))
+
+        def apply() -> None:
+            if until is None:
+                room.muted_people.pop(person, None)
+                room.muted_names.pop(name, None)
+            else:
+                room.muted_people[person] = until
+                room.muted_names[name] = until
+            log.info("[%s] %s", member.conn_id, text)
+            self.hub.publish(ev.Info(text), room=room)
+
+        return self._commit(self._settings(room, *changes), apply)
 
     # -- server-wide moderation ---------------------------------------------
 
@@ -989,9 +1092,11 @@ class Chat:
         if not rooms:
             self.hub.send(member, ev.Info(text))
 
-    def _ban(self, member: Member, raw: str, seconds: float, reason: str) -> None:
+    def _ban(
+        self, member: Member, raw: str, seconds: float, reason: str
+    ) -> Commit | None:
         if not self._server_op(member):
-            return
+            return None
         assert member.name is not None
         kind, key = ban_target(raw)
         if kind == "name":
@@ -999,21 +1104,29 @@ class Chat:
                 validate_name(raw)
             except InvalidName as exc:
                 self._error(member, "name-invalid", str(exc))
-                return
+                return None
             if key == member.key:
                 self._error(member, "usage", "You cannot ban yourself.")
-                return
+                return None
         elif key == member.address:
             self._error(member, "usage", "You cannot ban your own address.")
-            return
+            return None
         now = self._clock()
         expires = None if seconds == math.inf else now + seconds
         ban = BanRecord(kind, key, reason, member.name, now, expires)
-        if not self.moderation.add(ban):
+        if not self.moderation.can_add(ban):
             self._error(member, "too-many", "No more bans may be set; /unban some.")
-            return
-        self.save(BanSaved(ban))
-        span = "" if expires is None else f" for {_duration(seconds)}"
+            return None
+        return self._commit(
+            BanSaved(ban), lambda: self._banned(member, raw, ban, seconds)
+        )
+
+    def _banned(self, member: Member, raw: str, ban: BanRecord, seconds: float) -> None:
+        """Put `ban` (kept already) in force: out with whoever it hits; announce."""
+        assert member.name is not None
+        self.moderation.add(ban)
+        kind, key, reason = ban.kind, ban.target_key, ban.reason
+        span = "" if ban.expires is None else f" for {_duration(seconds)}"
         targets = [
             other
             for other in self.hub
@@ -1036,16 +1149,20 @@ class Chat:
         text = f"{member.name} banned {label}{span}{gone}{why}"
         self._announce(member, [room for room in rooms if room.members], text)
 
-    def _unban(self, member: Member, raw: str) -> None:
+    def _unban(self, member: Member, raw: str) -> Commit | None:
         if not self._server_op(member):
-            return
+            return None
         kind, key = ban_target(raw)
         label = sanitize_text(raw)[:60]
-        if self.moderation.lift(kind, key) is None:
+        if self.moderation.find(kind, key, self._clock()) is None:
             self._error(member, "not-banned", f"{label} is not banned.")
-            return
-        self.save(BanLifted(kind, key))
-        self._announce(member, [], f"{member.name} lifted the ban on {label}.")
+            return None
+
+        def apply() -> None:
+            self.moderation.lift(kind, key)
+            self._announce(member, [], f"{member.name} lifted the ban on {label}.")
+
+        return self._commit(BanLifted(kind, key), apply)
 
     def _list_bans(self, member: Member, page: int) -> None:
         if not self._server_op(member):
@@ -1064,53 +1181,78 @@ class Chat:
             command="/bans",
         )
 
-    def _motd(self, member: Member, text: str | None) -> None:
+    def _motd(self, member: Member, text: str | None) -> Commit | None:
         moderation = self.moderation
         if text is None:
             if not moderation.motd:
                 self.hub.send(member, ev.Info("There is no message of the day."))
             self._reply(member, [ev.MotdLine(line) for line in moderation.motd])
-            return
+            return None
         if not self._server_op(member):
-            return
-        moderation.set_motd = None if text == "-" else motd_lines(text)[0]
-        self.save(MotdSaved(moderation.set_motd))
+            return None
+        motd = None if text == "-" else motd_lines(text)[0]
         did = "reset" if text == "-" else "set"
-        text = f"{member.name} {did} the message of the day."
-        log.info("[%s] %s", member.conn_id, text)
-        told: list[ev.ServerEvent] = [
-            ev.Info(text),
-            *(ev.MotdLine(line) for line in moderation.motd),
-        ]
-        for other in self.hub:
-            self._reply(other, told)
+        said = f"{member.name} {did} the message of the day."
 
-    def _room_mode(self, member: Member, setting: str, value: str) -> None:
+        def apply() -> None:
+            moderation.set_motd = motd
+            log.info("[%s] %s", member.conn_id, said)
+            told: list[ev.ServerEvent] = [
+                ev.Info(said),
+                *(ev.MotdLine(line) for line in moderation.motd),
+            ]
+            for other in self.hub:
+                self._reply(other, told)
+
+        return self._commit(MotdSaved(motd), apply)
+
+    def _room_mode(self, member: Member, setting: str, value: str) -> Commit | None:
         assert member.name is not None
         room = self._member_room(member, "")
         if room is None:
-            return
+            return None
         if not self.is_op(member, room):
             self._error(member, "not-op", f"Only the ops of {room.name} may do that.")
-            return
+            return None
+        saved: RoomSettingsSaved | None
         if setting == "op":
             other = self.hub.get(value)
             if other is None or other.name is None or room.key not in other.rooms:
                 shown = sanitize_text(value)[:40]
                 self._error(member, "no-such-user", f"{shown} is not in {room.name}.")
-                return
-            room.ops.add(other.identity)
+                return None
+            identity = other.identity
             text = f"{member.name} made {other.name} an op of {room.name}."
+            # An op held by a connection ends with it: nothing to keep.
+            kept = kept_identity(identity)
+            saved = self._settings(room, (OP, identity, "")) if kept else None
+
+            def change() -> None:
+                room.ops.add(identity)
+
         elif setting == "key":
-            room.password = value
             done = "set a" if value else "removed the"
             text = f"{member.name} {done} key on {room.name}."
+            saved = self._settings(room, (KEY, "", value or None))
+
+            def change() -> None:
+                room.password = value
+
         else:
-            room.ops_only = value == "on"
-            mode = "only ops may speak" if room.ops_only else "everyone may speak"
+            ops_only = value == "on"
+            mode = "only ops may speak" if ops_only else "everyone may speak"
             text = f"{member.name} says: in {room.name} {mode} now."
-        log.info("[%s] %s", member.conn_id, text)
-        self.hub.publish(ev.Info(text), room=room)
+            saved = self._settings(room, (LECTURE, "", "on" if ops_only else None))
+
+            def change() -> None:
+                room.ops_only = ops_only
+
+        def apply() -> None:
+            change()
+            log.info("[%s] %s", member.conn_id, text)
+            self.hub.publish(ev.Info(text), room=room)
+
+        return self._commit(saved, apply)
 
     def is_op(self, member: Member, room: Room) -> bool:
         """True if `member` may run `room`: one of its ops, or a server operator."""
@@ -1122,11 +1264,17 @@ class Chat:
         """`member` proved the account `key`: ops it held stay with it."""
         old = member.identity
         member.identified = key
+        new = member.identity
         for room in member.rooms.values():
+            changes: list[tuple[str, str, str | None]] = []
             if old in room.ops:
-                room.ops.add(member.identity)
+                room.ops.add(new)
+                changes.append((OP, new, ""))
             if old in room.muted_people:
-                room.muted_people[member.identity] = room.muted_people[old]
+                room.muted_people[new] = room.muted_people[old]
+                changes.append((MUTE, new, until_text(room.muted_people[old])))
+            if changes and old != new:
+                self.save(self._settings(room, *changes))  # behind: nobody is told
         if self.moderation.is_operator(key):
             self.hub.send(member, ev.Info("You are a server operator here."))
 
@@ -1161,30 +1309,44 @@ class Chat:
             member, _fit_text(member.encode, build, other.away, self._line_budget())
         )
 
-    def _ignore(self, member: Member, target: str) -> None:
+    def _ignore(self, member: Member, target: str) -> Commit | None:
         if not target:
             shown = _and_more(sorted(member.ignoring), self._line_budget() - 64, "name")
             self.hub.send(member, ev.Info(f"You ignore {shown or 'nobody'}."))
-            return
+            return None
         key = name_key(target)
         if key == member.key:
             self._error(member, "usage", "You cannot ignore yourself.")
-            return
+            return None
         if len(member.ignoring) >= MAX_IGNORED:
             self._error(
                 member, "too-many", f"You can ignore at most {MAX_IGNORED} names."
             )
-            return
-        member.ignore(key)
-        if member.identified is not None:
-            self.save(IgnoreSaved(member.identified, key, add=True))
-        self.hub.send(
-            member,
-            ev.Info(
-                f"You no longer see {sanitize_text(target)[:40]}'s lines"
-                " (/unignore to undo)."
-            ),
-        )
+            return None
+        shown = sanitize_text(target)[:40]
+
+        def apply() -> None:
+            member.ignore(key)
+            self.hub.send(
+                member,
+                ev.Info(f"You no longer see {shown}'s lines (/unignore to undo)."),
+            )
+
+        identified = member.identified
+        kept = None if identified is None else IgnoreSaved(identified, key, add=True)
+        return self._commit(kept, apply)
+
+    def _unignore(self, member: Member, target: str) -> Commit | None:
+        key = name_key(target)
+        shown = sanitize_text(target)[:40]
+
+        def apply() -> None:
+            member.unignore(key)
+            self.hub.send(member, ev.Info(f"You see {shown}'s lines again."))
+
+        identified = member.identified
+        kept = None if identified is None else IgnoreSaved(identified, key, add=False)
+        return self._commit(kept, apply)
 
     # -- rooms --------------------------------------------------------------
 
@@ -1253,6 +1415,10 @@ class Chat:
             )
             return
         if room is None:
+            kept = self.saved_rooms.get(name_key(name))
+            if kept is not None and kept.key and key != kept.key:
+                self._error(member, "bad-room-key", f"{name} needs the right key.")
+                return
             if limits.max_rooms and len(self.hub.rooms) >= limits.max_rooms:
                 self._error(member, "too-many-rooms", "No more rooms may be created.")
                 return
@@ -1270,10 +1436,9 @@ class Chat:
                 )
                 return
             room = self._open_room(name, address=member.address)
-            room.ops.add(member.identity)  # the creator runs the room
-            room.password = key
+            self._opened(member, room, key, kept)
             saved = self.saved_topics.get(room.key)
-            if saved is not None and not key:
+            if saved is not None and not room.password:
                 room.topic, room.topic_setter, room.topic_ts = saved
             log.info("[%s] %s created %s", member.conn_id, member.name, room.name)
         elif room.password and key != room.password:
@@ -1335,11 +1500,11 @@ class Chat:
             command="/rooms",
         )
 
-    def _topic(self, member: Member, text: str | None) -> None:
+    def _topic(self, member: Member, text: str | None) -> Commit | None:
         assert member.name is not None
         room = self._member_room(member, "")
         if room is None:
-            return
+            return None
         if text is None:
             if room.topic:
                 self.hub.send(
@@ -1348,26 +1513,37 @@ class Chat:
                 )
             else:
                 self.hub.send(member, ev.Info(f"{room.name} has no topic."))
-            return
+            return None
         if room.ops and not self.is_op(member, room):
             self._error(member, "not-op", f"Only the ops of {room.name} set its topic.")
-            return
+            return None
         topic = text[: self.limits.max_topic_length] if text != "-" else ""
-        room.topic, room.topic_setter, room.topic_ts = topic, member.name, self._clock()
-        log.info("[%s] %s set the topic of %s", member.conn_id, member.name, room.name)
-        if not room.password:  # a keyed room's topic is as private as its lines
-            self.save(
-                TopicSaved(room.key, room.name, topic, member.name, room.topic_ts)
-            )
-            if topic:
-                self.saved_topics[room.key] = (topic, member.name, room.topic_ts)
-                while len(self.saved_topics) > MAX_REMEMBERED_ROOMS:
-                    del self.saved_topics[next(iter(self.saved_topics))]
-            else:
-                self.saved_topics.pop(room.key, None)
-        self.hub.publish(
-            ev.TopicIs(room.topic_ts, room.name, member.name, topic), room=room
-        )
+        setter, ts = member.name, self._clock()
+        saved: Saved
+        if room.password:
+            # A keyed room's topic is as private as its lines: kept with its
+            # settings, which go when it empties, not for whoever comes later.
+            saved = self._settings(room, (TOPIC, "", topic_text(ts, setter, topic)))
+        else:
+            saved = TopicSaved(room.key, room.name, topic, setter, ts, member.address)
+
+        def apply() -> None:
+            room.topic, room.topic_setter, room.topic_ts = topic, setter, ts
+            log.info("[%s] %s set the topic of %s", member.conn_id, setter, room.name)
+            if isinstance(saved, TopicSaved):
+                self._keep_topic(room.key, topic, setter, ts)
+            self.hub.publish(ev.TopicIs(ts, room.name, setter, topic), room=room)
+
+        return self._commit(saved, apply)
+
+    def _keep_topic(self, room_key: str, topic: str, setter: str, ts: float) -> None:
+        """Remember the topic kept in the store, for the room's next opening."""
+        if not topic:
+            self.saved_topics.pop(room_key, None)
+            return
+        self.saved_topics[room_key] = (topic, setter, ts)
+        while len(self.saved_topics) > MAX_REMEMBERED_ROOMS:
+            del self.saved_topics[next(iter(self.saved_topics))]
 
     def _who(self, member: Member, scope: str, page: int = 1) -> None:
         people: Iterable[Member]

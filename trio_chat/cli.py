@@ -222,8 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="register a name in a server's database (e.g. for --registered-only)",
         description=(
             "Register NAME with a password read from the terminal (hidden), or"
-            " the first line of stdin when it is not a terminal. Run it while"
-            " the server is stopped, or restart the server afterwards."
+            " the first line of stdin when it is not a terminal. The server"
+            " must be stopped: while one holds the database, adduser refuses"
+            " (use /register in the chat instead)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -318,12 +319,14 @@ async def _serve(args: argparse.Namespace, limits: lim.Limits) -> int:
         server = ChatServer(
             chat, ssl_context=ssl_context, limits=limits, store=store, accounts=accounts
         )
+        await server.load_registrations()
         return await _run_server(args, server)
 
 
 def _moderation(args: argparse.Namespace) -> Moderation:
     """The server's moderation settings from the command line and config."""
     from trio_chat.moderation import Moderation, read_motd
+    from trio_chat.passwords import normalize_password
 
     needs_accounts = args.operators or args.registered_only
     if needs_accounts and args.db == ":memory:":
@@ -346,7 +349,9 @@ def _moderation(args: argparse.Namespace) -> Moderation:
             validate_name(name)
         except InvalidName as exc:
             raise ConfigError(f"not a valid name: {name!r}: {exc}") from None
-    if args.server_password is not None and not args.server_password:
+    if args.server_password is not None and not normalize_password(
+        args.server_password
+    ):
         raise ConfigError("--server-password cannot be empty")
     return Moderation(
         operators=args.operators,
@@ -358,7 +363,7 @@ def _moderation(args: argparse.Namespace) -> Moderation:
 
 
 async def _load_moderation(store: AsyncStore, chat: Chat) -> None:
-    """Bans, the /motd message and room topics kept in the store."""
+    """Bans, the /motd message, room topics and settings kept in the store."""
     from trio_chat.moderation import BanRecord, motd_lines
     from trio_chat.server import MOTD_SETTING
 
@@ -371,6 +376,7 @@ async def _load_moderation(store: AsyncStore, chat: Chat) -> None:
     if motd is not None:
         chat.moderation.set_motd = motd_lines(motd)[0]
     chat.restore_topics(await store.topics(chat.limits.max_rooms or 1000))
+    chat.restore_rooms(await store.room_settings())
     if bans:
         log.info("%d bans in force", len(bans))
 
@@ -434,7 +440,8 @@ def _add_user(args: argparse.Namespace) -> int:
     import secrets
 
     from trio_chat import accounts
-    from trio_chat.store import Store, StoreError, User
+    from trio_chat.passwords import normalize_password
+    from trio_chat.store import DatabaseInUse, Store, StoreError, User
 
     try:
         name = validate_name(args.name)
@@ -447,7 +454,9 @@ def _add_user(args: argparse.Namespace) -> int:
             print("trio-chat: the passwords differ", file=sys.stderr)
             return 2
     else:
-        password = sys.stdin.readline().rstrip("\r\n")
+        password = sys.stdin.readline()
+    # As /register and the prompt take it: the same text works at both.
+    password = normalize_password(password)
     try:
         accounts.check_password(password)
     except accounts.AccountError as exc:
@@ -461,6 +470,16 @@ def _add_user(args: argparse.Namespace) -> int:
             added = store.add_user(
                 User(name_key(name), name, digest, salt, accounts.KDF, now, now)
             )
+    except DatabaseInUse as exc:
+        # The server keeps the accounts it read at start-up: one added
+        # behind its back would be open to anyone until it restarts.
+        holder = "another process" if exc.pid is None else f"process {exc.pid}"
+        print(
+            f"trio-chat: {exc.path} is in use by a running server ({holder}):"
+            f" stop it first, or register {name} in the chat with /register",
+            file=sys.stderr,
+        )
+        return 1
     except StoreError as exc:
         print(f"trio-chat: {exc}", file=sys.stderr)
         return 1

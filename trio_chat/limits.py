@@ -150,6 +150,48 @@ MAX_DB_MB: Final = 1024
 #: Names registered from one address per day: enough for a family or a
 #: classroom behind one NAT (raise it there), too few to hoard names.
 MAX_REGISTRATIONS_PER_ADDRESS: Final = 5
+#: ... where a day is this many seconds; registrations are kept in the
+#: database (address and time only) this long, so the limit outlives a
+#: restart.
+REGISTRATION_WINDOW: Final = 86400.0
+#: Shortest password a new account may have, in characters: eight is the
+#: floor NIST SP 800-63B sets for passwords people choose.
+MIN_PASSWORD_LENGTH: Final = 8
+#: Longest password accepted, in characters (scrypt does not care; a limit
+#: keeps a pasted novel from costing anything).
+MAX_PASSWORD_LENGTH: Final = 256
+#: Password attempts (accounts' and the server's) are remembered this long,
+#: per address and per name: long enough that guessing from many addresses
+#: gains little, short enough that a typo is forgotten by the next break.
+LOGIN_FAILURE_WINDOW: Final = 900.0
+#: Wrong passwords an address may give at full speed (typos, a forgotten
+#: caps lock) before its next attempts are spaced out.
+LOGIN_FREE_FAILURES_PER_ADDRESS: Final = 3
+#: Wrong passwords a name may take, from all addresses together, before
+#: attempts on it from addresses that have failed are spaced out as one
+#: queue: twelve addresses guessing get about as far as one.
+LOGIN_FREE_FAILURES_PER_NAME: Final = 5
+#: The first spacing, in seconds, doubled with each further failure ...
+LOGIN_BASE_DELAY: Final = 1.0
+#: ... up to this: one guess a minute per address, and per name.
+LOGIN_MAX_DELAY: Final = 60.0
+#: Longest an attempt is held before its password is checked; one whose
+#: turn is further off is refused at once, told when to try again (a wait
+#: must end well inside the 30 s name timeout).
+LOGIN_MAX_WAIT: Final = 20.0
+#: Addresses and names whose attempts are remembered; the oldest go past it.
+MAX_TRACKED_LOGINS: Final = 10_000
+#: Topics kept in the database that were set from one address. A room's
+#: topic outlives the room, for whoever opens a room of that name again;
+#: past this many the address's oldest go, so someone cycling through rooms
+#: cannot fill the database with topics (and push its history out).
+MAX_TOPICS_PER_ADDRESS: Final = 20
+#: Topics kept in all: as many as the server gives back at start-up, and
+#: no more than an eighth of `--max-db-mb` takes ...
+MAX_SAVED_TOPICS: Final = 1000
+#: ... counting each as the most a topic row can take: 300 characters of
+#: up to 4 bytes, the names, SQLite's overhead.
+TOPIC_ROW_BYTES: Final = 1536
 #: How often old history is pruned, in seconds.
 PRUNE_INTERVAL: Final = 3600.0
 

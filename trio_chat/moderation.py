@@ -3,8 +3,8 @@
 Plain data and rules, no I/O and no clock of its own: the chat asks
 `Moderation` whether a name or an address may come in, at a time it passes.
 Bans live here in memory (so admission never waits on the database); the
-server writes each change behind to the store and loads the bans in force
-at start-up, so they survive restarts.
+server commits each change to the store before it takes effect and loads
+the bans in force at start-up, so they survive restarts, even crashes.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Final, Literal
 
 from trio_chat.admission import address_key
 from trio_chat.names import name_key
+from trio_chat.passwords import normalize_password
 from trio_chat.sanitize import sanitize_text
 
 #: Longest message of the day, in lines and in bytes (UTF-8): a greeting,
@@ -135,7 +136,7 @@ class Moderation:
         self.operators = frozenset(name_key(name) for name in operators)
         self.allow = frozenset(name_key(name) for name in allow)
         self.registered_only = registered_only
-        self.server_password = server_password
+        self.server_password = normalize_password(server_password)
         #: The MOTD from the file, and the one set with /motd (None: unset).
         self.file_motd = motd
         self.set_motd: tuple[str, ...] | None = None
@@ -155,9 +156,13 @@ class Moderation:
         return identified is not None and identified in self.operators
 
     def check_server_password(self, given: str) -> bool:
-        """True if `given` is the server password (compared in constant time)."""
+        """True if `given` is the server password (compared in constant time).
+
+        Both are compared normalised (`normalize_password`), as accounts' are.
+        """
         return hmac.compare_digest(
-            given.encode("utf-8"), self.server_password.encode("utf-8")
+            normalize_password(given).encode("utf-8"),
+            self.server_password.encode("utf-8"),
         )
 
     def allowed(self, key: str) -> bool:
@@ -170,6 +175,11 @@ class Moderation:
         """Take in the bans kept in the store (at start-up)."""
         for ban in bans:
             self._bans[ban.kind, ban.target_key] = ban
+
+    def can_add(self, ban: BanRecord) -> bool:
+        """True if `add(ban)` would put it in force (see `add`)."""
+        key = (ban.kind, ban.target_key)
+        return key in self._bans or len(self._bans) < MAX_BANS
 
     def add(self, ban: BanRecord) -> bool:
         """Put `ban` in force (replacing one on the same target).

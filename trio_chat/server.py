@@ -34,6 +34,7 @@ from trio_chat.chat import (
     BanSaved,
     CertAction,
     Chat,
+    Commit,
     FetchHistory,
     FollowUp,
     IgnoreSaved,
@@ -52,10 +53,14 @@ from trio_chat.limits import (
     KEEPALIVE_IDLE,
     KEEPALIVE_INTERVAL,
     KEEPALIVE_PROBES,
+    LOGIN_MAX_WAIT,
+    MAX_SAVED_TOPICS,
     PRESENCE_DELAY_PER_MEMBER,
     PRESENCE_MAX_DELAY,
     PRUNE_INTERVAL,
     READ_BUDGET_LINES,
+    REGISTRATION_WINDOW,
+    TOPIC_ROW_BYTES,
     Limits,
 )
 from trio_chat.names import name_key
@@ -73,8 +78,10 @@ from trio_chat.protocol import (
     looks_like_tls,
     parse_request,
 )
+from trio_chat.roomstate import RoomForgotten, RoomSettingsSaved
 from trio_chat.sanitize import sanitize_text
 from trio_chat.store import AsyncStore, StoreError
+from trio_chat.throttle import SERVER_PASSWORD, Attempt, LoginThrottle, TooSoon
 from trio_chat.transport import (
     SocketTLSTransport,
     SocketTransport,
@@ -94,9 +101,8 @@ UNSAVED_NOTICES: Final = 4096
 
 #: The settings key under which /motd's message of the day is kept.
 MOTD_SETTING: Final = "motd"
-#: Registrations remembered per address (for the daily limit), and how many
-#: addresses: the oldest are forgotten past it.
-REGISTRATION_WINDOW: Final = 86400.0
+#: Addresses whose registrations are counted (for the daily limit): the
+#: oldest are forgotten past it.
 MAX_TRACKED_ADDRESSES: Final = 10_000
 
 #: accept() errors that mean "out of a resource for now": back off, retry.
@@ -124,6 +130,22 @@ def _count_tasks(task: trio.lowlevel.Task | None) -> int:
     )
 
 
+def _login_wait(limits: Limits) -> float:
+    """The longest a password try is held: well inside the name timeout."""
+    if not limits.name_timeout:
+        return LOGIN_MAX_WAIT
+    return min(LOGIN_MAX_WAIT, limits.name_timeout / 2)
+
+
+def _topics_kept(limits: Limits) -> int:
+    """How many topics the database keeps: at most an eighth of its cap."""
+    if not limits.max_db_mb:
+        return MAX_SAVED_TOPICS
+    return max(
+        1, min(MAX_SAVED_TOPICS, limits.max_db_mb * 2**20 // 8 // TOPIC_ROW_BYTES)
+    )
+
+
 def _seconds(limit: float) -> float:
     """A timeout from the limits, where 0 means none."""
     return limit if limit > 0 else math.inf
@@ -134,6 +156,30 @@ def _request(item: str | Paste) -> ev.Request | None:
     if isinstance(item, Paste):
         return paste_request(item)
     return parse_request(sanitize_text(item))
+
+
+def _prompt_command(text: str) -> bool:
+    """True if a line at the PASSWORD prompt is `/nick NAME` or `/quit`.
+
+    Every other line there is the password, even one starting with `/`.
+    """
+    stripped = text.strip()
+    if not stripped.startswith("/"):
+        return False
+    return isinstance(parse_request(sanitize_text(stripped)), ev.Nick | ev.Quit)
+
+
+def _too_soon(code: str, refused: TooSoon) -> ev.Error:
+    """The error for a password try the throttle turned away."""
+    seconds = max(1, math.ceil(refused.retry_after))
+    return ev.Error(
+        code,
+        f"Too many wrong passwords lately; try again in {_plural(seconds, 'second')}.",
+    )
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 class _Stop:
@@ -453,9 +499,9 @@ class Connection:
                         if text.strip() == "/quit":
                             self._goodbye("quit", "Bye!")
                             return False
-                        self._chat.give_server_password(self.member, text)
-                    elif self.member.pending_name is not None and not text.startswith(
-                        "/"
+                        await self._server_password(text)
+                    elif self.member.pending_name is not None and not _prompt_command(
+                        text
                     ):
                         if await self._login(self.member.pending_name, text):
                             return True
@@ -473,22 +519,49 @@ class Connection:
         await trio.lowlevel.checkpoint()
         return False
 
+    async def _server_password(self, given: str) -> None:
+        """Check the server password, when the throttle gives this try a turn."""
+        attempt = await self._server.password_turn(self.member, SERVER_PASSWORD)
+        if isinstance(attempt, TooSoon):
+            self._chat.hub.send(self.member, _too_soon("login-refused", attempt))
+            self._chat.prompt(self.member)
+        elif self._chat.give_server_password(self.member, given):
+            self._server.logins.succeeded(attempt)
+
     async def _login(self, name: str, password: str) -> bool:
-        """Check the password of registered `name`; True once the member is in."""
+        """Check the password of registered `name`; True once the member is in.
+
+        The throttle may make this wait for a turn (`password_turn`), or
+        refuse the try at once; either way within the name timeout.
+        """
         await trio.lowlevel.checkpoint()
         self.member.pending_name = None
         accounts = self._server.accounts
         assert accounts is not None, "only a server with accounts asks"
         registered: str | None = None
-        try:
-            registered = await accounts.verify(name, password)
-        except AccountError as exc:
-            self._chat.hub.send(self.member, ev.Error("login-refused", str(exc)))
+        attempt = await self._server.password_turn(self.member, name_key(name))
+        if isinstance(attempt, TooSoon):
+            self._chat.hub.send(self.member, _too_soon("login-refused", attempt))
         else:
-            if registered is None:
+            try:
+                registered = await accounts.verify(name, password)
+            except StoreError as exc:
+                log.error("[%s] account not read: %s", self.conn_id, exc)
                 self._chat.hub.send(
-                    self.member, ev.Error("bad-password", f"Wrong password for {name}.")
+                    self.member,
+                    ev.Error(
+                        "login-refused",
+                        "The server could not check the password now; try again later.",
+                    ),
                 )
+            else:
+                if registered is None:
+                    self._chat.hub.send(
+                        self.member,
+                        ev.Error("bad-password", f"Wrong password for {name}."),
+                    )
+                else:
+                    self._server.logins.succeeded(attempt)
         if registered is None:
             log.info("[%s] failed to log in as %s", self.conn_id, name)
             self._chat.prompt(self.member)
@@ -821,7 +894,7 @@ class ChatServer:
         self.ssl_context = ssl_context
         self.limits = chat.limits if limits is None else limits
         self.store = store
-        self._unsaved_send, self._unsaved = trio.open_memory_channel[Saved](
+        self._unsaved_send, self._unsaved = trio.open_memory_channel[Saved | _Pending](
             UNSAVED_NOTICES
         )
         if store is not None:
@@ -838,6 +911,8 @@ class ChatServer:
         self._connections: set[Connection] = set()
         self._accept_scope = trio.CancelScope()
         self.admission = Admission(self.limits)
+        #: Password tries (accounts' and the server's), by address and name.
+        self.logins = LoginThrottle(max_wait=_login_wait(self.limits))
         self._pruning = trio.CancelScope()
         self._prune_now = trio.Event()
         #: The flusher (`_flusher`) runs once per pass with something new.
@@ -859,7 +934,9 @@ class ChatServer:
 
         A chat line is committed before it is fanned out, so whatever anyone
         saw survives a crash. If the store fails, the line still goes out
-        (and the failure is logged): chatting beats history.
+        (and the failure is logged): chatting beats history. Moderation
+        (`Commit`) is committed before it takes effect and is announced; if
+        the store fails, the member gets `ERR not-saved` and nothing changes.
         """
         await trio.lowlevel.checkpoint()
         match action:
@@ -869,6 +946,23 @@ class ChatServer:
                 await self._account(member, what, password)
             case CertAction(add):
                 await self._bind_cert(member, add=add)
+            case Commit(saved, apply):
+                if self.store is None:
+                    apply()
+                    return
+                try:
+                    await self.commit(saved, apply)
+                except StoreError as exc:
+                    log.error("[%s] not saved, so not done: %s", member.conn_id, exc)
+                    self._store_full(exc)
+                    self.chat.hub.send(
+                        member,
+                        ev.Error(
+                            "not-saved",
+                            "That did not take: the server could not save it;"
+                            " try again later.",
+                        ),
+                    )
             case FetchHistory(room, limit):
                 events = self.chat.recent(room, limit)
                 if self.store is not None:
@@ -917,9 +1011,17 @@ class ChatServer:
                         ),
                     )
                     return
-                await accounts.register(name, password)
+                # Counted before the hash, so registrations made at once all
+                # count; given back if this one does not happen.
+                counted = self._registered_from(member)
+                try:
+                    await accounts.register(
+                        name, password, address=member.address, now=counted
+                    )
+                except BaseException:
+                    self._not_registered_from(member, counted)
+                    raise
                 log.info("[%s] registered %s", member.conn_id, name)
-                self._registered_from(member)
                 self.chat.identified(member, name_key(name))
                 send(
                     member,
@@ -932,7 +1034,11 @@ class ChatServer:
             if not accounts.is_registered(name):
                 send(member, ev.Error("not-registered", f"{name} is not registered."))
                 return
-            if await accounts.verify(name, password) is not None:
+            attempt = await self.password_turn(member, name_key(name))
+            if isinstance(attempt, TooSoon):
+                send(member, _too_soon("identify-failed", attempt))
+            elif await accounts.verify(name, password) is not None:
+                self.logins.succeeded(attempt)
                 send(member, ev.Info(f"You are identified as {name}."))
                 self.chat.identified(member, name_key(name))
                 await self.load_ignores(member)
@@ -946,6 +1052,29 @@ class ChatServer:
                 member, ev.Error(f"{what}-failed", "The server could not do that now.")
             )
 
+    async def password_turn(self, member: Member, name: str) -> Attempt | TooSoon:
+        """Wait for the member's turn to try a password for `name`.
+
+        `name` is a name key, or `SERVER_PASSWORD`. The try is counted as a
+        failure from now on (`logins.succeeded` takes it back when right).
+        Returns TooSoon, at once and uncounted, if the turn is too far off.
+        Cancelled while it waits, the try stays counted.
+        """
+        address = member.address if member.address is not None else member.conn_id
+        attempt = self.logins.begin(name, address, trio.current_time())
+        if isinstance(attempt, TooSoon):
+            log.info("[%s] password try refused: too many failures", member.conn_id)
+            await trio.lowlevel.checkpoint()
+            return attempt
+        if attempt.start > trio.current_time():
+            log.info(
+                "[%s] password try waits %.1f s",
+                member.conn_id,
+                attempt.start - trio.current_time(),
+            )
+        await trio.sleep_until(attempt.start)
+        return attempt
+
     def _may_register(self, member: Member) -> bool:
         """True if the member's address is under its daily registrations."""
         most = self.limits.max_registrations_per_address
@@ -954,19 +1083,42 @@ class ChatServer:
         times = self._registrations.get(member.address)
         if times is None:
             return True
-        now = trio.current_time()
+        now = self.chat.now()
         while times and now - times[0] > REGISTRATION_WINDOW:
             times.popleft()
         return len(times) < most
 
-    def _registered_from(self, member: Member) -> None:
-        if member.address is None:
-            return
-        times = self._registrations.setdefault(member.address, collections.deque())
-        times.append(trio.current_time())
-        self._registrations.move_to_end(member.address)
+    def _registered_from(self, member: Member, when: float | None = None) -> float:
+        """Count a registration from the member's address; return its time."""
+        when = self.chat.now() if when is None else when
+        if member.address is not None:
+            self._count_registration(member.address, when)
+        return when
+
+    def _count_registration(self, address: str, when: float) -> None:
+        times = self._registrations.setdefault(address, collections.deque())
+        times.append(when)
+        self._registrations.move_to_end(address)
         while len(self._registrations) > MAX_TRACKED_ADDRESSES:
             self._registrations.popitem(last=False)
+
+    def _not_registered_from(self, member: Member, when: float) -> None:
+        times = self._registrations.get(member.address or "")
+        if times is not None and when in times:
+            times.remove(when)
+
+    async def load_registrations(self) -> None:
+        """Count the last day's registrations kept in the store, per address.
+
+        The daily limit then holds across restarts. Raises StoreError if the
+        store cannot be read.
+        """
+        await trio.lowlevel.checkpoint()
+        if self.store is None:
+            return
+        since = self.chat.now() - REGISTRATION_WINDOW
+        for address, when in await self.store.registrations(since):
+            self._count_registration(address, when)
 
     async def load_ignores(self, member: Member) -> None:
         """Add the names an identified member ignores, kept in the store."""
@@ -1038,8 +1190,6 @@ class ChatServer:
                 await store.set_max_size(limits.max_db_mb * 2**20)
             except StoreError as exc:
                 log.error("database size not capped: %s", exc)
-            if not (limits.history_rows or limits.history_days or limits.max_db_mb):
-                await trio.sleep_forever()
             while True:
                 await self.prune_history(store)
                 with trio.move_on_after(PRUNE_INTERVAL):
@@ -1054,19 +1204,30 @@ class ChatServer:
     async def prune_history(self, store: AsyncStore) -> int:
         """Drop history past `--history-rows`, `--history-days`, `--max-db-mb` now.
 
+        Registrations older than a day go too, and, past `--history-days`,
+        the topics and settings of rooms nobody has used since (neither
+        open nor with history left).
+
         Over 90 % of `--max-db-mb` in use, the oldest history goes until
-        80 % is. Returns the rows removed; a store failure is logged.
+        80 % is, but never below what the rest of the database takes (see
+        `Store.shrink`). Returns the rows removed; a store failure is logged.
         """
         await trio.lowlevel.checkpoint()
         limits = self.limits
         rows, days = limits.history_rows, limits.history_days
         removed = 0
         try:
+            # Addresses are kept no longer than the daily limit needs them.
+            await store.forget_registrations(self.chat.now() - REGISTRATION_WINDOW)
             if rows or days:
                 removed = await store.prune(
                     max_rows_per_room=rows or None,
                     max_age=days * 86400.0 if days else None,
                     now=self.chat.now(),
+                )
+            if days:
+                removed += await store.prune_rooms(
+                    self.chat.now() - days * 86400.0, keep=self.chat.hub.rooms.keys()
                 )
             cap = limits.max_db_mb * 2**20
             if cap and await store.size() > cap * 0.9:
@@ -1077,6 +1238,15 @@ class ChatServer:
                     shrunk,
                 )
                 removed += shrunk
+                history, rest = await store.usage()
+                if history + rest > cap * 0.8:
+                    log.warning(
+                        "database still near its cap: %d KB of accounts, bans,"
+                        " topics and settings beside %d KB of history, which is"
+                        " kept; raise --max-db-mb",
+                        rest // 1024,
+                        history // 1024,
+                    )
         except StoreError as exc:
             log.error("history not pruned: %s", exc)
             return removed
@@ -1091,36 +1261,92 @@ class ChatServer:
             log.error("store writes are behind: %s was not saved", saved)
 
     async def save_behind(self, store: AsyncStore) -> None:
-        """Write moderation, topics and ignores behind, in order.
+        """Write moderation, topics, settings and ignores, in order.
 
-        `serve_listeners` runs it; whoever serves streams with
+        What the chat saves behind (`Chat.save`) is written here, and so
+        are commits (`commit`), which wait for it: one writer,
+        so that nothing written later is overtaken by something said
+        before. `serve_listeners` runs it; whoever serves streams with
         `handle_stream` alone runs it beside them. Returns once the server
         has shut down and everything queued is written.
         """
         async for item in self._unsaved:
+            if isinstance(item, _Pending):
+                try:
+                    await self._write(store, item.saved)
+                except StoreError as exc:
+                    item.error = exc
+                else:
+                    if item.abandoned:  # its connection went meanwhile
+                        item.apply()
+                item.done.set()
+                continue
             try:
-                match item:
-                    case BanSaved(ban):
-                        await store.add_ban(
-                            ban.kind,
-                            ban.target_key,
-                            reason=ban.reason,
-                            set_by=ban.set_by,
-                            created=ban.created,
-                            expires=ban.expires,
-                        )
-                    case BanLifted(kind, target_key):
-                        await store.delete_bans(kind, target_key)
-                    case MotdSaved(lines):
-                        value = None if lines is None else "\n".join(lines)
-                        await store.set_setting(MOTD_SETTING, value)
-                    case TopicSaved(room_key, room, topic, setter, ts):
-                        await store.set_topic(room_key, room, topic, setter, ts)
-                    case IgnoreSaved(owner_key, target_key, add):
-                        await store.set_ignore(owner_key, target_key, add=add)
+                await self._write(store, item)
             except StoreError as exc:
                 log.error("not saved: %s", exc)
                 self._store_full(exc)
+
+    async def _write(self, store: AsyncStore, saved: Saved) -> None:
+        """Write what the chat saved (a ban, a topic, a room's settings ...)."""
+        await trio.lowlevel.checkpoint()
+        match saved:
+            case BanSaved(ban):
+                await store.add_ban(
+                    ban.kind,
+                    ban.target_key,
+                    reason=ban.reason,
+                    set_by=ban.set_by,
+                    created=ban.created,
+                    expires=ban.expires,
+                )
+            case BanLifted(kind, target_key):
+                await store.delete_bans(kind, target_key)
+            case MotdSaved(lines):
+                value = None if lines is None else "\n".join(lines)
+                await store.set_setting(MOTD_SETTING, value)
+            case TopicSaved(room_key, room, topic, setter, ts, set_from):
+                await store.set_topic(
+                    room_key,
+                    room,
+                    topic,
+                    setter,
+                    ts,
+                    set_from=set_from,
+                    keep=self.chat.hub.rooms.keys(),
+                    most=_topics_kept(self.limits),
+                )
+            case IgnoreSaved(owner_key, target_key, add):
+                await store.set_ignore(owner_key, target_key, add=add)
+            case RoomSettingsSaved(room_key, room, seq, ts, changes):
+                await store.set_room_settings(room_key, room, changes, seq=seq, ts=ts)
+            case RoomForgotten(room_key, seq):
+                await store.forget_room(room_key, seq)
+
+    async def commit(self, saved: Saved, apply: Callable[[], None]) -> None:
+        """Write `saved` to the store, then `apply` it: what is announced is kept.
+
+        The write waits its turn behind what is queued (`save_behind`).
+        Raises StoreError if it failed (then `apply` is not called) or the
+        server is shutting down. Cancellation does not undo a write already
+        queued: once it is committed, `apply` is called all the same.
+        """
+        pending = _Pending(saved, apply)
+        try:
+            await self._unsaved_send.send(pending)
+        except trio.ClosedResourceError:
+            raise StoreError("the server is shutting down") from None
+        try:
+            await pending.done.wait()
+        except BaseException:
+            if not pending.done.is_set():
+                pending.abandoned = True  # save_behind applies it once written
+            elif pending.error is None:
+                apply()
+            raise
+        if pending.error is not None:
+            raise pending.error
+        apply()
 
     def stats(self) -> dict[str, int]:
         """Counts for operators: connections, unregistered, users, trio tasks."""
@@ -1439,6 +1665,20 @@ def _keep_alive(sock: trio.socket.SocketType) -> None:
         if number is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, number, int(value))
+
+
+class _Pending:
+    """A commit queued for `save_behind`, and how it went."""
+
+    __slots__ = ("abandoned", "apply", "done", "error", "saved")
+
+    def __init__(self, saved: Saved, apply: Callable[[], None]) -> None:
+        self.saved = saved
+        self.apply = apply
+        self.done = trio.Event()
+        self.error: StoreError | None = None
+        #: The committer was cancelled while waiting: apply it here.
+        self.abandoned = False
 
 
 class _GoodbyeFailed(Exception):

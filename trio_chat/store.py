@@ -38,13 +38,18 @@ import logging
 import os
 import queue
 import sqlite3
+import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any, Final, Generic, TypeAlias, TypeVar, cast, get_args
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
+from typing import IO, Any, Final, Generic, TypeAlias, TypeVar, cast, get_args
 
 import trio
 
+if sys.platform != "win32":
+    import fcntl
+
 from trio_chat import events as ev
+from trio_chat.limits import MAX_SAVED_TOPICS, MAX_TOPICS_PER_ADDRESS
 from trio_chat.moderation import BanKind
 
 log = logging.getLogger(__name__)
@@ -77,6 +82,14 @@ BUSY_TIMEOUT: Final = 5.0
 #: cap: small steps keep each transaction (and the pause it costs) short.
 SHRINK_BATCH: Final = 1000
 
+#: The tables and indexes that hold history (`Store.usage`).
+_HISTORY_BTREES: Final = (
+    "messages",
+    "messages_by_room",
+    "private",
+    "private_by_sender",
+    "private_by_recipient",
+)
 #: The events kept as room history.
 RoomEvent: TypeAlias = (
     ev.Message | ev.Action | ev.Joined | ev.Left | ev.Kicked | ev.Renamed
@@ -193,6 +206,30 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         )
         """,
     ),
+    # 4: where registrations came from, for the daily limit per address
+    # across restarts (kept a day, then pruned).
+    (
+        "CREATE TABLE registrations (address TEXT NOT NULL, ts REAL NOT NULL)",
+        "CREATE INDEX registrations_by_ts ON registrations (ts)",
+    ),
+    # 5: the settings of open rooms (key, lecture, ops and mutes held by
+    # accounts or names), so that a restart, even a crash, keeps them.
+    (
+        """
+        CREATE TABLE room_settings (
+            room_key TEXT NOT NULL,
+            setting TEXT NOT NULL,
+            target TEXT NOT NULL,
+            value TEXT NOT NULL,
+            room TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            ts REAL NOT NULL,
+            PRIMARY KEY (room_key, setting, target)
+        )
+        """,
+    ),
+    # 6: the address each topic was set from, for the limit per address.
+    ("ALTER TABLE topics ADD COLUMN set_from TEXT",),
 )
 #: The schema version this code reads and writes.
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -203,6 +240,60 @@ class StoreError(Exception):
 
     The message is one line naming what failed and SQLite's reason.
     """
+
+
+class DatabaseInUse(StoreError):
+    """Another process (a running server, `adduser`) holds the database.
+
+    `pid` is that process's id when its lock file names one.
+    """
+
+    def __init__(self, path: str, pid: int | None) -> None:
+        holder = "another process" if pid is None else f"trio-chat process {pid}"
+        super().__init__(
+            f"history database {path} is in use by {holder}: stop it first,"
+            " or use another file"
+        )
+        self.path = path
+        self.pid = pid
+
+
+def _lock(path: str) -> IO[str] | None:
+    """Hold `PATH.lock` exclusively, with this process's id in it.
+
+    Two servers on one file would each trust their own memory of accounts,
+    bans and rooms; the second is refused instead (DatabaseInUse, naming
+    the holder). The lock is the kernel's (flock): it goes with the process,
+    even one killed with SIGKILL, so a stale file never keeps anyone out.
+    A lock file beside the database, rather than a lock on it, leaves
+    SQLite's own locks alone (backups with the sqlite3 tool still work).
+    None where flock does not exist (Windows) or for ":memory:".
+    """
+    if path == ":memory:" or sys.platform == "win32":
+        return None
+    lock_path = path + ".lock"
+    try:
+        file = open(lock_path, "a+", encoding="ascii")  # noqa: SIM115 - kept open
+    except OSError as exc:
+        raise StoreError(
+            f"cannot open history database {path}: cannot create {lock_path}:"
+            f" {exc.strerror or exc}"
+        ) from None
+    try:
+        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        file.seek(0)
+        holder = file.read(32).strip()
+        file.close()
+        raise DatabaseInUse(path, int(holder) if holder.isdigit() else None) from None
+    except OSError as exc:  # a file system without locks: go without
+        log.warning("%s cannot be locked (%s)", lock_path, exc.strerror or exc)
+        return file
+    file.seek(0)
+    file.truncate()
+    file.write(f"{os.getpid()}\n")
+    file.flush()
+    return file
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -231,13 +322,53 @@ class Ban:
     expires: float | None
 
 
+class DatabaseDamaged(StoreError):
+    """The database file is corrupt: damaged pages, or text that is not UTF-8.
+
+    The message names the file and says what to do about it.
+    """
+
+
 @contextlib.contextmanager
-def _translate(action: str) -> Iterator[None]:
-    """Turn SQLite's errors into a one-line StoreError about `action`."""
+def _translate(action: str, path: str | None = None) -> Iterator[None]:
+    """Turn SQLite's errors into a one-line StoreError about `action`.
+
+    With the database's `path`, an error that says the file is corrupt
+    becomes a DatabaseDamaged naming it.
+    """
     try:
         yield
-    except sqlite3.Error as exc:
-        raise StoreError(f"{action}: {_one_line(exc)}") from exc
+    except (sqlite3.Error, UnicodeDecodeError) as exc:
+        raise _store_error(action, exc, path) from exc
+
+
+def _store_error(
+    action: str, exc: sqlite3.Error | UnicodeDecodeError, path: str | None
+) -> StoreError:
+    damage = _damage(exc)
+    if damage is not None and path is not None:
+        return _damaged(path, damage)
+    return StoreError(f"{action}: {_one_line(exc)}")
+
+
+def _damaged(path: str, damage: str) -> DatabaseDamaged:
+    return DatabaseDamaged(
+        f"history database {path} is damaged ({damage}); restore it from a"
+        " backup, or move it away to start with an empty one"
+    )
+
+
+def _damage(exc: BaseException) -> str | None:
+    """What is wrong, if `exc` says the database file is corrupt; else None."""
+    if isinstance(exc, UnicodeDecodeError):
+        return "text that is not UTF-8"
+    if not isinstance(exc, sqlite3.Error):
+        return None
+    if "Could not decode to UTF-8" in str(exc):
+        # The message quotes the undecodable bytes: keep them off terminals.
+        return "text that is not UTF-8"
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    return _one_line(exc) if name.startswith("SQLITE_CORRUPT") else None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -327,37 +458,60 @@ class Store:
     Opening creates the file if needed, switches it to WAL mode and runs the
     migrations up to SCHEMA_VERSION. Every failure raises StoreError (a
     path that cannot be opened, a file that is not a database, a database
-    from a newer trio-chat); invalid arguments raise ValueError or TypeError.
+    from a newer trio-chat); a corrupt file, found by SQLite's quick check
+    at opening or by any later call, raises DatabaseDamaged, which names the
+    file. Invalid arguments raise ValueError or TypeError.
+
+    `exclusive` (the default) holds the file's lock until `close`: opening
+    a file another process holds raises DatabaseInUse.
 
     Each write method commits on its own, unless called inside
     `transaction()`, which commits once for all of them.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, busy_timeout: float = BUSY_TIMEOUT
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = BUSY_TIMEOUT,
+        exclusive: bool = True,
     ) -> None:
         self.path = os.fspath(path)
         #: Transactions committed through this object (group commits count once).
         self.commits = 0
-        with _translate(f"cannot open history database {self.path}"):
+        self._lock: IO[str] | None = None
+        with self._translate(f"cannot open history database {self.path}"):
             conn = sqlite3.connect(
                 self.path, timeout=busy_timeout, isolation_level=None
             )
         try:
-            with _translate(f"cannot open history database {self.path}"):
+            with self._translate(f"cannot open history database {self.path}"):
                 # See the module docstring for why NORMAL is durable enough.
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
+                # Locked once SQLite has found the path usable, and before
+                # anything reads or migrates what another process may hold.
+                self._lock = _lock(self.path) if exclusive else None
+                _check(conn, self.path)
                 _migrate(conn, self.path)
         except BaseException:
             conn.close()
+            if self._lock is not None:
+                self._lock.close()
             raise
         self._conn = conn
 
+    def _translate(self, action: str) -> contextlib.AbstractContextManager[None]:
+        return _translate(action, self.path)
+
     def close(self) -> None:
-        """Close the connection (WAL content is checkpointed into the file)."""
-        with _translate(f"cannot close history database {self.path}"):
-            self._conn.close()
+        """Close the connection (WAL content is checkpointed), then the lock."""
+        try:
+            with self._translate(f"cannot close history database {self.path}"):
+                self._conn.close()
+        finally:
+            if self._lock is not None:
+                self._lock.close()
 
     def __enter__(self) -> Store:
         return self
@@ -368,7 +522,7 @@ class Store:
     @property
     def schema_version(self) -> int:
         """The file's schema version (SCHEMA_VERSION once open)."""
-        with _translate("cannot read the schema version"):
+        with self._translate("cannot read the schema version"):
             version: int = self._conn.execute("PRAGMA user_version").fetchone()[0]
         return version
 
@@ -387,13 +541,13 @@ class Store:
         """
         if self._conn.in_transaction:
             raise RuntimeError("history transactions do not nest")
-        with _translate("cannot begin a history transaction"):
+        with self._translate("cannot begin a history transaction"):
             self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield
             if not self._conn.in_transaction:
                 raise StoreError("the history transaction was rolled back by SQLite")
-            with _translate("cannot commit to the history"):
+            with self._translate("cannot commit to the history"):
                 self._conn.execute("COMMIT")
         except BaseException:
             self._rollback()
@@ -448,8 +602,8 @@ class Store:
                 return self._conn.execute(sql, parameters)
             with self.transaction():
                 return self._conn.execute(sql, parameters)
-        except sqlite3.Error as exc:
-            raise StoreError(f"{action}: {_one_line(exc)}") from exc
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
+            raise _store_error(action, exc, self.path) from exc
 
     @contextlib.contextmanager
     def _write_many(self, action: str) -> Iterator[None]:
@@ -458,7 +612,7 @@ class Store:
         Inside `transaction()` a savepoint undoes just this block if it
         fails; outside, the block gets a transaction of its own.
         """
-        with _translate(action):
+        with self._translate(action):
             if not self._conn.in_transaction:
                 with self.transaction():
                     yield
@@ -509,7 +663,7 @@ class Store:
         next `before_id`. Raises ValueError for a negative limit.
         """
         limit = _check_limit(limit, before_id)
-        with _translate("cannot read the history"):
+        with self._translate("cannot read the history"):
             rows = self._conn.execute(
                 "SELECT id, room, ts, kind, sender, text, extra FROM messages"
                 f" WHERE room_key = ? AND id < ? AND kind IN ({_ROOM_KIND_LIST})"
@@ -520,7 +674,7 @@ class Store:
 
     def recent_rooms(self, limit: int) -> list[str]:
         """Keys of the `limit` rooms with the newest history, newest first."""
-        with _translate("cannot list the rooms"):
+        with self._translate("cannot list the rooms"):
             rows = self._conn.execute(
                 "SELECT room_key FROM messages GROUP BY room_key"
                 " ORDER BY MAX(id) DESC LIMIT ?",
@@ -558,7 +712,7 @@ class Store:
         Paged and capped like `history`.
         """
         limit = _check_limit(limit, before_id)
-        with _translate("cannot read private messages"):
+        with self._translate("cannot read private messages"):
             rows = self._conn.execute(
                 "SELECT id, ts, sender, recipient, text FROM private"
                 " WHERE (sender_key = ? OR recipient_key = ?) AND id < ?"
@@ -617,19 +771,47 @@ class Store:
 
     # ------------------------------------------------------------------ users
 
-    def add_user(self, user: User) -> bool:
-        """Register `user`; False (and no change) if its name_key is taken."""
+    def add_user(self, user: User, *, registered_from: str | None = None) -> bool:
+        """Register `user`; False (and no change) if its name_key is taken.
+
+        With `registered_from`, that address and `user.created` are kept
+        too, in the same transaction (`registrations`).
+        """
+        with self._write_many("cannot add a user"):
+            cursor = self._conn.execute(
+                f"INSERT INTO users ({_USER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (name_key) DO NOTHING",
+                dataclasses.astuple(user),
+            )
+            added = cursor.rowcount == 1
+            if added and registered_from is not None:
+                self._conn.execute(
+                    "INSERT INTO registrations (address, ts) VALUES (?, ?)",
+                    (registered_from, user.created),
+                )
+        return added
+
+    def registrations(self, since: float) -> list[tuple[str, float]]:
+        """(address, time) of the registrations since `since`, oldest first."""
+        with self._translate("cannot read the registrations"):
+            rows = self._conn.execute(
+                "SELECT address, ts FROM registrations WHERE ts >= ? ORDER BY ts",
+                (since,),
+            ).fetchall()
+        return [(str(address), float(ts)) for address, ts in rows]
+
+    def forget_registrations(self, before: float) -> int:
+        """Delete the registrations made before `before`; return how many."""
         cursor = self._execute_write(
-            "cannot add a user",
-            f"INSERT INTO users ({_USER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (name_key) DO NOTHING",
-            dataclasses.astuple(user),
+            "cannot prune the registrations",
+            "DELETE FROM registrations WHERE ts < ?",
+            (before,),
         )
-        return cursor.rowcount == 1
+        return cursor.rowcount
 
     def user_keys(self) -> list[str]:
         """The name keys of every registered account."""
-        with _translate("cannot list the users"):
+        with self._translate("cannot list the users"):
             rows = self._conn.execute("SELECT name_key FROM users").fetchall()
         return [str(row[0]) for row in rows]
 
@@ -641,7 +823,7 @@ class Store:
 
     def get_user(self, name_key: str) -> User | None:
         """The account registered under `name_key`, if any."""
-        with _translate("cannot read a user"):
+        with self._translate("cannot read a user"):
             row = self._conn.execute(
                 f"SELECT {_USER_COLUMNS} FROM users WHERE name_key = ?", (name_key,)
             ).fetchone()
@@ -688,7 +870,7 @@ class Store:
 
     def get_ban(self, ban_id: int) -> Ban | None:
         """The ban with this id, expired or not."""
-        with _translate("cannot read a ban"):
+        with self._translate("cannot read a ban"):
             row = self._conn.execute(
                 f"SELECT {_BAN_COLUMNS} FROM bans WHERE id = ?", (ban_id,)
             ).fetchone()
@@ -703,7 +885,7 @@ class Store:
 
     def list_active_bans(self, now: float) -> list[Ban]:
         """Bans in force at `now` (no expiry, or expiring later), oldest first."""
-        with _translate("cannot read the bans"):
+        with self._translate("cannot read the bans"):
             rows = self._conn.execute(
                 f"SELECT {_BAN_COLUMNS} FROM bans"
                 " WHERE expires IS NULL OR expires > ? ORDER BY id",
@@ -714,7 +896,7 @@ class Store:
     def find_ban(self, kind: BanKind, target_key: str, now: float) -> Ban | None:
         """The newest ban in force at `now` on this name key or address."""
         kind = _check_ban_kind(kind)
-        with _translate("cannot read the bans"):
+        with self._translate("cannot read the bans"):
             row = self._conn.execute(
                 f"SELECT {_BAN_COLUMNS} FROM bans WHERE kind = ? AND target_key = ?"
                 " AND (expires IS NULL OR expires > ?) ORDER BY id DESC LIMIT 1",
@@ -736,7 +918,7 @@ class Store:
 
     def get_setting(self, key: str) -> str | None:
         """The setting `key`, or None if it was never set (or was deleted)."""
-        with _translate("cannot read a setting"):
+        with self._translate("cannot read a setting"):
             row = self._conn.execute(
                 "SELECT value FROM settings WHERE key = ?", (key,)
             ).fetchone()
@@ -758,37 +940,148 @@ class Store:
 
     def topics(self, limit: int) -> list[tuple[str, str, str, float]]:
         """The `limit` newest topics, oldest first: (room key, topic, setter, ts)."""
-        with _translate("cannot read the topics"):
+        with self._translate("cannot read the topics"):
             rows = self._conn.execute(
                 "SELECT room_key, topic, setter, ts FROM topics"
-                " ORDER BY ts DESC LIMIT ?",
+                " ORDER BY ts DESC, rowid DESC LIMIT ?",
                 (limit,),
             ).fetchall()
         return [(str(k), str(t), str(s), float(ts)) for k, t, s, ts in reversed(rows)]
 
     def set_topic(
-        self, room_key: str, room: str, topic: str, setter: str, ts: float
+        self,
+        room_key: str,
+        room: str,
+        topic: str,
+        setter: str,
+        ts: float,
+        *,
+        set_from: str | None = None,
+        keep: Collection[str] = (),
+        per_address: int = MAX_TOPICS_PER_ADDRESS,
+        most: int = MAX_SAVED_TOPICS,
     ) -> None:
-        """Keep a room's topic; an empty topic forgets it."""
-        if not topic:
-            self._execute_write(
-                "cannot clear a topic",
-                "DELETE FROM topics WHERE room_key = ?",
-                (room_key,),
+        """Keep a room's topic, set from address `set_from`; empty forgets it.
+
+        Topics outlive their rooms, so they are bounded: past `per_address`
+        topics from `set_from`, or `most` in all, the oldest go, except
+        those of the rooms in `keep` (the rooms open now) and this one.
+        """
+        with self._write_many("cannot save a topic"):
+            if not topic:
+                self._conn.execute("DELETE FROM topics WHERE room_key = ?", (room_key,))
+                return
+            # REPLACE, not an update: the row is new, and sorts as the newest.
+            self._conn.execute(
+                "INSERT OR REPLACE INTO topics"
+                " (room_key, room, topic, setter, ts, set_from)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (room_key, room, topic, setter, ts, set_from),
             )
-            return
-        self._execute_write(
-            "cannot save a topic",
-            "INSERT INTO topics (room_key, room, topic, setter, ts)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (room_key) DO UPDATE SET"
-            " room = excluded.room, topic = excluded.topic,"
-            " setter = excluded.setter, ts = excluded.ts",
-            (room_key, room, topic, setter, ts),
+            kept = {room_key, *keep}
+            if set_from is not None and per_address:
+                self._evict_topics(
+                    "WHERE set_from = ?", (set_from,), beyond=per_address, keep=kept
+                )
+            if most:
+                self._evict_topics("", (), beyond=most, keep=kept)
+
+    def _evict_topics(
+        self,
+        where: str,
+        parameters: tuple[object, ...],
+        *,
+        beyond: int,
+        keep: Collection[str],
+    ) -> None:
+        # The tables are small (bounded by these very limits): sort in SQL,
+        # choose in Python.
+        rows = self._conn.execute(
+            f"SELECT room_key FROM topics {where} ORDER BY ts DESC, rowid DESC"
+            " LIMIT -1 OFFSET ?",
+            (*parameters, beyond),
+        ).fetchall()
+        for (key,) in rows:
+            if key not in keep:
+                self._conn.execute("DELETE FROM topics WHERE room_key = ?", (key,))
+
+    def prune_rooms(self, before: float, keep: Collection[str] = ()) -> int:
+        """Forget the topics and settings of rooms nobody has used since `before`.
+
+        A room is used while it is open (`keep`), and while it has history
+        (prune its old history first, so that this means recent history).
+        Returns the rows deleted.
+        """
+        deleted = 0
+        with self._write_many("cannot prune the rooms"):
+            for table in ("topics", "room_settings"):
+                rows = self._conn.execute(
+                    f"SELECT DISTINCT room_key FROM {table} t WHERE ts < ? AND NOT"
+                    " EXISTS (SELECT 1 FROM messages m WHERE m.room_key = t.room_key)",
+                    (before,),
+                ).fetchall()
+                for (key,) in rows:
+                    if key in keep:
+                        continue
+                    cursor = self._conn.execute(
+                        f"DELETE FROM {table} WHERE room_key = ? AND ts < ?",
+                        (key, before),
+                    )
+                    deleted += cursor.rowcount
+        return deleted
+
+    def room_settings(self) -> list[tuple[str, str, str, str, int]]:
+        """Every room setting kept: (room key, setting, target, value, seq)."""
+        with self._translate("cannot read the room settings"):
+            rows = self._conn.execute(
+                "SELECT room_key, setting, target, value, seq FROM room_settings"
+                " ORDER BY room_key, seq"
+            ).fetchall()
+        return [(str(k), str(s), str(t), str(v), int(q)) for k, s, t, v, q in rows]
+
+    def set_room_settings(
+        self,
+        room_key: str,
+        room: str,
+        changes: Sequence[tuple[str, str, str | None]],
+        *,
+        seq: int,
+        ts: float,
+    ) -> None:
+        """Write a room's settings (setting, target, value), atomically.
+
+        A value of None deletes that setting.
+        """
+        with self._write_many("cannot save a room setting"):
+            for setting, target, value in changes:
+                if value is None:
+                    self._conn.execute(
+                        "DELETE FROM room_settings"
+                        " WHERE room_key = ? AND setting = ? AND target = ?",
+                        (room_key, setting, target),
+                    )
+                    continue
+                self._conn.execute(
+                    "INSERT INTO room_settings"
+                    " (room_key, setting, target, value, room, seq, ts)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
+                    " value = excluded.value, room = excluded.room,"
+                    " seq = excluded.seq, ts = excluded.ts",
+                    (room_key, setting, target, value, room, seq, ts),
+                )
+
+    def forget_room(self, room_key: str, seq: int) -> int:
+        """Delete a room's settings of opening `seq` and before; how many."""
+        cursor = self._execute_write(
+            "cannot forget a room",
+            "DELETE FROM room_settings WHERE room_key = ? AND seq <= ?",
+            (room_key, seq),
         )
+        return cursor.rowcount
 
     def ignores(self, owner_key: str, limit: int) -> list[str]:
         """Name keys the account `owner_key` ignores (at most `limit`)."""
-        with _translate("cannot read the ignores"):
+        with self._translate("cannot read the ignores"):
             rows = self._conn.execute(
                 "SELECT target_key FROM ignores WHERE owner_key = ?"
                 " ORDER BY target_key LIMIT ?",
@@ -814,7 +1107,7 @@ class Store:
 
     def cert_owner(self, fingerprint: str) -> str | None:
         """The account key a client certificate is bound to, if any."""
-        with _translate("cannot read a certificate binding"):
+        with self._translate("cannot read a certificate binding"):
             row = self._conn.execute(
                 "SELECT name_key FROM certs WHERE fingerprint = ?", (fingerprint,)
             ).fetchone()
@@ -842,7 +1135,7 @@ class Store:
 
     def size(self) -> int:
         """Bytes of the database in use (free pages not counted)."""
-        with _translate("cannot read the database size"):
+        with self._translate("cannot read the database size"):
             pages = self._conn.execute("PRAGMA page_count").fetchone()[0]
             free = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
             page_size = self._conn.execute("PRAGMA page_size").fetchone()[0]
@@ -850,7 +1143,7 @@ class Store:
 
     def set_max_size(self, max_bytes: int) -> None:
         """Cap the file at about `max_bytes` (0: no cap); writes past it fail."""
-        with _translate("cannot cap the database size"):
+        with self._translate("cannot cap the database size"):
             page_size = self._conn.execute("PRAGMA page_size").fetchone()[0]
             pages = max_bytes // page_size if max_bytes else 2**31 - 2
             self._conn.execute(f"PRAGMA max_page_count = {int(pages):d}")
@@ -859,11 +1152,17 @@ class Store:
         """Delete the oldest history until under `max_bytes` in use; rows deleted.
 
         Room history and stored private messages go, oldest first, `batch`
-        rows at a time; accounts, bans and settings are never touched. Stops
-        when nothing is left to delete.
+        rows at a time; accounts, bans, topics and settings are never
+        touched. History is never cut below what the rest takes (`usage`):
+        if that is what fills the file, deleting history would not make
+        room for long, so the rest is left over the cap instead (and its
+        writes fail when SQLite's cap is reached). Stops when nothing is
+        left to delete.
         """
         deleted = 0
-        while self.size() > max_bytes:
+        history, rest = self.usage()
+        size = history + rest
+        while size > max_bytes and history > rest:
             with self._write_many("cannot shrink the history"):
                 removed = 0
                 for table in ("messages", "private"):
@@ -876,7 +1175,49 @@ class Store:
             deleted += removed
             if not removed:
                 break
+            smaller = self.size()
+            history -= size - smaller  # the pages the deleted rows freed
+            size = smaller
         return deleted
+
+    def usage(self) -> tuple[int, int]:
+        """Bytes in use by history (rooms' and private), and by everything else.
+
+        From SQLite's page statistics (`dbstat`) where it has them, else
+        estimated from the history's contents.
+        """
+        total = self.size()
+        with self._translate("cannot measure the history"):
+            try:
+                names = ", ".join(f"'{name}'" for name in _HISTORY_BTREES)
+                row = self._conn.execute(
+                    "SELECT COALESCE(SUM(pgsize), 0) FROM dbstat"
+                    f" WHERE name IN ({names})"
+                ).fetchone()
+            except sqlite3.OperationalError:  # built without dbstat
+                row = self._conn.execute(
+                    "SELECT COALESCE(SUM(LENGTH(room_key) + LENGTH(room)"
+                    " + LENGTH(sender) + COALESCE(LENGTH(text), 0)"
+                    " + COALESCE(LENGTH(extra), 0) + 48), 0) FROM messages"
+                ).fetchone()
+        history = min(int(row[0]), total)
+        return history, total - history
+
+
+def _check(conn: sqlite3.Connection, path: str) -> None:
+    """Raise DatabaseDamaged if SQLite's quick check finds the file corrupt.
+
+    `PRAGMA quick_check` reads every page once (about a second per
+    gigabyte from a warm cache), so a damaged file is refused at start-up,
+    by name, rather than failing somewhere later with SQLite's words alone.
+    It does not compare indexes with their tables, nor decode text: damage
+    of that kind raises DatabaseDamaged when a call meets it.
+    """
+    if path == ":memory:":
+        return
+    verdict = str(conn.execute("PRAGMA quick_check(1)").fetchone()[0])
+    if verdict != "ok":
+        raise _damaged(path, " ".join(verdict.split()))
 
 
 def _migrate(conn: sqlite3.Connection, path: str) -> None:
@@ -1183,9 +1524,19 @@ class AsyncStore:
 
     # ------------------------------------------------------------------ users
 
-    async def add_user(self, user: User) -> bool:
+    async def add_user(self, user: User, *, registered_from: str | None = None) -> bool:
         """`Store.add_user`: False if the name_key is taken."""
-        return await self._call(lambda s: s.add_user(user), write=True)
+        return await self._call(
+            lambda s: s.add_user(user, registered_from=registered_from), write=True
+        )
+
+    async def registrations(self, since: float) -> list[tuple[str, float]]:
+        """`Store.registrations`."""
+        return await self._call(lambda s: s.registrations(since), write=False)
+
+    async def forget_registrations(self, before: float) -> int:
+        """`Store.forget_registrations`."""
+        return await self._call(lambda s: s.forget_registrations(before), write=True)
 
     async def user_keys(self) -> list[str]:
         """`Store.user_keys`."""
@@ -1272,12 +1623,62 @@ class AsyncStore:
         return await self._call(lambda s: s.topics(limit), write=False)
 
     async def set_topic(
-        self, room_key: str, room: str, topic: str, setter: str, ts: float
+        self,
+        room_key: str,
+        room: str,
+        topic: str,
+        setter: str,
+        ts: float,
+        *,
+        set_from: str | None = None,
+        keep: Collection[str] = (),
+        per_address: int = MAX_TOPICS_PER_ADDRESS,
+        most: int = MAX_SAVED_TOPICS,
     ) -> None:
         """`Store.set_topic`."""
+        keep = frozenset(keep)  # the caller's set may change meanwhile
         await self._call(
-            lambda s: s.set_topic(room_key, room, topic, setter, ts), write=True
+            lambda s: s.set_topic(
+                room_key,
+                room,
+                topic,
+                setter,
+                ts,
+                set_from=set_from,
+                keep=keep,
+                per_address=per_address,
+                most=most,
+            ),
+            write=True,
         )
+
+    async def prune_rooms(self, before: float, keep: Collection[str] = ()) -> int:
+        """`Store.prune_rooms`."""
+        keep = frozenset(keep)
+        return await self._call(lambda s: s.prune_rooms(before, keep), write=True)
+
+    async def room_settings(self) -> list[tuple[str, str, str, str, int]]:
+        """`Store.room_settings`."""
+        return await self._call(lambda s: s.room_settings(), write=False)
+
+    async def set_room_settings(
+        self,
+        room_key: str,
+        room: str,
+        changes: Sequence[tuple[str, str, str | None]],
+        *,
+        seq: int,
+        ts: float,
+    ) -> None:
+        """`Store.set_room_settings`."""
+        await self._call(
+            lambda s: s.set_room_settings(room_key, room, changes, seq=seq, ts=ts),
+            write=True,
+        )
+
+    async def forget_room(self, room_key: str, seq: int) -> int:
+        """`Store.forget_room`."""
+        return await self._call(lambda s: s.forget_room(room_key, seq), write=True)
 
     async def ignores(self, owner_key: str, limit: int) -> list[str]:
         """`Store.ignores`."""
@@ -1312,3 +1713,7 @@ class AsyncStore:
     async def shrink(self, max_bytes: int) -> int:
         """`Store.shrink`: oldest history deleted until under `max_bytes`."""
         return await self._call(lambda s: s.shrink(max_bytes), write=True)
+
+    async def usage(self) -> tuple[int, int]:
+        """`Store.usage`: bytes of history, and of the rest."""
+        return await self._call(lambda s: s.usage(), write=False)
