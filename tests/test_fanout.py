@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Sequence
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -33,7 +34,7 @@ class ChunkSink:
         self._capacities = itertools.cycle(capacities)
         self.data = bytearray()
 
-    def send_now(self, buffers: list[Buffer]) -> int:
+    def send_now(self, buffers: Sequence[Buffer]) -> int:
         data = b"".join(bytes(buffer) for buffer in buffers)
         taken = data[: next(self._capacities)]
         self.data += taken

@@ -7,6 +7,7 @@ sinks standing for sockets (each takes what its capacity allows per call).
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 import pytest
 
@@ -53,7 +54,7 @@ class FakeSink:
 
     holding = False
 
-    def send_now(self, buffers: list[Buffer]) -> int:
+    def send_now(self, buffers: Sequence[Buffer]) -> int:
         self.calls += 1
         if self.error is not None:
             raise SinkError(self.error)

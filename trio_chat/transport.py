@@ -25,7 +25,7 @@ import contextlib
 import math
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, Protocol
 
 import trio
@@ -67,7 +67,7 @@ def describe(exc: BaseException) -> str:
 class Transport(Protocol):
     """A connection's bytes: received by one task, sent from anywhere."""
 
-    def send_now(self, buffers: list[Buffer]) -> int:
+    def send_now(self, buffers: Sequence[Buffer]) -> int:
         """Send what can be sent now of `buffers`; the bytes taken (see Sink)."""
 
     @property
@@ -132,7 +132,7 @@ class SocketTransport:
 
     holding: Final = False  # what send_now takes is in the kernel
 
-    def send_now(self, buffers: list[Buffer]) -> int:
+    def send_now(self, buffers: Sequence[Buffer]) -> int:
         """One non-blocking `sendmsg` of `buffers` (see `Transport`)."""
         try:
             if len(buffers) == 1:
@@ -214,7 +214,7 @@ class StreamTransport:
         """True while a batch is in flight."""
         return self._flight is not None
 
-    def send_now(self, buffers: list[Buffer]) -> int:
+    def send_now(self, buffers: Sequence[Buffer]) -> int:
         """Take `buffers` if nothing is in flight (see `Transport`)."""
         if self._error is not None:
             raise TransportError(self._error)
@@ -338,7 +338,7 @@ class SocketTLSTransport:
         except trio.ClosedResourceError as exc:
             raise TransportError("connection closed") from exc
 
-    def send_now(self, buffers: list[Buffer]) -> int:
+    def send_now(self, buffers: Sequence[Buffer]) -> int:
         """Encrypt and send what the kernel takes now (see `Transport`)."""
         most = self._retry or TLS_WRITE_CHUNK
         chunk: list[Buffer] = []
@@ -488,7 +488,7 @@ class TLSTransport:
         """True while records wait for the inner transport (or in it)."""
         return self._pending is not None or self.inner.holding
 
-    def send_now(self, buffers: list[Buffer]) -> int:
+    def send_now(self, buffers: Sequence[Buffer]) -> int:
         """Encrypt and send what fits (see `Transport`): the plaintext taken."""
         if not self._push():
             return 0
