@@ -48,10 +48,12 @@ def test_ban_targets_are_addresses_or_names() -> None:
 def test_ban_commands_parse() -> None:
     assert parse_request("/ban bob") == ev.Ban("bob", math.inf, "")
     assert parse_request("/ban bob 2h spamming links") == ev.Ban(
-        "bob", 7200.0, "spamming links"
+        "bob", 7200.0, "spamming links", "2h"
     )
     assert parse_request("/ban bob being rude") == ev.Ban("bob", math.inf, "being rude")
-    assert parse_request("/ban 10.0.0.5 7d") == ev.Ban("10.0.0.5", 7 * 86400.0, "")
+    assert parse_request("/ban 10.0.0.5 7d") == ev.Ban(
+        "10.0.0.5", 7 * 86400.0, "", "7d"
+    )
     assert parse_request("/ban") == ev.BadCommand(
         "usage", "Usage: /ban NAME|ADDRESS [DURATION] [REASON]"
     )
@@ -183,7 +185,7 @@ async def test_an_operator_bans_a_name_and_lifts_it(server: Server) -> None:
         "LEAVE 2026-11-23T23:10:28Z #lobby bob disconnected (banned)"
     )
     assert await info(carol, "INFO teacher") == (
-        "INFO teacher banned bob for 2h00m: spamming links."
+        "INFO teacher banned bob for 2h: spamming links."
     )
     # The name stays banned, from any address; other names are welcome.
     again = await server.connect(address="10.0.0.9")
@@ -203,6 +205,38 @@ async def test_an_operator_bans_a_name_and_lifts_it(server: Server) -> None:
     assert await root.expect("INFO") == "INFO teacher lifted the ban on bob."
     await again.send("bob")
     await again.expect("WELCOME")
+
+
+@pytest.mark.parametrize(
+    "line", ["/ban dummy 10min flooding", "/ban dummy 5 flooding", "/ban dummy 0m"]
+)
+def test_a_mistyped_ban_duration_is_a_usage_error(line: str) -> None:
+    # Not a ban until lifted with the reason "10min flooding".
+    assert parse_request(line) == ev.BadCommand(
+        "usage",
+        "Usage: /ban NAME|ADDRESS [DURATION] [REASON]"
+        " (DURATION: a number and s, m, h or d: 90s, 10m, 2h, 7d)",
+    )
+
+
+async def test_a_mistyped_ban_duration_bans_nobody(server: Server) -> None:
+    root = await operator(server)
+    dummy = await server.join("dummy", address="10.0.0.2")
+    await root.send("/ban dummy 10min flooding")
+    assert (await root.expect("ERR")).startswith("ERR usage Usage: /ban ")
+    await root.send("/bans")
+    assert await info(root, "INFO No bans") == "INFO No bans in force."
+    await dummy.send("/who")
+    assert await info(dummy, "INFO 2 users") == "INFO 2 users in #lobby:"
+
+
+async def test_ban_durations_are_shown_as_given(server: Server) -> None:
+    root = await operator(server)
+    for target, duration in [("bob", "90s"), ("carol", "150s"), ("dave", "90m")]:
+        await root.send(f"/ban {target} {duration}")
+        assert await info(root, "INFO teacher banned") == (
+            f"INFO teacher banned {target} for {duration}."
+        )
 
 
 async def test_only_identified_operators_may_ban(server: Server) -> None:
@@ -232,7 +266,7 @@ async def test_an_address_ban_refuses_connections_from_it(server: Server) -> Non
     assert whois.endswith("; from 10.0.0.2")
     await root.send("/ban 10.0.0.2 1d")
     assert await info(root, "INFO teacher banned") == (
-        "INFO teacher banned 10.0.0.2 for 24h00m (bob, bobby disconnected)."
+        "INFO teacher banned 10.0.0.2 for 1d (bob, bobby disconnected)."
     )
     assert await bob.expect("BYE") == "BYE banned Disconnected: banned."
     assert await bobby.expect("BYE") == "BYE banned Disconnected: banned."

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import subprocess
 import sys
@@ -1004,12 +1005,38 @@ def test_protocol_module_imports_no_io() -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("90s", 90.0), ("10m", 600.0), ("2h", 7200.0), ("1d", 86400.0), ("5", 300.0)],
+    [("90s", 90.0), ("10m", 600.0), ("2h", 7200.0), ("1d", 86400.0), ("7D", 604800.0)],
 )
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "-5m", "1.5h", "10 m", "10y", "9999999s"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "5", "-5m", "1.5h", "10 m", "10y", "10min", "1h30m", "9999999s", "٣m"],
+)
 def test_bad_durations(text: str) -> None:
     assert parse_duration(text) is None
+
+
+MUTE_USAGE = (
+    "Usage: /mute NAME [DURATION] (DURATION: a number and s, m, h or d:"
+    " 90s, 10m, 2h, 7d)"
+)
+
+
+@pytest.mark.parametrize(
+    ("line", "parsed"),
+    [
+        ("/mute bob", ev.Mute("bob", math.inf)),
+        ("/mute bob 90s", ev.Mute("bob", 90.0, "90s")),
+        ("/mute bob 010M", ev.Mute("bob", 600.0, "10m")),
+        ("/mute bob 5", ev.BadCommand("usage", MUTE_USAGE)),  # minutes? say so
+        ("/mute bob 10min", ev.BadCommand("usage", MUTE_USAGE)),
+        ("/mute bob 0s", ev.BadCommand("usage", MUTE_USAGE)),  # not an unmute
+        ("/ban bob 150s spam", ev.Ban("bob", 150.0, "spam", "150s")),
+        ("/ban bob spam 10m", ev.Ban("bob", math.inf, "spam 10m")),
+    ],
+)
+def test_one_duration_parser_for_mute_and_ban(line: str, parsed: ev.Request) -> None:
+    assert parse_request(line) == parsed

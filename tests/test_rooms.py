@@ -342,8 +342,12 @@ async def test_mute_expires_and_unmute(
     await trio.sleep(601)
     await bob.send("now I may")
     assert (await alice.expect("MSG")).endswith("<bob> now I may")
+    await alice.send("/mute bob 90s")
+    assert await bob.expect("INFO") == "INFO alice muted bob in #class for 90s."
+    await alice.send("/mute bob 5")  # 5 what? a usage error, no mute
+    assert (await alice.expect("ERR")).startswith("ERR usage Usage: /mute NAME ")
     await alice.send("/mute bob")
-    await bob.expect("INFO")
+    assert await bob.expect("INFO") == "INFO alice muted bob in #class."
     await alice.send("/unmute bob")
     assert await bob.expect("INFO") == "INFO alice unmuted bob in #class."
     await bob.send("free again")

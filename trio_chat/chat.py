@@ -200,12 +200,20 @@ def _ignored(member: Member, event: RoomEvent) -> bool:
 
 
 def _duration(seconds: float) -> str:
+    """A time span measured here (idle time): `42s`, `5m`, `1h05m`, `2d03h`."""
     seconds = max(0, int(seconds))
     if seconds < 60:
         return f"{seconds}s"
     if seconds < 3600:
         return f"{seconds // 60}m"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def _shown(seconds: float, duration: str) -> str:
+    """A duration an op gave, as given (`90s`), else measured."""
+    return duration or _duration(seconds)
 
 
 def _plural(count: int, word: str) -> str:
@@ -654,10 +662,12 @@ class Chat:
                 return AccountAction(action, password)
             case ev.Kick(target, reason):
                 self._kick(member, target, reason[:MAX_REASON_LENGTH])
-            case ev.Mute(target, seconds):
-                self._mute(member, target, seconds)
-            case ev.Ban(target, seconds, reason):
-                self._ban(member, target, seconds, reason[:MAX_BAN_REASON])
+            case ev.Mute(target, seconds, duration):
+                self._mute(member, target, seconds, duration)
+            case ev.Ban(target, seconds, reason, duration):
+                self._ban(
+                    member, target, seconds, reason[:MAX_BAN_REASON], duration=duration
+                )
             case ev.Unban(target):
                 self._unban(member, target)
             case ev.Bans():
@@ -775,7 +785,9 @@ class Chat:
         if other.current is not None:
             self.hub.send(other, ev.Switched(other.current.name))
 
-    def _mute(self, member: Member, target: str, seconds: float) -> None:
+    def _mute(
+        self, member: Member, target: str, seconds: float, duration: str = ""
+    ) -> None:
         found = self._op_target(member, target)
         if found is None:
             return
@@ -789,7 +801,7 @@ class Chat:
         else:
             for key in keys:
                 room.muted[key] = self._clock() + seconds
-            span = "" if seconds == math.inf else f" for {_duration(seconds)}"
+            span = "" if seconds == math.inf else f" for {_shown(seconds, duration)}"
             text = f"{member.name} muted {other.name} in {room.name}{span}."
         log.info("[%s] %s", member.conn_id, text)
         self.hub.publish(ev.Info(text), room=room)
@@ -812,7 +824,15 @@ class Chat:
         if not rooms:
             self.hub.send(member, ev.Info(text))
 
-    def _ban(self, member: Member, raw: str, seconds: float, reason: str) -> None:
+    def _ban(
+        self,
+        member: Member,
+        raw: str,
+        seconds: float,
+        reason: str,
+        *,
+        duration: str = "",
+    ) -> None:
         if not self._server_op(member):
             return
         assert member.name is not None
@@ -836,7 +856,7 @@ class Chat:
             self._error(member, "too-many", "No more bans may be set; /unban some.")
             return
         self.save(BanSaved(ban))
-        span = "" if expires is None else f" for {_duration(seconds)}"
+        span = "" if expires is None else f" for {_shown(seconds, duration)}"
         why = f": {reason}" if reason else ""
         targets = [
             other
@@ -871,6 +891,9 @@ class Chat:
         if not self._server_op(member):
             return
         bans = self.moderation.active(self._clock())
+        if not bans:
+            self.hub.send(member, ev.Info("No bans in force."))
+            return
         self.hub.send(member, ev.Info(f"{_plural(len(bans), 'ban')} in force:"))
         for ban in bans[:MAX_BANS_LISTED]:
             self.hub.send(member, ev.Info(ban.describe()))

@@ -138,6 +138,8 @@ class Mute:
 
     name: str
     seconds: float = math.inf
+    #: The duration as the op typed it (`90s`), shown as given; "" if none.
+    duration: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -147,6 +149,8 @@ class Ban:
     target: str
     seconds: float = math.inf
     reason: str = ""
+    #: The duration as the op typed it (`7d`), shown as given; "" if none.
+    duration: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -237,34 +237,55 @@ def looks_like_http(line: str) -> bool:
 DEFAULT_HISTORY_REQUEST: Final = 50
 
 
-_DURATION: Final = re.compile(r"^(\d{1,6})([smhd]?)$")
-_DURATION_UNITS: Final = {"": 60.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION: Final = re.compile(r"^([0-9]{1,6})([smhd])$")
+_DURATION_UNITS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+#: How every command that takes a duration explains one.
+DURATION_HELP: Final = "a number and s, m, h or d: 90s, 10m, 2h, 7d"
 
 
 def parse_duration(text: str) -> float | None:
-    """Seconds in `90s`, `10m`, `2h`, `1d` (a bare number is minutes); None if bad."""
+    """Seconds in `90s`, `10m`, `2h` or `1d` (1 to 6 digits, then the unit).
+
+    None for anything else: a bare number, another unit, a sign, a space.
+    """
     match = _DURATION.match(text.lower())
     if match is None:
         return None
     return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
 
+def duration_text(text: str) -> str:
+    """A duration as its user gave it, tidied: `010M` is `10m`."""
+    return f"{int(text[:-1])}{text[-1].lower()}"
+
+
 def _usage(command: str, usage: str) -> ev.BadCommand:
     return ev.BadCommand("usage", f"Usage: /{command} {usage}".rstrip())
 
 
+def _duration_usage(command: str, usage: str) -> ev.BadCommand:
+    """The usage of a command taking a duration, with what a duration is."""
+    return _usage(command, f"{usage} (DURATION: {DURATION_HELP})")
+
+
 def _parse_ban(rest: str) -> ev.Ban | ev.BadCommand:
-    """`/ban NAME|ADDRESS [DURATION] [REASON]`: no duration is until lifted."""
+    """`/ban NAME|ADDRESS [DURATION] [REASON]`: no duration is until lifted.
+
+    A word after the target that starts with a digit is the duration, and
+    must be one: `/ban bob 10min flooding` is a usage error, not a ban
+    until lifted with the reason `10min flooding`.
+    """
+    usage = "NAME|ADDRESS [DURATION] [REASON]"
     target, _, tail = rest.partition(" ")
     if not target:
-        return _usage("ban", "NAME|ADDRESS [DURATION] [REASON]")
+        return _usage("ban", usage)
     first, _, reason = tail.strip().partition(" ")
-    seconds = parse_duration(first) if first else None
-    if seconds is None:
+    if not first[:1].isascii() or not first[:1].isdigit():
         return ev.Ban(target, math.inf, tail.strip())
-    if seconds <= 0:
-        return _usage("ban", "NAME|ADDRESS [DURATION such as 10m, 2h, 7d] [REASON]")
-    return ev.Ban(target, seconds, reason.strip())
+    seconds = parse_duration(first)
+    if not seconds:  # not understood, or zero
+        return _duration_usage("ban", usage)
+    return ev.Ban(target, seconds, reason.strip(), duration_text(first))
 
 
 def parse_request(text: str) -> ev.Request | None:
@@ -308,14 +329,17 @@ def parse_request(text: str) -> ev.Request | None:
         )
     if command in ("mute", "unmute"):
         name, _, duration = rest.partition(" ")
+        duration = duration.strip()
         if not name or (command == "unmute" and duration):
             return _usage(command, "NAME" if command == "unmute" else "NAME [DURATION]")
         if command == "unmute":
             return ev.Mute(name, 0.0)
-        seconds = parse_duration(duration.strip()) if duration.strip() else math.inf
-        if seconds is None:
-            return _usage("mute", "NAME [DURATION such as 90s, 10m, 2h, 1d]")
-        return ev.Mute(name, seconds)
+        if not duration:
+            return ev.Mute(name, math.inf)
+        seconds = parse_duration(duration)
+        if not seconds:  # not understood, or zero (which would unmute)
+            return _duration_usage("mute", "NAME [DURATION]")
+        return ev.Mute(name, seconds, duration_text(duration))
     if command == "ban":
         return _parse_ban(rest)
     if command == "unban":
