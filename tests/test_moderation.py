@@ -598,7 +598,7 @@ async def test_certadd_logs_in_by_certificate(
     welcome = await again.expect("WELCOME")
     assert welcome.startswith("WELCOME alice ")
     assert not any(line.startswith("NAME") for line in again.lines)
-    assert (await alice.expect("BYE")).startswith("BYE ghost-replaced")
+    assert (await alice.expect("BYE")).startswith("BYE signed-in-elsewhere ")
     await again.send("/certdel")
     assert await info(again, "INFO This cert") == (
         "INFO This certificate no longer logs you in."

@@ -577,6 +577,14 @@ ENCODE_TABLE: list[tuple[ev.ServerEvent, bytes]] = [
         b"ERR name-taken The name bob is taken.\r\n",
     ),
     (ev.Goodbye("quit", "Bye!"), b"BYE quit Bye!\r\n"),
+    (
+        ev.Goodbye("too-many-new-connections", "Wait a little.", 42),
+        b"BYE too-many-new-connections retry-after=42 Wait a little.\r\n",
+    ),
+    (
+        ev.Goodbye("signed-in-elsewhere", "You signed in from another place."),
+        b"BYE signed-in-elsewhere You signed in from another place.\r\n",
+    ),
     (ev.Replayed(MSG), f"HIST MSG {TS_TEXT} #lobby <bob> hi there\r\n".encode()),
     (ev.Replayed(ACTION), f"HIST ACTION {TS_TEXT} #lobby bob waves\r\n".encode()),
     (ev.Replayed(JOIN), f"HIST JOIN {TS_TEXT} #lobby Åsa\r\n".encode()),

@@ -97,6 +97,22 @@ REPLAY_OUTBOX_SHARE: Final = 2
 REPLAY_CACHE_LINES: Final = 1024
 #: Leave reason when the peer closed the connection without /quit.
 CONNECTION_CLOSED: Final = "connection closed"
+#: Leave reason of a connection whose registered name signed in again
+#: elsewhere (its `BYE` code is `events.SIGNED_IN_ELSEWHERE`).
+SIGNED_IN_ELSEWHERE: Final = "signed in elsewhere"
+#: What an evicted connection is told, where "Disconnected: <reason>." would
+#: not say it plainly.
+_GOODBYE_TEXTS: Final = {
+    SIGNED_IN_ELSEWHERE: (
+        "You signed in from another place; this connection is closed."
+    ),
+}
+
+
+def eviction_goodbye(reason: str) -> ev.Goodbye:
+    """The `BYE` for a connection dropped for `reason` (its code: dashed)."""
+    text = _GOODBYE_TEXTS.get(reason, f"Disconnected: {reason}.")
+    return ev.Goodbye(reason.replace(" ", "-"), text)
 
 
 #: The events a room's history holds.
@@ -394,7 +410,7 @@ class Chat:
             member.identified = name_key(name)
             ghost = self.hub.get(name)
             if ghost is not None and ghost is not member:
-                self.hub.kick(ghost, reason="ghost replaced")
+                self.hub.kick(ghost, reason=SIGNED_IN_ELSEWHERE)
         if self._too_similar(member, name):
             self.prompt(member)
             return False

@@ -130,6 +130,20 @@ MAX_KNOWN_ROOMS: Final = 1000
 #: types before the server answers; the oldest is forgotten past it.
 MAX_PENDING_JOIN_KEYS: Final = 64
 
+#: Refusals (a `BYE` instead of the greeting) that clear up with time: the
+#: server is full, or busy with new connections from our address (a
+#: classroom behind one NAT address, all reconnecting after a restart).
+#: They are tried again with backoff, and not before the server's
+#: `retry-after`; every other refusal is final.
+TEMPORARY_REFUSALS: Final = frozenset(
+    {
+        "too-many-connections",
+        "too-many-from-address",
+        "too-many-new-connections",
+        "too-many-unregistered",
+    }
+)
+
 #: The environment variable the command line takes a registered name's
 #: password from (named in messages; a password on the command line would be
 #: visible to every user of the machine).
@@ -502,9 +516,15 @@ class _Left:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Lost:
-    """The connection broke or timed out; `reason` says how."""
+    """The connection broke or timed out; `reason` says how.
+
+    `refused`: the server turned us away for now (it is busy), so trying
+    again is worth it, but not before `wait` seconds (0: the usual backoff).
+    """
 
     reason: str
+    refused: bool = False
+    wait: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -741,6 +761,7 @@ class _Client:
                 if not self._connections or exc.permanent or not config.reconnect:
                     raise
                 note = f"{exc}; retrying in {self._delay:g} s..."
+                wait = self._delay
             else:
                 self._connections += 1
                 result = await self._session(stream)
@@ -754,15 +775,21 @@ class _Client:
                     self._give_up(result.reason)
                     return
                 if not config.reconnect:
+                    if result.refused:
+                        raise ConnectionLost(result.reason)
                     raise ConnectionLost(
                         f"connection to {config.address} lost: {result.reason}"
                     )
-                note = (
-                    f"connection lost ({result.reason});"
-                    f" reconnecting in {self._delay:g} s..."
-                )
+                wait = max(self._delay, result.wait)
+                if result.refused:
+                    note = f"{result.reason} Trying again in {wait:g} s..."
+                else:
+                    note = (
+                        f"connection lost ({result.reason});"
+                        f" reconnecting in {wait:g} s..."
+                    )
             self._notice(note)
-            with trio.move_on_after(self._delay):
+            with trio.move_on_after(wait):
                 await self._read_input()  # returns only if the user leaves
             if self._quit_line is not None:
                 self._give_up("not reconnected")
@@ -1151,7 +1178,8 @@ class _Client:
                 self._changed()
             case ev.Goodbye():
                 conn.goodbye = event
-                self._show(self._render(event))
+                if event.code not in TEMPORARY_REFUSALS:  # those: one notice
+                    self._show(self._render(event))
             case _:
                 self._on_chat_event(conn, event)
 
@@ -1314,22 +1342,40 @@ class _Client:
             self._set_room(None)  # until the server's SWITCH, if another is left
 
     def _on_close(self, conn: _Connection) -> None:
-        """The server closed the connection."""
+        """The server closed the connection: decide whether to come back."""
         goodbye = conn.goodbye
         if conn.phase is _Phase.QUITTING or (goodbye and goodbye.code == "quit"):
             conn.finish(_Left())
-        elif (
-            goodbye is not None
-            and conn.phase is not _Phase.READY
-            and goodbye.code != "server-shutdown"
+            return
+        if goodbye is None:
+            conn.finish(_Lost("closed by the server"))
+            return
+        code, text = goodbye.code, sanitize_text(goodbye.text)
+        if code == ev.SIGNED_IN_ELSEWHERE:
+            # Reconnecting would sign the other place out, and so on for ever.
+            conn.finish(
+                _Refused(
+                    "you signed in from another place, which closed this"
+                    " connection; this client does not reconnect (it would"
+                    " sign the other one out)"
+                )
+            )
+        elif code in TEMPORARY_REFUSALS:
+            conn.finish(
+                _Lost(
+                    f"the server is busy: {text}",
+                    refused=True,
+                    wait=goodbye.retry_after,
+                )
+            )
+        elif code == "banned" or (
+            conn.phase is not _Phase.READY and code != "server-shutdown"
         ):
-            # Sent away before we were in (e.g. too slow to choose a name):
-            # reconnecting would only repeat it.
-            text = sanitize_text(goodbye.text)
+            # Banned, or sent away before we were in (e.g. too many name
+            # attempts): reconnecting would only repeat it.
             conn.finish(_Refused(f"the server closed the connection: {text}"))
         else:
-            reason = sanitize_text(goodbye.text) if goodbye else "closed by the server"
-            conn.finish(_Lost(reason))
+            conn.finish(_Lost(text))
 
 
 async def run_client(

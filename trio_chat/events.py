@@ -20,6 +20,11 @@ from typing import Literal
 #: The one room there is, for now.
 LOBBY = "#lobby"
 
+#: The `BYE` code of a connection replaced by its registered name signing in
+#: from another connection: a client that reconnected on its own would
+#: replace that one in turn, for ever.
+SIGNED_IN_ELSEWHERE = "signed-in-elsewhere"
+
 
 # --------------------------------------------------------------------------
 # Requests (user -> chat)
@@ -494,10 +499,15 @@ class Error:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Goodbye:
-    """The last line before the server closes the connection."""
+    """The last line before the server closes the connection.
+
+    `retry_after`: for a refusal that clears up with time, the seconds after
+    which trying again may succeed (0: the server does not know).
+    """
 
     code: str
     text: str
+    retry_after: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

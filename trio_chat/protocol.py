@@ -428,6 +428,8 @@ def encode_request(request: ev.Say | ev.Me | ev.Nick | ev.PrivateMsg) -> bytes:
 # Server events -> lines
 
 _TS_FORMAT: Final = "%Y-%m-%dT%H:%M:%SZ"
+#: The key of a refusal's hint: `BYE <code> retry-after=<seconds> <text>`.
+RETRY_AFTER: Final = "retry-after"
 
 
 def format_timestamp(ts: float) -> str:
@@ -575,8 +577,9 @@ def encode_event(event: ev.ServerEvent, *, limit: int = MAX_SERVER_LINE_BYTES) -
             return _fit("MOTD ", text, limit=limit)
         case ev.Error(code, text):
             return _fit(f"ERR {code} ", text, limit=limit)
-        case ev.Goodbye(code, text):
-            return _fit(f"BYE {code} ", text, limit=limit)
+        case ev.Goodbye(code, text, retry_after):
+            hint = f"{RETRY_AFTER}={retry_after} " if retry_after > 0 else ""
+            return _fit(f"BYE {code} {hint}", text, limit=limit)
         case ev.TopicIs(ts, room, setter, text):
             return _fit(
                 f"TOPIC {format_timestamp(ts)} {room} {setter} ", text, limit=limit
@@ -714,7 +717,13 @@ def _decode(kind: str, rest: str) -> ev.ServerEvent:
         return ev.WhoList(room, tuple(names.split()))
     if kind in ("ERR", "BYE"):
         code, _, text = rest.partition(" ")
-        return ev.Error(code, text) if kind == "ERR" else ev.Goodbye(code, text)
+        if kind == "ERR":
+            return ev.Error(code, text)
+        hint, _, after = text.partition(" ")
+        key, equals, seconds = hint.partition("=")
+        if key == RETRY_AFTER and equals and seconds.isascii() and seconds.isdigit():
+            return ev.Goodbye(code, after, int(seconds))
+        return ev.Goodbye(code, text)
     if kind == "HIST":
         inner_kind, _, inner_rest = rest.partition(" ")
         if inner_kind not in _REPLAYABLE_KINDS:

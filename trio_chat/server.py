@@ -42,6 +42,7 @@ from trio_chat.chat import (
     RoomEvent,
     Saved,
     TopicSaved,
+    eviction_goodbye,
 )
 from trio_chat.flood import EXCESS_FLOOD, FloodControl
 from trio_chat.hub import Member, Room
@@ -510,9 +511,7 @@ class Connection:
             # Not evicted, or a write was cut off: a line now would garble.
             await trio.lowlevel.checkpoint()
             return
-        data = encode_event(
-            ev.Goodbye(reason.replace(" ", "-"), f"Disconnected: {reason}.")
-        )
+        data = encode_event(eviction_goodbye(reason))
         with trio.move_on_after(CLOSE_TIMEOUT):
             try:
                 await self.stream.send_all(data)
@@ -1119,7 +1118,9 @@ class ChatServer:
     async def _refuse(self, stream: trio.abc.Stream, refusal: Refusal) -> None:
         """One line saying why (plain TCP only), then close, all bounded."""
         if self.ssl_context is None:
-            line = encode_event(ev.Goodbye(refusal.code, refusal.text))
+            line = encode_event(
+                ev.Goodbye(refusal.code, refusal.text, refusal.retry_after)
+            )
             # A peer that is gone already needs telling nothing.
             with contextlib.suppress(*_PEER_ERRORS), trio.move_on_after(CLOSE_TIMEOUT):
                 await stream.send_all(line)

@@ -1,0 +1,295 @@
+"""When the client reconnects on its own, and when it must not.
+
+A connection replaced by its own registered name signing in elsewhere stops
+(two terminals with the same name would otherwise replace each other for
+ever); a server that is busy (full, or too many new connections from one
+address) is tried again, no sooner than it asks; a final refusal ends the
+client. The terminal cases run the real client on a pty against the real
+server (`test_client_pty`); the classroom runs many clients in-process,
+on Trio's virtual clock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+from chatpeer import Peer
+from test_client import TEST_TIMEOUT, RecordingUI, start
+
+from trio_chat import client
+from trio_chat.admission import Admission
+from trio_chat.chat import Chat
+from trio_chat.client import ClientConfig, ConnectionLost, Refused, run_client
+from trio_chat.limits import Limits
+from trio_chat.server import ChatServer
+
+if sys.platform == "win32":  # pragma: no cover
+    pytest.skip("needs a POSIX pseudo-terminal", allow_module_level=True)
+
+from test_client_pty import STEP_TIMEOUT, Terminal, open_client_pty, start_server
+
+#: Ceiling for the terminal tests, which start real processes.
+PTY_TEST_TIMEOUT = 90.0
+
+
+async def _stop(process: trio.Process) -> None:
+    if process.returncode is None:
+        process.kill()
+    with trio.move_on_after(STEP_TIMEOUT, shield=True):
+        await process.wait()
+
+
+async def test_a_name_signed_in_elsewhere_does_not_take_itself_back(
+    tmp_path: Path,
+) -> None:
+    server, port = await start_server(
+        tmp_path / "server.log", db=str(tmp_path / "chat.db")
+    )
+    processes = [server]
+    closing: list[Terminal] = []
+    slaves: list[int] = []
+    try:
+        with trio.fail_after(PTY_TEST_TIMEOUT):
+            owner = Peer(await trio.open_tcp_stream("127.0.0.1", port))
+            await owner.join("teacher")
+            await owner.send("/register blue giraffe")
+            while not (await owner.expect("INFO")).startswith("INFO Registered"):
+                pass
+            await owner.send("/quit")
+            await owner.until_closed()
+            await owner.aclose()
+            bob = Peer(await trio.open_tcp_stream("127.0.0.1", port))
+            await bob.join("bob")
+
+            terminals = []
+            for _ in range(2):  # two terminals, the same name and password
+                process, master, slave = await open_client_pty(
+                    port,
+                    name="teacher",
+                    environ={"TRIO_CHAT_PASSWORD": "blue giraffe"},
+                )
+                processes.append(process)
+                slaves.append(slave)
+                terminal = Terminal(master)
+                closing.append(terminal)
+                terminals.append((process, terminal))
+                await terminal.wait_until(
+                    functools.partial(terminal.shows, "You are in #lobby as teacher"),
+                    "the welcome",
+                )
+                assert (await bob.expect("JOIN")).endswith(" #lobby teacher")
+            first, second = terminals
+            # The first is told why, in plain words, and stops.
+            await first[1].wait_until(
+                lambda: first[1].shows("you signed in from another place"),
+                "why the first terminal stopped",
+            )
+            assert await first[0].wait() == 1
+            presence = [
+                line.split(" ", 2)[::2]
+                for line in bob.lines
+                if line.startswith(("JOIN ", "LEAVE "))
+            ]
+            assert presence == [
+                ["JOIN", "#lobby teacher"],
+                ["LEAVE", "#lobby teacher disconnected (signed in elsewhere)"],
+                ["JOIN", "#lobby teacher"],
+            ]
+            # The second stays: bob's next line is what it says, not another
+            # leave and join.
+            await second[1].type(b"still here\r")
+            line = await bob.line()
+            assert line is not None and line.endswith(" <teacher> still here"), line
+            await bob.aclose()
+    finally:
+        for process in processes[1:]:
+            await _stop(process)
+        server.terminate()
+        with trio.move_on_after(STEP_TIMEOUT, shield=True):
+            await server.wait()
+        if server.returncode is None:  # pragma: no cover
+            server.kill()
+        assert server.stdout is not None
+        await server.stdout.aclose()
+        for terminal in closing:
+            await terminal.aclose()
+        for slave in slaves:
+            os.close(slave)
+
+
+# --------------------------------------------------------------------------
+# Busy servers and final refusals, against a scripted server
+
+
+async def test_a_busy_server_is_tried_again_when_it_says(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        run = start(nursery, name="alice")
+        server = await run.net.accept()  # the very first connection, refused
+        await server.send(
+            "BYE too-many-new-connections retry-after=20 Too many new connections"
+            " from your address (the most is 20 a minute); wait a little."
+        )
+        await server.close()
+        await run.ui.expect(
+            "-- the server is busy: Too many new connections from your address"
+            " (the most is 20 a minute); wait a little. Trying again in 20 s..."
+        )
+        server = await run.net.accept()
+        first, second = run.net.attempts
+        assert second - first == pytest.approx(20.0)  # not sooner
+        await server.join("alice")
+        # Without a hint: the usual backoff.
+        await server.send("BYE server-shutdown The server is shutting down.")
+        await server.close()
+        server = await run.net.accept()
+        await server.send("BYE too-many-connections The server is full.")
+        await server.close()
+        await run.ui.expect("Trying again in 2 s...")
+        server = await run.net.accept()
+        await server.join("alice")
+
+
+@pytest.mark.parametrize(
+    ("goodbye", "message"),
+    [
+        (
+            "BYE banned You are banned from this server.",
+            "the server closed the connection: You are banned from this server.",
+        ),
+        (
+            "BYE signed-in-elsewhere You signed in from another place.",
+            "you signed in from another place, which closed this connection;"
+            " this client does not reconnect (it would sign the other one out)",
+        ),
+    ],
+)
+async def test_a_final_goodbye_in_the_chat_ends_the_client(
+    nursery: trio.Nursery, goodbye: str, message: str
+) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        run = start(nursery, name="alice")
+        server = await run.net.accept()
+        await server.join("alice")
+        await server.send(goodbye)
+        await server.close()
+        error = await run.finished()
+        assert isinstance(error, Refused)
+        assert str(error) == message
+        assert len(run.net.attempts) == 1
+
+
+async def test_a_busy_server_without_reconnecting_is_one_clear_error(
+    nursery: trio.Nursery,
+) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        run = start(nursery, name="alice", reconnect=False)
+        server = await run.net.accept()
+        await server.send("BYE too-many-connections The server is full.")
+        await server.close()
+        error = await run.finished()
+        assert isinstance(error, ConnectionLost)
+        assert str(error) == "the server is busy: The server is full."
+
+
+# --------------------------------------------------------------------------
+# A classroom behind one NAT address, after a server restart
+
+
+CLASS_SIZE = 8
+#: New connections a minute from one address: fewer than the class.
+NEW_PER_MINUTE = 5
+
+
+async def test_a_classroom_behind_one_address_gets_back_in_after_a_restart(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Each server, and the scopes its connections run in (cancelled: it died).
+    servers: list[tuple[ChatServer, list[trio.CancelScope]]] = []
+    attempts: list[float] = []
+    nursery_box: list[trio.Nursery] = []
+
+    def new_server(limits: Limits) -> None:
+        chat = Chat(clock=trio.current_time, limits=limits)
+        servers.append((ChatServer(chat, limits=limits), []))
+
+    async def serve(stream: trio.abc.Stream) -> None:
+        server, scopes = servers[-1]
+        with trio.CancelScope() as scope:
+            scopes.append(scope)
+            await server.handle_stream(
+                stream, peer="192.0.2.1:5000", address_key="192.0.2.1"
+            )
+
+    async def connect() -> trio.abc.Stream:
+        await trio.lowlevel.checkpoint()
+        attempts.append(trio.current_time())
+        ours, theirs = trio.testing.memory_stream_pair()
+        nursery_box[0].start_soon(serve, theirs)
+        return ours
+
+    limits = Limits(
+        max_new_per_minute=NEW_PER_MINUTE,
+        max_per_address=0,
+        max_unregistered_per_address=CLASS_SIZE,
+        flood_rate=0,
+    )
+    # The first server started with no limit on new connections.
+    new_server(
+        dataclasses.replace(
+            limits, max_new_per_minute=0, max_unregistered_per_address=0
+        )
+    )
+    uis = [RecordingUI() for _ in range(CLASS_SIZE)]
+    with trio.fail_after(10 * 60):
+        async with trio.open_nursery() as nursery:
+            nursery_box.append(nursery)
+            inputs = []
+            for number, ui in enumerate(uis):
+                send, receive = trio.open_memory_channel[str](10)
+                inputs.append(send)
+                config = ClientConfig(name=f"student{number}")
+                nursery.start_soon(
+                    functools.partial(run_client, config, ui, receive, connect=connect)
+                )
+            for ui in uis:
+                await ui.expect("You are in #lobby")
+            attempts.clear()
+            restarted = trio.current_time()
+            _old, connections = servers[-1]
+            new_server(limits)  # with a limit on new connections, at last
+            for scope in connections:  # the old one dies: every connection cut
+                scope.cancel()
+            for ui in uis:  # a minute or so: longer than one expect's step
+                while sum("You are in #lobby" in line for line in ui.lines) < 2:
+                    await ui._changed.wait()
+            everyone_back = trio.current_time() - restarted
+            for send in inputs:
+                await send.aclose()
+    # Some had to wait for the window; none hammered the server meanwhile.
+    waited = [ui for ui in uis if any("the server is busy" in s for s in ui.lines)]
+    assert len(waited) == CLASS_SIZE - NEW_PER_MINUTE
+    assert len(attempts) <= CLASS_SIZE + 2 * len(waited)
+    assert everyone_back < 2 * 60
+    assert all(not any("!!" in line for line in ui.lines) for ui in uis)
+    # Each was told once, in one line.
+    assert all(sum("wait a little" in s for s in ui.lines) == 1 for ui in waited)
+
+
+def test_refusals_that_clear_up_are_the_servers_temporary_ones() -> None:
+    codes = set()
+    admission = Admission(Limits(max_connections=1, max_per_address=1))
+    assert admission.admit("192.0.2.1", 0.0) is None
+    for key in ("192.0.2.1", "192.0.2.2"):
+        refusal = admission.admit(key, 0.0)
+        assert refusal is not None
+        codes.add(refusal.code)
+    assert codes <= client.TEMPORARY_REFUSALS
