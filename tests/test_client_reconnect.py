@@ -21,7 +21,16 @@ import pytest
 import trio
 import trio.testing
 from chatpeer import Peer
-from test_client import TEST_TIMEOUT, RecordingUI, start
+import trustme
+from test_client import (
+    TEST_TIMEOUT,
+    RecordingUI,
+    _write_leaf,
+    ca,
+    server_context,
+    serving,
+    start,
+)
 
 from trio_chat import client
 from trio_chat.admission import Admission
@@ -29,11 +38,15 @@ from trio_chat.chat import Chat
 from trio_chat.client import ClientConfig, ConnectionLost, Refused, run_client
 from trio_chat.limits import Limits
 from trio_chat.server import ChatServer
+from trio_chat.tls import client_context
+from trio_chat.tls import server_context as tls_server_context
 
 if sys.platform == "win32":  # pragma: no cover
     pytest.skip("needs a POSIX pseudo-terminal", allow_module_level=True)
 
 from test_client_pty import STEP_TIMEOUT, Terminal, open_client_pty, start_server
+
+__all__ = ["ca"]  # the fixture, used by name
 
 #: Ceiling for the terminal tests, which start real processes.
 PTY_TEST_TIMEOUT = 90.0
@@ -293,3 +306,80 @@ def test_refusals_that_clear_up_are_the_servers_temporary_ones() -> None:
         assert refusal is not None
         codes.add(refusal.code)
     assert codes <= client.TEMPORARY_REFUSALS
+
+
+# --------------------------------------------------------------------------
+# The wrong kind of connection for the server: told how, never retried
+
+
+async def test_a_plain_client_on_a_tls_port_is_told_to_try_tls(
+    ca: trustme.CA,
+) -> None:
+    _send, lines = trio.open_memory_channel[str](1)
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(server_context(ca, "127.0.0.1")) as port:
+            # The server waits for a TLS handshake, the client for a greeting.
+            config = ClientConfig(port=port, name="alice", reply_timeout=1.0)
+            with pytest.raises(Refused) as caught:
+                await run_client(config, RecordingUI(), lines)
+    assert str(caught.value) == (
+        f"the server at 127.0.0.1:{port} did not answer; is it a TLS server?"
+        " try --tls"
+    )
+
+
+async def test_a_tls_server_wanting_a_client_certificate_says_so_and_no_loop(
+    ca: trustme.CA, tmp_path: Path
+) -> None:
+    client_ca = trustme.CA()
+    client_ca.cert_pem.write_to_path(str(tmp_path / "clients-ca.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    server_ctx = tls_server_context(
+        *_write_leaf(ca, tmp_path, "server", "127.0.0.1"),
+        client_ca=tmp_path / "clients-ca.pem",
+    )
+    stranger = _write_leaf(trustme.CA(), tmp_path, "eve", "eve.example")
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(server_ctx) as port:
+            results = []
+            for certificate in ([], ["--cert", stranger[0], "--key", stranger[1]]):
+                results.append(
+                    await trio.run_process(
+                        [
+                            sys.executable,
+                            *("-m", "trio_chat", "client", "--port", str(port)),
+                            *("--tls", "--cafile", str(tmp_path / "ca.pem")),
+                            *(*certificate, "--name", "alice"),
+                        ],
+                        stdin=b"hello\n",
+                        capture_stdout=True,
+                        capture_stderr=True,
+                        check=False,
+                    )
+                )
+    without, wrong = results
+    assert without.returncode == 1
+    assert without.stderr.decode() == (
+        "trio-chat: the server closed the TLS connection at once: it wants a"
+        " client certificate (--cert FILE --key FILE)\n"
+    )
+    assert wrong.returncode == 1
+    assert wrong.stderr.decode() == (
+        "trio-chat: the server closed the TLS connection at once: it did not"
+        " accept your client certificate (--cert); it takes only certificates"
+        " signed by its own client CA\n"
+    )
+    assert b"TLS error" not in without.stdout + wrong.stdout
+
+
+async def test_a_server_with_a_ca_of_its_own_suggests_cafile(ca: trustme.CA) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with serving(server_context(ca, "127.0.0.1")) as port:
+            config = ClientConfig(port=port, ssl_context=client_context())
+            with pytest.raises(client.ConnectError) as caught:
+                await client.open_connection(config)
+    assert str(caught.value) == (
+        "TLS certificate verification failed for 127.0.0.1: unable to get local"
+        " issuer certificate; if the server's certificate comes from a CA of its"
+        " own, trust that CA with --cafile (its ca.pem)"
+    )

@@ -524,6 +524,7 @@ def _run_client(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         ssl_context=ssl_context,
+        client_cert=args.cert is not None,
         server_hostname=args.host,
         name=args.name,
         password=os.environ.get(PASSWORD_VARIABLE) or None,

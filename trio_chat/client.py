@@ -210,6 +210,8 @@ class ClientConfig:
     reconnect_max_delay: float = RECONNECT_MAX_DELAY
     max_held_lines: int = MAX_HELD_LINES
     announce_pacing: bool = False
+    #: The SSL context presents a client certificate (`--cert`), for messages.
+    client_cert: bool = False
     bell: BellMode = "mentions"
 
     @property
@@ -350,10 +352,20 @@ def _os_error_text(exc: OSError) -> str:
     return str(exc)
 
 
+#: OpenSSL's verify codes for a certificate from a CA we do not trust:
+#: self-signed (18, 19), or an issuer not in our store (20, 21).
+_UNKNOWN_ISSUER: Final = frozenset({18, 19, 20, 21})
+
+
 def _tls_error(exc: BaseException, *, where: str, hostname: str) -> ConnectError:
     cause = exc.__cause__
     if isinstance(cause, ssl.SSLCertVerificationError):
         reason = cause.verify_message or cause.reason or str(cause)
+        if cause.verify_code in _UNKNOWN_ISSUER:
+            reason += (
+                "; if the server's certificate comes from a CA of its own,"
+                " trust that CA with --cafile (its ca.pem)"
+            )
         return ConnectError(
             f"TLS certificate verification failed for {hostname}: {reason}",
             permanent=True,
@@ -582,6 +594,7 @@ class _Connection:
     typed_ahead: int = 0
     goodbye: ev.Goodbye | None = None
     result: _Result | None = None
+    heard: bool = False  # the server has sent a byte on this connection
     # Restoring the user's rooms after a reconnection: the lines still to
     # send (they go before anything typed, so typed lines land where the user
     # was), how many sent ones the server has yet to answer (each /join or
@@ -668,6 +681,11 @@ def _split_lines(text: str) -> Iterator[str]:
 _TRANSPORT_ERRORS: Final = (trio.BrokenResourceError, trio.TooSlowError)
 
 
+def _is_eof(exc: BaseException) -> bool:
+    """Whether a transport error is the server just closing, not a failure."""
+    return isinstance(exc, trio.BrokenResourceError) and exc.__cause__ is None
+
+
 def _describe(exc: BaseException) -> str:
     """A short reason for a transport error."""
     if isinstance(exc, trio.TooSlowError):
@@ -717,6 +735,7 @@ class _Client:
         self._roster = Roster()
         self._last_global: tuple[object, ...] | None = None
         self._asking_secret = False  # the UI hides typing for a password
+        self._greeted = False  # some server has said HELLO to us
         ui.set_roster(self._roster)
 
     # -- waking each other -------------------------------------------------
@@ -820,7 +839,8 @@ class _Client:
                     nursery.start_soon(self._write_server, conn)
                     nursery.start_soon(self._read_input)
             except* _TRANSPORT_ERRORS as group:
-                conn.finish(_Lost(_describe(group.exceptions[0])))
+                error = group.exceptions[0]
+                conn.finish(self._unheard(conn, error) or _Lost(_describe(error)))
             self._end_secret()
             await trio.aclose_forcefully(stream)
         if conn.result is not None:
@@ -830,7 +850,41 @@ class _Client:
             self._notice("the server did not confirm /quit in time; leaving anyway")
             return _Left()
         timeout = self._config.reply_timeout
-        return _Lost(f"no answer from the server within {timeout:g} s")
+        return self._unheard(conn) or _Lost(
+            f"no answer from the server within {timeout:g} s"
+        )
+
+    def _unheard(
+        self, conn: _Connection, error: BaseException | None = None
+    ) -> _Refused | None:
+        """Why a server that never said a word to us never will, if we can tell.
+
+        Only for a first server that has never greeted us: a plain client on
+        a TLS port waits for a greeting that never comes (the server waits
+        for a TLS handshake); a TLS server that wants a client certificate
+        closes the connection, in TLS 1.3 after the handshake, when it gets
+        none or one it does not trust. Retrying cannot help either.
+        """
+        if conn.heard or self._greeted:
+            return None
+        tls = self._config.ssl_context is not None
+        if not tls and (error is None or _is_eof(error)):
+            return _Refused(
+                f"the server at {self._config.address} did not answer;"
+                " is it a TLS server? try --tls"
+            )
+        if tls and error is not None and isinstance(error.__cause__, ssl.SSLError):
+            if self._config.client_cert:
+                return _Refused(
+                    "the server closed the TLS connection at once: it did not"
+                    " accept your client certificate (--cert); it takes only"
+                    " certificates signed by its own client CA"
+                )
+            return _Refused(
+                "the server closed the TLS connection at once: it wants a"
+                " client certificate (--cert FILE --key FILE)"
+            )
+        return None
 
     # -- input -------------------------------------------------------------
 
@@ -1078,7 +1132,9 @@ class _Client:
         """
         reader = LineReader(max_line_bytes=MAX_SERVER_LINE_BYTES)
         while True:
-            reader.feed(await conn.stream.receive_some(RECEIVE_SIZE))
+            data = await conn.stream.receive_some(RECEIVE_SIZE)
+            conn.heard = conn.heard or bool(data)
+            reader.feed(data)
             while conn.result is None:
                 match reader.next_event():
                     case Line(text):
@@ -1101,6 +1157,7 @@ class _Client:
             return
         match event:
             case ev.Hello(_protocol, server, max_line_bytes, burst, rate):
+                self._greeted = True
                 conn.max_line_bytes = max_line_bytes
                 conn.pacer = client_bucket(burst, rate)
                 conn.flood_rate = rate
@@ -1348,7 +1405,7 @@ class _Client:
             conn.finish(_Left())
             return
         if goodbye is None:
-            conn.finish(_Lost("closed by the server"))
+            conn.finish(self._unheard(conn) or _Lost("closed by the server"))
             return
         code, text = goodbye.code, sanitize_text(goodbye.text)
         if code == ev.SIGNED_IN_ELSEWHERE:
