@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
-from chatpeer import Peer
 import trustme
+from chatpeer import Peer
 from test_client import (
     TEST_TIMEOUT,
     RecordingUI,
@@ -323,8 +323,7 @@ async def test_a_plain_client_on_a_tls_port_is_told_to_try_tls(
             with pytest.raises(Refused) as caught:
                 await run_client(config, RecordingUI(), lines)
     assert str(caught.value) == (
-        f"the server at 127.0.0.1:{port} did not answer; is it a TLS server?"
-        " try --tls"
+        f"the server at 127.0.0.1:{port} did not answer; is it a TLS server? try --tls"
     )
 
 
@@ -383,3 +382,78 @@ async def test_a_server_with_a_ca_of_its_own_suggests_cafile(ca: trustme.CA) -> 
         " issuer certificate; if the server's certificate comes from a CA of its"
         " own, trust that CA with --cafile (its ca.pem)"
     )
+
+
+# --------------------------------------------------------------------------
+# Rooms come back as they were
+
+
+class Restartable:
+    """A chat server that can die and come back (fresh, as after a restart).
+
+    `connect` is the client's: an in-memory connection to the server of the
+    moment.
+    """
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        self._scopes: list[trio.CancelScope] = []
+        self.server = ChatServer(Chat(clock=trio.current_time))
+
+    async def _serve(self, stream: trio.abc.Stream) -> None:
+        with trio.CancelScope() as scope:
+            self._scopes.append(scope)
+            await self.server.handle_stream(stream)
+
+    async def connect(self) -> trio.abc.Stream:
+        await trio.lowlevel.checkpoint()
+        ours, theirs = trio.testing.memory_stream_pair()
+        self._nursery.start_soon(self._serve, theirs)
+        return ours
+
+    async def peer(self, name: str) -> Peer:
+        peer = Peer(await self.connect())
+        await peer.join(name)
+        return peer
+
+    def restart(self) -> None:
+        """Every connection is cut; the new server knows nothing of the old."""
+        for scope in self._scopes:
+            scope.cancel()
+        self._scopes.clear()
+        self.server = ChatServer(Chat(clock=trio.current_time))
+
+
+async def test_a_key_set_with_key_survives_a_server_restart(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        chat = Restartable(nursery)
+        ui = RecordingUI()
+        typed, lines = trio.open_memory_channel[str](10)
+        config = ClientConfig(name="alice")
+        nursery.start_soon(
+            functools.partial(run_client, config, ui, lines, connect=chat.connect)
+        )
+        await ui.expect("You are in #lobby as alice")
+        await typed.send("/join #study")
+        await ui.expect("now talking in #study")
+        await typed.send("/key s3cret")
+        await ui.expect("alice set a key on #study.")
+        chat.restart()
+        await ui.expect("rejoined #study")
+        bob = await chat.peer("bob")
+        await bob.send("/join #study")
+        assert await bob.expect("ERR") == "ERR bad-room-key #study needs the right key."
+        await bob.send("/join #study s3cret")
+        assert await bob.expect("SWITCH") == "SWITCH #study"
+        # Removed, it stays removed: after the next restart the room is open.
+        await typed.send("/key")
+        await ui.expect("alice removed the key on #study.")
+        await bob.aclose()
+        chat.restart()
+        await ui.expect("rejoined #study")
+        carol = await chat.peer("carol")
+        await carol.send("/join #study")
+        assert await carol.expect("SWITCH") == "SWITCH #study"
+        await typed.aclose()

@@ -956,8 +956,7 @@ class Chat:
             text = f"{member.name} made {other.name} an op of {room.name}."
         elif setting == "key":
             room.password = value
-            done = "set a" if value else "removed the"
-            text = f"{member.name} {done} key on {room.name}."
+            text = ev.key_notice(member.name, room.name, removed=not value)
         else:
             room.ops_only = value == "on"
             mode = "only ops may speak" if room.ops_only else "everyone may speak"

@@ -730,8 +730,10 @@ class _Client:
         # answered; and the room to end up in. Both survive another loss.
         self._rejoin: dict[str, _RoomEntry] = {}
         self._switch_back: str | None = None
-        # Keys typed in /join lines, by room key, until the JOIN comes back.
+        # Keys typed in /join lines, by room key, until the JOIN comes back;
+        # and in /key lines, until the server says the key is set.
         self._join_keys: dict[str, str] = {}
+        self._set_keys: dict[str, str] = {}
         self._roster = Roster()
         self._last_global: tuple[object, ...] | None = None
         self._asking_secret = False  # the UI hides typing for a password
@@ -1115,6 +1117,19 @@ class _Client:
                 request.key,
                 MAX_PENDING_JOIN_KEYS,
             )
+        elif (
+            isinstance(request, ev.RoomMode)
+            and request.setting == "key"
+            and self._room is not None
+        ):
+            # Kept once the server says it is set: a room that comes back
+            # after a restart comes back with it.
+            _remember(
+                self._set_keys,
+                name_key(self._room),
+                request.value,
+                MAX_PENDING_JOIN_KEYS,
+            )
         if isinstance(request, ev.Say | ev.Me | ev.PrivateMsg):
             # The server does not echo our own lines back: show them here.
             assert self._name is not None, "ready means named"
@@ -1299,6 +1314,8 @@ class _Client:
             case ev.Private(_ts, sender):
                 if not self._is_me(sender):
                     roster.saw_name(sender)
+            case ev.Info(text):
+                self._key_changed(text)
         self._show(self._render(event))
         if self._rings(event):
             self._ui.bell()
@@ -1388,6 +1405,24 @@ class _Client:
         self._roster.joined(room)
         if self._rejoin.pop(key, None) is not None and conn.rejoining:
             conn.rejoined.append(room)
+
+    def _key_changed(self, text: str) -> None:
+        """Follow a room's key from the notice of its change (`ev.key_notice`).
+
+        The user set it: the key it typed is the room's now. Someone removed
+        it: the room needs none. Someone else set one: the key is unknown
+        here, and the one the user joined with is kept (it may still be it).
+        """
+        if not text.endswith(".") or self._name is None:
+            return
+        for key, entry in self._rooms.items():
+            if text == ev.key_notice(self._name, entry.room):
+                typed = self._set_keys.pop(key, None)
+                if typed is not None:
+                    self._rooms[key] = _RoomEntry(entry.room, typed)
+            elif text.endswith(ev.key_notice("", entry.room, removed=True)):
+                self._set_keys.pop(key, None)
+                self._rooms[key] = _RoomEntry(entry.room, "")
 
     def _parted(self, room: str) -> None:
         """The user left `room` (its own parted LEAVE line)."""

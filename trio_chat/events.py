@@ -26,6 +26,16 @@ LOBBY = "#lobby"
 SIGNED_IN_ELSEWHERE = "signed-in-elsewhere"
 
 
+def key_notice(name: str, room: str, *, removed: bool = False) -> str:
+    """What a room's members are told when `name` sets (removes) its key.
+
+    The key itself is never told; a client that set it knows it, and keeps
+    it to join the room again with it.
+    """
+    done = "removed the" if removed else "set a"
+    return f"{name} {done} key on {room}."
+
+
 # --------------------------------------------------------------------------
 # Requests (user -> chat)
 
