@@ -142,7 +142,13 @@ async def test_quit_and_nick_reach_every_shared_room(
 
 async def test_room_key(nursery: trio.Nursery, server: ChatServer) -> None:
     alice, bob = await join_all(nursery, server, "alice", "bob")
-    await command(alice, "/join #secret hunter2", "SWITCH")
+    await alice.send("/join secret hunter2")  # "/join study group": a key, said
+    await alice.expect("WHO")
+    assert await alice.expect("INFO") == (
+        "INFO You created #secret with a key ('hunter2'): whoever joins needs it;"
+        " /key without one removes it."
+    )
+    assert await alice.expect("SWITCH") == "SWITCH #secret"
     assert (await command(bob, "/join #secret", "ERR")).startswith("ERR bad-room-key ")
     assert await command(bob, "/join #secret hunter2", "SWITCH") == "SWITCH #secret"
     await bob.send("/rooms")

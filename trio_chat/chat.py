@@ -1096,6 +1096,7 @@ class Chat:
                 " /part one first.",
             )
             return
+        created = room is None
         if room is None:
             if limits.max_rooms and len(self.hub.rooms) >= limits.max_rooms:
                 self._error(member, "too-many-rooms", "No more rooms may be created.")
@@ -1120,6 +1121,15 @@ class Chat:
                 ev.TopicIs(room.topic_ts, room.name, room.topic_setter, room.topic),
             )
         self._who(member, room.name)
+        if created and key:
+            # `/join study group` makes #study with the key `group`: say so.
+            self.hub.send(
+                member,
+                ev.Info(
+                    f"You created {room.name} with a key ('{key}'): whoever"
+                    " joins needs it; /key without one removes it."
+                ),
+            )
         self.hub.send(member, ev.Switched(room.name))
 
     def _part(self, member: Member, raw: str, reason: str) -> None:
