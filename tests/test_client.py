@@ -58,6 +58,7 @@ class RecordingUI:
         self.roster: client.Roster | None = None
         self.bells: list[int] = []  # len(lines) when each bell rang
         self.secrets: list[str | None] = []  # each set_secret prompt
+        self.prompts: list[str | None] = []  # each set_prompt prompt
         self.can_ask_secrets = True  # like a terminal (False: like a pipe)
         self._seen = 0
         self._changed = trio.Event()
@@ -78,6 +79,9 @@ class RecordingUI:
 
     def bell(self) -> None:
         self.bells.append(len(self.lines))
+
+    def set_prompt(self, prompt: str | None) -> None:
+        self.prompts.append(prompt)
 
     def set_secret(self, prompt: str | None) -> bool:
         self.secrets.append(prompt)
@@ -457,12 +461,12 @@ async def test_sent_away_before_joining_is_not_retried(nursery: trio.Nursery) ->
         run = start(nursery)
         server = await run.net.accept()
         await server.greet()
-        await server.send("BYE name-timeout No name chosen within 30 seconds.")
+        await server.send("BYE too-many-attempts No valid name in 10 tries; bye.")
         await server.close()
         error = await run.finished()
         assert isinstance(error, Refused)
         assert str(error) == (
-            "the server closed the connection: No name chosen within 30 seconds."
+            "the server closed the connection: No valid name in 10 tries; bye."
         )
         assert len(run.net.attempts) == 1
 

@@ -457,3 +457,63 @@ async def test_a_key_set_with_key_survives_a_server_restart(
         await carol.send("/join #study")
         assert await carol.expect("SWITCH") == "SWITCH #study"
         await typed.aclose()
+
+
+# --------------------------------------------------------------------------
+# The name prompt, in a terminal
+
+
+async def test_the_name_prompt_says_what_it_wants_and_survives_the_deadline(
+    tmp_path: Path,
+) -> None:
+    # A short name timeout: the warning comes 10 s before it, at once here.
+    server, port = await start_server(tmp_path / "server.log", "--name-timeout", "11")
+    process, master, slave = await open_client_pty(port, name=None)
+    terminal = Terminal(master)
+    try:
+        with trio.fail_after(PTY_TEST_TIMEOUT):
+            await terminal.wait_until(
+                lambda: (
+                    terminal.shows("Choose a name:") and terminal.shows("your name:")
+                ),
+                "a prompt for the name, in words",
+            )
+            await terminal.type(b"bob smith\r")
+            await terminal.wait_until(
+                lambda: terminal.shows(
+                    "!! 'bob smith': A name may hold only letters, digits"
+                ),
+                "which name was refused, and why",
+            )
+            await terminal.wait_until(
+                lambda: terminal.shows("s left to choose a name"),
+                "a warning before the deadline",
+            )
+            await terminal.wait_until(
+                lambda: (
+                    terminal.shows("no name chosen in time")
+                    and terminal.shows("reconnecting in 1 s")
+                ),
+                "the deadline passing, and the client staying",
+            )
+            await terminal.wait_until(
+                lambda: (
+                    terminal.rows()[terminal.screen.cursor.y].startswith("your name:")
+                    and sum("Choose a name:" in row for row in terminal.rows()) >= 3
+                ),
+                "the prompt for a name again, after reconnecting",
+            )
+            await terminal.type(b"bob\r")
+            await terminal.wait_until(
+                lambda: terminal.shows("You are in #lobby as bob"), "the welcome"
+            )
+            assert process.returncode is None
+    finally:
+        await _stop(process)
+        server.terminate()
+        with trio.move_on_after(STEP_TIMEOUT, shield=True):
+            await server.wait()
+        assert server.stdout is not None
+        await server.stdout.aclose()
+        await terminal.aclose()
+        os.close(slave)

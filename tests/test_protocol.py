@@ -603,6 +603,10 @@ ENCODE_TABLE: list[tuple[ev.ServerEvent, bytes]] = [
         b"HELLO trio-chat/1 trio-chat/0.1.0 max-line=4096 flood-burst=5"
         b" flood-rate=2 paste-lines=50 paste-bytes=16384\r\n",
     ),
+    (
+        ev.Hello("trio-chat/1", "trio-chat/0.1.0", 4096, name_timeout=30.0),
+        b"HELLO trio-chat/1 trio-chat/0.1.0 max-line=4096 name-timeout=30\r\n",
+    ),
 ]
 
 KINDS: dict[type, str] = {

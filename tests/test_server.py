@@ -63,7 +63,7 @@ async def test_server_speaks_first_hello_banner_count_and_prompt(
     peer = await connect()
     assert await peer.line() == (
         "HELLO trio-chat/1 trio-chat/0.1.0 max-line=4096 flood-burst=5 flood-rate=2"
-        " paste-lines=50 paste-bytes=16384"
+        " paste-lines=50 paste-bytes=16384 name-timeout=30"
     )
     banner = [await peer.line() for _ in BANNER]
     assert all(line is not None and line.startswith("BANNER ") for line in banner)

@@ -301,6 +301,7 @@ class Chat:
                 self.limits.flood_rate,
                 self.limits.max_paste_lines if self.limits.pastes else 0,
                 self.limits.max_paste_bytes if self.limits.pastes else 0,
+                self.limits.name_timeout,
             )
             greeting = member.encode(hello) + b"".join(
                 member.encode(ev.Banner(line)) for line in BANNER

@@ -130,6 +130,14 @@ MAX_KNOWN_ROOMS: Final = 1000
 #: types before the server answers; the oldest is forgotten past it.
 MAX_PENDING_JOIN_KEYS: Final = 64
 
+#: What the prompt reads while the user is to type a name.
+NAME_PROMPT: Final = "your name: "
+#: The user is warned this many seconds before the server's name timeout:
+#: time to finish typing a name, and enough to notice the warning.
+NAME_WARNING: Final = 10.0
+#: Name refusals whose text does not say which name: shown with it.
+_NAME_ERRORS: Final = frozenset({"name-invalid", "not-registered", "line-too-long"})
+
 #: Refusals (a `BYE` instead of the greeting) that clear up with time: the
 #: server is full, or busy with new connections from our address (a
 #: classroom behind one NAT address, all reconnecting after a restart).
@@ -318,6 +326,13 @@ class ClientUI(Protocol):
         """Ring the terminal bell, if there is one. Must not wait."""
         ...
 
+    def set_prompt(self, prompt: str | None) -> None:
+        """The next line typed answers `prompt` (a name); None: chat again.
+
+        Must not wait.
+        """
+        ...
+
     def set_secret(self, prompt: str | None) -> bool:
         """Ask for a secret (a password) with `prompt`; None: no longer.
 
@@ -465,6 +480,9 @@ class PlainUI:
     def set_roster(self, roster: Roster) -> None:
         """Nothing to complete: a pipe is not typed into."""
 
+    def set_prompt(self, prompt: str | None) -> None:
+        """Nothing to update: a pipe has no prompt."""
+
     def bell(self) -> None:
         """Nothing: a bell character in piped output would only be garbage."""
 
@@ -595,6 +613,8 @@ class _Connection:
     goodbye: ev.Goodbye | None = None
     result: _Result | None = None
     heard: bool = False  # the server has sent a byte on this connection
+    asking_user: bool = False  # the user, not the client, answers the prompt
+    nursery: trio.Nursery | None = None  # the connection's tasks
     # Restoring the user's rooms after a reconnection: the lines still to
     # send (they go before anything typed, so typed lines land where the user
     # was), how many sent ones the server has yet to answer (each /join or
@@ -836,6 +856,7 @@ class _Client:
             try:
                 async with trio.open_nursery() as nursery:
                     conn.scope = nursery.cancel_scope
+                    conn.nursery = nursery
                     conn.expect_reply(_Phase.GREETING, self._config.reply_timeout)
                     nursery.start_soon(self._read_server, conn)
                     nursery.start_soon(self._write_server, conn)
@@ -855,6 +876,21 @@ class _Client:
         return self._unheard(conn) or _Lost(
             f"no answer from the server within {timeout:g} s"
         )
+
+    async def _warn_of_name_deadline(self, conn: _Connection, deadline: float) -> None:
+        """Tell the user, a little before `deadline`, if they are still naming.
+
+        The server closes a connection that has no name by then; it says so
+        only when it is too late. Returns at once if there is time enough
+        for no warning; cancelled with the connection.
+        """
+        await trio.sleep_until(deadline - NAME_WARNING)
+        if conn.asking_user and conn.phase is not _Phase.READY:
+            left = max(0.0, deadline - trio.current_time())
+            self._notice(
+                f"{left:.0f} s left to choose a name; then the server closes"
+                " the connection (and the client connects again)"
+            )
 
     def _unheard(
         self, conn: _Connection, error: BaseException | None = None
@@ -1178,6 +1214,9 @@ class _Client:
                 conn.flood_rate = rate
                 conn.paste_lines = event.paste_lines
                 conn.paste_bytes = event.paste_bytes
+                if 0 < event.name_timeout < math.inf and conn.nursery is not None:
+                    deadline = trio.current_time() + event.name_timeout
+                    conn.nursery.start_soon(self._warn_of_name_deadline, conn, deadline)
                 tls = ", TLS" if self._config.ssl_context is not None else ""
                 self._notice(
                     f"connected to {self._config.address}"
@@ -1194,6 +1233,8 @@ class _Client:
                     conn.name_after_password = None
                 if conn.auto_name is None:
                     self._show(self._render(event))
+                    self._ui.set_prompt(NAME_PROMPT)
+                    conn.asking_user = True
                 self._changed()
             case ev.PasswordPrompt(name):
                 conn.wait_for_user(_Phase.NAMING)
@@ -1215,6 +1256,7 @@ class _Client:
                     conn.auto_name = password
                 elif self._ask_secret(name):
                     conn.typed_ahead = len(self._held)
+                    conn.asking_user = True
                     self._show(self._render(event))
                 else:
                     conn.finish(_Refused(_no_password(name)))
@@ -1231,7 +1273,11 @@ class _Client:
                         )
                     )
             case ev.Error() if conn.phase is _Phase.NAME_SENT:
-                self._show(self._render(event))
+                if event.code in _NAME_ERRORS:  # say which name: it was not shown
+                    shown = f"'{sanitize_text(conn.sent_name)}': {event.text}"
+                    self._show(self._render(ev.Error(event.code, shown)))
+                else:
+                    self._show(self._render(event))
                 if conn.sent_name_was_auto and not self._config.retry_name:
                     conn.finish(
                         _Refused(
@@ -1242,6 +1288,8 @@ class _Client:
                     )
             case ev.Welcome(name):
                 conn.wait_for_user(_Phase.READY)
+                conn.asking_user = False
+                self._ui.set_prompt(None)
                 self._end_secret()
                 self._set_name(name)
                 self._delay = self._config.reconnect_delay
@@ -1460,6 +1508,9 @@ class _Client:
                     wait=goodbye.retry_after,
                 )
             )
+        elif code == "name-timeout" and self._config.retry_name:
+            # Someone at a terminal was slow (or away): a new prompt, not an exit.
+            conn.finish(_Lost(f"no name chosen in time: {text}"))
         elif code == "banned" or (
             conn.phase is not _Phase.READY and code != "server-shutdown"
         ):

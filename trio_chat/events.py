@@ -306,6 +306,8 @@ class Hello:
     #: The most lines and bytes of text in one multi-line message (0: none).
     paste_lines: int = 0
     paste_bytes: int = 0
+    #: Seconds a connection has to choose a name (0: no limit).
+    name_timeout: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -550,11 +550,12 @@ def encode_event(event: ev.ServerEvent, *, limit: int = MAX_SERVER_LINE_BYTES) -
             return _fit(
                 f"NICK {format_timestamp(ts)} {room} {old} -> {new}", "", limit=limit
             )
-        case ev.Hello(protocol, server, max_line, burst, rate, lines, size):
+        case ev.Hello(protocol, server, max_line, burst, rate, lines, size, naming):
             flood = f" flood-burst={burst} flood-rate={rate:g}" if rate else ""
             paste = f" paste-lines={lines} paste-bytes={size}" if lines and size else ""
+            name = f" name-timeout={naming:g}" if naming else ""
             return _fit(
-                f"HELLO {protocol} {server} max-line={max_line}{flood}{paste}",
+                f"HELLO {protocol} {server} max-line={max_line}{flood}{paste}{name}",
                 "",
                 limit=limit,
             )
@@ -704,6 +705,7 @@ def _decode(kind: str, rest: str) -> ev.ServerEvent:
             float(settings.get("flood-rate", 0)),
             int(settings.get("paste-lines", 0)),
             int(settings.get("paste-bytes", 0)),
+            float(settings.get("name-timeout", 0)),
         )
 
     if kind == "PASSWORD":

@@ -235,6 +235,7 @@ class TerminalUI:
         self._pending: list[str] = []
         self._ring = False
         self._secret: str | None = None  # the password prompt, while asked
+        self._asked: str | None = None  # the name prompt, while asked
         self.completer = ChatCompleter()
         keys = KeyBindings()
         keys.add("escape", "enter")(_newline)
@@ -283,6 +284,11 @@ class TerminalUI:
         """Complete rooms and names from `roster` from now on."""
         self.completer.known = roster
 
+    def set_prompt(self, prompt: str | None) -> None:
+        """Show `prompt` instead of the name and room (None: them again)."""
+        self._asked = prompt
+        self._loop.call_soon_threadsafe(self.session.app.invalidate)
+
     def set_secret(self, prompt: str | None) -> bool:
         """Read the next line hidden, after `prompt` (None: no longer). True."""
         self._secret = prompt
@@ -310,10 +316,13 @@ class TerminalUI:
     def prompt_text(self) -> str:
         """What the prompt reads now: `alice #rust> `, `alice> ` or `> `.
 
-        While a password is asked for, the client's prompt for it instead.
+        While a password or a name is asked for, the client's prompt for it
+        instead.
         """
         if self._secret is not None:
             return self._secret
+        if self._asked is not None:
+            return self._asked
         where = f"{self._name} {self._room}" if self._room else self._name
         return f"{where}> " if where else "> "
 
