@@ -767,3 +767,32 @@ async def test_guest_client_cancel_stops_it_at_once() -> None:
 def test_config_address_brackets_ipv6() -> None:
     assert ClientConfig(host="::1", port=7777).address == "[::1]:7777"
     assert ClientConfig(host="chat.example", port=1).address == "chat.example:1"
+
+
+# --------------------------------------------------------------------------
+# /help: the server's commands, then the client's own
+
+
+async def test_help_shows_the_servers_commands_then_the_clients(
+    nursery: trio.Nursery,
+) -> None:
+    from trio_chat.chat import HELP_LINES
+
+    with trio.fail_after(TEST_TIMEOUT):
+        run = start(nursery, name="alice")
+        server = await run.net.accept()
+        await server.join("alice")
+        await run.type("/help")
+        assert await server.line() == "/help"
+        await server.send(*(f"HELP {line}" for line in HELP_LINES))
+        bell = await run.ui.expect("/bell off|mentions|all")
+        assert run.ui.lines[-2].endswith(HELP_LINES[-1])  # right after the list
+        assert "when the terminal bell rings" in bell
+        # Another server's list, with another last line: ours come after it,
+        # before whatever comes next.
+        await run.type("/help")
+        assert await server.line() == "/help"
+        await server.send("HELP /quit  leave", f"MSG {TS} #lobby <bob> hi")
+        await run.ui.expect("/quit  leave")
+        await run.ui.expect("/bell off|mentions|all")
+        await run.ui.expect("<bob> hi")

@@ -53,10 +53,22 @@ PTY_TEST_TIMEOUT = 90.0
 
 
 async def _stop(process: trio.Process) -> None:
+    """Kill a client if it still runs, and reap it."""
     if process.returncode is None:
         process.kill()
-    with trio.move_on_after(STEP_TIMEOUT, shield=True):
-        await process.wait()
+    await process.wait()
+
+
+async def _stop_server(server: trio.Process) -> None:
+    """SIGTERM (a graceful shutdown), then reap it and close its output."""
+    server.terminate()
+    with trio.move_on_after(STEP_TIMEOUT):
+        await server.wait()
+    if server.returncode is None:  # pragma: no cover
+        server.kill()
+        await server.wait()
+    assert server.stdout is not None
+    await server.stdout.aclose()
 
 
 async def test_a_name_signed_in_elsewhere_does_not_take_itself_back(
@@ -122,17 +134,12 @@ async def test_a_name_signed_in_elsewhere_does_not_take_itself_back(
             assert line is not None and line.endswith(" <teacher> still here"), line
             await bob.aclose()
     finally:
-        for process in processes[1:]:
-            await _stop(process)
-        server.terminate()
-        with trio.move_on_after(STEP_TIMEOUT, shield=True):
-            await server.wait()
-        if server.returncode is None:  # pragma: no cover
-            server.kill()
-        assert server.stdout is not None
-        await server.stdout.aclose()
-        for terminal in closing:
-            await terminal.aclose()
+        with trio.move_on_after(3 * STEP_TIMEOUT, shield=True):
+            for process in processes[1:]:
+                await _stop(process)
+            await _stop_server(server)
+            for terminal in closing:
+                await terminal.aclose()
         for slave in slaves:
             os.close(slave)
 
@@ -509,11 +516,8 @@ async def test_the_name_prompt_says_what_it_wants_and_survives_the_deadline(
             )
             assert process.returncode is None
     finally:
-        await _stop(process)
-        server.terminate()
-        with trio.move_on_after(STEP_TIMEOUT, shield=True):
-            await server.wait()
-        assert server.stdout is not None
-        await server.stdout.aclose()
-        await terminal.aclose()
+        with trio.move_on_after(3 * STEP_TIMEOUT, shield=True):
+            await _stop(process)
+            await _stop_server(server)
+            await terminal.aclose()
         os.close(slave)

@@ -10,11 +10,11 @@ from collections.abc import Awaitable, Callable
 import pytest
 import trio
 import trio.testing
-from chatpeer import Peer
+from chatpeer import Peer, open_peers
 
 from trio_chat import events as ev
 from trio_chat.chat import BANNER, HELP_LINES, Chat
-from trio_chat.limits import Limits
+from trio_chat.limits import MIN_OUTBOX_MESSAGES, Limits
 from trio_chat.protocol import decode_event, encode_event
 from trio_chat.server import ChatServer
 
@@ -160,6 +160,18 @@ async def test_help_lists_every_command(connect: Connect) -> None:
         "/topic",
     ):
         assert any(line.startswith(f"HELP {command}") for line in text), command
+
+
+async def test_help_fits_the_smallest_outbox(nursery: trio.Nursery) -> None:
+    # More HELP lines than the smallest outbox holds messages: one message.
+    limits = Limits(outbox_max_messages=MIN_OUTBOX_MESSAGES)
+    assert len(HELP_LINES) > MIN_OUTBOX_MESSAGES
+    server = ChatServer(Chat(clock=lambda: 0.0, limits=limits), limits=limits)
+    (alice,) = await open_peers(nursery, server, "alice")
+    await alice.send("/help")
+    assert [await alice.expect("HELP") for _ in HELP_LINES] == [
+        f"HELP {line}" for line in HELP_LINES
+    ]
 
 
 async def test_me_is_an_action(connect: Connect) -> None:

@@ -18,6 +18,7 @@ from typing import Final
 
 from trio_chat import PROTOCOL_VERSION, __version__
 from trio_chat import events as ev
+from trio_chat.commands import help_lines
 from trio_chat.hub import Encoder, Hub, Member, Room
 from trio_chat.limits import MAX_HISTORY_FETCH, Limits
 from trio_chat.moderation import (
@@ -49,37 +50,8 @@ BANNER: Final = (
     r"",
     r" Welcome to trio-chat: say hello, be kind.  /help lists the commands.",
 )
-#: The `/help` text, one line each.
-HELP_LINES: Final = (
-    "/help                  this list",
-    "/nick NEW              change your name",
-    "/me ACTION             say what you do, e.g. /me waves",
-    "/paste N               the next N lines are one message (a block)",
-    "/join ROOM [KEY]       join or create a room (# optional)",
-    "/part [ROOM] [REASON]  leave a room (the current one by default)",
-    "/switch ROOM           send plain lines to ROOM (one you are in)",
-    "/rooms                 list the rooms, their sizes and topics",
-    "/topic [TEXT]          show or set the room's topic (- clears it)",
-    "/history [N]           the room's last N lines (50 by default)",
-    "/op NAME               (room ops) make NAME an op of this room too",
-    "/kick NAME [REASON]    (room ops) put NAME out of this room",
-    "/mute NAME [DURATION]  (room ops) silence NAME here (90s, 10m, 2h); /unmute",
-    "/key [KEY]             (room ops) set the room's key, or remove it",
-    "/lecture on|off        (room ops) only ops may speak, or everyone",
-    "/ban NAME|ADDRESS [DURATION] [REASON]  (server ops) keep out; /unban, /bans",
-    "/motd [TEXT]           the message of the day; server ops set it (- resets)",
-    "/certadd, /certdel     log in by this TLS client certificate from now on, or not",
-    "/reply TEXT            answer the last private message you got",
-    "/away [REASON], /back  say you are away, or back",
-    "/register PASSWORD     reserve your name; later connections must give PASSWORD",
-    "/identify PASSWORD     prove your registered name",
-    "/whois NAME            rooms, idle time and away status of NAME",
-    "/ignore [NAME]         hide NAME's lines (no NAME: list); /unignore NAME",
-    "/who [ROOM|*]          who is in this room, ROOM, or online (*)",
-    "/msg NAME TEXT         private message, seen only by NAME",
-    "/quit [REASON]         leave the chat",
-    "//TEXT                 send a line that starts with /",
-)
+#: The `/help` text, one line each (from the one list of commands).
+HELP_LINES: Final = help_lines()
 #: Names that fit in one WHO line, so long lists are split.
 WHO_NAMES_PER_LINE: Final = 50
 #: Rooms whose recent lines are kept in memory when no room limit is set.
@@ -748,8 +720,11 @@ class Chat:
             case ev.Topic(text):
                 self._topic(member, text)
             case ev.Help():
-                for line in HELP_LINES:
-                    send(member, ev.HelpLine(line))
+                # One outbox message: more lines than the smallest outbox holds.
+                self.hub.send_data(
+                    member,
+                    b"".join(member.encode(ev.HelpLine(line)) for line in HELP_LINES),
+                )
             case ev.Quit(reason):
                 reason = reason[:MAX_REASON_LENGTH]
                 self.leave(member, "quit", reason)

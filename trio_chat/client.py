@@ -57,6 +57,7 @@ from typing import Final, Literal, Protocol, TextIO
 import trio
 
 from trio_chat import events as ev
+from trio_chat.commands import help_lines
 from trio_chat.limits import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -130,6 +131,8 @@ MAX_KNOWN_ROOMS: Final = 1000
 #: types before the server answers; the oldest is forgotten past it.
 MAX_PENDING_JOIN_KEYS: Final = 64
 
+#: The last line of our server's `/help` reply.
+_LAST_HELP_LINE: Final = help_lines()[-1]
 #: What the prompt reads while the user is to type a name.
 NAME_PROMPT: Final = "your name: "
 #: The user is warned this many seconds before the server's name timeout:
@@ -758,6 +761,10 @@ class _Client:
         self._last_global: tuple[object, ...] | None = None
         self._asking_secret = False  # the UI hides typing for a password
         self._greeted = False  # some server has said HELLO to us
+        # /help was sent: the client's own commands are shown after the
+        # server's list (once its last line came, or whatever came next).
+        self._help_due = False
+        self._in_help = False
         ui.set_roster(self._roster)
 
     # -- waking each other -------------------------------------------------
@@ -1153,6 +1160,8 @@ class _Client:
                 request.key,
                 MAX_PENDING_JOIN_KEYS,
             )
+        elif isinstance(request, ev.Help):
+            self._help_due = True  # ours go with the server's answer
         elif (
             isinstance(request, ev.RoomMode)
             and request.setting == "key"
@@ -1305,6 +1314,8 @@ class _Client:
 
     def _on_chat_event(self, conn: _Connection, event: ev.ServerEvent) -> None:
         """Show a line of the chat; follow rooms, names and mentions in it."""
+        if self._help_due:
+            self._follow_help(event)
         notice = _global_notice(event)
         repeated = notice is not None and notice == self._last_global
         self._last_global = notice
@@ -1365,8 +1376,27 @@ class _Client:
             case ev.Info(text):
                 self._key_changed(text)
         self._show(self._render(event))
+        if (
+            self._in_help
+            and isinstance(event, ev.HelpLine)
+            and sanitize_text(event.text) == _LAST_HELP_LINE  # no need to wait
+        ):
+            self._end_help()
         if self._rings(event):
             self._ui.bell()
+
+    def _follow_help(self, event: ev.ServerEvent) -> None:
+        """Before `event` is shown: the server's `/help` reply is over if it
+        is not a line of it, and the client's own commands follow it."""
+        if isinstance(event, ev.HelpLine):
+            self._in_help = True
+        elif self._in_help:
+            self._end_help()
+
+    def _end_help(self) -> None:
+        self._help_due = self._in_help = False
+        for line in help_lines(client=True):
+            self._show(self._render(ev.HelpLine(line)))
 
     def _rings(self, event: ev.ServerEvent) -> bool:
         """Whether `event` rings the bell (history never does)."""

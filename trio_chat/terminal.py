@@ -47,27 +47,20 @@ from prompt_toolkit.layout.processors import (
 from prompt_toolkit.output import Output
 from prompt_toolkit.patch_stdout import patch_stdout
 
+from trio_chat import commands
 from trio_chat.names import name_key
 
 #: The commands Tab completes at the start of a line: the server's, and the
-#: client's own /bell.
-COMMANDS: Final = (
-    "/join",
-    "/part",
-    "/switch",
-    "/rooms",
-    "/topic",
-    "/who",
-    "/msg",
-    "/me",
-    "/nick",
-    "/quit",
-    "/help",
-    "/bell",
-)
-#: Commands whose first argument is a room.
-ROOM_COMMANDS: Final = frozenset({"/join", "/part", "/switch", "/who"})
-#: What /bell takes.
+#: client's own /bell (from the one list of commands; aliases such as `/m`
+#: are what one types instead of completing).
+COMMANDS: Final = commands.words(aliases=False)
+#: Commands whose first argument is a room ...
+ROOM_COMMANDS: Final = commands.words_taking("room")
+#: ... and those of them after which nothing is completed (a key, or nothing
+#: more to say); `/part`'s reason may name people.
+_ROOM_ONLY: Final = ROOM_COMMANDS - {"/part", "/leave"}
+#: Commands whose argument is a bell mode (/bell), and the modes.
+BELL_COMMANDS: Final = commands.words_taking("bell")
 BELL_MODES: Final = ("off", "mentions", "all")
 #: Commands whose argument is a password: masked as typed, never in history.
 SECRET_COMMANDS: Final = frozenset({"/register", "/identify"})
@@ -174,7 +167,8 @@ class ChatCompleter(Completer):
     """Tab completion for chat lines.
 
     At the start of a line, a `/` word completes to a command; the first
-    argument of /join, /part, /switch and /who to a room (`#` optional);
+    argument of /join, /part, /switch and /who (and their aliases) to a
+    room (`#` optional);
     /bell's to a bell mode; any other word to a name (an `@` before it is
     kept). Matching ignores case (`trio_chat.names.name_key`). `known` (None:
     nothing yet) is read at each completion, so it may change meanwhile.
@@ -197,9 +191,9 @@ class ChatCompleter(Completer):
             choices = _starting_with(
                 rooms, word if word.startswith("#") else f"#{word}"
             )
-        elif command == "/bell" and len(words) == 2:
+        elif command in BELL_COMMANDS and len(words) == 2:
             choices = _starting_with(BELL_MODES, word)
-        elif command in ROOM_COMMANDS - {"/part"}:
+        elif command in _ROOM_ONLY:
             choices = []  # a room's key, or nothing more to say
         else:
             word = word.removeprefix("@")
