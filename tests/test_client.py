@@ -796,3 +796,23 @@ async def test_help_shows_the_servers_commands_then_the_clients(
         await run.ui.expect("/quit  leave")
         await run.ui.expect("/bell off|mentions|all")
         await run.ui.expect("<bob> hi")
+
+
+async def test_refused_chat_lines_are_shown_as_not_sent_in_order(
+    nursery: trio.Nursery,
+) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        run = start(nursery, name="alice")
+        server = await run.net.accept()
+        await server.join("alice")
+        await run.type("one", "/me two", "/who")
+        for line in ("one", "/me two", "/who"):
+            assert await server.line() == line
+        await server.send(
+            "ERR muted You are muted in #lobby.",
+            "ERR muted You are muted in #lobby.",
+            "ERR no-room You are in no room.",  # nothing left to be about
+        )
+        await run.ui.expect("!! not sent: one (You are muted in #lobby.)")
+        await run.ui.expect("!! not sent: /me two (You are muted in #lobby.)")
+        assert await run.ui.expect("!!") == "!! You are in no room."

@@ -131,6 +131,14 @@ MAX_KNOWN_ROOMS: Final = 1000
 #: types before the server answers; the oldest is forgotten past it.
 MAX_PENDING_JOIN_KEYS: Final = 64
 
+#: Refusals of a chat line (or `/me`, or a paste): the user's own copy of
+#: it is on the screen already, as if said; the error says it was not.
+_CHAT_REFUSALS: Final = frozenset({"muted", "ops-only", "no-room"})
+#: Seconds within which a refusal is about a line the client sent: the
+#: server answers at once, so only a stalled network takes longer.
+REFUSAL_WINDOW: Final = 5.0
+#: Characters of a refused line repeated in the error.
+MAX_REFUSED_SHOWN: Final = 60
 #: The last line of our server's `/help` reply.
 _LAST_HELP_LINE: Final = help_lines()[-1]
 #: What the prompt reads while the user is to type a name.
@@ -761,6 +769,8 @@ class _Client:
         self._last_global: tuple[object, ...] | None = None
         self._asking_secret = False  # the UI hides typing for a password
         self._greeted = False  # some server has said HELLO to us
+        # Chat lines sent lately, with when: a refusal is about one of them.
+        self._said: deque[tuple[float, str]] = deque()
         # /help was sent: the client's own commands are shown after the
         # server's list (once its last line came, or whatever came next).
         self._help_due = False
@@ -859,6 +869,7 @@ class _Client:
         """Talk over one connection until it ends; close it; say how it ended."""
         conn = _Connection(stream, auto_name=self._name)
         self._pacing_announced = False
+        self._said.clear()  # refusals are about lines of this connection
         async with stream:
             try:
                 async with trio.open_nursery() as nursery:
@@ -1141,11 +1152,33 @@ class _Client:
             data = encode_request(ev.Say(paste.lines[0]))
         else:
             data = encode_paste(paste.lines)
+        more = f" (and {len(paste.lines) - 1} more lines)" if paste.lines[1:] else ""
+        self._said_now(paste.lines[0] + more)
         assert self._name is not None, "ready means named"
         echo = render_own_lines(
             paste.lines, me=self._name, ts=time.time(), color=self._ui.color
         )
         return data, echo
+
+    def _said_now(self, line: str) -> None:
+        """`line` goes to the room now: shown as said, unless refused soon."""
+        said = self._said
+        said.append((trio.current_time(), line))
+        while len(said) > MAX_HELD_LINES:
+            said.popleft()
+
+    def _refused_line(self) -> str | None:
+        """The chat line a refusal (`ERR muted`...) is about, if one is.
+
+        The server answers a line as it takes it, and the client paces its
+        lines so that it takes them at once: the refusal is about the
+        oldest line said within `REFUSAL_WINDOW` and not refused yet.
+        """
+        said = self._said
+        now = trio.current_time()
+        while said and said[0][0] < now - REFUSAL_WINDOW:
+            said.popleft()
+        return said.popleft()[1] if said else None
 
     def _chat_line(self, line: str) -> tuple[bytes, str | None]:
         """The bytes for one sendable line and how to show it (None: not shown)."""
@@ -1175,6 +1208,8 @@ class _Client:
                 request.value,
                 MAX_PENDING_JOIN_KEYS,
             )
+        if isinstance(request, ev.Say | ev.Me):
+            self._said_now(line)
         if isinstance(request, ev.Say | ev.Me | ev.PrivateMsg):
             # The server does not echo our own lines back: show them here.
             assert self._name is not None, "ready means named"
@@ -1329,6 +1364,17 @@ class _Client:
                     self._show(self._render(event))
                     self._finish_rejoin(conn)
                 return  # a SWITCH that answers a rejoin is not news
+            case ev.Error(code, text) if code in _CHAT_REFUSALS:
+                # Shown as said by now: say plainly that it was not.
+                line = self._refused_line()
+                if line is None:
+                    self._show(self._render(event))
+                else:
+                    shown = sanitize_text(line)
+                    if len(shown) > MAX_REFUSED_SHOWN:
+                        shown = shown[: MAX_REFUSED_SHOWN - 3] + "..."
+                    self._error(f"not sent: {shown} ({sanitize_text(text)})")
+                return
             case ev.Error():
                 self._show(self._render(event))
                 if self._rejoin_answered(conn):
