@@ -234,12 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = commands.add_parser(
         "gen-certs",
-        help="create a development CA and server certificate (needs trustme)",
+        help="create a local CA, server and client certificates (needs trustme)",
         description=(
-            "Write ca.pem, server.pem and server.key into DIR: a throwaway CA and a"
-            " server certificate for the given host names and addresses. For a LAN"
-            " or tests, not the internet. Needs the 'certs' extra:"
-            " pip install 'trio-chat[certs]'."
+            "The first time, write a local CA into DIR (ca.pem, and its key"
+            " ca.key, kept private) and a server certificate for the given host"
+            " names and addresses (server.pem, server.key). Later, with the same"
+            " DIR, --client NAME issues NAME.pem and NAME.key from that CA, for a"
+            " server run with --client-ca DIR/ca.pem. For a LAN or tests, not the"
+            " internet. Needs trustme: python -m pip install trustme."
         ),
     )
     gen.add_argument("directory", metavar="DIR", help="where to write the files")
@@ -248,8 +250,16 @@ def build_parser() -> argparse.ArgumentParser:
         dest="hosts",
         action="append",
         metavar="NAME",
-        help="a host name or IP address the certificate is for (repeatable);"
-        " default: localhost, 127.0.0.1, ::1",
+        help="a host name or IP address the server certificate is for"
+        " (repeatable); default, for a new CA: localhost, 127.0.0.1, ::1",
+    )
+    gen.add_argument(
+        "--client",
+        dest="clients",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="issue a client certificate for NAME (repeatable): NAME.pem, NAME.key",
     )
     return parser
 
@@ -475,9 +485,7 @@ def _gen_certs(args: argparse.Namespace) -> int:
     from trio_chat import certs
 
     try:
-        written = certs.generate(
-            args.directory, args.hosts or list(certs.DEFAULT_HOSTS)
-        )
+        written = certs.generate(args.directory, args.hosts, clients=args.clients)
     except certs.CertsUnavailable as exc:
         print(f"trio-chat: {exc}", file=sys.stderr)
         return 2
