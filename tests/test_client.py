@@ -50,6 +50,7 @@ class RecordingUI:
     """A `ClientUI` that records what the user would see."""
 
     color = False
+    columns: int | None = None
 
     def __init__(self) -> None:
         self.lines: list[str] = []

@@ -69,3 +69,37 @@ async def test_a_line_refused_by_the_server_is_shown_as_not_sent(
         if bob is not None:
             await bob.aclose()
         await _close(client, terminal, slave)
+
+
+NARROW = 40
+
+
+async def test_a_narrow_terminal_gets_no_banner_art_and_lines_wrap_at_words(
+    server_port: int,
+) -> None:
+    client, master, slave = await open_client_pty(server_port, columns=NARROW)
+    terminal = Terminal(master, columns=NARROW)
+    bob: Peer | None = None
+    try:
+        with trio.fail_after(TEST_TIMEOUT):
+            bob = await bob_joins_alice(terminal, server_port)
+            # The art would be garbage at 40 columns; the words are kept.
+            assert not any("|_" in row or "__" in row for row in terminal.rows())
+            assert terminal.shows("Welcome to trio-chat: say hello, be")
+            await bob.send("a rather long line that cannot fit in forty columns at all")
+            await terminal.wait_until(
+                lambda: terminal.shows("<bob> a rather long line that"),
+                "bob's line",
+            )
+            rows = terminal.rows()
+            first = next(i for i, row in enumerate(rows) if "<bob> a rather" in row)
+            text_at = rows[first].index("a rather")
+            assert rows[first].endswith("that")  # cut at a space
+            # ... and the rest under the text, not at column 0, whole words.
+            rest = " ".join(row.strip() for row in rows[first + 1 : first + 3])
+            assert rest == "cannot fit in forty columns at all"
+            assert rows[first + 1].startswith(" " * text_at + "cannot")
+    finally:
+        if bob is not None:
+            await bob.aclose()
+        await _close(client, terminal, slave)

@@ -521,3 +521,30 @@ async def test_the_name_prompt_says_what_it_wants_and_survives_the_deadline(
             await _stop_server(server)
             await terminal.aclose()
         os.close(slave)
+
+
+async def test_parting_another_room_is_no_news_about_the_current_one(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        chat = Restartable(nursery)
+        ui = RecordingUI()
+        typed, lines = trio.open_memory_channel[str](10)
+        config = ClientConfig(name="alice")
+        nursery.start_soon(
+            functools.partial(run_client, config, ui, lines, connect=chat.connect)
+        )
+        await ui.expect("Nobody is online.")
+        await ui.expect("You are in #lobby as alice")
+        await typed.send("/join #dev")
+        await ui.expect("-- now talking in #dev")
+        await typed.send("/switch #lobby")
+        await ui.expect("-- now talking in #lobby")
+        await typed.send("/part #dev")
+        await ui.expect("alice left #dev")
+        await typed.send("/who *")
+        assert await ui.expect("alice") == "-- online: alice"
+        assert ui.lines.count("-- now talking in #lobby") == 1
+        await typed.send("/switch #lobby")  # asked for: said, though the same
+        await ui.expect("-- now talking in #lobby")
+        await typed.aclose()

@@ -156,6 +156,18 @@ async def test_room_key(nursery: trio.Nursery, server: ChatServer) -> None:
     assert await bob.expect("ROOM") == "ROOM #secret 2 [key]"
 
 
+async def test_an_op_who_renames_stays_op_and_the_old_name_is_not(
+    nursery: trio.Nursery, server: ChatServer
+) -> None:
+    alice, bob = await join_all(nursery, server, "alice", "bob")
+    await command(alice, "/join #class", "SWITCH")
+    await command(bob, "/join #class", "SWITCH")
+    await command(alice, "/nick alicia", "NICK")
+    await command(bob, "/nick alice", "NICK")  # the op's old name
+    assert (await command(bob, "/key x", "ERR")).startswith("ERR not-op ")
+    assert await command(alice, "/key x", "INFO") == "INFO alicia set a key on #class."
+
+
 async def test_room_limits_and_names(nursery: trio.Nursery, server: ChatServer) -> None:
     (alice,) = await join_all(nursery, server, "alice")
     await command(alice, "/join #a", "SWITCH")

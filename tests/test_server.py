@@ -68,9 +68,20 @@ async def test_server_speaks_first_hello_banner_count_and_prompt(
     banner = [await peer.line() for _ in BANNER]
     assert all(line is not None and line.startswith("BANNER ") for line in banner)
     assert len(banner) >= 5
-    assert await peer.line() == "INFO 0 users online."
+    assert await peer.line() == "INFO Nobody is online."
     prompt = await peer.line()
     assert prompt is not None and prompt.startswith("NAME Choose a name")
+    # Read on an 80-column terminal through nc: no line wraps but HELLO, and
+    # none ends in spaces (the empty BANNER line is its kind and one space).
+    for line in [*banner, prompt]:
+        assert line is not None and len(line) <= 80, line
+        assert line == "BANNER " or not line.endswith(" "), line
+    await peer.send("someone")
+    await peer.expect("WELCOME")
+    await peer.send("/help")
+    for _ in HELP_LINES:
+        line = await peer.expect("HELP")
+        assert len(line) <= 80 and not line.endswith(" "), line
 
 
 async def test_online_count_counts_joined_users(connect: Connect) -> None:

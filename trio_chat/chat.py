@@ -41,14 +41,17 @@ from trio_chat.sanitize import sanitize_text
 log = logging.getLogger("trio_chat.chat")
 
 #: The welcome banner shown to every new connection.
-BANNER: Final = (
-    r"  _        _                 _           _   ",
-    r" | |_ _ __(_) ___        ___| |__   __ _| |_ ",
-    r" | __| '__| |/ _ \ _____/ __| '_ \ / _` | __|",
-    r" | |_| |  | | (_) |_____| (__| | | | (_| | |_ ",
-    r"  \__|_|  |_|\___/       \___|_| |_|\__,_|\__|",
-    r"",
-    r" Welcome to trio-chat: say hello, be kind.  /help lists the commands.",
+BANNER: Final = tuple(
+    line.rstrip()  # trailing spaces only widen a line, and wrap it sooner
+    for line in (
+        r"  _        _                 _           _   ",
+        r" | |_ _ __(_) ___        ___| |__   __ _| |_ ",
+        r" | __| '__| |/ _ \ _____/ __| '_ \ / _` | __|",
+        r" | |_| |  | | (_) |_____| (__| | | | (_| | |_ ",
+        r"  \__|_|  |_|\___/       \___|_| |_|\__,_|\__|",
+        r"",
+        r" Welcome to trio-chat: say hello, be kind.  /help lists the commands.",
+    )
 )
 #: The `/help` text, one line each (from the one list of commands).
 HELP_LINES: Final = help_lines()
@@ -280,7 +283,13 @@ class Chat:
             )
             self._greetings[member.encode] = greeting
         self.hub.send_data(member, greeting)
-        self.hub.send(member, ev.Info(f"{_plural(len(self.hub), 'user')} online."))
+        online = len(self.hub)  # the newcomer is not among them yet
+        self.hub.send(
+            member,
+            ev.Info(
+                f"{_plural(online, 'user')} online." if online else "Nobody is online."
+            ),
+        )
         if prompt:
             if self.moderation.server_password:
                 member.admitted = False

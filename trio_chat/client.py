@@ -84,6 +84,7 @@ from trio_chat.protocol import (
     parse_request,
 )
 from trio_chat.render import (
+    display_width,
     is_mention,
     render_error,
     render_event,
@@ -317,6 +318,11 @@ class ClientUI(Protocol):
         """Whether display lines may carry ANSI colour sequences."""
         ...
 
+    @property
+    def columns(self) -> int | None:
+        """How wide the display is, in columns (None: no limit, e.g. a pipe)."""
+        ...
+
     def show(self, text: str) -> None:
         """Display one line (without a newline). Must not wait."""
         ...
@@ -472,6 +478,11 @@ class PlainUI:
         """Whether lines carry colour."""
         return self._color
 
+    @property
+    def columns(self) -> None:
+        """A pipe has no width."""
+        return None
+
     def show(self, text: str) -> None:
         """Write `text` and a newline, flushed."""
         if self._broken:
@@ -624,6 +635,7 @@ class _Connection:
     goodbye: ev.Goodbye | None = None
     result: _Result | None = None
     heard: bool = False  # the server has sent a byte on this connection
+    banner: list[str] = dataclasses.field(default_factory=list)  # to be shown
     asking_user: bool = False  # the user, not the client, answers the prompt
     nursery: trio.Nursery | None = None  # the connection's tasks
     # Restoring the user's rooms after a reconnection: the lines still to
@@ -775,6 +787,9 @@ class _Client:
         # server's list (once its last line came, or whatever came next).
         self._help_due = False
         self._in_help = False
+        # The user asked for a room (/switch): its SWITCH is news, even if
+        # the room stays the same.
+        self._switch_asked = False
         ui.set_roster(self._roster)
 
     # -- waking each other -------------------------------------------------
@@ -1193,6 +1208,8 @@ class _Client:
                 request.key,
                 MAX_PENDING_JOIN_KEYS,
             )
+        elif isinstance(request, ev.Switch):
+            self._switch_asked = True
         elif isinstance(request, ev.Help):
             self._help_due = True  # ours go with the server's answer
         elif (
@@ -1241,6 +1258,18 @@ class _Client:
                     case _:
                         break  # NEED_DATA
 
+    def _show_banner(self, conn: _Connection) -> None:
+        """Show the server's banner: its art (the lines before the first
+        empty one) only if the terminal is wide enough for it."""
+        lines, conn.banner = conn.banner, []
+        columns = self._ui.columns
+        if columns is not None and "" in lines:
+            art = lines[: lines.index("")]
+            if max(display_width(sanitize_text(line)) for line in art) > columns:
+                lines = lines[len(art) + 1 :]  # garbage when wrapped: left out
+        for line in lines:
+            self._show(self._render(ev.Banner(line)))
+
     def _render(self, event: ev.ServerEvent) -> str:
         return render_event(event, me=self._name, color=self._ui.color, room=self._room)
 
@@ -1250,6 +1279,8 @@ class _Client:
         except ServerProtocolError:
             self._show(render_unreadable(text, color=self._ui.color))
             return
+        if conn.banner and not isinstance(event, ev.Banner):
+            self._show_banner(conn)
         match event:
             case ev.Hello(_protocol, server, max_line_bytes, burst, rate):
                 self._greeted = True
@@ -1266,9 +1297,9 @@ class _Client:
                     f"connected to {self._config.address}"
                     f" ({sanitize_text(server)}{tls})"
                 )
-            case ev.Banner():
+            case ev.Banner(text):
                 if self._connections == 1:  # once is enough
-                    self._show(self._render(event))
+                    conn.banner.append(text)  # shown whole, once it is all here
             case ev.NamePrompt():
                 conn.wait_for_user(_Phase.NAMING)
                 self._end_secret()  # the next line is a name again
@@ -1359,9 +1390,15 @@ class _Client:
         roster = self._roster
         match event:
             case ev.Switched(room):
+                # News if the room changed, or if the user asked for it; not
+                # after /part of another room (the current one stays).
+                news = self._switch_asked or self._room is None
+                news = news or name_key(room) != name_key(self._room or "")
+                self._switch_asked = False
                 self._set_room(room)
                 if self._rejoin_answered(conn):
-                    self._show(self._render(event))
+                    if news:
+                        self._show(self._render(event))
                     self._finish_rejoin(conn)
                 return  # a SWITCH that answers a rejoin is not news
             case ev.Error(code, text) if code in _CHAT_REFUSALS:

@@ -994,7 +994,12 @@ class ChatServer:
     def shutdown(self) -> None:
         """Stop accepting, tell every client, close within the grace period."""
         if not self.shutting_down:
-            log.info("shutting down: %d connections to close", len(self._connections))
+            count = len(self._connections)
+            log.info(
+                "shutting down: %d connection%s to close",
+                count,
+                "" if count == 1 else "s",
+            )
             self.shutting_down = True
             self.chat.closing = True
             self._accept_scope.cancel()

@@ -28,6 +28,7 @@ This module is asyncio code only; nothing here knows about trio.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Collection, Iterable
 from typing import Any, Final, Protocol
 
@@ -49,6 +50,7 @@ from prompt_toolkit.patch_stdout import patch_stdout
 
 from trio_chat import commands
 from trio_chat.names import name_key
+from trio_chat.render import display_width
 
 #: The commands Tab completes at the start of a line: the server's, and the
 #: client's own /bell (from the one list of commands; aliases such as `/m`
@@ -126,6 +128,76 @@ class SecretlessHistory(InMemoryHistory):
 def _newline(event: KeyPressEvent) -> None:
     """Alt-Enter: another line in the same message."""
     event.current_buffer.insert_text("\n")
+
+
+#: An SGR escape sequence (colour, bold...), the only kind display lines hold.
+_SGR: Final = re.compile(r"\x1b\[[0-9;]*m")
+#: What ends the lead of a display line, after which its text starts: a
+#: message's `<name> `, a notice's `-- `, an error's `!! `, an action's `* `.
+_LEADS: Final = ("> ", "-- ", "!! ", "* ")
+#: A continuation line's indent is at most this share of the width: a lead
+#: that long leaves too little room for the text beside it.
+_MAX_INDENT_SHARE: Final = 2
+
+
+def _indent(plain: str, width: int) -> int:
+    """Where a display line's text starts: continuation lines go there."""
+    starts = [plain.find(lead) + len(lead) for lead in _LEADS if lead in plain]
+    if starts:
+        column = display_width(plain[: min(starts)])
+    else:  # a line of a block (a paste) is indented already: keep to it
+        column = len(plain) - len(plain.lstrip(" "))
+    return column if column <= width // _MAX_INDENT_SHARE else 2
+
+
+def wrap(line: str, width: int) -> list[str]:
+    """`line` cut into lines of at most `width` columns, at spaces if it can.
+
+    Continuation lines are indented to where the text of the first starts
+    (after `12:03 <alice> `), as a multi-line message's are, rather than
+    broken mid-word at column 0 by the terminal. SGR sequences take no
+    room; a style still on at a cut is ended there and taken up again after
+    the indent, so the indent is never reversed or underlined.
+    """
+    tokens = [t for t in re.split(f"({_SGR.pattern})", line) if t]
+    plain = _SGR.sub("", line)
+    if width < 2 or display_width(plain) <= width:
+        return [line]
+    indent = _indent(plain, width)
+    lines: list[str] = []
+    current: list[str] = []  # tokens of the line being filled
+    used = 0
+    active: list[str] = []  # styles on since the last reset
+    last_space: int | None = None  # index in `current` of the last space
+
+    def cut(at: int) -> None:
+        nonlocal current, used, last_space
+        head, rest = current[:at], current[at:]
+        while rest and rest[0] == " ":  # the space at the cut goes
+            rest = rest[1:]
+        lines.append("".join(head) + ("\x1b[0m" if active else ""))
+        current = [" " * indent, *active, *rest]
+        used = indent + sum(display_width(t) for t in rest if not _SGR.fullmatch(t))
+        last_space = None
+
+    for token in tokens:
+        if _SGR.fullmatch(token):
+            current.append(token)
+            active = [] if token in ("\x1b[0m", "\x1b[m") else [*active, token]
+            continue
+        for char in token:
+            size = display_width(char)
+            if used + size > width:
+                if char == " ":  # a space at the edge: the cut, and gone
+                    cut(len(current))
+                    continue
+                cut(last_space if last_space is not None else len(current))
+            if char == " " and used > indent:
+                last_space = len(current)
+            current.append(char)
+            used += size
+    lines.append("".join(current))
+    return lines
 
 
 class ClientHandle(Protocol):
@@ -252,6 +324,11 @@ class TerminalUI:
         """Whether display lines carry colour."""
         return self._color
 
+    @property
+    def columns(self) -> int:
+        """The terminal's width now."""
+        return self.session.output.get_size().columns
+
     def show(self, text: str) -> None:
         """Print `text` above the prompt, soon. Never waits."""
         if not self._pending and not self._ring:
@@ -299,7 +376,8 @@ class TerminalUI:
 
     def _flush(self) -> None:
         if self._pending:
-            text = "\n".join(self._pending)
+            width = self.columns
+            text = "\n".join("\n".join(wrap(line, width)) for line in self._pending)
             self._pending.clear()
             # Above the running prompt (which is redrawn), or plainly if none is.
             print_formatted_text(ANSI(text) if self._color else text)
