@@ -29,13 +29,12 @@ from test_client_pty import (
 __all__ = ["server_port"]  # the fixture, used by name
 
 
-async def _close(client: trio.Process, terminal: Terminal, slave: int) -> None:
-    with trio.move_on_after(STEP_TIMEOUT, shield=True):
-        if client.returncode is None:
-            client.kill()
-        await client.wait()
-        await terminal.aclose()
-    os.close(slave)
+async def _close(client: trio.Process, terminal: Terminal) -> None:
+    """Kill the client if it still runs, reap it, close its terminal."""
+    if client.returncode is None:
+        client.kill()
+    await client.wait()
+    await terminal.aclose()
 
 
 async def test_a_line_refused_by_the_server_is_shown_as_not_sent(
@@ -66,9 +65,11 @@ async def test_a_line_refused_by_the_server_is_shown_as_not_sent(
                 "the line marked as not sent",
             )
     finally:
-        if bob is not None:
-            await bob.aclose()
-        await _close(client, terminal, slave)
+        with trio.move_on_after(STEP_TIMEOUT, shield=True):
+            if bob is not None:
+                await bob.aclose()
+            await _close(client, terminal)
+        os.close(slave)
 
 
 NARROW = 40
@@ -100,6 +101,8 @@ async def test_a_narrow_terminal_gets_no_banner_art_and_lines_wrap_at_words(
             assert rest == "cannot fit in forty columns at all"
             assert rows[first + 1].startswith(" " * text_at + "cannot")
     finally:
-        if bob is not None:
-            await bob.aclose()
-        await _close(client, terminal, slave)
+        with trio.move_on_after(STEP_TIMEOUT, shield=True):
+            if bob is not None:
+                await bob.aclose()
+            await _close(client, terminal)
+        os.close(slave)
