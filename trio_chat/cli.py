@@ -39,8 +39,10 @@ _SIGNALS: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM) + (
 )
 
 #: The client answers a registered name's password prompt with this
-#: variable's value (the command line would show it to other users).
+#: variable's value (the command line would show it to other users), and a
+#: server's own password prompt with the other.
 PASSWORD_VARIABLE = "TRIO_CHAT_PASSWORD"
+SERVER_PASSWORD_VARIABLE = "TRIO_CHAT_SERVER_PASSWORD"
 
 #: The configuration file read when there is one in the working directory.
 DEFAULT_CONFIG = "trio-chat.toml"
@@ -53,24 +55,65 @@ EXIT_FORCED: int = 130
 
 
 def _non_negative_float(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not value >= 0:  # also refuses nan
         raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
     return value
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
+    value = _whole_number(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
     return value
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    value = _whole_number(text)
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"not a port number: {text}")
     return value
+
+
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number, not {text!r}"
+        ) from None
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
+
+
+def _log_level(text: str) -> str:
+    """`info` is `INFO`: levels in any case."""
+    return text.upper()
+
+
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Help that names an option's default when there is one worth naming.
+
+    Not `False` for a switch, `None` for an option without one, `[]` for a
+    repeatable one, nor again when the help says it already.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            default in (None, False, [], argparse.SUPPRESS)
+            or "default" in text
+            or not action.option_strings
+        ):
+            return text
+        shown = f"{default:g}" if isinstance(default, float) else "%(default)s"
+        return f"{text} (default: {shown})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="run a chat server",
         description="Run a chat server. Prints 'listening on HOST:PORT' once ready.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsFormatter,
     )
     serve.add_argument(
         "--host",
@@ -117,8 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-level",
         default="INFO",
+        type=_log_level,
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="how much to log to stderr",
+        help="how much to log to stderr (any case)",
     )
     serve.add_argument(
         "--db",
@@ -190,7 +234,16 @@ def build_parser() -> argparse.ArgumentParser:
             "Join a chat server. On a terminal: line editing, history and colour."
             " With stdin from a pipe or file: sends each line, quits at the end."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=(
+            f"The environment: {PASSWORD_VARIABLE} answers the password prompt"
+            f" of a registered name, {SERVER_PASSWORD_VARIABLE} that of a"
+            " server with a password of its own (neither is ever typed on the"
+            " command line, where others could see it); NO_COLOR turns colour"
+            " off. In the chat, /help lists the commands, and /bell"
+            " off|mentions|all says when the terminal bell rings (this"
+            " client's own command, never sent)."
+        ),
+        formatter_class=_DefaultsFormatter,
     )
     client.add_argument("--host", default=lim.DEFAULT_HOST, help="server address")
     client.add_argument(
@@ -225,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
             " the first line of stdin when it is not a terminal. Run it while"
             " the server is stopped, or restart the server afterwards."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsFormatter,
     )
     adduser.add_argument("name", metavar="NAME", help="the name to register")
     adduser.add_argument(
@@ -316,6 +369,7 @@ async def _serve(args: argparse.Namespace, limits: lim.Limits) -> int:
     async with contextlib.AsyncExitStack() as stack:
         store = None
         if args.db != ":memory:":
+            _check_db_directory(args.db)
             store = await stack.enter_async_context(AsyncStore.open(args.db))
         chat = Chat(clock=time.time, limits=limits, moderation=moderation)
         if store is not None:
@@ -329,6 +383,19 @@ async def _serve(args: argparse.Namespace, limits: lim.Limits) -> int:
             chat, ssl_context=ssl_context, limits=limits, store=store, accounts=accounts
         )
         return await _run_server(args, server)
+
+
+def _check_db_directory(path: str) -> None:
+    """Raise ConfigError if the database's directory is missing.
+
+    SQLite would only say "unable to open database file".
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ConfigError(
+            f"cannot open the database {path}: the directory {directory} does not"
+            " exist (create it, or give another --db PATH)"
+        )
 
 
 def _moderation(args: argparse.Namespace) -> Moderation:
@@ -536,7 +603,7 @@ def _run_client(args: argparse.Namespace) -> int:
         server_hostname=args.host,
         name=args.name,
         password=os.environ.get(PASSWORD_VARIABLE) or None,
-        server_password=os.environ.get(client.SERVER_PASSWORD_VARIABLE) or None,
+        server_password=os.environ.get(SERVER_PASSWORD_VARIABLE) or None,
         reconnect=not args.no_reconnect,
         # A script's --name is refused for good: its next lines are chat,
         # not names to try.
