@@ -26,6 +26,7 @@ from trio_chat.names import InvalidName, name_key, validate_name
 
 if TYPE_CHECKING:
     from trio_chat.chat import Chat
+    from trio_chat.client import Shown
     from trio_chat.moderation import Moderation
     from trio_chat.server import ChatServer
     from trio_chat.store import AsyncStore
@@ -268,6 +269,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-reconnect",
         action="store_true",
         help="exit when the connection is lost instead of reconnecting",
+    )
+    client.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="with input from a pipe or a file, print nothing (why it stopped"
+        " still goes to stderr); without it, such a client prints errors and,"
+        " once it has said something, the answers and what others say, but not"
+        " the greeting, the history or who comes and goes",
     )
 
     adduser = commands.add_parser(
@@ -561,6 +571,13 @@ def _gen_certs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shown(quiet: bool, *, script: bool, interactive: bool) -> Shown:
+    """What the client shows (`ClientConfig.show`)."""
+    if interactive or not script:
+        return "all"
+    return "nothing" if quiet else "asked"
+
+
 def _run_client(args: argparse.Namespace) -> int:
     import asyncio
     import os
@@ -611,6 +628,9 @@ def _run_client(args: argparse.Namespace) -> int:
         # A person is told when lines queue behind the flood limit; a pipe
         # is simply read more slowly.
         announce_pacing=interactive,
+        # A person sees everything; a script (input from a pipe or a file)
+        # what it asked for, or nothing (-q).
+        show=_shown(args.quiet, script=not sys.stdin.isatty(), interactive=interactive),
     )
 
     async def on_terminal() -> None:
@@ -629,27 +649,30 @@ def _run_client(args: argparse.Namespace) -> int:
         )
         await terminal.run_terminal(ui, guest, done)
 
-    async def on_pipe() -> None:
+    async def on_pipe() -> bool:
         ui = client.PlainUI(sys.stdout)
         fd = os.dup(sys.stdin.fileno())
         mode = os.fstat(fd).st_mode
         if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd):
             # Pollable: read without a thread, so reading is cancellable.
             async with trio.lowlevel.FdStream(fd) as stream:
-                await client.run_with_input(config, ui, stream.receive_some)
-        else:
-            # A regular file (or /dev/null) cannot be polled, and reading it
-            # never blocks for long: a worker thread reads it.
-            async with trio.wrap_file(os.fdopen(fd, "rb", buffering=0)) as file:
-                await client.run_with_input(config, ui, file.read)
+                return await client.run_with_input(config, ui, stream.receive_some)
+        # A regular file (or /dev/null) cannot be polled, and reading it
+        # never blocks for long: a worker thread reads it.
+        async with trio.wrap_file(os.fdopen(fd, "rb", buffering=0)) as file:
+            return await client.run_with_input(config, ui, file.read)
 
     interrupted = False
     try:
         try:
             if interactive:
                 asyncio.run(on_terminal())
-            else:
-                trio.run(on_pipe)
+            elif not trio.run(on_pipe):
+                print(
+                    "trio-chat: the input was empty: nothing to send, so the"
+                    " client did not connect",
+                    file=sys.stderr,
+                )
         except* KeyboardInterrupt:
             interrupted = True
     except client.ClientError as exc:

@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import functools
 import math
 import socket
 import ssl
@@ -132,6 +133,8 @@ MAX_KNOWN_ROOMS: Final = 1000
 #: types before the server answers; the oldest is forgotten past it.
 MAX_PENDING_JOIN_KEYS: Final = 64
 
+#: Who comes and goes, and who is renamed: a script has no use for it.
+_PRESENCE: Final = (ev.Joined, ev.JoinedMany, ev.Left, ev.LeftMany, ev.Renamed)
 #: Refusals of a chat line (or `/me`, or a paste): the user's own copy of
 #: it is on the screen already, as if said; the error says it was not.
 _CHAT_REFUSALS: Final = frozenset({"muted", "ops-only", "no-room"})
@@ -170,6 +173,9 @@ TEMPORARY_REFUSALS: Final = frozenset(
 PASSWORD_VARIABLE: Final = "TRIO_CHAT_PASSWORD"
 #: ... and the password of a server that asks every connection for one.
 SERVER_PASSWORD_VARIABLE: Final = "TRIO_CHAT_SERVER_PASSWORD"
+
+#: What the client shows: everything, what a script needs, nothing.
+Shown = Literal["all", "asked", "nothing"]
 
 #: When the bell rings: never, for lines naming the user, for every line
 #: from someone else.
@@ -232,6 +238,9 @@ class ClientConfig:
     announce_pacing: bool = False
     #: The SSL context presents a client certificate (`--cert`), for messages.
     client_cert: bool = False
+    #: What is shown: everything (a person); what a script asked for and
+    #: what is said once it speaks, and errors (`_Client._wanted`); nothing.
+    show: Shown = "all"
     bell: BellMode = "mentions"
 
     @property
@@ -513,20 +522,31 @@ class PlainUI:
         return False
 
 
+@dataclasses.dataclass(eq=False, slots=True)
+class _InputStart:
+    """Set once the input's first line, or its end, is there."""
+
+    event: trio.Event = dataclasses.field(default_factory=trio.Event)
+    lines: bool = False  # the input has a line
+
+
 async def read_lines(
     receive_some: Callable[[int], Awaitable[bytes]],
     lines: trio.MemorySendChannel[str],
     ui: ClientUI,
     *,
     max_line_bytes: int = MAX_INPUT_LINE_BYTES,
+    start: _InputStart | None = None,
 ) -> None:
     """Split a byte source (e.g. stdin) into lines and send them to `lines`.
 
     `receive_some(max_bytes)` returns b"" at end of input; `lines` is closed
     then, which the client sees as end of input. A line over
-    `max_line_bytes` is refused with a message. Returns early if the client
-    stopped listening. Cancel-safe: a line is either sent or not read.
+    `max_line_bytes` is refused with a message. `start` is set when the
+    first line is read, or the end. Returns early if the client stopped
+    listening. Cancel-safe: a line is either sent or not read.
     """
+    start = start if start is not None else _InputStart()
     reader = LineReader(max_line_bytes=max_line_bytes)
     async with lines:
         while True:
@@ -534,6 +554,8 @@ async def read_lines(
             while (event := reader.next_event()) is not NEED_DATA:
                 match event:
                     case Line(text):
+                        start.lines = True
+                        start.event.set()
                         try:
                             await lines.send(text)
                         except trio.BrokenResourceError:
@@ -546,6 +568,7 @@ async def read_lines(
                             )
                         )
                     case EndOfStream() | ReadQueueExceeded():
+                        start.event.set()
                         return
 
 
@@ -781,6 +804,10 @@ class _Client:
         self._last_global: tuple[object, ...] | None = None
         self._asking_secret = False  # the UI hides typing for a password
         self._greeted = False  # some server has said HELLO to us
+        # What is shown of a server line is left out (`_wanted`); the user
+        # has sent a line of their own since the welcome.
+        self._hushed = False
+        self._talking = False
         # Chat lines sent lately, with when: a refusal is about one of them.
         self._said: deque[tuple[float, str]] = deque()
         # /help was sent: the client's own commands are shown after the
@@ -800,10 +827,12 @@ class _Client:
         self._change = trio.Event()
 
     def _show(self, text: str) -> None:
-        self._ui.show(text)
+        if not self._hushed:
+            self._ui.show(text)
 
     def _notice(self, text: str) -> None:
-        self._ui.show(render_notice(text, color=self._ui.color))
+        if not self._hushed and self._config.show != "nothing":
+            self._ui.show(render_notice(text, color=self._ui.color))
 
     def _ask_secret(self, name: str) -> bool:
         """Have the UI hide the next line typed: the password for `name`.
@@ -821,7 +850,24 @@ class _Client:
             self._ui.set_secret(None)
 
     def _error(self, text: str) -> None:
-        self._ui.show(render_error(text, color=self._ui.color))
+        if self._config.show != "nothing":
+            self._ui.show(render_error(text, color=self._ui.color))
+
+    def _wanted(self, event: ev.ServerEvent) -> bool:
+        """Whether what `event` shows is shown (`ClientConfig.show`).
+
+        A script is shown errors, and what comes once it has said something
+        (the answers to its commands, what others say), but not the
+        greeting, the history replayed on joining, or who comes and goes.
+        """
+        show = self._config.show
+        if show != "asked":
+            return show == "all"
+        if isinstance(event, ev.Error):
+            return True
+        if not self._talking or isinstance(event, _PRESENCE):
+            return False
+        return not (isinstance(event, ev.Goodbye) and event.code == "quit")
 
     # -- the connection loop -----------------------------------------------
 
@@ -1033,8 +1079,9 @@ class _Client:
             data, echo = item
             with trio.fail_after(self._config.write_timeout):
                 await conn.stream.send_all(data)
-            for line in [echo] if isinstance(echo, str) else echo or ():
-                self._show(line)
+            if self._config.show == "all":  # a script knows what it said
+                for line in [echo] if isinstance(echo, str) else echo or ():
+                    self._show(line)
 
     def _next_outgoing(
         self, conn: _Connection
@@ -1068,6 +1115,7 @@ class _Client:
                 return self._chat_line(conn.rejoin.popleft())
             if held:
                 line = held.popleft()
+                self._talking = True
                 self._changed()
                 if isinstance(line, _Paste):
                     return self._paste_lines(line)
@@ -1280,7 +1328,15 @@ class _Client:
             self._show(render_unreadable(text, color=self._ui.color))
             return
         if conn.banner and not isinstance(event, ev.Banner):
+            self._hushed = not self._wanted(ev.Banner(""))
             self._show_banner(conn)
+        self._hushed = not self._wanted(event)
+        try:
+            self._on_event(conn, event)
+        finally:
+            self._hushed = False
+
+    def _on_event(self, conn: _Connection, event: ev.ServerEvent) -> None:
         match event:
             case ev.Hello(_protocol, server, max_line_bytes, burst, rate):
                 self._greeted = True
@@ -1362,6 +1418,7 @@ class _Client:
                         )
                     )
             case ev.Welcome(name):
+                self._talking = False  # a script hears nothing until it speaks
                 conn.wait_for_user(_Phase.READY)
                 conn.asking_user = False
                 self._ui.set_prompt(None)
@@ -1671,25 +1728,33 @@ async def run_with_input(
     receive_some: Callable[[int], Awaitable[bytes]],
     *,
     connect: Connect | None = None,
-) -> None:
+) -> bool:
     """`run_client` with the user's lines read from a byte source (a pipe).
 
     Each line of input is sent in order; at its end the client says /quit and
-    waits for the goodbye, so every line was delivered. Raises as
+    waits for the goodbye, so every line was delivered. Nothing connects
+    before the first line is there: empty input never connects (nobody sees
+    a script join and leave for nothing), and returns False. Raises as
     `run_client` does (a bare `ClientError`, not a group).
     """
     send, receive = trio.open_memory_channel[str](0)
+    start = _InputStart()
     error: ClientError | None = None
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(read_lines, receive_some, send, ui)
+        nursery.start_soon(
+            functools.partial(read_lines, receive_some, send, ui, start=start)
+        )
+        await start.event.wait()
         try:
             async with receive:
-                await run_client(config, ui, receive, connect=connect)
+                if start.lines:
+                    await run_client(config, ui, receive, connect=connect)
         except ClientError as exc:
             error = exc
         nursery.cancel_scope.cancel()  # stop reading input: nobody listens
     if error is not None:
         raise error
+    return start.lines
 
 
 class GuestClient:
