@@ -64,6 +64,15 @@ class Terminal:
     def shows(self, text: str) -> bool:
         return any(text in row for row in self.rows())
 
+    def prompt_is(self, prompt: str) -> bool:
+        """Whether the cursor's row reads `prompt` alone, the cursor after it.
+
+        Then prompt_toolkit has drawn its prompt again after printing: keys
+        typed before that may be echoed by the terminal, in cooked mode.
+        """
+        cursor = self.screen.cursor
+        return self.rows()[cursor.y] == prompt.rstrip() and cursor.x == len(prompt)
+
     async def wait_until(self, condition: Callable[[], bool], what: str) -> None:
         """Read the pty until `condition()` holds, for at most STEP_TIMEOUT."""
         with trio.move_on_after(STEP_TIMEOUT):

@@ -48,6 +48,9 @@ async def test_a_line_refused_by_the_server_is_shown_as_not_sent(
             bob = await bob_joins_alice(terminal, server_port)
             await bob.send("/join #class")  # bob made it: bob is its op
             await bob.expect("SWITCH")
+            await terminal.wait_until(
+                lambda: terminal.prompt_is("alice #lobby> "), "the prompt"
+            )
             await terminal.type(b"/join #class\r")
             await terminal.wait_until(
                 lambda: terminal.shows("alice #class>"), "alice in #class"
@@ -55,7 +58,11 @@ async def test_a_line_refused_by_the_server_is_shown_as_not_sent(
             await bob.expect("JOIN")
             await bob.send("/mute alice")
             await terminal.wait_until(
-                lambda: terminal.shows("bob muted alice in #class."), "the mute"
+                lambda: (
+                    terminal.shows("bob muted alice in #class.")
+                    and terminal.prompt_is("alice #class> ")
+                ),
+                "the mute",
             )
             await terminal.type(b"can I talk now?\r")
             await terminal.wait_until(

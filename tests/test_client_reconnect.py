@@ -129,6 +129,9 @@ async def test_a_name_signed_in_elsewhere_does_not_take_itself_back(
             ]
             # The second stays: bob's next line is what it says, not another
             # leave and join.
+            await second[1].wait_until(
+                lambda: second[1].prompt_is("teacher #lobby> "), "its prompt"
+            )
             await second[1].type(b"still here\r")
             line = await bob.line()
             assert line is not None and line.endswith(" <teacher> still here"), line
@@ -485,6 +488,9 @@ async def test_the_name_prompt_says_what_it_wants_and_survives_the_deadline(
                 ),
                 "a prompt for the name, in words",
             )
+            await terminal.wait_until(
+                lambda: terminal.prompt_is("your name: "), "the prompt drawn"
+            )
             await terminal.type(b"bob smith\r")
             await terminal.wait_until(
                 lambda: terminal.shows(
@@ -505,8 +511,10 @@ async def test_the_name_prompt_says_what_it_wants_and_survives_the_deadline(
             )
             await terminal.wait_until(
                 lambda: (
-                    terminal.rows()[terminal.screen.cursor.y].startswith("your name:")
+                    terminal.prompt_is("your name: ")
                     and sum("Choose a name:" in row for row in terminal.rows()) >= 3
+                    # (and its warning printed: keys typed meanwhile would echo)
+                    and sum("s left to choose" in row for row in terminal.rows()) >= 2
                 ),
                 "the prompt for a name again, after reconnecting",
             )
