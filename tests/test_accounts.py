@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
+import trustme
 from chatpeer import Peer
 
 from trio_chat.accounts import KDF, MAX_FAILURES, Accounts, hash_password
@@ -170,3 +173,128 @@ async def test_no_accounts_without_a_store(nursery: trio.Nursery) -> None:
     await peer.join("alice")
     await peer.send("/register pw")
     assert (await peer.expect("ERR")).startswith("ERR no-accounts ")
+
+
+async def login(server: Server, name: str, password: str) -> Peer:
+    peer = await server.connect()
+    await peer.expect("NAME")
+    await peer.send(name)
+    await peer.expect("PASSWORD")
+    await peer.send(password)
+    return peer
+
+
+@pytest.mark.parametrize("lookalike", ["a1ice", "aIice", "ａｌｉｃｅ", "𝐚𝐥𝐢𝐜𝐞"])
+async def test_a_registered_names_lookalikes_are_not_for_others(
+    chat_server: Server, lookalike: str
+) -> None:
+    alice = await register(chat_server, "alice", "pw")
+    await alice.send("/quit")
+    await alice.until_closed()
+    peer = await chat_server.connect()
+    await peer.expect("NAME")
+    await peer.send(lookalike)
+    assert await peer.expect("ERR") == (
+        f"ERR name-taken The name {lookalike} looks too much like alice,"
+        " a registered name."
+    )
+    await peer.expect("NAME")
+    await peer.send("bob")
+    await peer.expect("WELCOME")
+    await peer.send(f"/nick {lookalike}")
+    assert (await peer.expect("ERR")).startswith(
+        f"ERR name-taken The name {lookalike} looks too much like alice,"
+    )
+    # alice's right password still gets her name, and bob stays bob.
+    owner = await login(chat_server, "alice", "pw")
+    assert (await owner.expect("WELCOME")).startswith("WELCOME alice ")
+
+
+async def test_registering_a_lookalike_of_a_registered_name_fails(
+    chat_server: Server,
+) -> None:
+    # a1ice was online before alice registered (the names never met online).
+    early = await chat_server.join("a1ice")
+    await chat_server.server.accounts.register("alice", "pw")  # type: ignore[union-attr]
+    await early.send("/register mine")
+    assert await early.expect("ERR") == (
+        "ERR register-failed The name a1ice looks too much like alice,"
+        " a registered name."
+    )
+
+
+async def test_the_owner_always_gets_the_name_a_lookalike_is_renamed(
+    chat_server: Server,
+) -> None:
+    bob = await chat_server.join("bob")
+    early = await chat_server.join("a1ice")
+    await bob.expect("JOIN")
+    await early.send("/join #dev")
+    await early.expect("SWITCH")
+    # An account made while a1ice was online (e.g. with adduser).
+    await chat_server.server.accounts.register("alice", "pw")  # type: ignore[union-attr]
+    owner = await login(chat_server, "alice", "pw")
+    assert (await owner.expect("WELCOME")).startswith("WELCOME alice ")
+    assert await early.expect("INFO") == (
+        "INFO The name a1ice looks too much like alice, a registered name whose"
+        " owner just logged in: you are guest-c2 now (/nick to choose another)."
+    )
+    assert await early.expect("NICK") == f"NICK {STAMP} #lobby a1ice -> guest-c2"
+    assert await early.expect("NICK") == f"NICK {STAMP} #dev a1ice -> guest-c2"
+    assert await bob.expect("NICK") == f"NICK {STAMP} #lobby a1ice -> guest-c2"
+    assert await bob.expect("JOIN") == f"JOIN {STAMP} #lobby alice"
+    await early.send("/nick a1ice")
+    assert (await early.expect("ERR")).startswith("ERR name-taken ")
+
+
+async def test_a_bound_certificate_gets_its_name_past_a_lookalike(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("chat.test").configure_cert(server_context)
+    ca.configure_trust(server_context)
+    server_context.verify_mode = ssl.CERT_OPTIONAL
+    alice_cert = ca.issue_cert("alice@chat.test")
+    fingerprint = hashlib.sha256(
+        ssl.PEM_cert_to_DER_cert(alice_cert.cert_chain_pems[0].bytes().decode())
+    ).hexdigest()
+    async with AsyncStore.open(str(tmp_path / "accounts.db")) as store:
+        accounts = await Accounts.load(store)
+        chat = Chat(clock=lambda: NOW, limits=Limits(flood_rate=0))
+        server = ChatServer(
+            chat, ssl_context=server_context, store=store, accounts=accounts
+        )
+
+        async def connect(*, cert: bool) -> Peer:
+            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+            ca.configure_trust(context)
+            if cert:
+                alice_cert.configure_cert(context)
+            client, server_end = trio.testing.memory_stream_pair()
+            nursery.start_soon(server.handle_stream, server_end)
+            return Peer(trio.SSLStream(client, context, server_hostname="chat.test"))
+
+        early = await connect(cert=False)
+        await early.join("a1ice")
+        await accounts.register("alice", "pw")  # made while a1ice was online
+        await store.set_cert(fingerprint, "alice", NOW)
+        owner = await connect(cert=True)
+        assert (await owner.expect("WELCOME")).startswith("WELCOME alice ")
+        while not (line := await early.expect("INFO")).startswith("INFO The name"):
+            pass
+        assert line.startswith("INFO The name a1ice looks too much like alice,")
+        assert await early.expect("NICK") == f"NICK {STAMP} #lobby a1ice -> guest-c1"
+        nursery.cancel_scope.cancel()
+
+
+async def test_registered_lookalikes_survive_a_restart(tmp_path: Path) -> None:
+    path = str(tmp_path / "accounts.db")
+    async with AsyncStore.open(path) as store:
+        await (await Accounts.load(store)).register("aIice", "pw")
+    async with AsyncStore.open(path) as store:
+        accounts = await Accounts.load(store)
+    # Loaded as registered (with its capital I), not only by its key.
+    assert accounts.lookalike("alice") == "aIice"
+    assert accounts.lookalike("AIICE") is None  # the same name, not a lookalike
+    assert accounts.lookalike("bob") is None

@@ -107,6 +107,30 @@ async def test_parting_rooms_follows_the_server(nursery: trio.Nursery) -> None:
         assert run.ui.rooms[-1] is None
 
 
+async def test_a_kick_takes_the_user_out_of_the_room(nursery: trio.Nursery) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        run = start(nursery, name="alice")
+        server = await run.net.accept()
+        await server.join("alice")
+        await join_room(run, server, "/join #rust", "#rust")
+        await server.send(f"KICK {TS} #rust alice bob off topic", "SWITCH #lobby")
+        await run.ui.expect("alice was kicked from #rust by bob (off topic)")
+        assert run.ui.rooms[-1] == "#lobby"
+        # A part that reads like a kick is shown as the part it is.
+        await server.send(f"LEAVE {TS} #lobby carol parted (kicked by bob: x)")
+        await run.ui.expect("carol left #lobby (kicked by bob: x)")
+
+
+async def test_the_message_of_the_day_is_shown(nursery: trio.Nursery) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        run = start(nursery, name="alice")
+        server = await run.net.accept()
+        await server.join("alice")
+        await server.send("MOTD Exams on Friday.", "MOTD ", f"MSG {TS} #lobby <b> hi")
+        await run.ui.expect("-- [motd] Exams on Friday.")
+        await run.ui.expect("<b> hi")
+
+
 async def test_reconnecting_rejoins_rooms_with_their_keys_then_switches_back(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery
 ) -> None:
@@ -234,7 +258,7 @@ async def test_roster_follows_names_and_rooms(nursery: trio.Nursery) -> None:
             f"LEAVE {TS} #lobby carol disconnected (timeout)",
             f"LEAVE {TS} #rust dave parted",  # still online
             "INFO 2 rooms:",
-            "ROOM #go 3 Go talk",
+            "ROOM #go 3 open Go talk",
             f"TOPIC {TS} #py eve snakes",
             "INFO done",
         )

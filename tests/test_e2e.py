@@ -326,7 +326,7 @@ async def test_names_bans_topics_and_history_survive_a_restart(tmp_path: Path) -
         bob = Peer(await trio.open_tcp_stream("127.0.0.1", again.port))
         await bob.expect("NAME")
         await bob.send("bob")
-        assert (await bob.expect("ERR")).endswith(": rude.")
+        assert (await bob.expect("ERR")).endswith(": rude")
         await bob.send("alice")  # registered: asks for alice's password
         assert (await bob.expect("PASSWORD")).startswith("PASSWORD alice ")
         await bob.send("/nick carol")

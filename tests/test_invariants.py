@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import unicodedata
 
-import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -69,12 +68,8 @@ def chat_pair() -> tuple[Chat, Member, Member]:
 
 
 def drain(member: Member) -> list[bytes]:
-    lines = []
-    while True:
-        try:
-            lines.append(member.outbox.receive_nowait())
-        except (trio.WouldBlock, trio.EndOfChannel):
-            return lines
+    """Every line waiting for `member`, one by one."""
+    return member.take().splitlines(keepends=True)
 
 
 def feed(chat: Chat, member: Member, data: bytes) -> None:

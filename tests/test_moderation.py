@@ -185,7 +185,7 @@ async def test_an_operator_bans_a_name_and_lifts_it(server: Server) -> None:
         "LEAVE 2026-11-23T23:10:28Z #lobby bob disconnected (banned)"
     )
     assert await info(carol, "INFO teacher") == (
-        "INFO teacher banned bob for 2h: spamming links."
+        "INFO teacher banned bob for 2h: spamming links"
     )
     # The name stays banned, from any address; other names are welcome.
     again = await server.connect(address="10.0.0.9")
@@ -193,7 +193,7 @@ async def test_an_operator_bans_a_name_and_lifts_it(server: Server) -> None:
     await again.send("Bob")
     assert await again.expect("ERR") == (
         "ERR banned The name Bob is banned from this server until"
-        " 2026-11-24 01:10 UTC: spamming links."
+        " 2026-11-24 01:10 UTC: spamming links"
     )
     await again.expect("NAME")
     await root.send("/bans")
@@ -342,7 +342,7 @@ async def test_a_ban_expires_on_time(autojump_clock: trio.testing.MockClock) -> 
         bob = Peer(client)
         await bob.expect("NAME")
         await bob.send("bob")
-        assert (await bob.expect("ERR")).endswith(": cool off.")
+        assert (await bob.expect("ERR")).endswith(": cool off")
         await trio.sleep(599)
         await bob.send("bob")
         assert (await bob.expect("ERR")).startswith("ERR banned")
@@ -508,11 +508,10 @@ async def test_an_operator_runs_every_room(server: Server) -> None:
     await root.send("/join #dev")
     await root.expect("SWITCH")
     await root.send("/kick bob off topic")
-    while not (left := await bob.expect("LEAVE")).startswith(
-        "LEAVE 2026-11-23T23:10:28Z #dev"
-    ):
-        pass
-    assert left.endswith(" #dev bob parted (kicked by teacher: off topic)")
+    assert (
+        await bob.expect("KICK")
+        == "KICK 2026-11-23T23:10:28Z #dev bob teacher off topic"
+    )
 
 
 async def test_a_registered_users_ignores_are_kept(server: Server) -> None:

@@ -31,7 +31,7 @@ async def test_away_is_shown_to_who_messages_and_in_who(nursery: trio.Nursery) -
     assert await bob.expect("PRIV") == f"PRIV {STAMP} @bob <alice> are you there?"
     await alice.send("/who")
     await alice.expect("WHO")
-    assert await alice.expect("INFO") == "INFO away: bob (lunch)"
+    assert await alice.expect("INFO") == "INFO bob is away: lunch"
     await bob.send("/back")
     assert await bob.expect("INFO") == "INFO You are back."
     await alice.send("/whois bob")

@@ -210,7 +210,7 @@ def in_room(line: str, room: str | None, me: str | None = "carol") -> str:
         (
             f"TOPIC {TS} #rust bob Rust talk",
             "#lobby",
-            "23:10 -- topic of #rust: Rust talk (set by bob)",
+            "23:10 -- topic of #rust (set by bob): Rust talk",
         ),
         (f"NICK {TS} #rust bob -> rob", "#lobby", "23:10 -- bob is now known as rob"),
         (f"LEAVE {TS} #rust bob quit", "#lobby", "23:10 -- bob left (quit)"),
@@ -250,7 +250,7 @@ def test_room_tag_is_sanitised_and_default_is_untagged() -> None:
         (f"JOIN {TS} #lobby carol", "23:10 -- carol joined"),
         (
             f"TOPIC {TS} #lobby bob ask carol",
-            "23:10 -- topic of #lobby: ask carol (set by bob)",
+            "23:10 -- topic of #lobby (set by bob): ask carol",
         ),
     ],
 )

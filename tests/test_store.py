@@ -112,6 +112,8 @@ def every_room_event(ts: float) -> list[RoomEvent]:
     events.append(
         ev.Left(ts=ts + 9, room="#Lobby", name="ann", how="quit", reason="see you")
     )
+    events.append(ev.Kicked(ts + 10, "#Lobby", "bobby", "ann", "off (topic)"))
+    events.append(ev.Kicked(ts + 11, "#Lobby", "bobby", "ann", ""))
     return events
 
 

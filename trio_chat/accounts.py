@@ -14,11 +14,12 @@ import hashlib
 import hmac
 import os
 import time
+from collections.abc import Iterable
 from typing import Final
 
 import trio
 
-from trio_chat.names import name_key
+from trio_chat.names import lookalike_keys, name_key
 from trio_chat.store import AsyncStore, User
 
 #: scrypt's cost: 2**14 iterations of 8-block rounds take about 50 ms and
@@ -65,9 +66,15 @@ def hash_password(password: str, salt: bytes) -> bytes:
 class Accounts:
     """The registered names of one server, backed by its store."""
 
-    def __init__(self, store: AsyncStore, registered: set[str]) -> None:
+    def __init__(
+        self, store: AsyncStore, registered: set[str], names: Iterable[str] = ()
+    ) -> None:
         self._store = store
         self._registered = registered
+        #: The registered `names` by each of their `lookalike_keys`.
+        self._lookalikes: dict[str, str] = {}
+        for name in names:
+            self._index(name)
         self._limiter = trio.CapacityLimiter(HASHING_THREADS)
         self._failures: collections.OrderedDict[str, collections.deque[float]] = (
             collections.OrderedDict()
@@ -76,11 +83,28 @@ class Accounts:
     @classmethod
     async def load(cls, store: AsyncStore) -> Accounts:
         """The accounts of `store` (the registered names are read once)."""
-        return cls(store, set(await store.user_keys()))
+        return cls(store, set(await store.user_keys()), await store.user_names())
 
     def is_registered(self, name: str) -> bool:
         """True if `name` (compared through `name_key`) is registered."""
         return name_key(name) in self._registered
+
+    def lookalike(self, name: str) -> str | None:
+        """The registered name, as registered, that `name` looks like, if any.
+
+        Not `name` itself: a name registered as it is has no lookalike here
+        unless another registered name looks like it too.
+        """
+        key = name_key(name)
+        for lookalike in lookalike_keys(name):
+            registered = self._lookalikes.get(lookalike)
+            if registered is not None and name_key(registered) != key:
+                return registered
+        return None
+
+    def _index(self, name: str) -> None:
+        for lookalike in lookalike_keys(name):
+            self._lookalikes.setdefault(lookalike, name)
 
     async def register(self, name: str, password: str) -> None:
         """Register `name` with `password`.
@@ -93,6 +117,11 @@ class Accounts:
         key = name_key(name)
         if key in self._registered:
             raise AccountError(f"The name {name} is registered already.")
+        other = self.lookalike(name)
+        if other is not None:
+            raise AccountError(
+                f"The name {name} looks too much like {other}, a registered name."
+            )
         salt = os.urandom(SALT_BYTES)
         digest = await trio.to_thread.run_sync(
             hash_password, password, salt, limiter=self._limiter, abandon_on_cancel=True
@@ -102,6 +131,7 @@ class Accounts:
         if not await self._store.add_user(user):
             raise AccountError(f"The name {name} is registered already.")
         self._registered.add(key)
+        self._index(name)
 
     async def verify(self, name: str, password: str) -> str | None:
         """`name` as it was registered if `password` is its password, else None.

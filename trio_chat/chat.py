@@ -13,14 +13,23 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
 from trio_chat import PROTOCOL_VERSION, __version__
 from trio_chat import events as ev
 from trio_chat.commands import help_lines
 from trio_chat.hub import Encoder, Hub, Member, Room
-from trio_chat.limits import MAX_HISTORY_FETCH, Limits
+from trio_chat.limits import (
+    HISTORY_DORMANT_BYTES,
+    HISTORY_REPLAY_BYTES,
+    LIST_OUTBOX_SHARE,
+    LIST_PAGE_BYTES,
+    LIST_REPLY_RESERVE,
+    MAX_HISTORY_FETCH,
+    MAX_SERVER_LINE_BYTES,
+    Limits,
+)
 from trio_chat.moderation import (
     MAX_BAN_REASON,
     BanKind,
@@ -63,13 +72,19 @@ MAX_REMEMBERED_ROOMS: Final = 1000
 MAX_IGNORED: Final = 100
 #: Longest /quit reason kept, in characters.
 MAX_REASON_LENGTH: Final = 200
-#: Bans shown by /bans: the rest are counted, so the reply fits any outbox.
-MAX_BANS_LISTED: Final = 100
-#: History replayed at once may fill at most 1/this of a member's outbox; the
-#: rest is for the lines around it (welcome, topic, who) and for live chat.
+#: What a history line is taken to weigh beyond its text (its header), for
+#: the bytes of history kept in memory.
+HISTORY_LINE_WEIGHT: Final = 64
+#: History replayed at once takes at most 1/this of a member's bound (and at
+#: most `HISTORY_REPLAY_BYTES`): the rest is for the lines around it.
 REPLAY_OUTBOX_SHARE: Final = 2
+#: What marks free text cut short to fit a reply.
+CUT_MARK: Final = "\u2026"
 #: History lines kept encoded, for everyone who joins a room soon after.
 REPLAY_CACHE_LINES: Final = 1024
+#: Guest names tried for someone renamed to make way for a name's owner
+#: (`guest-c12`, `guest-c12-2`, ...) before they are disconnected instead.
+GUEST_NAME_ATTEMPTS: Final = 10
 #: Leave reason when the peer closed the connection without /quit.
 CONNECTION_CLOSED: Final = "connection closed"
 #: Leave reason of a connection whose registered name signed in again
@@ -91,7 +106,14 @@ def eviction_goodbye(reason: str) -> ev.Goodbye:
 
 
 #: The events a room's history holds.
-RoomEvent = ev.Message | ev.Action | ev.Joined | ev.Left | ev.Renamed
+RoomEvent = ev.Message | ev.Action | ev.Joined | ev.Left | ev.Kicked | ev.Renamed
+#: The events replayed to whoever joins: what was said, not who came and went.
+HistoryEvent = ev.Message | ev.Action
+
+
+def _weight(event: HistoryEvent) -> int:
+    """About the bytes `event` costs as history (memory and replay)."""
+    return len(event.text) + HISTORY_LINE_WEIGHT
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -211,6 +233,57 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
+def _fit_text(
+    encode: Encoder, build: Callable[[str], ev.ServerEvent], text: str, limit: int
+) -> bytes:
+    """`build(text)` encoded, its free `text` cut (marked) so it fits `limit`.
+
+    For events whose only free text is `text`, at the end of their line.
+    """
+    data = encode(build(text))
+    if len(data) <= limit:
+        return data
+    raw = text.encode()
+    keep = max(len(raw) - (len(data) - limit) - len(CUT_MARK.encode()), 0)
+    return encode(build(raw[:keep].decode("utf-8", errors="ignore") + CUT_MARK))
+
+
+def _info_ending(start: str, text: str) -> ev.Info:
+    """An `Info` line of a fixed `start` and free `text`, always last."""
+    return ev.Info(start + text)
+
+
+def _pages(sizes: Sequence[int], budget: int) -> list[int]:
+    """Where each page starts: consecutive items whose sizes fit in `budget`.
+
+    Every page holds at least one item; no items make one empty page.
+    """
+    starts = [0]
+    used = 0
+    for index, size in enumerate(sizes):
+        if used and used + size > budget:
+            starts.append(index)
+            used = 0
+        used += size
+    return starts
+
+
+def _and_more(items: Sequence[str], limit: int, noun: str) -> str:
+    """`a, b and 12 more NOUNs`: as many of `items` as fit in `limit` bytes."""
+    shown: list[str] = []
+    size = 0
+    for item in items:
+        more = len(items) - len(shown) - 1
+        tail = len(f" and {_plural(more, noun)}") if more else 0
+        size += len(item.encode()) + 2
+        if size + tail > limit and shown:
+            break
+        shown.append(item)
+    text = ", ".join(shown)
+    more = len(items) - len(shown)
+    return f"{text} and {_plural(more, 'more ' + noun)}" if more else text
+
+
 class Chat:
     """One chat server's logic. Every method returns without waiting.
 
@@ -227,20 +300,19 @@ class Chat:
         room: str = ev.LOBBY,
         limits: Limits = Limits(),  # noqa: B008 - frozen, shared safely
         durable: bool = False,
-        record: Callable[[str, RoomEvent], None] = lambda room_key, event: None,
         moderation: Moderation | None = None,
     ) -> None:
-        self.hub = hub if hub is not None else Hub()
+        self.hub = hub if hub is not None else Hub(history_lines=limits.history_lines)
         self.hub.on_evict = self._evicted
         self.room = room
         self.lobby = self.hub.open_room(room, permanent=True)
-        #: With a store, chat lines are committed before fan-out (`Persist`)
-        #: and `record` writes notices behind; without one, only the recent
-        #: lines below are kept, in memory.
+        #: With a store, chat lines are committed before fan-out (`Persist`);
+        #: either way each room's log keeps its recent lines for replay.
         self.durable = durable
-        self.record = record
         #: Registered names (None: this server keeps no accounts).
         self.is_registered: Callable[[str], bool] | None = None
+        #: The registered name a name looks like (`Accounts.lookalike`).
+        self.registered_lookalike: Callable[[str], str | None] = lambda name: None
         self.moderation = moderation if moderation is not None else Moderation()
         #: Writes a moderation change, topic or ignore behind to the store.
         self.save: Callable[[Saved], None] = lambda saved: None
@@ -248,9 +320,14 @@ class Chat:
         self.saved_topics: dict[str, tuple[str, str, float]] = {}
         #: Set when the server shuts down: its leaves are not history.
         self.closing = False
-        self._recent: collections.OrderedDict[str, collections.deque[RoomEvent]] = (
+        #: History of rooms that are not open (emptied, or read from the
+        #: store at start-up), by room key, with its weight: replayed when
+        #: the room opens again. The least recently used go past
+        #: `HISTORY_DORMANT_BYTES`.
+        self._dormant: collections.OrderedDict[str, tuple[list[HistoryEvent], int]] = (
             collections.OrderedDict()
         )
+        self._dormant_weight = 0
         self._clock = clock
         self.limits = limits
         self._encode_replay = functools.lru_cache(maxsize=REPLAY_CACHE_LINES)(
@@ -393,6 +470,7 @@ class Chat:
             ghost = self.hub.get(name)
             if ghost is not None and ghost is not member:
                 self.hub.kick(ghost, reason=SIGNED_IN_ELSEWHERE)
+            self._displace_lookalikes(member, name)
         if self._too_similar(member, name):
             self.prompt(member)
             return False
@@ -403,25 +481,28 @@ class Chat:
             )
             self.prompt(member)
             return False
-        member.hold()  # the welcome and what follows: one write
         self.hub.send(
             member,
             ev.Welcome(
                 name, f"You are in {self.room} as {name}. Type /help for the commands."
             ),
         )
-        for line in self.moderation.motd:
-            self.hub.send(member, ev.MotdLine(line))
+        self._reply(member, [ev.MotdLine(line) for line in self.moderation.motd])
         if self.moderation.is_operator(member.identified):
             self.hub.send(member, ev.Info("You are a server operator here."))
         # Names, up to a line's worth; past that, a list says nothing (and
         # sorting everyone for each newcomer would cost a crowd dearly).
         count = len(self.hub) - 1
         about = f"{_plural(count, 'other user')} here"
-        if count > WHO_NAMES_PER_LINE:
+        others = ""
+        if 0 < count <= WHO_NAMES_PER_LINE:
+            others = ", ".join(n for n in self.hub.names() if n != name)
+        # Long names could make even 50 a long line: within a share, or none.
+        too_long = len(others.encode()) > self._line_budget() // 2
+        if count > WHO_NAMES_PER_LINE or too_long:
             about += "; /who * lists them."
         elif count:
-            about += ": " + ", ".join(n for n in self.hub.names() if n != name)
+            about += ": " + others
         else:
             about += "."
         self.hub.send(member, ev.Info(about))
@@ -433,7 +514,8 @@ class Chat:
                 lobby.topic_ts, lobby.name, lobby.topic_setter, lobby.topic
             )
             self.hub.send(member, topic)
-        self.hub.enter(member, self.lobby)
+        if not self.hub.enter(member, self.lobby):
+            return False  # dropped meanwhile (its outbox was full)
         self._notice_join(member, self.lobby)
         log.info("[%s] joined as %s", member.conn_id, name)
         return True
@@ -443,19 +525,6 @@ class Chat:
     def now(self) -> float:
         """The chat's clock: the time stamped on events."""
         return self._clock()
-
-    def _remember(self, room_key: str, event: RoomEvent) -> None:
-        size = self.limits.history_lines
-        if not size:
-            return
-        recent = self._recent.get(room_key)
-        if recent is None:
-            recent = self._recent[room_key] = collections.deque(maxlen=size)
-            while len(self._recent) > (self.limits.max_rooms or MAX_REMEMBERED_ROOMS):
-                self._recent.popitem(last=False)
-        else:
-            self._recent.move_to_end(room_key)
-        recent.append(event)
 
     def restore_topics(self, topics: list[tuple[str, str, str, float]]) -> None:
         """Take in the topics kept in the store: (room key, topic, setter, ts).
@@ -470,29 +539,80 @@ class Chat:
             lobby.topic, lobby.topic_setter, lobby.topic_ts = saved
 
     def preload(self, room_key: str, events: list[RoomEvent]) -> None:
-        """Fill a room's recent lines (from the store, at start-up)."""
+        """Take in a room's recent lines (from the store, at start-up).
+
+        They are replayed to whoever joins the room (within the history
+        limits); notices among them are not history and are left out.
+        """
+        lines = [event for event in events if isinstance(event, HistoryEvent)]
+        lines = lines[-self.limits.history_lines :] if self.limits.history_lines else []
+        room = self.hub.rooms.get(room_key)
+        if room is not None:
+            self._seed(room, lines)
+        else:
+            self._put_dormant(room_key, lines)
+
+    def _put_dormant(self, room_key: str, events: list[HistoryEvent]) -> None:
+        old = self._dormant.pop(room_key, None)
+        if old is not None:
+            self._dormant_weight -= old[1]
+        weight = 0
+        kept: list[HistoryEvent] = []
+        for event in reversed(events):  # the newest, within a replay's bytes
+            weight += _weight(event)
+            if weight > HISTORY_REPLAY_BYTES and kept:
+                weight -= _weight(event)
+                break
+            kept.append(event)
+        if not kept:
+            return
+        kept.reverse()
+        self._dormant[room_key] = (kept, weight)
+        self._dormant_weight += weight
+        while self._dormant_weight > HISTORY_DORMANT_BYTES and self._dormant:
+            self._dormant_weight -= self._dormant.popitem(last=False)[1][1]
+
+    def _seed(self, room: Room, events: list[HistoryEvent]) -> None:
+        """Put history into a room's log, heard by nobody (it is the past)."""
         for event in events:
-            self._remember(room_key, event)
+            self.hub.publish(
+                event,
+                room=room,
+                sender_key=name_key(event.sender),
+                keep=_weight(event),
+                deaf=room.members,
+            )
+
+    def _open_room(self, name: str, *, address: str | None) -> Room:
+        """A new room (made from `address`), with the history it had when it
+        was last open."""
+        room = self.hub.open_room(name, address=address)
+        dormant = self._dormant.pop(room.key, None)
+        if dormant is not None:
+            self._dormant_weight -= dormant[1]
+            self._seed(room, dormant[0])
+        return room
 
     def replay(self, member: Member, room: Room) -> None:
         """Send `member` the room's recent lines, marked as history."""
-        recent = list(self._recent.get(room.key, ()))
-        for data in self._fitting(member, recent):
+        data = b"".join(self._fitting(member, room.recent()))
+        if data:  # one piece: one outbox message, however many lines
             self.hub.send_data(member, data)
 
-    def _fitting(self, member: Member, events: list[RoomEvent]) -> list[bytes]:
-        """The replay lines of the newest `events` that fit in half the outbox.
+    def _fitting(self, member: Member, events: Sequence[ev.ServerEvent]) -> list[bytes]:
+        """The replay lines of the newest `events` within a replay's bytes.
 
-        Oldest first; lines from users `member` ignores are left out.
-        Replayed lines are queued all at once; long ones (multi-line
-        messages) could otherwise fill the outbox and get whoever joins the
-        room dropped as too slow. Each event is encoded once for everyone
-        who joins soon after (a crowd arriving hears the same history).
+        Oldest first; lines from users `member` ignores are left out, and so
+        are notices (who came and went is not history). Each event is encoded
+        once for everyone who joins soon after (a crowd arriving hears the
+        same history).
         """
-        budget = self.limits.outbox_max_bytes // REPLAY_OUTBOX_SHARE
+        budget = min(
+            HISTORY_REPLAY_BYTES, self.limits.outbox_max_bytes // REPLAY_OUTBOX_SHARE
+        )
         lines: list[bytes] = []
         for event in reversed(events):
-            if _ignored(member, event):
+            if not isinstance(event, HistoryEvent) or _ignored(member, event):
                 continue
             data = self._encode_replay(member.encode, event)
             budget -= len(data)
@@ -502,71 +622,126 @@ class Chat:
         lines.reverse()
         return lines
 
-    def recent(self, room: Room, limit: int) -> list[RoomEvent]:
+    def recent(self, room: Room, limit: int) -> list[ev.ServerEvent]:
         """Up to `limit` of the room's recent lines held in memory."""
-        lines = list(self._recent.get(room.key, ()))
+        lines = room.recent()
         return lines[-limit:] if limit else []
 
     def _notice(
         self, room: Room, event: RoomEvent, *, exclude: Member | None = None
     ) -> None:
-        """Publish a notice (join, leave, rename) and keep it as history.
-
-        Nothing is kept while the server shuts down (nobody sees those
-        leaves), nor for rooms with a key (their lines are private).
-        """
-        self._keep(room, event)
+        """Publish a notice (join, leave, rename): news, not history."""
         self.hub.publish(event, room=room, exclude=exclude)
 
     def _notice_join(
         self, member: Member, room: Room, *, tell_joiner: bool = False
     ) -> None:
-        """Announce that `member` joined `room` and keep it as history.
+        """Announce that `member` joined `room`.
 
         The joiner hears its own join (first) only if `tell_joiner`; the
         others may hear it a moment later, with others (`Hub.announce_join`).
         """
         assert member.name is not None
         event = ev.Joined(self._clock(), room.name, member.name)
-        self._keep(room, event)
         if tell_joiner:
             self.hub.send(member, event)
         self.hub.announce_join(member, room, event)
 
-    def _keep(self, room: Room, event: RoomEvent) -> None:
-        if not self.closing:
-            self._remember(room.key, event)
-            if not room.password:
-                self.record(room.key, event)
-
     def _room_gone(self, room: Room) -> None:
-        # A keyed room's lines are private: whoever makes a room of that name
-        # next, perhaps without a key, must not see them.
-        if room.password:
-            self._recent.pop(room.key, None)
+        """An emptied room closed: its history waits for it to open again.
+
+        A keyed room's lines are private: whoever makes a room of that name
+        next, perhaps without a key, must not see them.
+        """
+        if not room.password:
+            self._put_dormant(
+                room.key, [e for e in room.recent() if isinstance(e, HistoryEvent)]
+            )
 
     def deliver(self, persist: Persist) -> None:
         """Fan out a chat line (after the store committed it)."""
-        self._remember(persist.room.key, persist.event)
-        if persist.room.key in self.hub.rooms:
+        room = persist.room
+        if room.key in self.hub.rooms:
             self.hub.publish(
                 persist.event,
-                room=persist.room,
+                room=room,
                 exclude=persist.sender,
                 sender_key=persist.sender.key,
+                keep=_weight(persist.event),
             )
+        elif not room.password:  # everyone left while it was being saved
+            kept = self._dormant.get(room.key, ([], 0))[0]
+            self._put_dormant(room.key, [*kept, persist.event])
 
     def _too_similar(self, member: Member, name: str) -> bool:
-        """Refuse `name` if it looks like someone else's who is online."""
+        """Refuse `name` if it looks like someone else's who is online.
+
+        Or like a registered name, unless `member` proved that very name:
+        a registered name's lookalikes are nobody else's to take.
+        """
         other = self.hub.lookalike(name)
         if other is None or other is member or other.name is None:
-            return False
-        if name_key(other.name) == name_key(name):
+            if member.identified == name_key(name):
+                return False
+            registered = self.registered_lookalike(name)
+            if registered is None:
+                return False
+            text = (
+                f"The name {name} looks too much like {registered}, a registered name."
+            )
+        elif name_key(other.name) == name_key(name):
             text = f"The name {name} is taken; choose another."
         else:
             text = f"The name {name} looks too much like {other.name}, who is online."
         self.hub.send(member, ev.Error("name-taken", text))
         return True
+
+    def _displace_lookalikes(self, member: Member, name: str) -> None:
+        """Rename whoever online looks like `name`, which `member` proved.
+
+        The owner of a registered name always gets it: a lookalike online
+        (whose name was free when taken) becomes a guest name, and is told.
+        One who proved a registered name of its own keeps it.
+        """
+        for _ in range(len(self.hub)):
+            other = self.hub.lookalike(name)
+            if other is None or other is member or other.name is None:
+                return
+            if name_key(other.name) == name_key(name) or (
+                other.identified == name_key(other.name)
+            ):
+                return  # the same name (a ghost), or someone's own account
+            old = other.name
+            new = self._guest_name(other)
+            if new is None or not self.hub.rename(other, new):
+                self.hub.kick(other, reason="name taken by its owner")
+                continue
+            log.info("[%s] %s renamed %s: %s logged in", other.conn_id, old, new, name)
+            self.hub.send(
+                other,
+                ev.Info(
+                    f"The name {old} looks too much like {name}, a registered name"
+                    f" whose owner just logged in: you are {new} now"
+                    " (/nick to choose another)."
+                ),
+            )
+            self._renamed(other, old, new)
+
+    def _guest_name(self, member: Member) -> str | None:
+        """A free name for `member`, renamed to make way: `guest-c12`."""
+        base = f"guest-{member.conn_id}"
+        for attempt in range(1, GUEST_NAME_ATTEMPTS + 1):
+            name = base if attempt == 1 else f"{base}-{attempt}"
+            try:
+                name = validate_name(name)
+            except InvalidName:
+                return None  # an id too long for a name
+            taken = (self.is_registered is not None and self.is_registered(name)) or (
+                self.registered_lookalike(name) is not None
+            )
+            if not taken and self.hub.lookalike(name) is None:
+                return name
+        return None
 
     def leave(self, member: Member, how: ev.LeaveHow, reason: str = "") -> None:
         """`member` is gone: tell the others once, if it had joined."""
@@ -589,7 +764,6 @@ class Chat:
         for room in list(member.rooms.values()):
             gone = self.hub.exit(member, room)
             event = ev.Left(now, room.name, member.name, how, reason)
-            self._keep(room, event)
             self.hub.announce_leave(member, room, event)
             if gone:
                 self._room_gone(room)
@@ -668,8 +842,8 @@ class Chat:
                 )
             case ev.Unban(target):
                 self._unban(member, target)
-            case ev.Bans():
-                self._list_bans(member)
+            case ev.Bans(page):
+                self._list_bans(member, page)
             case ev.Motd(text):
                 self._motd(member, text)
             case ev.CertBinding(add):
@@ -711,8 +885,8 @@ class Chat:
                 )
             case ev.Nick(new):
                 self._rename(member, name, new)
-            case ev.Who(scope):
-                self._who(member, scope)
+            case ev.Who(scope, page):
+                self._who(member, scope, page)
             case ev.Join(room_name, key):
                 self._join(member, room_name, key)
             case ev.Part(room_name, reason):
@@ -724,16 +898,12 @@ class Chat:
                 self._part(member, room_name, reason[:MAX_REASON_LENGTH])
             case ev.Switch(room_name):
                 self._switch(member, room_name)
-            case ev.Rooms():
-                self._rooms(member)
+            case ev.Rooms(page):
+                self._rooms(member, page)
             case ev.Topic(text):
                 self._topic(member, text)
             case ev.Help():
-                # One outbox message: more lines than the smallest outbox holds.
-                self.hub.send_data(
-                    member,
-                    b"".join(member.encode(ev.HelpLine(line)) for line in HELP_LINES),
-                )
+                self._reply(member, [ev.HelpLine(line) for line in HELP_LINES])
             case ev.Quit(reason):
                 reason = reason[:MAX_REASON_LENGTH]
                 self.leave(member, "quit", reason)
@@ -743,13 +913,14 @@ class Chat:
                 send(member, ev.Error(code, text))
         return None
 
-    def send_history(self, member: Member, room: Room, events: list[RoomEvent]) -> None:
+    def send_history(
+        self, member: Member, room: Room, events: Sequence[ev.ServerEvent]
+    ) -> None:
         """Send `events` (oldest first) to `member` as `room`'s history."""
         lines = self._fitting(member, events)
         count = _plural(len(lines), "line")
-        self.hub.send(member, ev.Info(f"{count} of {room.name}:"))
-        for data in lines:
-            self.hub.send_data(member, data)
+        heading = member.encode(ev.Info(f"{count} of {room.name}:"))
+        self.hub.send_data(member, heading + b"".join(lines))
 
     def _op_target(self, member: Member, target: str) -> tuple[Room, Member] | None:
         """The current room and `target` in it, if `member` is an op there."""
@@ -772,7 +943,6 @@ class Chat:
             return
         room, other = found
         assert member.name is not None and other.name is not None
-        why = f"kicked by {member.name}" + (f": {reason}" if reason else "")
         log.info(
             "[%s] %s kicked %s from %s",
             member.conn_id,
@@ -780,7 +950,8 @@ class Chat:
             other.name,
             room.name,
         )
-        self._notice(room, ev.Left(self._clock(), room.name, other.name, "parted", why))
+        kicked = ev.Kicked(self._clock(), room.name, other.name, member.name, reason)
+        self._notice(room, kicked)
         if self.hub.exit(other, room):
             self._room_gone(room)
         if other.current is not None:
@@ -794,14 +965,14 @@ class Chat:
             return
         room, other = found
         assert member.name is not None and other.name is not None
-        keys = (other.identity, name_key(other.name))
         if seconds <= 0:
-            for key in keys:
-                room.muted.pop(key, None)
+            room.muted_people.pop(other.identity, None)
+            room.muted_names.pop(name_key(other.name), None)
             text = f"{member.name} unmuted {other.name} in {room.name}."
         else:
-            for key in keys:
-                room.muted[key] = self._clock() + seconds
+            until = self._clock() + seconds
+            room.muted_people[other.identity] = until
+            room.muted_names[name_key(other.name)] = until
             span = "" if seconds == math.inf else f" for {_shown(seconds, duration)}"
             text = f"{member.name} muted {other.name} in {room.name}{span}."
         log.info("[%s] %s", member.conn_id, text)
@@ -858,7 +1029,6 @@ class Chat:
             return
         self.save(BanSaved(ban))
         span = "" if expires is None else f" for {_shown(seconds, duration)}"
-        why = f": {reason}" if reason else ""
         targets = [
             other
             for other in self.hub
@@ -868,13 +1038,17 @@ class Chat:
         rooms: list[Room] = []
         for other in targets:
             rooms.extend(room for room in other.rooms.values() if room not in rooms)
-        shown = ", ".join(other.name or "?" for other in targets)
+        shown = _and_more(
+            [other.name or "?" for other in targets], self._line_budget() // 2, "user"
+        )
         gone = f" ({shown} disconnected)" if kind == "address" and targets else ""
         # Out first: an announcement still being written to them would
         # keep them from reading why they were disconnected.
         self.hub.kick(*targets, reason="banned")
         label = sanitize_text(raw)[:60]
-        text = f"{member.name} banned {label}{span}{why}{gone}."
+        # The reason last: free text must not come before a fixed part.
+        why = f": {reason}" if reason else "."
+        text = f"{member.name} banned {label}{span}{gone}{why}"
         self._announce(member, [room for room in rooms if room.members], text)
 
     def _unban(self, member: Member, raw: str) -> None:
@@ -888,28 +1062,32 @@ class Chat:
         self.save(BanLifted(kind, key))
         self._announce(member, [], f"{member.name} lifted the ban on {label}.")
 
-    def _list_bans(self, member: Member) -> None:
+    def _list_bans(self, member: Member, page: int) -> None:
         if not self._server_op(member):
             return
         bans = self.moderation.active(self._clock())
         if not bans:
             self.hub.send(member, ev.Info("No bans in force."))
             return
-        self.hub.send(member, ev.Info(f"{_plural(len(bans), 'ban')} in force:"))
-        for ban in bans[:MAX_BANS_LISTED]:
-            self.hub.send(member, ev.Info(ban.describe()))
-        if len(bans) > MAX_BANS_LISTED:
-            self.hub.send(
-                member, ev.Info(f"... and {len(bans) - MAX_BANS_LISTED} more")
-            )
+        limit = self._line_budget()
+        lines = [
+            _fit_text(member.encode, ev.Info, ban.describe(), limit) for ban in bans
+        ]
+        self._send_page(
+            member,
+            lines,
+            page,
+            heading=f"{_plural(len(bans), 'ban')} in force",
+            noun="ban",
+            command="/bans",
+        )
 
     def _motd(self, member: Member, text: str | None) -> None:
         moderation = self.moderation
         if text is None:
             if not moderation.motd:
                 self.hub.send(member, ev.Info("There is no message of the day."))
-            for line in moderation.motd:
-                self.hub.send(member, ev.MotdLine(line))
+            self._reply(member, [ev.MotdLine(line) for line in moderation.motd])
             return
         if not self._server_op(member):
             return
@@ -918,10 +1096,12 @@ class Chat:
         did = "reset" if text == "-" else "set"
         text = f"{member.name} {did} the message of the day."
         log.info("[%s] %s", member.conn_id, text)
+        told: list[ev.ServerEvent] = [
+            ev.Info(text),
+            *(ev.MotdLine(line) for line in moderation.motd),
+        ]
         for other in self.hub:
-            self.hub.send(other, ev.Info(text))
-            for line in moderation.motd:
-                self.hub.send(other, ev.MotdLine(line))
+            self._reply(other, told)
 
     def _room_mode(self, member: Member, setting: str, value: str) -> None:
         assert member.name is not None
@@ -962,8 +1142,8 @@ class Chat:
         for room in member.rooms.values():
             if old in room.ops:
                 room.ops.add(member.identity)
-            if old in room.muted:
-                room.muted[member.identity] = room.muted[old]
+            if old in room.muted_people:
+                room.muted_people[member.identity] = room.muted_people[old]
         if self.moderation.is_operator(key):
             self.hub.send(member, ev.Info("You are a server operator here."))
 
@@ -976,10 +1156,11 @@ class Chat:
             self._error(member, "no-such-user", f"Nobody called {shown} is online.")
             return
         now = self._clock()
-        rooms = ", ".join(room.name for room in other.rooms.values()) or "no room"
+        names = [room.name for room in other.rooms.values()]
+        # Without a room limit someone may be in a thousand: cut, counted.
+        rooms = _and_more(names, self._line_budget() // 2, "room") or "no room"
         since = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(other.connected_at))
         idle = _duration(now - other.last_active)
-        away = f"; away: {other.away}" if other.away else ""
         # The address only to server operators: it is what /ban ADDRESS needs.
         where = (
             f"; from {other.address}"
@@ -987,18 +1168,20 @@ class Chat:
             and self.moderation.is_operator(member.identified)
             else ""
         )
-        self.hub.send(
-            member,
-            ev.Info(
-                f"{other.name}: in {rooms}; online since {since}; idle {idle}"
-                f"{away}{where}"
-            ),
+        about = f"{other.name}: in {rooms}; online since {since}; idle {idle}{where}"
+        if not other.away:
+            self.hub.send(member, ev.Info(about))
+            return
+        # The away reason last: free text must not come before a fixed part.
+        build = functools.partial(_info_ending, f"{about}; away: ")
+        self.hub.send_data(
+            member, _fit_text(member.encode, build, other.away, self._line_budget())
         )
 
     def _ignore(self, member: Member, target: str) -> None:
         if not target:
-            shown = ", ".join(sorted(member.ignoring)) or "nobody"
-            self.hub.send(member, ev.Info(f"You ignore {shown}."))
+            shown = _and_more(sorted(member.ignoring), self._line_budget() - 64, "name")
+            self.hub.send(member, ev.Info(f"You ignore {shown or 'nobody'}."))
             return
         key = name_key(target)
         if key == member.key:
@@ -1033,14 +1216,17 @@ class Chat:
         if room.ops_only and not self.is_op(member, room):
             self._error(member, "ops-only", f"Only ops may speak in {room.name} now.")
             return None
-        for key in (member.identity, member.key or ""):
-            until = room.muted.get(key)
+        for muted, key in (
+            (room.muted_people, member.identity),
+            (room.muted_names, member.key or ""),
+        ):
+            until = muted.get(key)
             if until is None:
                 continue
             if until > self._clock():
                 self._error(member, "muted", f"You are muted in {room.name}.")
                 return None
-            del room.muted[key]
+            del muted[key]
         return room
 
     def _member_room(self, member: Member, raw: str) -> Room | None:
@@ -1086,7 +1272,20 @@ class Chat:
             if limits.max_rooms and len(self.hub.rooms) >= limits.max_rooms:
                 self._error(member, "too-many-rooms", "No more rooms may be created.")
                 return
-            room = self.hub.open_room(name)
+            most = limits.max_rooms_per_address
+            if (
+                most
+                and member.address is not None
+                and self.hub.rooms_from(member.address) >= most
+            ):
+                self._error(
+                    member,
+                    "too-many-rooms",
+                    f"Your address has created {most} rooms that are still open,"
+                    " the most there may be.",
+                )
+                return
+            room = self._open_room(name, address=member.address)
             room.ops.add(member.identity)  # the creator runs the room
             room.password = key
             saved = self.saved_topics.get(room.key)
@@ -1096,9 +1295,11 @@ class Chat:
         elif room.password and key != room.password:
             self._error(member, "bad-room-key", f"{room.name} needs the right key.")
             return
-        member.hold()  # the replay and what follows: one write
         self.replay(member, room)
-        self.hub.enter(member, room)
+        if not self.hub.enter(member, room):  # dropped meanwhile
+            if self.hub.close_if_empty(room):
+                self._room_gone(room)
+            return
         self._notice_join(member, room, tell_joiner=True)
         if room.topic:
             self.hub.send(
@@ -1111,8 +1312,8 @@ class Chat:
             self.hub.send(
                 member,
                 ev.Info(
-                    f"You created {room.name} with a key ('{key}'): whoever"
-                    " joins needs it; /key without one removes it."
+                    f"You created {room.name} with a key (whoever joins needs"
+                    f" it; /key without one removes it): {key}"
                 ),
             )
         self.hub.send(member, ev.Switched(room.name))
@@ -1135,12 +1336,29 @@ class Chat:
             member.current = room
             self.hub.send(member, ev.Switched(room.name))
 
-    def _rooms(self, member: Member) -> None:
+    def _rooms(self, member: Member, page: int) -> None:
         rooms = sorted(self.hub.rooms.values(), key=lambda room: room.key)
-        self.hub.send(member, ev.Info(f"{_plural(len(rooms), 'room')}:"))
+        limit = self._line_budget()
+        lines = []
         for room in rooms:
-            topic = room.topic + (" [key]" if room.password else "")
-            self.hub.send(member, ev.RoomInfo(room.name, len(room), topic.strip()))
+            topic = room.topic[: self.limits.max_topic_length or None]
+            line = _fit_text(
+                member.encode,
+                functools.partial(
+                    ev.RoomInfo, room.name, len(room), keyed=bool(room.password)
+                ),
+                topic,
+                limit,
+            )
+            lines.append(line)
+        self._send_page(
+            member,
+            lines,
+            page,
+            heading=_plural(len(rooms), "room"),
+            noun="room",
+            command="/rooms",
+        )
 
     def _topic(self, member: Member, text: str | None) -> None:
         assert member.name is not None
@@ -1176,31 +1394,111 @@ class Chat:
             ev.TopicIs(room.topic_ts, room.name, member.name, topic), room=room
         )
 
-    def _who(self, member: Member, scope: str) -> None:
+    def _who(self, member: Member, scope: str, page: int = 1) -> None:
+        people: Iterable[Member]
         if scope == "*":
-            label, names = "online", self.hub.names()
+            label, names, people = "online", self.hub.names(), self.hub
         else:
             room = self._member_room(member, scope) if scope else member.current
             if room is None:
                 if not scope:
                     self._error(member, "no-room", "You are in no room.")
                 return
-            label, names = room.name, room.names()
+            label, names, people = room.name, room.names(), room.members
         where = f"in {label}" if label.startswith("#") else label
-        self.hub.send(member, ev.Info(f"{_plural(len(names), 'user')} {where}:"))
         room_field = label if label.startswith("#") else "*"
-        for start in range(0, len(names), WHO_NAMES_PER_LINE):
-            chunk = tuple(names[start : start + WHO_NAMES_PER_LINE])
-            self.hub.send(member, ev.WhoList(room_field, chunk))
-        away = [
-            f"{other.name} ({other.away})"
-            for other in self.hub
-            if other.away and other.name in names
-        ]
-        if away:
-            self.hub.send(
-                member, ev.Info("away: " + ", ".join(away[:WHO_NAMES_PER_LINE]))
-            )
+        limit = self._line_budget()
+        away: dict[str, bytes] = {}
+        for other in people:
+            if other.away and other.name is not None:
+                away[other.name] = _fit_text(
+                    member.encode,
+                    functools.partial(_info_ending, f"{other.name} is away: "),
+                    other.away,
+                    limit,
+                )
+        # A name costs its bytes and a space, and each WHO line its start;
+        # an away name its INFO line too (in the line format, never less).
+        head = len(member.encode(ev.WhoList(room_field, ())))
+        sizes = []
+        for index, name in enumerate(names):
+            size = len(name.encode()) + 1 + len(away.get(name, b""))
+            sizes.append(size + (head if index % WHO_NAMES_PER_LINE == 0 else 0))
+        starts = _pages(sizes, self._reply_budget() - head)
+        if not self._page_exists(member, page, len(starts), "user"):
+            return
+        start = starts[page - 1]
+        end = starts[page] if page < len(starts) else len(names)
+        heading = f"{_plural(len(names), 'user')} {where}"
+        if len(starts) > 1:
+            heading += f", page {page} of {len(starts)}"
+        shown = names[start:end]
+        out = [member.encode(ev.Info(heading + ":"))]
+        for at in range(0, len(shown), WHO_NAMES_PER_LINE):
+            chunk = tuple(shown[at : at + WHO_NAMES_PER_LINE])
+            out.append(member.encode(ev.WhoList(room_field, chunk)))
+        out += [away[name] for name in shown if name in away]
+        if end < len(names):
+            more = _plural(len(names) - end, "more user")
+            command = f"/who {room_field} {page + 1}"
+            out.append(member.encode(ev.Info(f"{more}: {command} for the next page.")))
+        self.hub.send_data(member, b"".join(out))
+
+    # -- replies that list things -------------------------------------------
+
+    def _reply(self, member: Member, events: Iterable[ev.ServerEvent]) -> None:
+        """Send `events` to `member` in one piece (one message of its outbox)."""
+        data = b"".join(member.encode(event) for event in events)
+        if data:
+            self.hub.send_data(member, data)
+
+    def _reply_budget(self) -> int:
+        """Bytes the lines of one listing may take: its share of an outbox."""
+        share = self.limits.outbox_max_bytes // LIST_OUTBOX_SHARE
+        return min(share, LIST_PAGE_BYTES) - LIST_REPLY_RESERVE
+
+    def _line_budget(self) -> int:
+        """Bytes one line of a listing may take (its free text is cut to fit)."""
+        return min(MAX_SERVER_LINE_BYTES, self._reply_budget())
+
+    def _page_exists(self, member: Member, page: int, pages: int, noun: str) -> bool:
+        if 1 <= page <= pages:
+            return True
+        self._error(
+            member,
+            "no-such-page",
+            f"There is no page {page} of {noun}s; the last is {pages}.",
+        )
+        return False
+
+    def _send_page(
+        self,
+        member: Member,
+        lines: list[bytes],
+        page: int,
+        *,
+        heading: str,
+        noun: str,
+        command: str,
+    ) -> None:
+        """Send page `page` of a listing of `lines`, each an encoded item.
+
+        The page fits `_reply_budget`; a heading says which page of how
+        many (when there are several), and a last line how to get the next.
+        """
+        starts = _pages([len(line) for line in lines], self._reply_budget())
+        if not self._page_exists(member, page, len(starts), noun):
+            return
+        start = starts[page - 1]
+        end = starts[page] if page < len(starts) else len(lines)
+        if len(starts) > 1:
+            heading += f", page {page} of {len(starts)}"
+        out = [member.encode(ev.Info(heading + ":")), *lines[start:end]]
+        if end < len(lines):
+            more = _plural(len(lines) - end, f"more {noun}")
+            text = f"{more}: {command} {page + 1} for the next page."
+            out.append(member.encode(ev.Info(text)))
+        self.hub.send_data(member, b"".join(out))
 
     def _rename(self, member: Member, old: str, raw: str) -> None:
         try:
@@ -1213,6 +1511,8 @@ class Chat:
             return
         if name_key(new) != name_key(old) and self._refused_name(member, new):
             return
+        if member.identified == name_key(new):
+            self._displace_lookalikes(member, new)
         if self._too_similar(member, new):
             return
         registered = self.is_registered is not None and self.is_registered(new)
@@ -1227,6 +1527,10 @@ class Chat:
             self.hub.send(member, ev.Error("name-taken", f"The name {new} is taken."))
             return
         log.info("[%s] %s is now %s", member.conn_id, old, new)
+        self._renamed(member, old, new)
+
+    def _renamed(self, member: Member, old: str, new: str) -> None:
+        """Tell `member`'s rooms (or, in none, itself) it is `new` now."""
         now = self._clock()
         for room in member.rooms.values():
             self._notice(room, ev.Renamed(now, room.name, old, new))

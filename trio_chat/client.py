@@ -1494,6 +1494,9 @@ class _Client:
                         self._parted(room)
                 elif how != "parted":
                     roster.forget_name(name)  # gone from the server
+            case ev.Kicked(_ts, room, name):
+                if self._is_me(name):
+                    self._parted(room)  # out of the room, still online
             case ev.Renamed(_ts, _room, old, new):
                 if self._is_me(old):
                     self._set_name(new)

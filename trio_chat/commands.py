@@ -60,9 +60,10 @@ class Command:
 COMMANDS: Final = (
     Command(("/help",), "this list", "list the commands"),
     Command(
-        ("/who [ROOM|*]",),
+        ("/who [ROOM|*] [PAGE]",),
         "who is in this room, ROOM, or online (*)",
-        "who is in this room, in ROOM, or online (`*`)",
+        "who is in this room, in ROOM, or online (`*`); a long list comes in"
+        " pages (`/who * 2`)",
         aliases=("/names",),
         argument="room",
     ),
@@ -88,14 +89,15 @@ COMMANDS: Final = (
         argument="room",
     ),
     Command(
-        ("/rooms",),
+        ("/rooms [PAGE]",),
         "list the rooms, their sizes and topics",
-        "the rooms, how many are in each, and their topics",
+        "the rooms, how many are in each, and their topics; a long list comes"
+        " in pages, and its last line says how to get the next (`/rooms 2`)",
         aliases=("/list",),
     ),
     Command(
         ("/topic [TEXT]",),
-        "show or set the room's topic (- clears it)",
+        "show or set the topic (- clears it)",
         "show the current room's topic, or set it (`-` clears it): in a room"
         " with ops, only they may; in `#lobby`, anyone",
     ),
@@ -106,7 +108,7 @@ COMMANDS: Final = (
     ),
     Command(
         ("/me ACTION",),
-        "say what you do, e.g. /me waves",
+        "an action: /me waves",
         "an action: `* alice waves`",
     ),
     Command(
@@ -118,13 +120,13 @@ COMMANDS: Final = (
     ),
     Command(
         ("/reply TEXT",),
-        "answer the last private message you got",
+        "answer the last private message",
         "a private message to whoever last sent you one",
         aliases=("/r",),
     ),
     Command(
         ("/paste N",),
-        "the next N lines are one message (a block)",
+        "the next N lines are one message",
         "the next N lines are one message, shown as a block (our client does"
         " it for you when you paste several lines)",
     ),
@@ -141,7 +143,7 @@ COMMANDS: Final = (
     ),
     Command(
         ("/whois NAME",),
-        "rooms, idle time and away status of NAME",
+        "NAME's rooms, idle time, away status",
         "NAME's rooms, how long online, idle time, away status (the address"
         " only to server operators)",
         argument="name",
@@ -221,7 +223,7 @@ COMMANDS: Final = (
         argument="name",
     ),
     Command(
-        ("/unban NAME|ADDRESS", "/bans"),
+        ("/unban NAME|ADDRESS", "/bans [PAGE]"),
         "lift a ban; list the bans in force",
         "lift a ban; list the bans in force",
         who="server ops",
@@ -246,9 +248,12 @@ COMMANDS: Final = (
     ),
 )
 
-#: Width of /help's first column: the longest one-line synopsis, and room
-#: for a summary within 75 columns (a `HELP ` line fits 80 columns).
-HELP_COLUMN: Final = 24
+#: Width of /help's first column: room for most synopses, and for a summary
+#: within 75 columns (a `HELP ` line fits 80 columns).
+HELP_COLUMN: Final = 22
+#: The indent of a summary under a synopsis too wide for the column: short,
+#: so the whole reply stays small (it must fit the smallest outbox's share).
+HELP_INDENT: Final = 4
 #: The longest help line, so that `HELP <line>` fits an 80-column terminal.
 MAX_HELP_LINE: Final = 75
 
@@ -257,9 +262,9 @@ def _help_entry(command: Command) -> list[str]:
     who = f"({command.who}) " if command.who else ""
     text = who + command.summary
     synopsis = command.synopsis
-    if len(synopsis) < HELP_COLUMN:
+    if len(synopsis) <= HELP_COLUMN - 2:  # two spaces at least between
         return [synopsis.ljust(HELP_COLUMN) + text]
-    return [synopsis, " " * HELP_COLUMN + text]  # too wide: a line of its own
+    return [synopsis, " " * HELP_INDENT + text]  # too wide: a line of its own
 
 
 def help_lines(*, client: bool = False) -> tuple[str, ...]:

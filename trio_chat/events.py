@@ -71,9 +71,13 @@ class PrivateMsg:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Who:
-    """List who is in a room: "" the current one, "*" everyone online."""
+    """List who is in a room: "" the current one, "*" everyone online.
+
+    Long lists come in pages (`page` counts from 1).
+    """
 
     room: str = ""
+    page: int = 1
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -177,7 +181,9 @@ class Unban:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Bans:
-    """A server op lists the bans in force."""
+    """A server op lists the bans in force (a page of them, from 1)."""
+
+    page: int = 1
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -225,7 +231,9 @@ class History:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Rooms:
-    """List the rooms."""
+    """List the rooms (a page of them, from 1)."""
+
+    page: int = 1
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -430,6 +438,17 @@ class Left:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Kicked:
+    """An op of `room`, `by`, put `name` out of it; `reason` may be ""."""
+
+    ts: float
+    room: str
+    name: str
+    by: str
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class LeftMany:
     """`names` left `room` alike (quit or disconnected, with one reason).
 
@@ -473,11 +492,12 @@ class TopicIs:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RoomInfo:
-    """One room in a `/rooms` listing."""
+    """One room in a `/rooms` listing; `keyed` if joining it needs a key."""
 
     room: str
     members: int
     topic: str
+    keyed: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -526,7 +546,7 @@ class Goodbye:
 class Replayed:
     """A chat or notice event replayed from history, with its original time."""
 
-    event: Message | Action | Joined | Left | Renamed | TopicIs | MoreLine
+    event: Message | Action | Joined | Left | Kicked | Renamed | TopicIs | MoreLine
 
 
 ServerEvent = (
@@ -543,6 +563,7 @@ ServerEvent = (
     | Joined
     | JoinedMany
     | Left
+    | Kicked
     | LeftMany
     | Renamed
     | WhoList

@@ -1,17 +1,16 @@
 """Membership and fan-out: who is online, and getting events to them.
 
-The hub never waits for anyone. Each member has a bounded outbox (an
-`Outbox`: a queue bounded in messages and, by the hub's own accounting, in
-bytes, with one waiting writer); delivery never waits, and a member whose
-outbox is full is evicted with the reason "send queue exceeded" while
-everyone else carries on.
+The hub never waits for anyone. Each room has a log (`fanout.log.Log`): a
+line said there is appended once, and every member reads it through a
+cursor (`fanout.reader.Reader`, which `Member` is). Once per scheduler pass
+the server calls `Hub.flush`, and each member with something new writes
+everything it is behind by in one non-blocking call; a member is evicted
+("send queue exceeded") only when, after the kernel took what it would, it
+is still more than its bound behind, and everyone else carries on.
 
-The outbox is a list and a parked writer task rather than a trio memory
-channel: it is the same bounded, single-consumer queue, but putting a line
-in costs a list append instead of a `send_nowait` (about 15 times the work:
-trio's channels guard every call against KeyboardInterrupt and keep
-statistics), and the writer takes everything queued in one call. Fan-out
-does this once per recipient per line, so it is the server's hottest loop.
+Replies and private lines go through a small log of the member's own,
+merged with its rooms' in the order things happened (one sequence for the
+whole server).
 
 Joins and leaves in big rooms are gathered (`Hub.announce_join`,
 `announce_leave`, `flush_presence`): announcing each to everyone costs the
@@ -19,7 +18,7 @@ square of the room, so a crowd arriving or leaving goes out on a few shared
 lines instead, in order with everything else said in the room.
 
 The hub knows nothing of wire formats: each member brings its own encoder,
-and an event is encoded once per encoder however many members share it.
+and an entry is encoded once per encoder however many members read it.
 Fan-out to a room goes through `Fanout.publish`, the one narrow interface a
 cross-node bus can later implement.
 """
@@ -29,12 +28,14 @@ from __future__ import annotations
 import collections
 import dataclasses
 from collections.abc import Callable, Iterable, Iterator
-from typing import Final, Protocol
-
-import trio
+from typing import Final, Protocol, cast
 
 from trio_chat import events as ev
+from trio_chat.fanout.log import TRIM_SLACK, Encoder, Log, Sequence
+from trio_chat.fanout.reader import SEND_QUEUE_EXCEEDED, Reader
 from trio_chat.limits import (
+    HISTORY_LINES,
+    HISTORY_REPLAY_BYTES,
     OUTBOX_MAX_BYTES,
     OUTBOX_MAX_MESSAGES,
     PRESENCE_BATCH_MEMBERS,
@@ -43,159 +44,23 @@ from trio_chat.limits import (
 )
 from trio_chat.names import lookalike_keys, name_key
 
-#: Eviction reason for a member whose outbox is full.
-SEND_QUEUE_EXCEEDED: Final = "send queue exceeded"
+__all__ = ["SEND_QUEUE_EXCEEDED", "Encoder", "Fanout", "Hub", "Member", "Room"]
 
-Encoder = Callable[[ev.ServerEvent], bytes]
-
-#: Whom a member ignores until it first uses /ignore (shared, never changed).
-_NOBODY: Final[frozenset[str]] = frozenset()
+#: What one history line is taken to weigh beyond its text, for the bytes
+#: of history a room keeps (`HISTORY_REPLAY_BYTES`): its header, about.
+HISTORY_LINE_OVERHEAD: Final = 64
 
 
-def _write_now(outbox: Outbox, write: Callable[[bytes], int], data: bytes) -> int:
-    """Bytes of `data` the non-blocking `write` took now (0 if none fit).
+class Member(Reader):
+    """One connection as the hub sees it: a name (once chosen) and its reading.
 
-    A failure (the peer reset the connection, ...) ends the fast path; it
-    is kept in `outbox.error` for the writer to raise, since the kernel
-    reports it only once.
-    """
-    try:
-        written = write(data)
-    except BlockingIOError:
-        return 0
-    except OSError as exc:
-        outbox.direct = None
-        outbox.error = exc
-        return 0
-    if 0 < written < len(data):
-        outbox.cut = True  # a line is half out: nothing may go before its rest
-    return written
-
-
-class Outbox:
-    """A connection's queue of encoded lines: many producers, one writer.
-
-    `put` never waits; the writer awaits `take`, which returns everything
-    queued (joined, up to a batch size) at once. The bound in messages is
-    enforced here; the bound in bytes by `Member`, which also counts the
-    bytes taken but not yet written.
+    The connection gives it a sink (its socket) and is told through
+    `on_evict` when the hub evicted it.
     """
 
+    # Slots: a member per connection, so every byte counts.
     __slots__ = (
-        "_closed",
-        "_items",
-        "_max_messages",
-        "_writer",
-        "cut",
-        "direct",
-        "error",
-    )
-
-    def __init__(self, max_messages: int) -> None:
-        # A list, not a deque: the writer takes everything at once, and a
-        # deque's first block alone costs 760 bytes on every connection.
-        self._items: list[bytes] = []
-        self._max_messages = max_messages
-        self._closed = False
-        self._writer: trio.lowlevel.Task | None = None
-        #: A write that never blocks (a non-blocking socket's send), or None:
-        #: `Member.flush` writes through it while the writer is idle, with
-        #: no task switch. The connection clears it before its socket closes.
-        self.direct: Callable[[bytes], int] | None = None
-        #: What made a direct write fail, for the writer to raise.
-        self.error: OSError | None = None
-        #: A direct write sent part of a line; the writer clears it once the
-        #: rest is out (until then a goodbye would land mid-line).
-        self.cut = False
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def put(self, data: bytes) -> bool:
-        """Queue `data` and wake the writer; False (nothing queued) if full."""
-        if len(self._items) >= self._max_messages:
-            return False
-        self._items.append(data)
-        self.wake()
-        return True
-
-    def wake(self) -> None:
-        """Wake the writer if it waits (something was queued)."""
-        if self._writer is not None:
-            trio.lowlevel.reschedule(self._writer)
-            self._writer = None
-
-    def close(self) -> None:
-        """Take nothing more: the writer gets what is queued, then the end."""
-        self._closed = True
-        if self._writer is not None:
-            trio.lowlevel.reschedule(self._writer)
-            self._writer = None
-
-    async def take(self, max_bytes: int) -> bytes:
-        """Everything queued, joined, up to about `max_bytes` (at least one line).
-
-        Waits while the outbox is empty. Raises trio.EndOfChannel once it is
-        closed and empty. Cancellation while waiting takes nothing.
-        """
-        if not self._items:
-            if self._closed:
-                await trio.lowlevel.checkpoint()
-                raise trio.EndOfChannel
-            assert self._writer is None, "an outbox has one writer"
-            self._writer = trio.lowlevel.current_task()
-
-            def abort(_: object) -> trio.lowlevel.Abort:
-                self._writer = None
-                return trio.lowlevel.Abort.SUCCEEDED
-
-            await trio.lowlevel.wait_task_rescheduled(abort)
-            if not self._items:
-                raise trio.EndOfChannel  # woken by close()
-        else:
-            await trio.lowlevel.checkpoint()
-        return self._take_now(max_bytes)
-
-    def receive_nowait(self) -> bytes:
-        """One queued line without waiting (tests and tools).
-
-        Raises trio.WouldBlock if empty, trio.EndOfChannel if also closed.
-        """
-        if self._items:
-            return self._items.pop(0)
-        raise trio.EndOfChannel if self._closed else trio.WouldBlock
-
-    def _take_now(self, max_bytes: int) -> bytes:
-        items = self._items
-        if len(items) == 1:
-            return items.pop()
-        size = 0
-        count = 0
-        for data in items:
-            if size >= max_bytes:
-                break
-            size += len(data)
-            count += 1
-        batch = b"".join(items[:count]) if count < len(items) else b"".join(items)
-        del items[:count]
-        return batch
-
-
-class Member:
-    """One connection as the hub sees it: a name (once chosen) and an outbox.
-
-    The connection's single writer task takes from `outbox` and calls
-    `sent(n)` for the bytes it took, which keeps the byte accounting true.
-    """
-
-    # Slots: a member per connection, so every byte counts (a __dict__ for
-    # these would cost about 600 bytes more each).
-    __slots__ = (
-        "_closed",
-        "_max_bytes",
         "_on_evict",
-        "_queued_bytes",
-        "_ready",
         "address",
         "admitted",
         "away",
@@ -203,15 +68,12 @@ class Member:
         "conn_id",
         "connected_at",
         "current",
-        "encode",
+        "cut",
         "evicted",
         "identified",
-        "ignoring",
         "last_active",
         "last_private_from",
         "name",
-        "on_ready",
-        "outbox",
         "pending_name",
         "rooms",
     )
@@ -225,8 +87,8 @@ class Member:
         max_messages: int = OUTBOX_MAX_MESSAGES,
         max_bytes: int = OUTBOX_MAX_BYTES,
     ) -> None:
+        super().__init__(encode=encode, max_bytes=max_bytes, max_lines=max_messages)
         self.conn_id = conn_id
-        self.encode = encode
         self.name: str | None = None
         self.evicted: str | None = None
         self.rooms: dict[str, Room] = {}  # by room key, in joining order
@@ -234,29 +96,23 @@ class Member:
         self.away = ""  # the reason, when away
         self.connected_at = 0.0
         self.last_active = 0.0
-        #: Name keys whose lines are not shown (`ignore`, `unignore`).
-        self.ignoring: set[str] | frozenset[str] = _NOBODY
         self.last_private_from: str | None = None
         self.pending_name: str | None = None  # registered name awaiting a password
         self.identified: str | None = None  # name key proven by a password
         self.address: str | None = None  # admission key of the peer's address
         self.cert: str | None = None  # SHA-256 of the TLS client certificate
         self.admitted = True  # False until the server password is given
+        #: Part of a line was out when it was evicted: a goodbye would garble.
+        self.cut = False
         self._on_evict = on_evict
-        #: With a direct write, who flushes this member's outbox soon (once
-        #: for everything queued meanwhile) instead of waking its writer.
-        self.on_ready: Callable[[Member], None] | None = None
-        self._ready = False
-        self._max_bytes = max_bytes
-        self._queued_bytes = 0
-        self._closed = False
-        self.outbox = Outbox(max_messages)
 
     def ignore(self, key: str) -> None:
         """Stop showing this member lines from the name key `key`."""
         if not isinstance(self.ignoring, set):
             self.ignoring = set()
         self.ignoring.add(key)
+        for cursor in self.cursors:
+            cursor.scanned = cursor.pos  # what is waiting is checked again
 
     def unignore(self, key: str) -> None:
         """Show this member lines from `key` again."""
@@ -277,123 +133,58 @@ class Member:
         """
         return "@" + self.identified if self.identified else self.conn_id
 
-    @property
-    def queued_bytes(self) -> int:
-        """Bytes waiting in the outbox."""
-        return self._queued_bytes
-
-    @property
-    def closed(self) -> bool:
-        """True once the outbox takes nothing more."""
-        return self._closed
-
-    def deliver(self, data: bytes) -> bool:
-        """Queue `data` without waiting; False if the outbox is full.
-
-        Delivering to a closed outbox silently does nothing (True): the
-        member is on its way out.
-        """
-        if self._closed:
-            return True
-        size = len(data)
-        outbox = self.outbox
-        if (
-            self._queued_bytes + size > self._max_bytes
-            or len(outbox._items) >= outbox._max_messages
-        ):
-            return False
-        if outbox._writer is not None and not self._ready:
-            if self.on_ready is None:
-                outbox._items.append(data)
-                self._queued_bytes += size
-                outbox.wake()
-                return True
-            # Idle, and the first line since the last flush: out at once;
-            # whatever follows before the flush waits for it, and goes in
-            # one write with the rest.
-            # (Ready until the flush: no line may overtake a queued rest.)
-            self._ready = True
-            assert outbox.direct is not None
-            written = _write_now(outbox, outbox.direct, data)
-            if written < size:
-                outbox._items.append(data[written:])
-                self._queued_bytes += size - written
-            self.on_ready(self)
-            return True
-        outbox._items.append(data)
-        self._queued_bytes += size
-        return True
-
-    def hold(self) -> None:
-        """Queue the lines that follow for the next flush, not write the first.
-
-        For a burst of lines to one member (a welcome, a history replay):
-        one write instead of two. Without a direct write it does nothing.
-        """
-        if (
-            self.on_ready is not None
-            and not self._ready
-            and self.outbox._writer is not None
-            and not self._closed
-        ):
-            self._ready = True
-            self.on_ready(self)
-
-    def flush(self) -> None:
-        """Write what is queued now, if the writer is idle (for `on_ready`).
-
-        One non-blocking write of everything queued; what it cannot take
-        (or everything, without a direct write) is left to the writer.
-        """
-        self._ready = False
-        outbox = self.outbox
-        items = outbox._items
-        if outbox._writer is None or not items:
-            return  # the writer is at work: it takes what is queued itself
-        if outbox.direct is not None:
-            data = items[0] if len(items) == 1 else b"".join(items)
-            items.clear()
-            written = _write_now(outbox, outbox.direct, data)
-            self._queued_bytes -= written
-            if written == len(data):
-                return
-            items.append(data[written:])
-        outbox.wake()
-
-    def sent(self, nbytes: int) -> None:
-        """The writer took `nbytes` from the outbox."""
-        self._queued_bytes -= nbytes
-
     def close(self) -> None:
-        """Take nothing more; the writer sends what is queued, then stops."""
-        self._closed = True
-        self.outbox.close()
+        """Take nothing more; what is waiting still goes out."""
+        self.closed = True
+        for cursor in self.cursors[1:]:  # nothing said from now on
+            head = cursor.log.head
+            if cursor.until is None or cursor.until > head:
+                cursor.until = head
 
     def evict(self, reason: str) -> None:
-        """Mark the member evicted, close its outbox and tell its connection."""
+        """Mark the member evicted, drop what waits and tell its connection."""
         if self.evicted is None:
             self.evicted = reason
+            self.cut = self.mid_line
             self.close()
+            self.drop_everything()
             self._on_evict(reason)
 
 
 class Room:
-    """A room: its members (in joining order), topic, ops and settings."""
+    """A room: its members (in joining order), log, topic, ops and settings."""
 
-    def __init__(self, name: str, *, permanent: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        permanent: bool = False,
+        history_lines: int = HISTORY_LINES,
+        address: str | None = None,
+    ) -> None:
         self.name = name
         self.key = name_key(name)
         self.permanent = permanent  # kept when empty (the lobby)
+        self.address = address  # whose address created it (counted per address)
         self.members: dict[Member, None] = {}
+        self.log = Log()
+        #: Absolute indexes of the history lines the log keeps for replay,
+        #: and what each weighs (`keep`).
+        self.history: collections.deque[tuple[int, int]] = collections.deque()
+        self._history_weight = 0
+        self._history_lines = history_lines
         self.ops: set[str] = set()  # `Member.identity` of each op
         self.topic = ""
         self.topic_setter = ""
         self.topic_ts = 0.0
         self.password = ""
         self.ops_only = False  # only ops may speak (lectures)
-        #: `Member.identity` and name key of each muted user -> until (chat
-        #: clock): a rename or a reconnection under the same name stays muted.
-        self.muted: dict[str, float] = {}
+        #: Until when (chat clock) each muted user may not speak, kept twice:
+        #: by `Member.identity`, so a rename stays muted, and by name key, so
+        #: a reconnection under the same name does. Two dicts, since a name
+        #: can spell a connection id ("c1").
+        self.muted_people: dict[str, float] = {}
+        self.muted_names: dict[str, float] = {}
         #: Joins and leaves not yet announced, in order (`Hub.announce_join`).
         #: Lines published behind many of them wait here too, in order.
         self.pending_presence: list[tuple[Member, ev.Joined | ev.Left] | _Held] = []
@@ -405,6 +196,43 @@ class Room:
         """Member names, sorted for people."""
         return sorted((m.name for m in self.members if m.name), key=name_key)
 
+    def keep(self, index: int, weight: int) -> None:
+        """The log's entry at `index` is history: keep it for replay.
+
+        The newest `history_lines` of them are kept, within
+        `HISTORY_REPLAY_BYTES` (by `weight`, about its bytes).
+        """
+        history = self.history
+        history.append((index, weight))
+        self._history_weight += weight
+        while history and (
+            len(history) > self._history_lines
+            or (self._history_weight > HISTORY_REPLAY_BYTES and len(history) > 1)
+        ):
+            self._history_weight -= history.popleft()[1]
+
+    def recent(self) -> list[ev.ServerEvent]:
+        """The history lines the log holds, oldest first."""
+        log = self.log
+        base = log.base
+        events = log.events
+        return [
+            event
+            for index, _ in self.history
+            if index >= base and (event := events[index - base]) is not None
+        ]
+
+    def trim(self) -> None:
+        """Let the log forget what everyone has read and history needs not."""
+        log = self.log
+        if len(log) <= TRIM_SLACK + len(self.history):
+            return
+        upto = log.slowest()
+        if self.history:
+            upto = min(upto, self.history[0][0])
+        if upto - log.base >= TRIM_SLACK:
+            log.trim(upto)
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Held:
@@ -413,6 +241,9 @@ class _Held:
     event: ev.ServerEvent
     exclude: Member | None
     sender_key: str | None
+    keep: int  # its history weight, 0 if it is not history
+    #: Who was in the room when it was said: only they hear it.
+    members: frozenset[Member]
 
 
 def _alike(one: ev.Joined | ev.Left, other: ev.Joined | ev.Left) -> bool:
@@ -441,9 +272,11 @@ class Fanout(Protocol):
 class Hub:
     """The members who are online, by `name_key`, and delivery to them.
 
-    `on_evict(member, reason)` is called once for each member evicted for a
-    full outbox, after it was removed (the chat announces the leave there).
-    Nothing here awaits.
+    `on_evict(member, reason)` is called once for each member evicted (too
+    far behind, or its socket failed), after it was removed (the chat
+    announces the leave there). `on_dirty()` is called when something new
+    waits to be written and no flush is due yet: whoever set it calls
+    `flush` soon (once per scheduler pass). Nothing here awaits.
 
     With `on_presence` set, joins and leaves in rooms of
     `batch_presence_from` members or more are gathered (`announce_join`,
@@ -457,17 +290,39 @@ class Hub:
         on_evict: Callable[[Member, str], None] = lambda m, r: None,
         batch_presence_from: int = PRESENCE_BATCH_MEMBERS,
         presence_flush_names: int = PRESENCE_FLUSH_NAMES,
+        history_lines: int = HISTORY_LINES,
     ) -> None:
         self._members: dict[str, Member] = {}
         self.rooms: dict[str, Room] = {}  # by room key
         self._lookalikes: dict[str, Member] = {}  # by confusable_key
+        self._rooms_from: dict[str, int] = {}  # rooms open, by creator's address
         self.on_evict = on_evict
         self._evicted: collections.deque[tuple[Member, str]] = collections.deque()
         self._announcing = False
         self.on_presence: Callable[[Room], None] | None = None
+        self._on_dirty: Callable[[], None] = lambda: None
         self.batch_presence_from = batch_presence_from
         self.presence_flush_names = presence_flush_names
+        self.history_lines = history_lines
         self._presence_waiting: dict[Room, None] = {}  # rooms with some waiting
+        self.sequence = Sequence()
+        #: Rooms with new entries, and members with new lines of their own
+        #: (or a sink that takes data again), since the last `flush`.
+        self._dirty_rooms: dict[Room, None] = {}
+        self._dirty_members: dict[Member, None] = {}
+        self._due = False
+
+    @property
+    def on_dirty(self) -> Callable[[], None]:
+        """Called when something new waits and no flush is due yet."""
+        return self._on_dirty
+
+    @on_dirty.setter
+    def on_dirty(self, callback: Callable[[], None]) -> None:
+        self._on_dirty = callback
+        self._due = False
+        if self._dirty_rooms or self._dirty_members:
+            self._due_now()
 
     def __len__(self) -> int:
         return len(self._members)
@@ -553,32 +408,101 @@ class Hub:
         """The room called `name` (compared through `name_key`), if it exists."""
         return self.rooms.get(name_key(name))
 
-    def open_room(self, name: str, *, permanent: bool = False) -> Room:
-        """The room called `name`, created if needed."""
+    def open_room(
+        self, name: str, *, permanent: bool = False, address: str | None = None
+    ) -> Room:
+        """The room called `name`, created if needed (from `address`, if known).
+
+        A room created stays until its last member leaves (`exit`), or
+        until `close_if_empty` finds it without one; until then it counts
+        against `address` (`rooms_from`).
+        """
         room = self.room(name)
         if room is None:
-            room = self.rooms[name_key(name)] = Room(name, permanent=permanent)
+            room = Room(
+                name,
+                permanent=permanent,
+                history_lines=self.history_lines,
+                address=address,
+            )
+            self.rooms[room.key] = room
+            if address is not None:
+                self._rooms_from[address] = self._rooms_from.get(address, 0) + 1
         return room
 
-    def enter(self, member: Member, room: Room) -> None:
-        """Put `member` in `room` (it becomes the member's current room)."""
+    def rooms_from(self, address: str) -> int:
+        """Rooms open now that were created from `address`."""
+        return self._rooms_from.get(address, 0)
+
+    def enter(self, member: Member, room: Room) -> bool:
+        """Put `member` in `room` (it becomes the member's current room).
+
+        It hears what is said there from now on. False, and nothing done,
+        if `member` is not online (say, evicted as it was being sent the
+        room's history): a member gone must not hold a room open for ever.
+        """
+        if member not in self:
+            return False
         room.members[member] = None
         member.rooms[room.key] = room
         member.current = room
+        member.follow(room.log)
+        return True
 
     def exit(self, member: Member, room: Room) -> bool:
         """Take `member` out of `room`; True if the room went, being empty.
 
+        What was said there before still reaches it (its own leave, a kick).
         The lobby (a permanent room) never goes.
         """
         room.members.pop(member, None)
         member.rooms.pop(room.key, None)
+        member.unfollow(room.log)
         if member.current is room:
             member.current = next(iter(member.rooms.values()), None)
-        if not room.members and not room.permanent:
-            self.rooms.pop(room.key, None)
-            return True
-        return False
+        return self.close_if_empty(room)
+
+    def close_if_empty(self, room: Room) -> bool:
+        """Close `room` if nobody is in it (and it is not permanent); True if so."""
+        if room.members or room.permanent or self.rooms.get(room.key) is not room:
+            return False
+        del self.rooms[room.key]
+        if room.address is not None:
+            left = self._rooms_from[room.address] - 1
+            if left:
+                self._rooms_from[room.address] = left
+            else:
+                del self._rooms_from[room.address]
+        return True
+
+    # -- delivery -------------------------------------------------------------
+
+    def _due_now(self) -> None:
+        if not self._due:
+            self._due = True
+            self._on_dirty()
+
+    def _append(
+        self,
+        room: Room,
+        event: ev.ServerEvent,
+        exclude: Member | None,
+        sender_key: str | None,
+        keep: int,
+        deaf: Iterable[Member] = (),
+    ) -> None:
+        """Put `event` in the room's log; `exclude` and `deaf` do not hear it."""
+        log = room.log
+        index = log.append(self.sequence.next(), event, sender_key)
+        if exclude is not None:
+            exclude.skip(log, index)
+        for member in deaf:
+            member.skip(log, index)
+        if keep:
+            room.keep(index, keep)
+        if log.readers and room not in self._dirty_rooms:
+            self._dirty_rooms[room] = None
+            self._due_now()
 
     def publish(
         self,
@@ -587,90 +511,119 @@ class Hub:
         room: Room | None = None,
         exclude: Member | None = None,
         sender_key: str | None = None,
+        keep: int = 0,
+        deaf: Iterable[Member] = (),
     ) -> None:
         """Deliver `event` to `room` (None: everyone online) but `exclude`.
 
-        Members who `/ignore` `sender_key` are skipped.
+        Nor to `deaf` (members of the room who must not hear it: the room's
+        past, put in its log). Members who `/ignore` `sender_key` are
+        skipped. With `keep` (its
+        weight, about its bytes), the line is history: the room's log keeps
+        it for replay (`Room.recent`).
 
-        Never waits. Each distinct encoder runs once. A member whose outbox
-        is full is evicted on the spot; its leave is announced after everyone
-        else got the event.
+        Never waits: the line is appended to the room's log once, and goes
+        out at the next `flush`.
 
         Joins and leaves waiting in the room go first: nobody hears from
         someone before their join. Behind more of them than go out at once
         (a crowd of thousands), the event waits its turn in the room's queue
-        (`flush_presence`).
+        (`flush_presence`), for those in the room now.
         """
         if room is None:
             if self._presence_waiting:
                 self.flush_all_presence()
-        elif room.pending_presence:
+            encoded: dict[Encoder, bytes] = {}
+            for member in self._members.values():
+                if member is exclude or member.closed:
+                    continue
+                if member.ignoring and sender_key in member.ignoring:
+                    continue
+                data = encoded.get(member.encode)
+                if data is None:
+                    data = encoded[member.encode] = member.encode(event)
+                self._own(member, data)
+            return
+        if room.pending_presence:
             pending = room.pending_presence
             if len(pending) > self.presence_flush_names:
-                pending.append(_Held(event, exclude, sender_key))
+                members = frozenset(room.members)
+                pending.append(_Held(event, exclude, sender_key, keep, members))
                 return
             while room.pending_presence:
                 self.flush_presence(room)
-        self._deliver(
-            event,
-            self._members.values() if room is None else room.members,
-            exclude,
-            sender_key,
-        )
+        self._append(room, event, exclude, sender_key, keep, deaf)
 
-    def _deliver(
-        self,
-        event: ev.ServerEvent,
-        members: Iterable[Member],
-        exclude: Member | None,
-        sender_key: str | None,
-    ) -> None:
-        encoded: dict[Encoder, bytes] = {}
-        last_encode: Encoder | None = None
-        data = b""
-        size = 0
-        full: list[Member] = []
-        # The hot loop of the server: per recipient it is kept to attribute
-        # reads and a list append (`Member.deliver`, inlined). Full outboxes
-        # are evicted after the loop, so the room is
-        # not changed while it is walked.
+    def _own(self, member: Member, data: bytes) -> None:
+        member.own.append_data(self.sequence.next(), data)
+        if member not in self._dirty_members:
+            self._dirty_members[member] = None
+            self._due_now()
+
+    def send(self, member: Member, event: ev.ServerEvent) -> None:
+        """Deliver `event` to one member (online or not), never waiting.
+
+        Nothing goes to a member that is closed (on its way out).
+        """
+        if not member.closed:
+            self._own(member, member.encode(event))
+
+    def send_data(self, member: Member, data: bytes) -> None:
+        """Deliver `data`, already in `member.encode`'s format, as `send` does."""
+        if not member.closed:
+            self._own(member, data)
+
+    def writable(self, member: Member) -> None:
+        """`member`'s sink takes data again: write what waits at the next flush."""
+        member.blocked = False
+        if member not in self._dirty_members:
+            self._dirty_members[member] = None
+            self._due_now()
+
+    def flush(self) -> None:
+        """Write what is new to every member concerned; evict the too slow.
+
+        Each member with something new writes it in one non-blocking call
+        (`Reader.flush`). Then rooms' logs forget what all have read.
+        Never waits.
+        """
+        self._due = False
+        rooms, self._dirty_rooms = self._dirty_rooms, {}
+        members, self._dirty_members = self._dirty_members, {}
+        for room in rooms:
+            for cursor in room.log.readers:
+                members[cast(Member, cursor.reader)] = None
+        evicted: list[tuple[Member, str]] = []
         for member in members:
-            if member is exclude or member._closed:
-                continue
-            if member.ignoring and sender_key in member.ignoring:
-                continue
-            if member.encode is not last_encode:
-                last_encode = member.encode
-                cached = encoded.get(last_encode)
-                if cached is None:
-                    cached = encoded[last_encode] = last_encode(event)
-                data = cached
-                size = len(data)
-            outbox = member.outbox
-            if (
-                member._queued_bytes + size > member._max_bytes
-                or len(outbox._items) >= outbox._max_messages
-            ):
-                full.append(member)
-                continue
-            if outbox._writer is not None and not member._ready:
-                if member.on_ready is None:
-                    trio.lowlevel.reschedule(outbox._writer)
-                    outbox._writer = None
-                else:  # `Member.deliver`'s first line since a flush: now
-                    member._ready = True
-                    assert outbox.direct is not None
-                    written = _write_now(outbox, outbox.direct, data)
-                    if written < size:
-                        outbox._items.append(data[written:])
-                        member._queued_bytes += size - written
-                    member.on_ready(member)
-                    continue
-            outbox._items.append(data)
-            member._queued_bytes += size
-        for member in full:
-            self._evict(member, SEND_QUEUE_EXCEEDED)
+            reason = member.flush()
+            if reason is not None:
+                evicted.append((member, reason))
+            elif member.more:
+                self._again(member)
+        for room in rooms:
+            room.trim()
+        for member, reason in evicted:
+            self._evict(member, reason)
         self._announce_evictions()
+
+    def flush_member(self, member: Member) -> None:
+        """Write what waits for `member` now (its sink takes data again)."""
+        member.blocked = False
+        reason = member.flush()
+        if reason is not None:
+            self._evict(member, reason)
+            self._announce_evictions()
+        elif member.more:
+            self._again(member)
+
+    def _again(self, member: Member) -> None:
+        """`member` has more to write: at the next flush."""
+        member.more = False
+        if member not in self._dirty_members:
+            self._dirty_members[member] = None
+            self._due_now()
+
+    # -- presence ------------------------------------------------------------
 
     def announce_join(self, member: Member, room: Room, event: ev.Joined) -> None:
         """Tell everyone in `room` but `member` that it joined (`event`).
@@ -723,13 +676,12 @@ class Hub:
         call (`on_presence` is told). In order, consecutive joins (and
         consecutive leaves alike in how and reason) share lines of up to
         `PRESENCE_NAMES_PER_LINE` names (`JoinedMany`, `LeftMany`), each
-        encoded once per encoder. Each member hears every join and leave
-        after its own join exactly once: members who were there before hear
-        all of them; a member whose own join is among them only what came
-        after it (it learnt of the rest as it joined). Lines published behind
-        the part (see `publish`) follow it, to the members who were there
-        when they were said. Never waits; full outboxes are evicted as in
-        `publish`.
+        appended once to the room's log. Each member hears every join and
+        leave after its own join exactly once: members who were there before
+        hear all of them; a member whose own join is among them only what
+        came after it (it learnt of the rest as it joined). Lines published
+        behind the part (see `publish`) follow it, to the members who were
+        there when they were said. Never waits.
         """
         pending = room.pending_presence
         self._presence_waiting.pop(room, None)
@@ -758,18 +710,16 @@ class Hub:
             for item in rest
             if not isinstance(item, _Held) and isinstance(item[1], ev.Joined)
         }
+        later.intersection_update(room.members)
         if part:
-            self._deliver_presence(room, part, later)
-        members = [m for m in room.members if m not in later] if later else None
+            self._append_presence(room, part, later)
         for line in held:
-            self._deliver(
-                line.event,
-                room.members if members is None else members,
-                line.exclude,
-                line.sender_key,
+            deaf = [m for m in room.members if m not in line.members]
+            self._append(
+                room, line.event, line.exclude, line.sender_key, line.keep, deaf
             )
 
-    def _deliver_presence(
+    def _append_presence(
         self,
         room: Room,
         pending: list[tuple[Member, ev.Joined | ev.Left]],
@@ -778,7 +728,7 @@ class Hub:
         if len(pending) == 1 and not later:
             member, event = pending[0]
             exclude = member if isinstance(event, ev.Joined) else None
-            self._deliver(event, room.members, exclude, None)
+            self._append(room, event, exclude, None, 0)
             return
         chunks: list[list[tuple[Member, ev.Joined | ev.Left]]] = []
         for item in pending:
@@ -799,38 +749,30 @@ class Hub:
                 return ev.JoinedMany(ts, room.name, names)
             return ev.LeftMany(ts, room.name, names, first.how, first.reason)
 
-        events = [many(chunk) for chunk in chunks]
-        position: dict[Member, tuple[int, int]] = {}  # joiners: chunk, place
-        for index, chunk in enumerate(chunks):
+        log = room.log
+        indexes: list[int] = []
+        for chunk in chunks:
+            self._append(room, many(chunk), None, None, 0, later)
+            indexes.append(log.head - 1)
+        # A member whose own join is in chunk i hears none of chunks 0..i
+        # but the names after its own in chunk i, on a line of its own
+        # placed just before chunk i+1.
+        for number, chunk in enumerate(chunks):
             for at, (member, event) in enumerate(chunk):
-                if isinstance(event, ev.Joined):
-                    position[member] = (index, at)
-        lines: dict[Encoder, list[bytes]] = {}
-        everything: dict[Encoder, bytes] = {}
-        full: list[Member] = []
-        for member in room.members:
-            if member._closed or member in later:
-                continue
-            encode = member.encode
-            encoded = lines.get(encode)
-            if encoded is None:
-                encoded = lines[encode] = [encode(event) for event in events]
-                everything[encode] = b"".join(encoded)
-            place = position.get(member)
-            if place is None:
-                data = everything[encode]
-            else:
-                index, at = place
-                after = chunks[index][at + 1 :]
-                head = encode(many(after)) if after else b""
-                data = head + b"".join(encoded[index + 1 :])
-                if not data:
+                if not isinstance(event, ev.Joined) or member not in room.members:
                     continue
-            if not member.deliver(data):
-                full.append(member)
-        for member in full:
-            self._evict(member, SEND_QUEUE_EXCEEDED)
-        self._announce_evictions()
+                if member in later:
+                    continue
+                for index in indexes[: number + 1]:
+                    member.skip(log, index)
+                after = chunk[at + 1 :]
+                if after:
+                    seq = log.seqs[indexes[number] - log.base] + 1
+                    data = member.encode(many(after))
+                    member.own.append_data(seq, data)
+                    if member not in self._dirty_members:
+                        self._dirty_members[member] = None
+                        self._due_now()
 
     def flush_all_presence(self) -> None:
         """Announce everything waiting, in every room (`flush_presence`)."""
@@ -838,20 +780,7 @@ class Hub:
             for room in list(self._presence_waiting):
                 self.flush_presence(room)
 
-    def send(self, member: Member, event: ev.ServerEvent) -> None:
-        """Deliver `event` to one member (online or not), never waiting.
-
-        A member whose outbox is full is evicted.
-        """
-        if not member.deliver(member.encode(event)):
-            self._evict(member, SEND_QUEUE_EXCEEDED)
-            self._announce_evictions()
-
-    def send_data(self, member: Member, data: bytes) -> None:
-        """Deliver `data`, already in `member.encode`'s format, as `send` does."""
-        if not member.deliver(data):
-            self._evict(member, SEND_QUEUE_EXCEEDED)
-            self._announce_evictions()
+    # -- leaving ------------------------------------------------------------
 
     def kick(self, *members: Member, reason: str) -> None:
         """Disconnect `members` now, announcing why (never waits).
@@ -864,7 +793,7 @@ class Hub:
 
     def _evict(self, member: Member, reason: str) -> None:
         # Removed at once, so the leave notices that follow skip it: a
-        # cascade of full outboxes costs linear, not quadratic, time.
+        # cascade of evictions costs linear, not quadratic, time.
         if member.evicted is not None:
             return
         was_online = self.remove(member)

@@ -28,20 +28,40 @@ MAX_UNTERMINATED_BYTES: Final = 64 * 1024
 MAX_SERVER_LINE_BYTES: Final = 8192
 #: Largest single read from a socket.
 RECEIVE_SIZE: Final = 64 * 1024
+#: Scheduler passes the flusher waits, at most, while other connections
+#: still have lines to handle: more lines per write under load, no wait
+#: at all when quiet.
+FLUSH_WAIT_PASSES: Final = 2
+#: Lines of one connection handled before it lets the others run: a chunk's
+#: lines are taken together (one write per recipient for all of them), but
+#: one connection pasting fast cannot hold up the rest.
+READ_BUDGET_LINES: Final = 64
 
-#: Messages a client's outbox holds before the client counts as too slow.
-OUTBOX_MAX_MESSAGES: Final = 512
-#: Bytes a client's outbox holds (by the hub's own accounting): several
-#: hundred lines of busy chat; past it the reader is evicted, nobody else
-#: waits, and a thousand stuck readers cost at most 64 MiB.
-OUTBOX_MAX_BYTES: Final = 64 * 1024
+#: Lines a client may be behind (what it was sent but its socket did not
+#: take yet) before it counts as too slow. Lines are shared by everyone in
+#: a room, so this bounds a room's log, not a copy per member.
+OUTBOX_MAX_MESSAGES: Final = 4096
+#: Bytes a client may be behind, after the kernel took what it would: a
+#: burst of a dozen full pastes at once fits, so a reader that keeps up is
+#: never dropped by one; past it the reader is evicted, nobody else waits,
+#: and a room's log (shared by its members) never holds more than this
+#: beyond its history.
+OUTBOX_MAX_BYTES: Final = 1024 * 1024
 #: Smallest outbox allowed: the greeting (hello, banner, prompt) and /help
 #: are queued at once and must fit.
 MIN_OUTBOX_MESSAGES: Final = 16
 #: Smallest outbox in bytes: the longest line the server sends must fit.
 MIN_OUTBOX_BYTES: Final = MAX_SERVER_LINE_BYTES
-#: Most bytes one write to a socket gathers from the outbox.
-WRITE_BATCH_BYTES: Final = 64 * 1024
+#: A reply that lists things (`/rooms`, `/who`, `/bans`, ...) takes at most
+#: 1/this of the asker's outbox, in bytes, whatever the server holds: the
+#: rest is for the chat meanwhile and for more replies in the same burst.
+#: Longer lists come in pages (`/rooms 2`).
+LIST_OUTBOX_SHARE: Final = 4
+#: ... and at most this many bytes, a few screens: a page is for people.
+LIST_PAGE_BYTES: Final = 16 * 1024
+#: Bytes of that share kept for a listing's heading and its last line
+#: ("... more: /rooms 2 for the next page.").
+LIST_REPLY_RESERVE: Final = 256
 
 #: Rooms with at least this many members hear joins gathered: each join
 #: waits a moment, and all that arrived meanwhile go out together (`JOINS`
@@ -80,6 +100,14 @@ CLOSE_TIMEOUT: Final = 1.0
 #: On SIGINT/SIGTERM, connections get this long to receive the shutdown
 #: notice before they are closed forcefully.
 SHUTDOWN_GRACE: Final = 3.0
+#: TCP keepalive on accepted sockets: the first probe after this many
+#: seconds of silence, then one every `KEEPALIVE_INTERVAL` seconds, and the
+#: peer is gone after `KEEPALIVE_PROBES` unanswered: a peer that vanished
+#: without a word (a laptop shut, a Wi-Fi gone) goes within about 3 minutes,
+#: while a quiet one that is there is never dropped (its kernel answers).
+KEEPALIVE_IDLE: Final = 60.0
+KEEPALIVE_INTERVAL: Final = 15.0
+KEEPALIVE_PROBES: Final = 5
 #: Pause before retrying accept() when the process is out of file
 #: descriptors or memory.
 ACCEPT_BACKOFF: Final = 0.1
@@ -100,6 +128,13 @@ MAX_UNREGISTERED_PER_ADDRESS: Final = 5
 
 #: Lines of a room's history replayed to whoever joins it.
 HISTORY_LINES: Final = 20
+#: Bytes of history one replay (or one /history answer) sends at most, and
+#: about what a room's log keeps for replay: two screens of pasted code.
+HISTORY_REPLAY_BYTES: Final = 32 * 1024
+#: Bytes of history kept in memory for rooms that are not open (emptied, or
+#: read from the store at start-up), replayed when they open again; the
+#: least recently used go first (their lines stay in the store).
+HISTORY_DORMANT_BYTES: Final = 4 * 1024 * 1024
 #: Most lines one `/history` request returns: a screenful or three, and
 #: well under the outbox, so asking for history never gets a reader evicted.
 MAX_HISTORY_FETCH: Final = 200
@@ -121,6 +156,11 @@ PRUNE_INTERVAL: Final = 3600.0
 #: Rooms on the server, and rooms one user may be in at once.
 MAX_ROOMS: Final = 1000
 MAX_ROOMS_PER_USER: Final = 20
+#: Rooms created from one address (IPv6: one /64) that may exist at once:
+#: a team behind one NAT address making rooms for its work fits; a few
+#: addresses with ten connections in twenty rooms each cannot take every
+#: room the server may hold.
+MAX_ROOMS_PER_ADDRESS: Final = 50
 #: Longest room topic, in characters: a line, not an essay.
 MAX_TOPIC_LENGTH: Final = 300
 
@@ -183,6 +223,7 @@ class Limits:
     paste_timeout: float = PASTE_TIMEOUT
     max_rooms: int = MAX_ROOMS
     max_rooms_per_user: int = MAX_ROOMS_PER_USER
+    max_rooms_per_address: int = MAX_ROOMS_PER_ADDRESS
     max_topic_length: int = MAX_TOPIC_LENGTH
     history_lines: int = HISTORY_LINES
     history_rows: int = HISTORY_ROWS
@@ -372,6 +413,12 @@ LIMIT_OPTIONS: Final = (
         "max_rooms_per_user",
         int,
         "rooms one user may be in at once (0 = off)",
+    ),
+    LimitOption(
+        "--max-rooms-per-address",
+        "max_rooms_per_address",
+        int,
+        "rooms created from one IP address that may exist at once (0 = off)",
     ),
     LimitOption(
         "--max-topic-length",

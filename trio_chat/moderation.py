@@ -66,10 +66,13 @@ class BanRecord:
         return f"{self.kind} {self.target_key} {until} by {self.set_by}{why}"
 
     def told(self, who: str = "You are") -> str:
-        """What the banned are told: `You are banned from this server until ...`."""
+        """What the banned are told: `You are banned from this server until ...`.
+
+        The reason, if any, ends the text (no full stop after it).
+        """
         until = f" {self.until}" if self.until else ""
-        why = f": {self.reason}" if self.reason else ""
-        return f"{who} banned from this server{until}{why}."
+        why = f": {self.reason}" if self.reason else "."
+        return f"{who} banned from this server{until}{why}"
 
 
 def ban_target(raw: str) -> tuple[BanKind, str]:

@@ -27,6 +27,9 @@ from trio_chat.limits import MAX_LINE_BYTES, MAX_SERVER_LINE_BYTES
 from trio_chat.names import MAX_NAME_LENGTH
 
 LINE_END: Final = b"\r\n"
+#: The mode field of a `ROOM` line: anyone may join, or joining needs a key.
+ROOM_OPEN: Final = "open"
+ROOM_KEYED: Final = "key"
 
 # --------------------------------------------------------------------------
 # Framing: bytes -> lines
@@ -235,6 +238,8 @@ def looks_like_http(line: str) -> bool:
 
 #: Lines `/history` replays when no count is given.
 DEFAULT_HISTORY_REQUEST: Final = 50
+#: Digits of a page number (`/rooms 2`): no listing has a million pages.
+MAX_PAGE_DIGITS: Final = 6
 
 
 _DURATION: Final = re.compile(r"^([0-9]{1,6})([smhd])$")
@@ -288,6 +293,15 @@ def _parse_ban(rest: str) -> ev.Ban | ev.BadCommand:
     return ev.Ban(target, seconds, reason.strip(), duration_text(first))
 
 
+def _page(command: str, usage: str, text: str) -> int | ev.BadCommand:
+    """The page number `text` asks for (1 if none), or a usage error."""
+    if not text:
+        return 1
+    if not text.isascii() or not text.isdigit() or len(text) > MAX_PAGE_DIGITS:
+        return _usage(command, usage)
+    return int(text)
+
+
 def parse_request(text: str) -> ev.Request | None:
     """Parse one line of (already sanitised) user input into a request.
 
@@ -307,7 +321,12 @@ def parse_request(text: str) -> ev.Request | None:
     if command == "help":
         return ev.Help()
     if command in ("who", "names"):
-        return ev.Who(rest.split(" ", 1)[0] if rest else "")
+        scope, _, after = rest.partition(" ")
+        page = after.strip().split(" ", 1)[0]
+        if not (page.isascii() and page.isdigit()):
+            return ev.Who(scope)  # further words are ignored
+        number = _page(command, "[ROOM|*] [PAGE]", page)
+        return number if isinstance(number, ev.BadCommand) else ev.Who(scope, number)
     if command == "join":
         room, _, key = rest.partition(" ")
         return ev.Join(room, key.strip()) if room else _usage("join", "ROOM [KEY]")
@@ -319,7 +338,8 @@ def parse_request(text: str) -> ev.Request | None:
     if command in ("switch", "go"):
         return ev.Switch(rest) if rest and " " not in rest else _usage("switch", "ROOM")
     if command in ("rooms", "list"):
-        return ev.Rooms()
+        number = _page(command, "[PAGE]", rest)
+        return number if isinstance(number, ev.BadCommand) else ev.Rooms(number)
     if command == "topic":
         return ev.Topic(rest or None)
     if command == "kick":
@@ -347,7 +367,8 @@ def parse_request(text: str) -> ev.Request | None:
             return _usage("unban", "NAME|ADDRESS")
         return ev.Unban(rest)
     if command == "bans":
-        return ev.Bans()
+        number = _page(command, "[PAGE]", rest)
+        return number if isinstance(number, ev.BadCommand) else ev.Bans(number)
     if command == "motd":
         return ev.Motd(rest or None)
     if command in ("certadd", "certdel"):
@@ -546,6 +567,10 @@ def encode_event(event: ev.ServerEvent, *, limit: int = MAX_SERVER_LINE_BYTES) -
                 if reason
                 else _fit(head, "", limit=limit)
             )
+        case ev.Kicked(ts, room, name, by, reason):
+            return _fit(
+                f"KICK {format_timestamp(ts)} {room} {name} {by} ", reason, limit=limit
+            )
         case ev.Renamed(ts, room, old, new):
             return _fit(
                 f"NICK {format_timestamp(ts)} {room} {old} -> {new}", "", limit=limit
@@ -585,8 +610,9 @@ def encode_event(event: ev.ServerEvent, *, limit: int = MAX_SERVER_LINE_BYTES) -
             return _fit(
                 f"TOPIC {format_timestamp(ts)} {room} {setter} ", text, limit=limit
             )
-        case ev.RoomInfo(room, members, topic):
-            return _fit(f"ROOM {room} {members} ", topic, limit=limit)
+        case ev.RoomInfo(room, members, topic, keyed):
+            mode = ROOM_KEYED if keyed else ROOM_OPEN
+            return _fit(f"ROOM {room} {members} {mode} ", topic, limit=limit)
         case ev.Switched(room):
             return _fit(f"SWITCH {room}", "", limit=limit)
         case ev.Replayed(ev.Message(ts, room, sender, text)):
@@ -607,7 +633,7 @@ class ServerProtocolError(ValueError):
 
 #: Kinds of line that may be replayed from history (behind HIST).
 _REPLAYABLE_KINDS: Final = frozenset(
-    {"MSG", "MORE", "ACTION", "JOIN", "LEAVE", "NICK", "TOPIC"}
+    {"MSG", "MORE", "ACTION", "JOIN", "LEAVE", "KICK", "NICK", "TOPIC"}
 )
 _LEAVE_HOWS: Final[dict[str, ev.LeaveHow]] = {
     "quit": "quit",
@@ -680,6 +706,9 @@ def _decode(kind: str, rest: str) -> ev.ServerEvent:
             raise ValueError("bad leave reason")
         how: ev.LeaveHow = _LEAVE_HOWS[match.group(1)]
         return ev.Left(parse_timestamp(ts_text), room, name, how, match.group(2) or "")
+    if kind == "KICK":
+        ts_text, room, name, by, *words = rest.split(" ", 4)
+        return ev.Kicked(parse_timestamp(ts_text), room, name, by, "".join(words))
     if kind == "NICK":
         ts_text, room, old, arrow, new = rest.split(" ")
         if arrow != "->":
@@ -689,8 +718,10 @@ def _decode(kind: str, rest: str) -> ev.ServerEvent:
         ts_text, room, setter, *words = rest.split(" ", 3)
         return ev.TopicIs(parse_timestamp(ts_text), room, setter, "".join(words))
     if kind == "ROOM":
-        room, members, *words = rest.split(" ", 2)
-        return ev.RoomInfo(room, int(members), "".join(words))
+        room, members, mode, *words = rest.split(" ", 3)
+        if mode not in (ROOM_OPEN, ROOM_KEYED):
+            raise ValueError(f"unknown room mode {mode!r}")
+        return ev.RoomInfo(room, int(members), "".join(words), mode == ROOM_KEYED)
     if kind == "SWITCH":
         (room,) = rest.split(" ")
         return ev.Switched(room)
@@ -738,6 +769,7 @@ def _decode(kind: str, rest: str) -> ev.ServerEvent:
             | ev.Action
             | ev.Joined
             | ev.Left
+            | ev.Kicked
             | ev.Renamed
             | ev.TopicIs,
         ):

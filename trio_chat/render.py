@@ -12,6 +12,7 @@ Layout, one line per event:
     12:03 * alice waves            an action
     12:03 [private] <alice> psst   a private message; own: [private to bob]
     12:03 -- bob joined            a notice
+    12:03 -- bob left #dev (lunch) a notice with free text: always last
     12:03 #rust <bob> hi           a line for a room other than the current one
     ! 12:03 <bob> hi carol         a line that mentions the user (carol)
     12:03 [history] <alice> hi     a line replayed from before we joined
@@ -261,6 +262,7 @@ def _room_tag(
     | ev.Joined
     | ev.JoinedMany
     | ev.Left
+    | ev.Kicked
     | ev.LeftMany
     | ev.Renamed
     | ev.TopicIs,
@@ -270,7 +272,7 @@ def _room_tag(
 ) -> str:
     """`#room ` if `event` belongs to a room other than `current`, else ""."""
     if current is None or isinstance(
-        event, ev.Renamed | ev.TopicIs | ev.Left | ev.LeftMany
+        event, ev.Renamed | ev.TopicIs | ev.Left | ev.Kicked | ev.LeftMany
     ):
         return ""  # no current room; or the line names its room, or all rooms
     if name_key(event.room) == name_key(current):
@@ -334,6 +336,7 @@ def _chat_body(
     | ev.Joined
     | ev.JoinedMany
     | ev.Left
+    | ev.Kicked
     | ev.LeftMany
     | ev.Renamed
     | ev.TopicIs,
@@ -349,8 +352,17 @@ def _chat_body(
             by = _name(setter, me=me, color=color)
             if not text:
                 return _notice_line(f"{about} cleared by {by}", color=color)
+            # The topic last: nothing fixed may follow free text.
             return _notice_line(
-                f"{about}: {sanitize_text(text)} (set by {by})", color=color
+                f"{about} (set by {by}): {sanitize_text(text)}", color=color
+            )
+        case ev.Kicked(_ts, room, name, by, reason):
+            who = _name(name, me=me, color=color)
+            op = _name(by, me=me, color=color)
+            detail = f" ({sanitize_text(reason)})" if reason else ""
+            return _notice_line(
+                f"{who} was kicked from {sanitize_text(room)} by {op}{detail}",
+                color=color,
             )
         case ev.Message(_ts, _room, sender, text):
             return _message(sender, text, me=me, color=color, mention=mention)
@@ -401,6 +413,7 @@ def render_event(
             return _continued(lead, sender, text, me=me, color=color)
         case (
             (ev.Message() | ev.Action() | ev.Joined() | ev.Left() | ev.Renamed())
+            | ev.Kicked()
             | ev.TopicIs()
             | ev.JoinedMany()
             | ev.LeftMany()
@@ -412,10 +425,11 @@ def render_event(
                 + _chat_body(event, me=me, color=color, mention=mention)
             )
             return _marked(line, color=color) if mention else line
-        case ev.RoomInfo(room, members, topic):
+        case ev.RoomInfo(room, members, topic, keyed):
             about = f": {sanitize_text(topic)}" if topic else ""
+            key = ", key needed" if keyed else ""
             return _notice_line(
-                f"{sanitize_text(room)} ({members} here){about}", color=color
+                f"{sanitize_text(room)} ({members} here{key}){about}", color=color
             )
         case ev.Switched(room):
             return render_notice(f"now talking in {sanitize_text(room)}", color=color)
@@ -448,6 +462,8 @@ def render_event(
             return _notice_line(f"{where}: {shown}", color=color)
         case ev.HelpLine(text):
             return "   " + sanitize_text(text)
+        case ev.MotdLine(text):
+            return render_notice(f"[motd] {text}".rstrip(), color=color)
         case ev.Error(code, text):
             return render_error(text or code, color=color)
         case ev.Goodbye(code, text):

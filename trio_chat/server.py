@@ -19,7 +19,7 @@ import logging
 import math
 import socket
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Final
 
 import trio
@@ -39,7 +39,6 @@ from trio_chat.chat import (
     IgnoreSaved,
     MotdSaved,
     Persist,
-    RoomEvent,
     Saved,
     TopicSaved,
     eviction_goodbye,
@@ -50,11 +49,14 @@ from trio_chat.limits import (
     ACCEPT_BACKOFF,
     CLOSE_TIMEOUT,
     DEFAULT_HOST,
+    FLUSH_WAIT_PASSES,
+    KEEPALIVE_IDLE,
+    KEEPALIVE_INTERVAL,
+    KEEPALIVE_PROBES,
     PRESENCE_DELAY_PER_MEMBER,
     PRESENCE_MAX_DELAY,
     PRUNE_INTERVAL,
-    RECEIVE_SIZE,
-    WRITE_BATCH_BYTES,
+    READ_BUDGET_LINES,
     Limits,
 )
 from trio_chat.names import name_key
@@ -74,6 +76,15 @@ from trio_chat.protocol import (
 )
 from trio_chat.sanitize import sanitize_text
 from trio_chat.store import AsyncStore, StoreError
+from trio_chat.transport import (
+    SocketTransport,
+    StreamTransport,
+    TLSTransport,
+    Transport,
+    TransportError,
+    describe,
+    send_all,
+)
 
 log = logging.getLogger("trio_chat.server")
 
@@ -94,21 +105,12 @@ _CAPACITY_ERRNOS: Final = frozenset(
 )
 #: Errors that mean the peer went away or misbehaved at the transport level:
 #: logged at INFO as a disconnect, without a traceback.
-_PEER_ERRORS: Final = (trio.BrokenResourceError, trio.TooSlowError, OSError)
-
-
-def _describe(exc: BaseException) -> str:
-    """A short, human reason for a transport error, for logs and notices."""
-    if isinstance(exc, trio.TooSlowError):
-        return "write timeout"
-    cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else exc
-    if isinstance(cause, ConnectionResetError):
-        return "connection reset"
-    if isinstance(cause, ssl.SSLError):
-        return f"TLS error: {cause.reason or cause}"
-    if isinstance(cause, OSError) and cause.strerror:
-        return cause.strerror.lower()
-    return "connection lost"
+_PEER_ERRORS: Final = (
+    TransportError,
+    trio.BrokenResourceError,
+    trio.TooSlowError,
+    OSError,
+)
 
 
 def _count_tasks(task: trio.lowlevel.Task | None) -> int:
@@ -142,30 +144,49 @@ _STOP: Final = _Stop()
 
 
 class Connection:
-    """One client connection: its member in the hub, its reader and writer."""
+    """One client connection: its member in the hub, read by one task.
+
+    The connection's own task reads (and runs the chat for its member);
+    writing is fan-out's, through the transport's non-blocking `send_now`.
+    Only while the kernel refuses data does a second task exist, waiting for
+    the socket to take more (`_write_when_writable`).
+    """
 
     __slots__ = (  # one per connection: no __dict__
+        "_budget",
         "_cert_name",
         "_chat",
+        "_draining",
+        "_failed",
         "_first_data",
         "_limits",
-        "_reader_scope",
         "_running",
         "_server",
-        "_writing",
+        "_spawn",
+        "_stopped",
+        "_stream",
+        "_writer",
         "conn_id",
         "member",
-        "on_registered",
         "registered",
         "scope",
-        "stream",
+        "transport",
     )
 
-    def __init__(self, server: ChatServer, stream: trio.abc.Stream, conn_id: str):
+    def __init__(
+        self,
+        server: ChatServer,
+        transport: Transport,
+        conn_id: str,
+        *,
+        spawn: Callable[..., object] | None = None,
+    ) -> None:
         self._server = server
         self._chat = server.chat
         self._limits = server.limits
-        self.stream = stream
+        self.transport = transport
+        #: A trio stream that needs a task to send (None for a socket).
+        self._stream = transport if isinstance(transport, StreamTransport) else None
         self.conn_id = conn_id
         self.member = Member(
             conn_id,
@@ -174,53 +195,171 @@ class Connection:
             max_messages=self._limits.outbox_max_messages,
             max_bytes=self._limits.outbox_max_bytes,
         )
-        self.scope = trio.CancelScope()
+        self.member.sink = transport
+        self.member.on_blocked = self._blocked
+        #: Starts a task beside the connection (the writer, when needed).
+        self._spawn = spawn
+        self._writer: trio.CancelScope | None = None
+        self._draining = False
+        self._failed: TransportError | None = None  # the stream's sender failed
+        #: What stops the connection: for a stream, its scope (its sender
+        #: goes on for the goodbye); for a socket, closing-notification of
+        #: the socket wakes the task (a cancel scope per connection would
+        #: cost it about 700 bytes), and the task sees `_stopped`.
+        self.scope = trio.CancelScope() if self._stream is not None else None
+        self._stopped = False
         self._running = False
-        self._reader_scope = trio.CancelScope()
-        self._writing = False  # a send_all is under way (cancelling cuts a line)
         self._first_data = True
+        self._budget = READ_BUDGET_LINES
         self.registered = False
-        self.on_registered: Callable[[], None] = lambda: None
         self._cert_name: str | None = None  # the account a certificate claims
 
     def _on_joined(self) -> None:
         self.registered = True
-        self.on_registered()
+        if self.member.address is not None:
+            self._server.admission.registered(self.member.address)
 
     # -- called from other tasks (never wait) ------------------------------
 
     def _evicted(self, reason: str) -> None:
         log.info("[%s] dropped: %s", self.conn_id, reason)
-        self.scope.cancel()
+        self._stop()
 
     def shutdown(self) -> None:
         """Tell the client the server is going away, flush, then close."""
-        if not self._running:
+        if self._running:
+            # Goes out as the connection closes (`_close`), briefly.
+            self._goodbye("server-shutdown", "The server is shutting down. Bye!")
+        self._stop()
+
+    def _stop(self) -> None:
+        """End the connection: its task stops waiting and goes (never waits).
+
+        A task busy elsewhere (a store write) sees `_stopped` (or its
+        member closed) when it comes back.
+        """
+        self._stopped = True
+        if self.scope is not None:
             self.scope.cancel()
             return
-        self._reader_scope.cancel()
-        self._goodbye("server-shutdown", "The server is shutting down. Bye!")
+        sock = self._socket()
+        if sock is not None and sock.fileno() >= 0:
+            trio.lowlevel.notify_closing(sock)
+
+    def _socket(self) -> socket.socket | None:
+        transport = self.transport
+        if isinstance(transport, TLSTransport):
+            transport = transport.inner
+        return transport.sock if isinstance(transport, SocketTransport) else None
+
+    def _blocked(self) -> None:
+        """The kernel refused data: wait for it to take more, in a task."""
+        if self._writer is not None or self._draining or self._spawn is None:
+            return
+        self._writer = trio.CancelScope()
+        self._spawn(self._write_when_writable, self._writer)
 
     # -- the connection's own tasks ----------------------------------------
 
     async def run(self) -> None:
-        """Greet, read and write until the client leaves or is dropped.
+        """Handshake, greet, read until the client leaves or is dropped.
 
-        Returns when the connection is done (the caller closes the stream).
+        Returns when the connection is done, its transport closed.
         Transport errors propagate (possibly in an exception group).
         """
-        self._running = True
-        if self._server.shutting_down:
-            self.shutdown()
-        else:
-            self._cert_name = await self._server.cert_login(self.member)
-            self._chat.greet(self.member, prompt=self._cert_name is None)
+        if self._stream is None:
+            await self.serve()
+            return
+        # The stream's sending task outlives `scope`, for the goodbye.
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._write_loop)
-            with self._reader_scope:
-                await self._read_loop()
-            # Reading is over; the writer flushes what is queued and stops.
-            self.member.close()
+            nursery.start_soon(self._send_stream, self._stream)
+            self._spawn = nursery.start_soon
+            try:
+                await self.serve()
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def _send_stream(  # noqa: ASYNC910 - run() checkpoints
+        self, stream: StreamTransport
+    ) -> None:
+        try:
+            await stream.run()
+        except TransportError as exc:
+            self._failed = exc  # for `serve` to report, as a reader's error
+            self._stop()
+
+    @property
+    def needs_task(self) -> bool:
+        """True if the transport needs a task of its own to send (`run`)."""
+        return self._stream is not None
+
+    async def serve(self) -> None:  # noqa: ASYNC910 - the scope's body does
+        """`run` for a transport that sends without a task (a socket).
+
+        The per-connection boundary: transport errors are logged at INFO,
+        bugs at ERROR with their traceback; neither escapes, and only this
+        connection is affected. Cancellation propagates after the transport
+        is closed (with a short deadline).
+        """
+        try:
+            try:
+                with self.scope or contextlib.nullcontext():
+                    server = self._server
+                    if server.ssl_context is not None:
+                        await self._tls_handshake(server.ssl_context)
+                    self._running = True
+                    if server.shutting_down or self._stopped:
+                        self.shutdown()
+                    else:
+                        self._cert_name = await server.cert_login(self.member)
+                        self._chat.greet(self.member, prompt=self._cert_name is None)
+                    reader = LineReader(
+                        max_line_bytes=self._limits.max_line_bytes,
+                        max_unterminated_bytes=self._limits.max_unterminated_bytes
+                        or None,
+                    )
+                    if await self._login_phase(reader):
+                        self._on_joined()
+                        await self._chat_phase(reader)
+                    # Reading is over: what is queued (a goodbye) goes out.
+                    self.member.close()
+                    await self._drain()
+            finally:
+                await self._close()  # noqa: ASYNC102 - shielded, bounded inside
+            if self._failed is not None:
+                raise self._failed
+        except* _PEER_ERRORS as group:
+            if not self._stopped:  # (stopped: it said why already)
+                reason = describe(group.exceptions[0])
+                log.info("[%s] disconnected: %s", self.conn_id, reason)
+                self._chat.leave(self.member, "disconnected", reason)
+        except* _TLSHandshakeFailed:
+            pass  # already logged
+        except* Exception:
+            log.exception("[%s] internal error; closing this connection", self.conn_id)
+            self._chat.leave(self.member, "disconnected", "server error")
+        finally:
+            self._server.release(self)
+            self._chat.leave(self.member, "disconnected", "connection closed")
+            self.member.drop_everything()  # its place in every log goes
+            self.abort()
+            log.info("[%s] closed", self.conn_id)
+
+    async def _tls_handshake(self, context: ssl.SSLContext) -> None:
+        tls = TLSTransport(self.transport, context)
+        try:
+            with trio.fail_after(_seconds(self._limits.tls_handshake_timeout)):
+                await tls.handshake()
+        except trio.TooSlowError:
+            log.info("[%s] TLS handshake timed out", self.conn_id)
+            raise _TLSHandshakeFailed from None
+        except TransportError as exc:
+            log.info("[%s] TLS handshake failed: %s", self.conn_id, exc)
+            raise _TLSHandshakeFailed from None
+        self.transport = tls
+        self.member.sink = tls
+        der = tls.peer_certificate()
+        self.member.cert = None if der is None else hashlib.sha256(der).hexdigest()
 
     def _goodbye(self, code: str, text: str) -> None:
         self._chat.hub.send(self.member, ev.Goodbye(code, text))
@@ -228,14 +367,20 @@ class Connection:
 
     async def _next_event(self, reader: LineReader) -> FramingEvent | _Stop:
         while True:
-            # Lines already buffered still yield to other tasks (one chunk of
-            # many lines must not hog the event loop). The checkpoint comes
-            # before an event is taken, so a cancelled wait never loses one.
-            await trio.lowlevel.checkpoint()
+            # The lines of one chunk are handled together (one pass carries
+            # many lines, and each recipient gets one write for them all),
+            # up to a budget, so one connection cannot hog the event loop.
+            # The checkpoint comes before an event is taken, so a cancelled
+            # wait never loses one.
+            if self._budget <= 0:
+                self._budget = READ_BUDGET_LINES
+                await trio.lowlevel.checkpoint()
             event = reader.next_event()
             if event is not NEED_DATA:
-                return event
-            data = await self.stream.receive_some(RECEIVE_SIZE)
+                self._budget -= 1
+                return event  # noqa: ASYNC910 - a checkpoint once per budget
+            data = await self.transport.receive()
+            self._budget = READ_BUDGET_LINES
             if self._first_data and data:
                 self._first_data = False
                 if self._server.ssl_context is None and looks_like_tls(data):
@@ -248,12 +393,9 @@ class Connection:
                     return _STOP
             reader.feed(data)
 
-    async def _read_loop(self) -> None:
+    async def _login_phase(self, reader: LineReader) -> bool:
+        """Until the member has a name: True once it is in, False if it went."""
         limits = self._limits
-        reader = LineReader(
-            max_line_bytes=limits.max_line_bytes,
-            max_unterminated_bytes=limits.max_unterminated_bytes or None,
-        )
         with trio.move_on_after(_seconds(limits.name_timeout)) as naming:
             await trio.lowlevel.checkpoint()
             joined = False
@@ -272,10 +414,8 @@ class Connection:
                 "name-timeout",
                 f"No name chosen within {limits.name_timeout:g} seconds.",
             )
-            return
-        if joined:
-            self._on_joined()
-            await self._chat_phase(reader)
+            return False
+        return joined
 
     async def _name_phase(self, reader: LineReader) -> bool:
         """Read name attempts until one is accepted (True) or the peer goes."""
@@ -418,12 +558,27 @@ class Connection:
             if wake <= now:  # idle: the flood backlog (and a paste) never is
                 self._drop("idle timeout")
                 return
-            if wake == math.inf:  # the usual case: no cancel scope per line
-                event: FramingEvent | _Stop | None = await self._next_event(reader)
-            else:
-                event = None
-                with trio.move_on_at(wake):
-                    event = await self._next_event(reader)
+            # As `_next_event` (inlined: one frame less on every idle
+            # connection), without the first read's checks, done by now.
+            if self._budget <= 0:
+                self._budget = READ_BUDGET_LINES
+                await trio.lowlevel.checkpoint()
+            event = reader.next_event()
+            if event is NEED_DATA:
+                data: bytes | None = None
+                if wake == math.inf:  # the usual case: no cancel scope per read
+                    data = await self.transport.receive()
+                else:
+                    with trio.move_on_at(wake):
+                        data = await self.transport.receive()
+                if data is None:
+                    continue  # woken for a delayed line or a deadline
+                self._budget = READ_BUDGET_LINES
+                self._first_data = False
+                reader.feed(data)
+                del data  # not kept while idle
+                continue
+            self._budget -= 1
             match event:
                 case Line(text):
                     last_heard = trio.current_time()
@@ -479,44 +634,111 @@ class Connection:
         self._chat.leave(self.member, "disconnected", reason)
         self._goodbye(reason.replace(" ", "-"), f"Disconnected: {reason}.")
 
-    async def _write_loop(self) -> None:
-        outbox = self.member.outbox
+    async def _write_when_writable(  # noqa: ASYNC910 - checkpoints in the scope
+        self, scope: trio.CancelScope
+    ) -> None:
+        """Wait for the kernel to take data, write, until caught up.
+
+        A member that makes no progress for `--write-timeout` is dropped
+        ("write timeout"). Runs only while the kernel refuses data.
+        """
+        member = self.member
+        hub = self._chat.hub
         timeout = _seconds(self._limits.write_timeout)
-        while True:
-            try:
-                data = await outbox.take(WRITE_BATCH_BYTES)
-            except trio.EndOfChannel:
-                break
-            self.member.sent(len(data))
-            if outbox.error is not None:  # a direct write found the peer gone
-                raise trio.BrokenResourceError(_describe(outbox.error)) from (
-                    outbox.error
-                )
-            self._writing = True
-            # fail_after, without its generator-based context manager (this
-            # runs for every write that does not go out directly).
-            with trio.CancelScope(deadline=trio.current_time() + timeout) as writing:
-                await self.stream.send_all(data)
-            if writing.cancelled_caught:
+        try:
+            with scope:
+                await trio.lowlevel.checkpoint()
+                deadline = trio.current_time() + timeout
+                while member.blocked and member.evicted is None:
+                    with trio.move_on_at(deadline) as waiting:
+                        await self.transport.wait_writable()
+                    if waiting.cancelled_caught:
+                        hub.kick(member, reason="write timeout")
+                        return
+                    sent = member.sent_total
+                    hub.flush_member(member)
+                    if member.sent_total > sent:
+                        deadline = trio.current_time() + timeout
+        except TransportError as exc:
+            hub.kick(member, reason=str(exc))
+        except Exception:
+            log.exception("[%s] internal error while writing; closing", self.conn_id)
+            self._stop()
+        finally:
+            if self._writer is scope:
+                self._writer = None
+
+    async def _drain(self) -> None:
+        """Write what is waiting, then return (bounded by the write timeout)."""
+        member = self.member
+        hub = self._chat.hub
+        self._draining = True
+        if self._writer is not None:
+            self._writer.cancel()  # this task waits for the socket now
+            self._writer = None
+        timeout = _seconds(self._limits.write_timeout)
+        deadline = trio.current_time() + timeout
+        while member.evicted is None:
+            sent = member.sent_total
+            hub.flush_member(member)
+            if member.sent_total > sent:
+                deadline = trio.current_time() + timeout
+            if not member.blocked:
+                if not member.waiting:
+                    break
+                await trio.lowlevel.checkpoint()
+                continue
+            with trio.move_on_at(deadline) as waiting:
+                await self.transport.wait_writable()
+            if waiting.cancelled_caught:
                 raise trio.TooSlowError
-            del data  # not kept while idle: memory per connection counts
-            self._writing = False
-            outbox.cut = False
-        await trio.lowlevel.checkpoint()  # (take checkpointed; flake8-async can't tell)
+        with trio.move_on_at(deadline) as waiting:
+            await self.transport.flushed()
+        if waiting.cancelled_caught:
+            raise trio.TooSlowError
+
+    async def _close(self) -> None:
+        """Say goodbye to an evicted client if we may, then close, bounded."""
+        with trio.CancelScope(shield=True):
+            self._server.release(self)
+            member = self.member
+            if member.evicted is None and member.sink is not None and member.waiting:
+                # Cut short (a shutdown): what waits (its goodbye) goes, briefly.
+                with trio.move_on_after(CLOSE_TIMEOUT):  # noqa: ASYNC912
+                    with contextlib.suppress(TransportError, trio.TooSlowError):
+                        await self._drain()
+            if self._writer is not None:
+                self._writer.cancel()
+                self._writer = None
+            self._draining = True
+            self.member.sink = None  # fan-out writes nothing more here
+            with contextlib.suppress(_GoodbyeFailed):
+                await self.say_goodbye_if_evicted()
+            with trio.move_on_after(CLOSE_TIMEOUT):
+                await self.transport.close()
+            self.abort()
+
+    def abort(self) -> None:
+        """Close the socket now, if it is not yet (nothing more in or out)."""
+        transport = self.transport
+        if isinstance(transport, TLSTransport):
+            transport = transport.inner
+        if isinstance(transport, SocketTransport):
+            transport.close_now()
 
     async def say_goodbye_if_evicted(self) -> None:
         """Best effort: tell an evicted client why, within a short deadline."""
         reason = self.member.evicted
-        if reason is None or self._writing or self.member.outbox.cut:
-            # Not evicted, or a write was cut off: a line now would garble.
+        if reason is None or self.member.cut:
+            # Not evicted, or a line was cut off: a line now would garble.
             await trio.lowlevel.checkpoint()
             return
         data = encode_event(eviction_goodbye(reason))
         with trio.move_on_after(CLOSE_TIMEOUT):
             try:
-                await self.stream.send_all(data)
-            except _PEER_ERRORS as exc:
-                log.debug("[%s] goodbye not sent: %s", self.conn_id, _describe(exc))
+                await send_all(self.transport, data)
+            except TransportError as exc:
+                log.debug("[%s] goodbye not sent: %s", self.conn_id, exc)
                 raise _GoodbyeFailed from None
 
 
@@ -543,16 +765,16 @@ class ChatServer:
         self.ssl_context = ssl_context
         self.limits = chat.limits if limits is None else limits
         self.store = store
-        self._unsaved_send, self._unsaved = trio.open_memory_channel[
-            tuple[str, RoomEvent] | Saved
-        ](UNSAVED_NOTICES)
+        self._unsaved_send, self._unsaved = trio.open_memory_channel[Saved](
+            UNSAVED_NOTICES
+        )
         if store is not None:
             chat.durable = True
-            chat.record = self._record
             chat.save = self._save
         self.accounts = accounts
         if accounts is not None:
             chat.is_registered = accounts.is_registered
+            chat.registered_lookalike = accounts.lookalike
         self.shutting_down = False
         self.closed = trio.Event()
         self._ids = itertools.count(1)
@@ -562,10 +784,12 @@ class ChatServer:
         self.admission = Admission(self.limits)
         self._pruning = trio.CancelScope()
         self._prune_now = trio.Event()
-        #: Members with lines queued for a direct write (see `_flush_ready`).
-        self._ready: list[Member] = []
-        self._ready_wakeup = trio.Event()
+        #: The flusher (`_flusher`) runs once per pass with something new.
+        self._flush_wakeup = trio.Event()
         self._flushing = False
+        chat.hub.on_dirty = self._flush_soon
+        #: Where writer tasks start (`serve_listeners`' background nursery).
+        self._writers: trio.Nursery | None = None
         #: Rooms with joins or leaves waiting, by when to announce them.
         self._presence_due: list[tuple[float, int, Room]] = []
         self._presence_wakeup = trio.Event()
@@ -791,12 +1015,6 @@ class ChatServer:
             log.info("pruned %d old lines of history", removed)
         return removed
 
-    def _record(self, room_key: str, event: RoomEvent) -> None:
-        try:
-            self._unsaved_send.send_nowait((room_key, event))
-        except (trio.WouldBlock, trio.ClosedResourceError):
-            log.warning("history writes are behind: a notice was not saved")
-
     def _save(self, saved: Saved) -> None:
         try:
             self._unsaved_send.send_nowait(saved)
@@ -804,7 +1022,7 @@ class ChatServer:
             log.error("store writes are behind: %s was not saved", saved)
 
     async def save_behind(self, store: AsyncStore) -> None:
-        """Write notices, moderation, topics and ignores behind, in order.
+        """Write moderation, topics and ignores behind, in order.
 
         `serve_listeners` runs it; whoever serves streams with
         `handle_stream` alone runs it beside them. Returns once the server
@@ -813,8 +1031,6 @@ class ChatServer:
         async for item in self._unsaved:
             try:
                 match item:
-                    case (room_key, event):
-                        await store.append(room_key, event)
                     case BanSaved(ban):
                         await store.add_ban(
                             ban.kind,
@@ -883,7 +1099,8 @@ class ChatServer:
         """
         try:
             async with trio.open_nursery() as background:
-                background.start_soon(self._flush_ready)
+                self._writers = background
+                background.start_soon(self._flusher)
                 background.start_soon(self._announce_presence)
                 if self.store is not None:
                     background.start_soon(self.save_behind, self.store)
@@ -897,36 +1114,44 @@ class ChatServer:
             self._close_listeners(listeners)
             self.closed.set()
 
-    def _mark_ready(self, member: Member) -> None:
-        if not self._flushing:  # stopping: the writer takes over
-            member.flush()
-            return
-        self._ready.append(member)
-        self._ready_wakeup.set()
+    def _flush_soon(self) -> None:
+        """Something new waits to be written: flush once this pass is over."""
+        if self._flushing:
+            self._flush_wakeup.set()
+        else:  # served without `serve_listeners`: trio calls the flush soon
+            try:
+                token = trio.lowlevel.current_trio_token()
+            except RuntimeError:  # not in trio yet (set-up): nobody to wait
+                self.chat.hub.flush()
+            else:
+                token.run_sync_soon(self.chat.hub.flush, idempotent=True)
 
-    async def _flush_ready(self) -> None:
-        """Write queued lines of idle connections directly, once per pass.
+    async def _flusher(self) -> None:
+        """Write what fan-out queued, once per scheduler pass.
 
-        Fan-out queues a line for many members at once; each member is
-        marked ready once, and this task, run right after (in the next
-        scheduler pass), writes everything each one has queued by then in
-        one non-blocking send. Under load, many lines go out per send; when
-        quiet, a line goes out one pass after it was said. Writer tasks
-        only wake for what a send could not take (a slow reader) and for
-        TLS connections.
+        A line said in a room is appended to its log; this task, run right
+        after (in the next pass), has every member with something new write
+        it all in one non-blocking call (`Hub.flush`). Under load, many
+        lines go out per write; when quiet, a line goes out one pass after
+        it was said. Writer tasks exist only for members the kernel refused.
         """
+        hub = self.chat.hub
         self._flushing = True
         try:
             while True:
-                await self._ready_wakeup.wait()
-                self._ready_wakeup = trio.Event()
-                ready, self._ready = self._ready, []
-                for member in ready:
-                    member.flush()
+                await self._flush_wakeup.wait()
+                # Other connections woken in the same pass may still add
+                # lines: let them (a pass or two at most), so that each
+                # member gets them all in one write.
+                for _ in range(FLUSH_WAIT_PASSES):
+                    if not trio.lowlevel.current_statistics().tasks_runnable:
+                        break
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                self._flush_wakeup = trio.Event()
+                hub.flush()
         finally:
             self._flushing = False
-            for member in self._ready:
-                member.flush()  # the last direct writes; writers take over
+            hub.flush()  # never waits: the last lines queued, written now
 
     def _schedule_presence(self, room: Room) -> None:
         if len(room.pending_presence) >= self.chat.hub.presence_flush_names:
@@ -1018,19 +1243,24 @@ class ChatServer:
                 continue
             connections.start_soon(self._handle_tcp, stream)
 
-    async def _handle_tcp(self, stream: trio.SocketStream) -> None:
+    def _handle_tcp(self, stream: trio.SocketStream) -> Coroutine[object, object, None]:
+        """The task serving an accepted TCP stream (no frame of its own: one
+        per connection counts)."""
         try:
             peer = stream.socket.getpeername()
-            stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            _keep_alive(stream.socket)
         except OSError:
-            await trio.aclose_forcefully(stream)  # gone before we looked
-            return
+            return trio.aclose_forcefully(stream)  # noqa: ASYNC105 - the task awaits it
+
         host = peer[0]
         if ":" in host:
             address, key = f"[{host}]:{peer[1]}", address_key(host)
         else:  # the kernel's IPv4 address is its own key: no parsing
             address, key = f"{host}:{peer[1]}", host
-        await self.handle_stream(stream, peer=address, address_key=key)
+        admitted = self._admit(stream, address, key)
+        if isinstance(admitted, Connection):
+            return admitted.serve()  # the socket is its: no stream to close
+        return admitted
 
     async def handle_stream(
         self,
@@ -1045,11 +1275,29 @@ class ChatServer:
         per-address and global connection limits: if refused it gets one
         line (on plain TCP) and is closed, before any TLS handshake.
 
+        A socket stream served from `serve_listeners` is taken over and
+        written without a task switch; any other stream is written by a task
+        beside the reader.
+
         The per-connection boundary: transport errors are logged at INFO,
         bugs at ERROR with their traceback; neither escapes, and only this
         connection is affected. Cancellation propagates after the stream is
         closed (with a short deadline).
         """
+        admitted = self._admit(stream, peer, address_key)
+        if isinstance(admitted, Connection):
+            try:
+                await (admitted.run() if admitted.needs_task else admitted.serve())
+            finally:
+                with trio.CancelScope(shield=True):
+                    await trio.aclose_forcefully(stream)
+        else:
+            await admitted
+
+    def _admit(
+        self, stream: trio.abc.Stream, peer: str, address_key: str | None
+    ) -> Connection | Coroutine[object, object, None]:
+        """The connection for `stream`, or the refusal to send it (never waits)."""
         conn_id = f"c{next(self._ids)}"
         if address_key is not None:
             refusal = self._banned(address_key) or self.admission.admit(
@@ -1057,49 +1305,29 @@ class ChatServer:
             )
             if refusal is not None:
                 log.info("[%s] refused %s: %s", conn_id, peer, refusal.text)
-                await self._refuse(stream, refusal)
-                return
+                return self._refuse(stream, refusal)
         log.info("[%s] connected from %s", conn_id, peer)
-        connection = Connection(self, stream, conn_id)
+        transport: Transport
+        if isinstance(stream, trio.SocketStream) and self._writers is not None:
+            transport = SocketTransport.from_stream(stream)
+            connection = Connection(
+                self, transport, conn_id, spawn=self._writers.start_soon
+            )
+        else:
+            transport = StreamTransport(stream, write_timeout=self.limits.write_timeout)
+            connection = Connection(self, transport, conn_id)
         connection.member.address = address_key
-        if self.ssl_context is None and self._flushing:
-            direct = _direct_write(stream)
-            if direct is not None:
-                connection.member.outbox.direct = direct
-                connection.member.on_ready = self._mark_ready
-        if address_key is not None:
-            key = address_key
-            connection.on_registered = lambda: self.admission.registered(key)
         self._connections.add(connection)
-        try:
-            with connection.scope:
-                if self.ssl_context is not None:
-                    tls_stream = await self._tls_handshake(stream, conn_id)
-                    connection.stream = tls_stream
-                    connection.member.cert = _fingerprint(tls_stream)
-                await connection.run()
-        except* _PEER_ERRORS as group:
-            reason = _describe(group.exceptions[0])
-            log.info("[%s] disconnected: %s", conn_id, reason)
-            self.chat.leave(connection.member, "disconnected", reason)
-        except* _TLSHandshakeFailed:
-            pass  # already logged
-        except* Exception:
-            log.exception("[%s] internal error; closing this connection", conn_id)
-            self.chat.leave(connection.member, "disconnected", "server error")
-        finally:
-            connection.member.outbox.direct = None  # before the socket closes
-            if address_key is not None:
-                self.admission.released(address_key, registered=connection.registered)
+        return connection
+
+    def release(self, connection: Connection) -> None:
+        """`connection` is done with: it no longer counts (once)."""
+        if connection in self._connections:
             self._connections.discard(connection)
-            self.chat.leave(connection.member, "disconnected", "connection closed")
-            with trio.CancelScope(shield=True):
-                with contextlib.suppress(_GoodbyeFailed):
-                    await connection.say_goodbye_if_evicted()
-                with trio.move_on_after(CLOSE_TIMEOUT):
-                    await connection.stream.aclose()
-                await trio.aclose_forcefully(stream)
-            log.info("[%s] closed", conn_id)
+            if connection.member.address is not None:
+                self.admission.released(
+                    connection.member.address, registered=connection.registered
+                )
 
     def _banned(self, address_key: str) -> Refusal | None:
         ban = self.chat.moderation.find("address", address_key, self.chat.now())
@@ -1131,45 +1359,24 @@ class ChatServer:
                 await stream.send_all(line)
         await trio.aclose_forcefully(stream)
 
-    async def _tls_handshake(
-        self, stream: trio.abc.Stream, conn_id: str
-    ) -> trio.SSLStream[trio.abc.Stream]:
-        assert self.ssl_context is not None
-        ssl_stream = trio.SSLStream(stream, self.ssl_context, server_side=True)
-        try:
-            with trio.fail_after(_seconds(self.limits.tls_handshake_timeout)):
-                await ssl_stream.do_handshake()
-        except trio.TooSlowError:
-            log.info("[%s] TLS handshake timed out", conn_id)
-            raise _TLSHandshakeFailed from None
-        except trio.BrokenResourceError as exc:
-            log.info("[%s] TLS handshake failed: %s", conn_id, _describe(exc))
-            raise _TLSHandshakeFailed from None
-        return ssl_stream
 
+def _keep_alive(sock: trio.socket.SocketType) -> None:
+    """TCP keepalive with our timings: a vanished peer goes in minutes.
 
-def _direct_write(stream: trio.abc.Stream) -> Callable[[bytes], int] | None:
-    """A plain socket's non-blocking send, for the outbox's fast path.
-
-    trio keeps its sockets non-blocking, so the standard socket's `send`
-    never waits: it sends what the kernel takes or raises BlockingIOError.
-    trio's socket wrapper exposes no synchronous send, hence the reach for
-    the socket it wraps; without one (a test's memory stream, another trio)
-    the writer task does every write.
+    The system default sends the first probe after two hours; a peer that
+    vanished without a word would hold its name that long. Where the
+    timings cannot be set, keepalive stays on with the system's.
     """
-    if not isinstance(stream, trio.SocketStream):
-        return None
-    sock = getattr(stream.socket, "_sock", None)
-    if not isinstance(sock, socket.socket) or sock.getblocking():
-        return None
-    send: Callable[[bytes], int] = sock.send
-    return send
-
-
-def _fingerprint(stream: trio.SSLStream[trio.abc.Stream]) -> str | None:
-    """SHA-256 (hex) of the peer's TLS certificate, if it sent one."""
-    der = stream.getpeercert(binary_form=True)
-    return None if not der else hashlib.sha256(der).hexdigest()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE_IDLE),
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+        ("TCP_KEEPCNT", KEEPALIVE_PROBES),
+    ):
+        number = getattr(socket, option, None)
+        if number is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, number, int(value))
 
 
 class _GoodbyeFailed(Exception):

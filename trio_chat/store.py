@@ -78,14 +78,24 @@ BUSY_TIMEOUT: Final = 5.0
 SHRINK_BATCH: Final = 1000
 
 #: The events kept as room history.
-RoomEvent: TypeAlias = ev.Message | ev.Action | ev.Joined | ev.Left | ev.Renamed
+RoomEvent: TypeAlias = (
+    ev.Message | ev.Action | ev.Joined | ev.Left | ev.Kicked | ev.Renamed
+)
 #: The `kind` column of each of them.
 _KIND_MESSAGE: Final = "msg"
 _KIND_ACTION: Final = "action"
 _KIND_JOIN: Final = "join"
 _KIND_LEAVE: Final = "leave"
 _KIND_NICK: Final = "nick"
-_ROOM_KINDS: Final = (_KIND_MESSAGE, _KIND_ACTION, _KIND_JOIN, _KIND_LEAVE, _KIND_NICK)
+_KIND_KICK: Final = "kick"  # sender: who was kicked; extra: the op
+_ROOM_KINDS: Final = (
+    _KIND_MESSAGE,
+    _KIND_ACTION,
+    _KIND_JOIN,
+    _KIND_LEAVE,
+    _KIND_NICK,
+    _KIND_KICK,
+)
 _LEAVE_HOWS: Final[tuple[ev.LeaveHow, ...]] = get_args(ev.LeaveHow)
 
 _BAN_KINDS: Final[tuple[BanKind, ...]] = ("name", "address")
@@ -268,6 +278,8 @@ def _encode(event: RoomEvent) -> tuple[str, str, str | None, str | None]:
         return _KIND_LEAVE, event.name, event.reason, event.how
     if isinstance(event, ev.Renamed):
         return _KIND_NICK, event.old, event.new, None
+    if isinstance(event, ev.Kicked):
+        return _KIND_KICK, event.name, event.reason, event.by
     # Private messages and everything else are not room history; storing a
     # private message is a separate, deliberate call (`append_private`).
     raise TypeError(f"not a room event: {type(event).__name__}")
@@ -290,6 +302,8 @@ def _decode(row: tuple[Any, ...]) -> tuple[int, RoomEvent]:
         event = ev.Left(ts=ts, room=room, name=sender, how=how, reason=text or "")
     elif kind == _KIND_NICK:
         event = ev.Renamed(ts=ts, room=room, old=sender, new=text or "")
+    elif kind == _KIND_KICK:
+        event = ev.Kicked(ts, room, sender, extra or "", text or "")
     else:  # pragma: no cover - the queries select room kinds only
         raise StoreError(f"history row {row_id} has an unknown kind {kind!r}")
     return row_id, event
@@ -609,6 +623,12 @@ class Store:
         """The name keys of every registered account."""
         with _translate("cannot list the users"):
             rows = self._conn.execute("SELECT name_key FROM users").fetchall()
+        return [str(row[0]) for row in rows]
+
+    def user_names(self) -> list[str]:
+        """The name of every registered account, as it was registered."""
+        with _translate("cannot list the users"):
+            rows = self._conn.execute("SELECT name FROM users").fetchall()
         return [str(row[0]) for row in rows]
 
     def get_user(self, name_key: str) -> User | None:
@@ -1156,6 +1176,10 @@ class AsyncStore:
     async def user_keys(self) -> list[str]:
         """`Store.user_keys`."""
         return await self._call(lambda s: s.user_keys(), write=False)
+
+    async def user_names(self) -> list[str]:
+        """`Store.user_names`."""
+        return await self._call(lambda s: s.user_names(), write=False)
 
     async def get_user(self, name_key: str) -> User | None:
         """`Store.get_user`."""

@@ -1,0 +1,408 @@
+"""Byte transports for the server: a plain socket, TLS over one, any stream.
+
+Each transport is a `fanout.reader.Sink`: `send_now` hands the kernel what
+it takes at once and never waits, so fan-out writes straight from the
+flusher, with no task switch per line. Only a connection the kernel has
+refused waits (`wait_writable`), in a task of its own that exists only
+while it is refused.
+
+* `SocketTransport`: a non-blocking socket, `sendmsg` of every line waiting.
+* `TLSTransport`: TLS through `ssl.SSLObject` and memory BIOs over another
+  transport: records are encrypted synchronously in `send_now`, and what the
+  kernel does not take waits as ciphertext, so TLS goes the same fast road.
+* `StreamTransport`: any `trio.abc.Stream` (memory streams in tests), whose
+  sends need a task: one batch at a time is in flight.
+
+Every transport failure becomes one `TransportError` with a short reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import socket
+import ssl
+from typing import Final, Protocol
+
+import trio
+
+from trio_chat.fanout.reader import Buffer, SinkError
+from trio_chat.limits import RECEIVE_SIZE
+
+#: Plaintext bytes one TLS write encrypts at most: what waits as ciphertext
+#: while the kernel is full is bounded by it.
+TLS_WRITE_CHUNK: Final = 64 * 1024
+
+
+class TransportError(SinkError):
+    """The peer is gone or broke the transport; `str()` says why, briefly."""
+
+
+def describe(exc: BaseException) -> str:
+    """A short, human reason for a transport failure, for logs and notices."""
+    if isinstance(exc, TransportError):
+        return str(exc)
+    if isinstance(exc, trio.TooSlowError):
+        return "write timeout"
+    cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else exc
+    if isinstance(cause, ConnectionResetError):
+        return "connection reset"
+    if isinstance(cause, BrokenPipeError):
+        return "connection lost"
+    if isinstance(cause, ssl.SSLError):
+        return f"TLS error: {cause.reason or cause}"
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror.lower()
+    return "connection lost"
+
+
+class Transport(Protocol):
+    """A connection's bytes: received by one task, sent from anywhere."""
+
+    def send_now(self, buffers: list[Buffer]) -> int:
+        """Send what can be sent now of `buffers`; the bytes taken (see Sink)."""
+
+    @property
+    def holding(self) -> bool:
+        """True if bytes taken are not yet in the kernel (see Sink)."""
+
+    async def wait_writable(self) -> None:
+        """Wait until `send_now` may take more. Raises TransportError."""
+
+    async def receive(self) -> bytes:
+        """The next bytes from the peer; b"" at the end. Raises TransportError."""
+
+    async def flushed(self) -> None:
+        """Wait until what `send_now` took is handed to the kernel (not only
+        taken by a task or waiting as ciphertext). Raises TransportError."""
+
+    async def close(self) -> None:
+        """Close, with a goodbye (TLS close_notify) if one is due; bounded by
+        the caller's deadline, then forceful. Never raises for the peer."""
+
+
+async def send_all(transport: Transport, data: bytes) -> None:
+    """Send `data` whole, waiting for the kernel as needed.
+
+    For what is written outside fan-out (a refusal, a goodbye). Raises
+    TransportError; cancellation may leave a part sent.
+    """
+    view = memoryview(data)
+    while view:
+        taken = transport.send_now([view])
+        view = view[taken:]
+        if view:
+            await transport.wait_writable()
+    await transport.flushed()
+
+
+class SocketTransport:
+    """A connected, non-blocking socket, owned by this transport."""
+
+    __slots__ = ("sock",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+
+    @classmethod
+    def from_stream(cls, stream: trio.SocketStream) -> SocketTransport:
+        """Take over the socket of a trio `SocketStream` (which is done then).
+
+        trio's settings stay: TCP_NODELAY, and TCP_NOTSENT_LOWAT of 16 KiB,
+        which keeps what the kernel holds unsent small, so how far behind a
+        member is, is known here (and a reader that stopped reading is seen).
+        """
+        trio_sock = stream.socket
+        sock = socket.socket(
+            trio_sock.family, trio_sock.type, trio_sock.proto, fileno=trio_sock.detach()
+        )
+        return cls(sock)
+
+    holding: Final = False  # what send_now takes is in the kernel
+
+    def send_now(self, buffers: list[Buffer]) -> int:
+        """One non-blocking `sendmsg` of `buffers` (see `Transport`)."""
+        try:
+            if len(buffers) == 1:
+                return self.sock.send(buffers[0])
+            return self.sock.sendmsg(buffers)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise TransportError(describe(exc)) from exc
+
+    async def wait_writable(self) -> None:
+        """Wait until the kernel takes data again."""
+        try:
+            await trio.lowlevel.wait_writable(self.sock)
+        except trio.ClosedResourceError as exc:
+            raise TransportError("connection closed") from exc
+
+    async def flushed(self) -> None:
+        """Nothing to wait for: what `send_now` took is in the kernel."""
+        await trio.lowlevel.checkpoint()
+
+    async def receive(self) -> bytes:
+        """The next bytes from the peer (b"" at the end)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            try:
+                data = self.sock.recv(RECEIVE_SIZE)
+            except BlockingIOError:
+                pass  # waited for below: not in here, which would keep the
+                # exception (and its traceback) alive for the whole wait
+            except OSError as exc:
+                raise TransportError(describe(exc)) from exc
+            else:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return data
+            try:
+                await trio.lowlevel.wait_readable(self.sock)
+            except trio.ClosedResourceError as exc:
+                raise TransportError("connection closed") from exc
+
+    async def close(self) -> None:
+        """Close the socket (at once: nothing of ours is pending)."""
+        self.close_now()
+        await trio.lowlevel.checkpoint()
+
+    def close_now(self) -> None:
+        """Close the socket, waking anyone waiting on it."""
+        if self.sock.fileno() >= 0:
+            trio.lowlevel.notify_closing(self.sock)
+            self.sock.close()
+
+
+class StreamTransport:
+    """Any trio stream: one batch in flight, sent by `run`'s task.
+
+    A batch that takes longer than `write_timeout` seconds to send (0: no
+    limit) ends the connection ("write timeout").
+    """
+
+    __slots__ = ("_error", "_flight", "_sent", "_timeout", "_wake", "stream")
+
+    def __init__(self, stream: trio.abc.Stream, *, write_timeout: float = 0.0) -> None:
+        self.stream = stream
+        self._timeout = write_timeout if write_timeout > 0 else math.inf
+        self._flight: bytes | None = None  # taken, being sent
+        self._error: str | None = None
+        self._wake = trio.Event()  # something to send
+        self._sent = trio.Event()  # the batch in flight went out
+
+    @property
+    def holding(self) -> bool:
+        """True while a batch is in flight."""
+        return self._flight is not None
+
+    def send_now(self, buffers: list[Buffer]) -> int:
+        """Take `buffers` if nothing is in flight (see `Transport`)."""
+        if self._error is not None:
+            raise TransportError(self._error)
+        if self._flight is not None:
+            return 0
+        data = b"".join(buffers)
+        if not data:
+            return 0
+        self._flight = data
+        self._sent = trio.Event()
+        self._wake.set()
+        return len(data)
+
+    async def wait_writable(self) -> None:
+        """Wait until the batch in flight is out."""
+        while self._flight is not None and self._error is None:
+            await self._sent.wait()
+        if self._error is not None:
+            raise TransportError(self._error)
+        await trio.lowlevel.checkpoint()
+
+    async def flushed(self) -> None:
+        """Wait until the batch in flight is sent."""
+        await self.wait_writable()
+
+    async def run(self) -> None:
+        """Send each batch taken, until cancelled (run beside the reader).
+
+        Raises TransportError when a send fails or takes too long.
+        """
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            data = self._flight
+            if data is None:
+                continue
+            try:
+                with trio.fail_after(self._timeout):
+                    await self.stream.send_all(data)
+            except (
+                trio.BrokenResourceError,
+                trio.ClosedResourceError,
+                trio.TooSlowError,
+            ) as exc:
+                self._error = describe(exc)
+                self._sent.set()
+                raise TransportError(self._error) from exc
+            self._flight = None
+            self._sent.set()
+
+    async def receive(self) -> bytes:
+        """The next bytes from the stream (b"" at the end)."""
+        try:
+            return bytes(await self.stream.receive_some(RECEIVE_SIZE))
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise TransportError(describe(exc)) from exc
+
+    async def close(self) -> None:
+        """Close the stream (forcefully if the caller's deadline passes)."""
+        try:
+            await self.stream.aclose()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            await trio.aclose_forcefully(self.stream)
+
+
+class TLSTransport:
+    """TLS (server side) over another transport, by `ssl.SSLObject`.
+
+    Encryption happens in `send_now`, so TLS connections are written by the
+    same non-blocking path as plain ones. Renegotiation is off in our
+    contexts, so reading and writing never wait on each other.
+    """
+
+    __slots__ = ("_incoming", "_outgoing", "_pending", "_ssl", "inner")
+
+    def __init__(self, inner: Transport, context: ssl.SSLContext) -> None:
+        self.inner = inner
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._ssl = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        #: Ciphertext the inner transport has not taken yet.
+        self._pending: memoryview | None = None
+
+    def peer_certificate(self) -> bytes | None:
+        """The client's certificate (DER), if it sent one."""
+        der = self._ssl.getpeercert(binary_form=True)
+        return der or None
+
+    async def handshake(self) -> None:
+        """Complete the TLS handshake. Raises TransportError.
+
+        The caller bounds it with a deadline.
+        """
+        while True:
+            try:
+                self._ssl.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLError as exc:
+                self._push()  # the alert, if the kernel takes it
+                raise TransportError(describe(exc)) from exc
+            await self._send_pending()
+            data = await self.inner.receive()
+            if not data:
+                raise TransportError("connection closed")
+            self._incoming.write(data)
+        await self._send_pending()
+
+    def _push(self) -> bool:
+        """Move ciphertext to the inner transport; True once none is left."""
+        if self._outgoing.pending:
+            data = self._outgoing.read()
+            if self._pending is not None:
+                data = bytes(self._pending) + data
+            self._pending = memoryview(data)
+        pending = self._pending
+        if pending is None:
+            return True
+        taken = self.inner.send_now([pending])
+        if taken >= len(pending):
+            self._pending = None
+            return True
+        self._pending = pending[taken:]
+        return False
+
+    async def _send_pending(self) -> None:
+        while not self._push():
+            await self.inner.wait_writable()
+        await trio.lowlevel.checkpoint()
+
+    @property
+    def holding(self) -> bool:
+        """True while records wait for the inner transport (or in it)."""
+        return self._pending is not None or self.inner.holding
+
+    def send_now(self, buffers: list[Buffer]) -> int:
+        """Encrypt and send what fits (see `Transport`): the plaintext taken."""
+        if not self._push():
+            return 0
+        chunk: list[Buffer] = []
+        size = 0
+        for buffer in buffers:
+            room = TLS_WRITE_CHUNK - size
+            if len(buffer) > room:
+                if not chunk:
+                    chunk.append(memoryview(buffer)[:room])
+                    size += room
+                break
+            chunk.append(buffer)
+            size += len(buffer)
+        if not size:
+            return 0
+        try:
+            self._ssl.write(chunk[0] if len(chunk) == 1 else b"".join(chunk))
+        except ssl.SSLError as exc:
+            raise TransportError(describe(exc)) from exc
+        self._push()
+        return size
+
+    async def wait_writable(self) -> None:
+        """Wait until the ciphertext waiting is out."""
+        while not self._push():
+            await self.inner.wait_writable()
+        await trio.lowlevel.checkpoint()
+
+    async def flushed(self) -> None:
+        """Wait until every record is handed to the inner transport's kernel."""
+        await self.wait_writable()
+        await self.inner.flushed()
+
+    async def receive(self) -> bytes:
+        """The next plaintext from the peer (b"" at the end).
+
+        Cancellation never loses what was decrypted: once data is read it is
+        returned.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            try:
+                data = self._ssl.read(RECEIVE_SIZE)
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLZeroReturnError:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return b""  # close_notify
+            except ssl.SSLError as exc:
+                raise TransportError(describe(exc)) from exc
+            else:
+                self._push()  # whatever reading produced (a key update)
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return data
+            received = await self.inner.receive()
+            if not received:
+                return b""  # closed without close_notify: the end all the same
+            self._incoming.write(received)
+
+    async def close(self) -> None:
+        """Send close_notify (within the caller's deadline), then close."""
+        try:
+            # Our close_notify is written; the peer's is not awaited.
+            with contextlib.suppress(ssl.SSLWantReadError, ssl.SSLError):
+                self._ssl.unwrap()
+            with contextlib.suppress(TransportError):
+                await self._send_pending()
+        finally:
+            await self.inner.close()  # noqa: ASYNC102 - the caller's deadline
