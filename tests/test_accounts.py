@@ -136,10 +136,13 @@ async def test_the_right_password_replaces_a_ghost(chat_server: Server) -> None:
     await peer.expect("PASSWORD")
     await peer.send("alice pw 1")
     assert (await peer.expect("WELCOME")).startswith("WELCOME alice ")
-    assert (await ghost.until_closed())[-1].startswith("BYE ghost-replaced ")
+    assert (await ghost.until_closed())[-1] == (
+        "BYE signed-in-elsewhere You signed in from another place;"
+        " this connection is closed."
+    )
     assert (
         await bob.expect("LEAVE")
-        == f"LEAVE {STAMP} #lobby alice disconnected (ghost replaced)"
+        == f"LEAVE {STAMP} #lobby alice disconnected (signed in elsewhere)"
     )
     assert await bob.expect("JOIN") == f"JOIN {STAMP} #lobby alice"
 

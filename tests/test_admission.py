@@ -44,6 +44,9 @@ def test_new_connections_per_minute() -> None:
         admission.released(A, registered=True)
     refusal = admission.admit(A, 20.0)
     assert refusal is not None and refusal.code == "too-many-new-connections"
+    # The refusal says when the window has room again: when its oldest
+    # attempt (at 1 s: the one at 0 s made way for the refused one) is out.
+    assert refusal.retry_after == 41
     assert admission.admit(B, 20.0) is None
     # A minute after the first attempts, the window has room again.
     assert admission.admit(A, 61.0) is None

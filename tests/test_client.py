@@ -50,6 +50,7 @@ class RecordingUI:
     """A `ClientUI` that records what the user would see."""
 
     color = False
+    columns: int | None = None
 
     def __init__(self) -> None:
         self.lines: list[str] = []
@@ -58,6 +59,7 @@ class RecordingUI:
         self.roster: client.Roster | None = None
         self.bells: list[int] = []  # len(lines) when each bell rang
         self.secrets: list[str | None] = []  # each set_secret prompt
+        self.prompts: list[str | None] = []  # each set_prompt prompt
         self.can_ask_secrets = True  # like a terminal (False: like a pipe)
         self._seen = 0
         self._changed = trio.Event()
@@ -78,6 +80,9 @@ class RecordingUI:
 
     def bell(self) -> None:
         self.bells.append(len(self.lines))
+
+    def set_prompt(self, prompt: str | None) -> None:
+        self.prompts.append(prompt)
 
     def set_secret(self, prompt: str | None) -> bool:
         self.secrets.append(prompt)
@@ -457,12 +462,12 @@ async def test_sent_away_before_joining_is_not_retried(nursery: trio.Nursery) ->
         run = start(nursery)
         server = await run.net.accept()
         await server.greet()
-        await server.send("BYE name-timeout No name chosen within 30 seconds.")
+        await server.send("BYE too-many-attempts No valid name in 10 tries; bye.")
         await server.close()
         error = await run.finished()
         assert isinstance(error, Refused)
         assert str(error) == (
-            "the server closed the connection: No name chosen within 30 seconds."
+            "the server closed the connection: No valid name in 10 tries; bye."
         )
         assert len(run.net.attempts) == 1
 
@@ -471,11 +476,15 @@ async def test_a_silent_server_times_out(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery
 ) -> None:
     with trio.fail_after(TEST_TIMEOUT):
-        run = start(nursery, name="alice", reconnect=False)
-        await run.net.accept()  # and never say a word
-        error = await run.finished()
-        assert isinstance(error, ConnectionLost)
-        assert str(error).endswith("lost: no answer from the server within 10 s")
+        run = start(nursery, name="alice")
+        server = await run.net.accept()
+        await server.join("alice")  # it has greeted us once ...
+        await server.close()
+        await run.net.accept()  # ... and now never says a word
+        await run.ui.expect(
+            "-- connection lost (no answer from the server within 10 s);"
+            " reconnecting in 2 s..."
+        )
 
 
 # --------------------------------------------------------------------------
@@ -759,3 +768,53 @@ async def test_guest_client_cancel_stops_it_at_once() -> None:
 def test_config_address_brackets_ipv6() -> None:
     assert ClientConfig(host="::1", port=7777).address == "[::1]:7777"
     assert ClientConfig(host="chat.example", port=1).address == "chat.example:1"
+
+
+# --------------------------------------------------------------------------
+# /help: the server's commands, then the client's own
+
+
+async def test_help_shows_the_servers_commands_then_the_clients(
+    nursery: trio.Nursery,
+) -> None:
+    from trio_chat.chat import HELP_LINES
+
+    with trio.fail_after(TEST_TIMEOUT):
+        run = start(nursery, name="alice")
+        server = await run.net.accept()
+        await server.join("alice")
+        await run.type("/help")
+        assert await server.line() == "/help"
+        await server.send(*(f"HELP {line}" for line in HELP_LINES))
+        bell = await run.ui.expect("/bell off|mentions|all")
+        at = run.ui.lines.index(bell)
+        assert run.ui.lines[at - 1].endswith(HELP_LINES[-1])  # right after the list
+        await run.ui.expect("when the terminal bell rings")
+        # Another server's list, with another last line: ours come after it,
+        # before whatever comes next.
+        await run.type("/help")
+        assert await server.line() == "/help"
+        await server.send("HELP /quit  leave", f"MSG {TS} #lobby <bob> hi")
+        await run.ui.expect("/quit  leave")
+        await run.ui.expect("/bell off|mentions|all")
+        await run.ui.expect("<bob> hi")
+
+
+async def test_refused_chat_lines_are_shown_as_not_sent_in_order(
+    nursery: trio.Nursery,
+) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        run = start(nursery, name="alice")
+        server = await run.net.accept()
+        await server.join("alice")
+        await run.type("one", "/me two", "/who")
+        for line in ("one", "/me two", "/who"):
+            assert await server.line() == line
+        await server.send(
+            "ERR muted You are muted in #lobby.",
+            "ERR muted You are muted in #lobby.",
+            "ERR no-room You are in no room.",  # nothing left to be about
+        )
+        await run.ui.expect("!! not sent: one (You are muted in #lobby.)")
+        await run.ui.expect("!! not sent: /me two (You are muted in #lobby.)")
+        assert await run.ui.expect("!!") == "!! You are in no room."

@@ -17,7 +17,7 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
 from trio_chat.client import Roster
-from trio_chat.terminal import COMMANDS, ChatCompleter, TerminalUI
+from trio_chat.terminal import COMMANDS, ChatCompleter, TerminalUI, wrap
 
 
 @pytest.fixture
@@ -48,8 +48,10 @@ def texts(completer: ChatCompleter, text: str) -> list[str]:
         ("/jo", ["/join"]),
         ("/J", ["/join"]),  # case does not matter
         ("/s", ["/switch"]),
-        ("/m", ["/me", "/msg"]),
-        ("/b", ["/bell"]),
+        ("/m", ["/me", "/motd", "/msg", "/mute"]),
+        ("/wh", ["/who", "/whois"]),
+        ("/un", ["/unban", "/unignore", "/unmute"]),
+        ("/b", ["/back", "/ban", "/bans", "/bell"]),
         ("/x", []),
     ],
 )
@@ -61,8 +63,10 @@ def test_commands_complete_at_the_start_of_a_line(
 
 def test_every_command_is_offered_for_a_lone_slash(completer: ChatCompleter) -> None:
     assert sorted(texts(completer, "/")) == sorted(COMMANDS)
-    assert {"/join", "/part", "/switch", "/rooms", "/topic", "/who"} <= set(COMMANDS)
-    assert {"/msg", "/me", "/nick", "/quit", "/help"} <= set(COMMANDS)
+    # The ones a new user missed, once.
+    missing = "whois away back history reply ignore register identify kick mute"
+    missing += " ban op key lecture motd paste bell"
+    assert {f"/{word}" for word in missing.split()} <= set(COMMANDS)
 
 
 @pytest.mark.parametrize(
@@ -177,3 +181,38 @@ def test_set_roster_feeds_the_prompt_completer(
     ui.set_roster(roster)
     assert ui.session.completer is ui.completer
     assert texts(ui.completer, "b") == ["bob"]
+
+
+# --------------------------------------------------------------------------
+# Long lines: cut at words, continued under their text
+
+
+@pytest.mark.parametrize(
+    ("line", "width", "expected"),
+    [
+        ("12:03 <bob> short", 40, ["12:03 <bob> short"]),
+        (
+            "12:03 <bob> one two three four five",
+            24,
+            ["12:03 <bob> one two", "            three four", "            five"],
+        ),
+        ("-- a notice that wraps", 12, ["-- a notice", "   that", "   wraps"]),
+        ("x" * 25, 10, ["x" * 10, "x" * 10, "x" * 5]),  # no space: cut anyway
+        ("      return x + y", 13, ["      return", "      x + y"]),  # a block's
+        ("12:03 <bob> one two three", 16, ["12:03 <bob> one", "  two three"]),
+    ],
+)
+def test_long_lines_wrap_at_words_under_their_text(
+    line: str, width: int, expected: list[str]
+) -> None:
+    assert wrap(line, width) == expected
+
+
+def test_a_style_on_at_a_cut_is_ended_and_taken_up_after_the_indent() -> None:
+    reverse = "\x1b[7m"
+    line = f"12:03 <bob> {reverse}hello carol and more words\x1b[0m"
+    assert wrap(line, 24) == [
+        f"12:03 <bob> {reverse}hello carol\x1b[0m",
+        f"            {reverse}and more\x1b[0m",
+        f"            {reverse}words\x1b[0m",
+    ]

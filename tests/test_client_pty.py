@@ -41,8 +41,8 @@ PROMPT = "alice #lobby> "
 class Terminal:
     """The pty's master side, rendered on a pyte screen."""
 
-    def __init__(self, master: int) -> None:
-        self.screen = pyte.Screen(COLUMNS, ROWS)
+    def __init__(self, master: int, columns: int = COLUMNS) -> None:
+        self.screen = pyte.Screen(columns, ROWS)
         self._stream = pyte.ByteStream(self.screen)
         self._pty = trio.lowlevel.FdStream(master)
 
@@ -64,6 +64,15 @@ class Terminal:
     def shows(self, text: str) -> bool:
         return any(text in row for row in self.rows())
 
+    def prompt_is(self, prompt: str) -> bool:
+        """Whether the cursor's row reads `prompt` alone, the cursor after it.
+
+        Then prompt_toolkit has drawn its prompt again after printing: keys
+        typed before that may be echoed by the terminal, in cooked mode.
+        """
+        cursor = self.screen.cursor
+        return self.rows()[cursor.y] == prompt.rstrip() and cursor.x == len(prompt)
+
     async def wait_until(self, condition: Callable[[], bool], what: str) -> None:
         """Read the pty until `condition()` holds, for at most STEP_TIMEOUT."""
         with trio.move_on_after(STEP_TIMEOUT):
@@ -83,8 +92,10 @@ class Terminal:
         await self._pty.aclose()
 
 
-async def start_server(log: Path) -> tuple[trio.Process, int]:
-    """`python -m trio_chat serve --port 0`; returns it and its port."""
+async def start_server(
+    log: Path, *options: str, db: str = ":memory:"
+) -> tuple[trio.Process, int]:
+    """`python -m trio_chat serve --port 0 [options]`; returns it and its port."""
     with log.open("wb") as stderr:
         server = await trio.lowlevel.open_process(
             [
@@ -95,7 +106,8 @@ async def start_server(log: Path) -> tuple[trio.Process, int]:
                 "--port",
                 "0",
                 "--db",
-                ":memory:",
+                db,
+                *options,
             ],
             stdout=subprocess.PIPE,
             stderr=stderr,
@@ -127,21 +139,32 @@ async def server_port(tmp_path: Path) -> AsyncIterator[int]:
         await server.stdout.aclose()
 
 
-async def open_client_pty(server_port: int) -> tuple[trio.Process, int, int]:
-    """The real client as alice, on a new ROWS x COLUMNS pseudo-terminal.
+async def open_client_pty(
+    server_port: int,
+    *options: str,
+    name: str | None = "alice",
+    environ: dict[str, str] | None = None,
+    columns: int = COLUMNS,
+) -> tuple[trio.Process, int, int]:
+    """The real client as `name`, on a new ROWS x `columns` pseudo-terminal.
 
+    `options` are more of its arguments, `environ` more of its environment.
     Returns the process and the terminal's master and slave descriptors.
     """
     master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, columns, 0, 0))
     env = dict(os.environ, TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1")
     env.pop("NO_COLOR", None)
     env.pop("PROMPT_TOOLKIT_BELL", None)
+    for variable in ("TRIO_CHAT_PASSWORD", "TRIO_CHAT_SERVER_PASSWORD"):
+        env.pop(variable, None)
+    env.update(environ or {})
+    naming = ("--name", name) if name is not None else ()
     client = await trio.lowlevel.open_process(
         [
             sys.executable,
             *("-m", "trio_chat", "client"),
-            *("--port", str(server_port), "--name", "alice"),
+            *("--port", str(server_port), *naming, *options),
         ],
         stdin=slave,
         stdout=slave,

@@ -55,6 +55,11 @@ name = "alice"
         ("[serve]\ntls = 'yes'\n", "must be true or false"),
         ("[serve]\nlog-level = 'LOUD'\n", "not one of"),
         ("[serve]\nmax-per-address = -1\n", "must be 0 or more"),
+        (
+            "[serve]\nmax-per-address = 'fifty'\n",
+            "[serve] max-per-address: must be a whole number, not 'fifty'",
+        ),
+        ("[serve]\nflood-rate = 'fast'\n", "flood-rate: must be a number, not 'fast'"),
         ("[serve\n", "is not valid TOML"),
         ("[serve]\noperator = 'teacher'\n", "must be a list of strings"),
         ("[serve]\nallow = [1, 2]\n", "must be a list of strings"),
@@ -86,6 +91,11 @@ def test_the_readme_classroom_example_is_valid(tmp_path: Path) -> None:
         (["--registered-only", "--db", ":memory:"], "need registered names"),
         (["--motd-file", "/nonexistent/motd.txt"], "cannot read"),
         (["--allow", "not a name"], "not a valid name"),
+        (
+            ["--db", "/nonexistent/dir/chat.db"],
+            "cannot open the database /nonexistent/dir/chat.db: the directory"
+            " /nonexistent/dir does not exist",
+        ),
     ],
 )
 def test_bad_moderation_settings_stop_the_server(
@@ -101,6 +111,47 @@ def test_bad_moderation_settings_stop_the_server(
     )
     assert result.returncode == 2
     assert message in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_log_levels_in_any_case(tmp_path: Path) -> None:
+    args = build_parser().parse_args(["serve", "--log-level", "info"])
+    assert args.log_level == "INFO"
+    assert parse(tmp_path, "[serve]\nlog-level = 'debug'\n", "serve").log_level == (
+        "DEBUG"
+    )
+
+
+def test_help_names_only_defaults_worth_naming(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    texts = {}
+    for command in ("serve", "client", "gen-certs"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--help"])
+        texts[command] = text = " ".join(capsys.readouterr().out.split())
+        for noise in ("(default: False)", "(default: None)", "(default: [])"):
+            assert noise not in text, (command, noise)
+        assert "the default) (default" not in text
+    assert "(default: 7777)" in texts["serve"] and "(default: 7777)" in texts["client"]
+    assert "(default: 10)" in texts["serve"]  # the handshake timeout, not 10.0
+
+
+def test_client_help_names_its_environment_and_bell(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["client", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for word in ("TRIO_CHAT_PASSWORD", "TRIO_CHAT_SERVER_PASSWORD", "/bell"):
+        assert word in text
+
+
+def test_a_bad_number_on_the_command_line_is_explained(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--max-per-address", "fifty"])
+    assert "must be a whole number, not 'fifty'" in capsys.readouterr().err
 
 
 def test_the_cli_reports_a_bad_file_in_one_line(tmp_path: Path) -> None:

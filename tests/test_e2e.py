@@ -163,7 +163,7 @@ async def test_client_reports_a_refused_connection_in_one_line() -> None:
     with trio.fail_after(PROCESS_TIMEOUT):
         result = await trio.run_process(
             [sys.executable, "-m", "trio_chat", "client", "--port", str(port)],
-            stdin=b"",
+            stdin=b"hi\n",  # something to send: empty input connects to nothing
             capture_stdout=True,
             capture_stderr=True,
             check=False,

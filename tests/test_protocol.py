@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import subprocess
 import sys
@@ -604,6 +605,14 @@ ENCODE_TABLE: list[tuple[ev.ServerEvent, bytes]] = [
         b"ERR name-taken The name bob is taken.\r\n",
     ),
     (ev.Goodbye("quit", "Bye!"), b"BYE quit Bye!\r\n"),
+    (
+        ev.Goodbye("too-many-new-connections", "Wait a little.", 42),
+        b"BYE too-many-new-connections retry-after=42 Wait a little.\r\n",
+    ),
+    (
+        ev.Goodbye("signed-in-elsewhere", "You signed in from another place."),
+        b"BYE signed-in-elsewhere You signed in from another place.\r\n",
+    ),
     (ev.Replayed(MSG), f"HIST MSG {TS_TEXT} #lobby <bob> hi there\r\n".encode()),
     (ev.Replayed(ACTION), f"HIST ACTION {TS_TEXT} #lobby bob waves\r\n".encode()),
     (ev.Replayed(JOIN), f"HIST JOIN {TS_TEXT} #lobby Åsa\r\n".encode()),
@@ -621,6 +630,10 @@ ENCODE_TABLE: list[tuple[ev.ServerEvent, bytes]] = [
         ev.Hello("trio-chat/1", "trio-chat/0.1.0", 4096, 5, 2.0, 50, 16384),
         b"HELLO trio-chat/1 trio-chat/0.1.0 max-line=4096 flood-burst=5"
         b" flood-rate=2 paste-lines=50 paste-bytes=16384\r\n",
+    ),
+    (
+        ev.Hello("trio-chat/1", "trio-chat/0.1.0", 4096, name_timeout=30.0),
+        b"HELLO trio-chat/1 trio-chat/0.1.0 max-line=4096 name-timeout=30\r\n",
     ),
 ]
 
@@ -1044,12 +1057,38 @@ def test_protocol_module_imports_no_io() -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("90s", 90.0), ("10m", 600.0), ("2h", 7200.0), ("1d", 86400.0), ("5", 300.0)],
+    [("90s", 90.0), ("10m", 600.0), ("2h", 7200.0), ("1d", 86400.0), ("7D", 604800.0)],
 )
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "-5m", "1.5h", "10 m", "10y", "9999999s"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "5", "-5m", "1.5h", "10 m", "10y", "10min", "1h30m", "9999999s", "٣m"],
+)
 def test_bad_durations(text: str) -> None:
     assert parse_duration(text) is None
+
+
+MUTE_USAGE = (
+    "Usage: /mute NAME [DURATION] (DURATION: a number and s, m, h or d:"
+    " 90s, 10m, 2h, 7d)"
+)
+
+
+@pytest.mark.parametrize(
+    ("line", "parsed"),
+    [
+        ("/mute bob", ev.Mute("bob", math.inf)),
+        ("/mute bob 90s", ev.Mute("bob", 90.0, "90s")),
+        ("/mute bob 010M", ev.Mute("bob", 600.0, "10m")),
+        ("/mute bob 5", ev.BadCommand("usage", MUTE_USAGE)),  # minutes? say so
+        ("/mute bob 10min", ev.BadCommand("usage", MUTE_USAGE)),
+        ("/mute bob 0s", ev.BadCommand("usage", MUTE_USAGE)),  # not an unmute
+        ("/ban bob 150s spam", ev.Ban("bob", 150.0, "spam", "150s")),
+        ("/ban bob spam 10m", ev.Ban("bob", math.inf, "spam 10m")),
+    ],
+)
+def test_one_duration_parser_for_mute_and_ban(line: str, parsed: ev.Request) -> None:
+    assert parse_request(line) == parsed

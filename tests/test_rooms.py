@@ -142,12 +142,30 @@ async def test_quit_and_nick_reach_every_shared_room(
 
 async def test_room_key(nursery: trio.Nursery, server: ChatServer) -> None:
     alice, bob = await join_all(nursery, server, "alice", "bob")
-    await command(alice, "/join #secret hunter2", "SWITCH")
+    await alice.send("/join secret hunter2")  # "/join study group": a key, said
+    await alice.expect("WHO")
+    assert await alice.expect("INFO") == (
+        "INFO You created #secret with a key (whoever joins needs it; /key"
+        " without one removes it): hunter2"
+    )
+    assert await alice.expect("SWITCH") == "SWITCH #secret"
     assert (await command(bob, "/join #secret", "ERR")).startswith("ERR bad-room-key ")
     assert await command(bob, "/join #secret hunter2", "SWITCH") == "SWITCH #secret"
     await bob.send("/rooms")
     await bob.expect("ROOM")
     assert await bob.expect("ROOM") == "ROOM #secret 2 key "
+
+
+async def test_an_op_who_renames_stays_op_and_the_old_name_is_not(
+    nursery: trio.Nursery, server: ChatServer
+) -> None:
+    alice, bob = await join_all(nursery, server, "alice", "bob")
+    await command(alice, "/join #class", "SWITCH")
+    await command(bob, "/join #class", "SWITCH")
+    await command(alice, "/nick alicia", "NICK")
+    await command(bob, "/nick alice", "NICK")  # the op's old name
+    assert (await command(bob, "/key x", "ERR")).startswith("ERR not-op ")
+    assert await command(alice, "/key x", "INFO") == "INFO alicia set a key on #class."
 
 
 async def test_room_limits_and_names(nursery: trio.Nursery, server: ChatServer) -> None:
@@ -344,8 +362,12 @@ async def test_mute_expires_and_unmute(
     await trio.sleep(601)
     await bob.send("now I may")
     assert (await alice.expect("MSG")).endswith("<bob> now I may")
+    await alice.send("/mute bob 90s")
+    assert await bob.expect("INFO") == "INFO alice muted bob in #class for 90s."
+    await alice.send("/mute bob 5")  # 5 what? a usage error, no mute
+    assert (await alice.expect("ERR")).startswith("ERR usage Usage: /mute NAME ")
     await alice.send("/mute bob")
-    await bob.expect("INFO")
+    assert await bob.expect("INFO") == "INFO alice muted bob in #class."
     await alice.send("/unmute bob")
     assert await bob.expect("INFO") == "INFO alice unmuted bob in #class."
     await bob.send("free again")

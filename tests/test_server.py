@@ -10,11 +10,11 @@ from collections.abc import Awaitable, Callable
 import pytest
 import trio
 import trio.testing
-from chatpeer import Peer
+from chatpeer import Peer, open_peers
 
 from trio_chat import events as ev
 from trio_chat.chat import BANNER, HELP_LINES, Chat
-from trio_chat.limits import Limits
+from trio_chat.limits import MIN_OUTBOX_MESSAGES, Limits
 from trio_chat.protocol import decode_event, encode_event
 from trio_chat.server import ChatServer
 
@@ -63,14 +63,25 @@ async def test_server_speaks_first_hello_banner_count_and_prompt(
     peer = await connect()
     assert await peer.line() == (
         "HELLO trio-chat/1 trio-chat/0.1.0 max-line=4096 flood-burst=5 flood-rate=2"
-        " paste-lines=50 paste-bytes=16384"
+        " paste-lines=50 paste-bytes=16384 name-timeout=30"
     )
     banner = [await peer.line() for _ in BANNER]
     assert all(line is not None and line.startswith("BANNER ") for line in banner)
     assert len(banner) >= 5
-    assert await peer.line() == "INFO 0 users online."
+    assert await peer.line() == "INFO Nobody is online."
     prompt = await peer.line()
     assert prompt is not None and prompt.startswith("NAME Choose a name")
+    # Read on an 80-column terminal through nc: no line wraps but HELLO, and
+    # none ends in spaces (the empty BANNER line is its kind and one space).
+    for line in [*banner, prompt]:
+        assert line is not None and len(line) <= 80, line
+        assert line == "BANNER " or not line.endswith(" "), line
+    await peer.send("someone")
+    await peer.expect("WELCOME")
+    await peer.send("/help")
+    for _ in HELP_LINES:
+        line = await peer.expect("HELP")
+        assert len(line) <= 80 and not line.endswith(" "), line
 
 
 async def test_online_count_counts_joined_users(connect: Connect) -> None:
@@ -160,6 +171,18 @@ async def test_help_lists_every_command(connect: Connect) -> None:
         "/topic",
     ):
         assert any(line.startswith(f"HELP {command}") for line in text), command
+
+
+async def test_help_fits_the_smallest_outbox(nursery: trio.Nursery) -> None:
+    # More HELP lines than the smallest outbox holds messages: one message.
+    limits = Limits(outbox_max_messages=MIN_OUTBOX_MESSAGES)
+    assert len(HELP_LINES) > MIN_OUTBOX_MESSAGES
+    server = ChatServer(Chat(clock=lambda: 0.0, limits=limits), limits=limits)
+    (alice,) = await open_peers(nursery, server, "alice")
+    await alice.send("/help")
+    assert [await alice.expect("HELP") for _ in HELP_LINES] == [
+        f"HELP {line}" for line in HELP_LINES
+    ]
 
 
 async def test_me_is_an_action(connect: Connect) -> None:

@@ -517,11 +517,11 @@ def test_dev_key_is_not_flagged_even_if_world_readable(
 def test_dev_files_found_in_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    written = certs.generate(tmp_path / "certs", ["localhost"])
+    ca_pem, _ca_key, cert, key = certs.generate(tmp_path / "certs", ["localhost"])
     monkeypatch.setattr(tls, "_PACKAGE_CERTS_DIR", tmp_path / "absent")
     monkeypatch.chdir(tmp_path)
-    assert tls.dev_ca_path() == written[0]
-    assert tls.dev_cert_paths() == (written[1], written[2])
+    assert tls.dev_ca_path() == ca_pem
+    assert tls.dev_cert_paths() == (cert, key)
 
 
 def test_no_dev_files_is_a_config_error(
@@ -592,9 +592,10 @@ def test_dev_cert_names() -> None:
 
 
 async def test_generated_certs_handshake(tmp_path: Path) -> None:
-    ca_pem, cert, key = certs.generate(tmp_path / "lan", ["chat.lan"])
-    assert [p.name for p in (ca_pem, cert, key)] == [
+    ca_pem, ca_key, cert, key = certs.generate(tmp_path / "lan", ["chat.lan"])
+    assert [p.name for p in (ca_pem, ca_key, cert, key)] == [
         "ca.pem",
+        "ca.key",
         "server.pem",
         "server.key",
     ]
@@ -605,9 +606,10 @@ async def test_generated_certs_handshake(tmp_path: Path) -> None:
 
 
 @posix_only
-def test_generated_key_is_private(tmp_path: Path) -> None:
-    *_, key = certs.generate(tmp_path, ["chat.lan"])
+def test_generated_keys_are_private(tmp_path: Path) -> None:
+    _, ca_key, _, key = certs.generate(tmp_path, ["chat.lan"])
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE(ca_key.stat().st_mode) == 0o600
 
 
 def test_generate_refuses_to_overwrite(tmp_path: Path) -> None:
@@ -632,17 +634,17 @@ def test_generate_refuses_if_any_file_exists(tmp_path: Path) -> None:
 def test_generate_overwrite_replaces_and_keeps_key_private(tmp_path: Path) -> None:
     first = certs.generate(tmp_path, ["chat.lan"])
     old = [path.read_bytes() for path in first]
-    first[2].chmod(0o644)
+    first[3].chmod(0o644)
     second = certs.generate(tmp_path, ["chat.lan"], overwrite=True)
     assert second == first
     assert all(
         path.read_bytes() != data for path, data in zip(second, old, strict=True)
     )
-    assert stat.S_IMODE(second[2].stat().st_mode) == 0o600
+    assert stat.S_IMODE(second[3].stat().st_mode) == 0o600
 
 
 def test_generate_validity(tmp_path: Path) -> None:
-    _, cert, _ = certs.generate(tmp_path, ["chat.lan"], valid_days=30)
+    _, _, cert, _ = certs.generate(tmp_path, ["chat.lan"], valid_days=30)
     leaf = x509.load_pem_x509_certificates(cert.read_bytes())[0]
     remaining = leaf.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
     assert datetime.timedelta(days=29) < remaining <= datetime.timedelta(days=30)
@@ -661,8 +663,14 @@ def test_generate_without_trustme(
     import sys
 
     monkeypatch.setitem(sys.modules, "trustme", None)  # import raises ImportError
-    with pytest.raises(certs.CertsUnavailable, match=r"trio-chat\[certs\]"):
+    with pytest.raises(certs.CertsUnavailable) as info:
         certs.generate(tmp_path, ["chat.lan"])
+    # What installs it from a registry, and from a clone: not 'trio-chat[certs]',
+    # which no registry has.
+    assert str(info.value) == (
+        "gen-certs needs trustme: python -m pip install trustme"
+        " (or, in a clone of trio-chat, python -m pip install '.[certs]')"
+    )
 
 
 # --- the CLI -----------------------------------------------------------------
@@ -672,9 +680,9 @@ def test_cli_gen_certs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     target = tmp_path / "x"
     assert cli.main(["gen-certs", str(target), "--host", "chat.lan"]) == 0
     names = sorted(path.name for path in target.iterdir())
-    assert names == ["ca.pem", "server.key", "server.pem"]
+    assert names == ["ca.key", "ca.pem", "server.key", "server.pem"]
     assert capsys.readouterr().out.split() == [
-        str(target / name) for name in ("ca.pem", "server.pem", "server.key")
+        str(target / name) for name in ("ca.pem", "ca.key", "server.pem", "server.key")
     ]
     leaf = x509.load_pem_x509_certificates((target / "server.pem").read_bytes())[0]
     san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -718,3 +726,68 @@ def test_cli_gen_certs_refuses_to_overwrite(
     err = capsys.readouterr().err
     assert err.startswith("trio-chat: will not overwrite")
     assert err.count("\n") == 1
+
+
+async def test_gen_certs_issues_client_certificates_from_its_kept_ca(
+    tmp_path: Path,
+) -> None:
+    lan = tmp_path / "lan"
+    assert cli.main(["gen-certs", str(lan), "--host", "chat.lan"]) == 0
+    # Later, the same directory issues client certificates from its CA.
+    assert cli.main(["gen-certs", str(lan), "--client", "alice"]) == 0
+    assert cli.main(["gen-certs", str(lan), "--client", "bob_1"]) == 0  # no DNS name
+    server_ctx = tls.server_context(
+        lan / "server.pem", lan / "server.key", client_ca=lan / "ca.pem"
+    )
+    for name in ("alice", "bob_1"):
+        if os.name == "posix":
+            assert stat.S_IMODE((lan / f"{name}.key").stat().st_mode) == 0o600
+        client_ctx = tls.client_context(
+            lan / "ca.pem", certfile=lan / f"{name}.pem", keyfile=lan / f"{name}.key"
+        )
+        server, client = await _handshake(server_ctx, client_ctx, "chat.lan")
+        await _assert_round_trip(server, client)
+        assert isinstance(server, trio.SSLStream)
+        assert server.getpeercert(binary_form=True)
+    # A client from another CA is not let in.
+    other = tmp_path / "other"
+    certs.generate(other, None, clients=["eve"])
+    eve = tls.client_context(
+        lan / "ca.pem", certfile=other / "eve.pem", keyfile=other / "eve.key"
+    )
+    refused = False
+    try:
+        await _handshake(server_ctx, eve, "chat.lan")
+    except* trio.BrokenResourceError:
+        refused = True
+    assert refused
+
+
+@pytest.mark.parametrize(
+    ("argv", "complaint"),
+    [
+        (["--client", "../x"], "not a valid name for a client: '../x'"),
+        ([], "has a CA already; --client NAME issues client certificates"),
+    ],
+)
+def test_gen_certs_refusals(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    complaint: str,
+) -> None:
+    assert cli.main(["gen-certs", str(tmp_path)]) == 0
+    before = sorted(tmp_path.iterdir())
+    capsys.readouterr()
+    assert cli.main(["gen-certs", str(tmp_path), *argv]) == 2
+    assert complaint in capsys.readouterr().err
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def test_a_ca_without_its_key_cannot_issue_client_certificates(
+    tmp_path: Path,
+) -> None:
+    _, ca_key, *_ = certs.generate(tmp_path, None)
+    ca_key.unlink()  # a directory from before the key was kept
+    with pytest.raises(certs.CertsUnavailable, match=r"has no key beside it"):
+        certs.generate(tmp_path, None, clients=["alice"])

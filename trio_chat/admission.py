@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import ipaddress
+import math
 from typing import Final
 
 from trio_chat.limits import Limits
@@ -23,10 +24,15 @@ MAX_TRACKED_ADDRESSES: Final = 65536
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Refusal:
-    """Why a connection is refused: a stable code and a line for people."""
+    """Why a connection is refused: a stable code and a line for people.
+
+    `retry_after`: whole seconds until a new attempt can be let in, when
+    that is known (0: it is not; the refusal may clear up at any time).
+    """
 
     code: str
     text: str
+    retry_after: int = 0
 
 
 def address_key(host: str) -> str:
@@ -115,6 +121,10 @@ class Admission:
             recent.append(now)
             while len(recent) > limits.max_new_per_minute:
                 recent.popleft()
+            if refusal is not None and refusal.code == "too-many-new-connections":
+                # The window lets one more in once its oldest attempt is out.
+                wait = math.ceil(recent[0] + WINDOW_SECONDS - now)
+                refusal = dataclasses.replace(refusal, retry_after=max(wait, 1))
         if refusal is None:
             entry.open += 1
             entry.unregistered += 1

@@ -19,6 +19,7 @@ from typing import Final
 
 from trio_chat import PROTOCOL_VERSION, __version__
 from trio_chat import events as ev
+from trio_chat.commands import help_lines
 from trio_chat.hub import Encoder, Hub, Member, Room
 from trio_chat.limits import (
     HISTORY_DORMANT_BYTES,
@@ -66,46 +67,20 @@ from trio_chat.sanitize import sanitize_text
 log = logging.getLogger("trio_chat.chat")
 
 #: The welcome banner shown to every new connection.
-BANNER: Final = (
-    r"  _        _                 _           _   ",
-    r" | |_ _ __(_) ___        ___| |__   __ _| |_ ",
-    r" | __| '__| |/ _ \ _____/ __| '_ \ / _` | __|",
-    r" | |_| |  | | (_) |_____| (__| | | | (_| | |_ ",
-    r"  \__|_|  |_|\___/       \___|_| |_|\__,_|\__|",
-    r"",
-    r" Welcome to trio-chat: say hello, be kind.  /help lists the commands.",
+BANNER: Final = tuple(
+    line.rstrip()  # trailing spaces only widen a line, and wrap it sooner
+    for line in (
+        r"  _        _                 _           _   ",
+        r" | |_ _ __(_) ___        ___| |__   __ _| |_ ",
+        r" | __| '__| |/ _ \ _____/ __| '_ \ / _` | __|",
+        r" | |_| |  | | (_) |_____| (__| | | | (_| | |_ ",
+        r"  \__|_|  |_|\___/       \___|_| |_|\__,_|\__|",
+        r"",
+        r" Welcome to trio-chat: say hello, be kind.  /help lists the commands.",
+    )
 )
-#: The `/help` text, one line each.
-HELP_LINES: Final = (
-    "/help                  this list",
-    "/nick NEW              change your name",
-    "/me ACTION             say what you do, e.g. /me waves",
-    "/paste N               the next N lines are one message (a block)",
-    "/join ROOM [KEY]       join or create a room (# optional)",
-    "/part [ROOM] [REASON]  leave a room (the current one by default)",
-    "/switch ROOM           send plain lines to ROOM (one you are in)",
-    "/rooms [PAGE]          list the rooms, their sizes and topics",
-    "/topic [TEXT]          show or set the room's topic (- clears it)",
-    "/history [N]           the room's last N lines (50 by default)",
-    "/op NAME               (room ops) make NAME an op of this room too",
-    "/kick NAME [REASON]    (room ops) put NAME out of this room",
-    "/mute NAME [DURATION]  (room ops) silence NAME here (90s, 10m, 2h); /unmute",
-    "/key [KEY]             (room ops) set the room's key, or remove it",
-    "/lecture on|off        (room ops) only ops may speak, or everyone",
-    "/ban NAME|ADDRESS [DURATION] [REASON]  (server ops) keep out; /unban, /bans",
-    "/motd [TEXT]           the message of the day; server ops set it (- resets)",
-    "/certadd, /certdel     log in by this TLS client certificate from now on, or not",
-    "/reply TEXT            answer the last private message you got",
-    "/away [REASON], /back  say you are away, or back",
-    "/register PASSWORD     reserve your name; later connections must give PASSWORD",
-    "/identify PASSWORD     prove your registered name",
-    "/whois NAME            rooms, idle time and away status of NAME",
-    "/ignore [NAME]         hide NAME's lines (no NAME: list); /unignore NAME",
-    "/who [ROOM|*] [PAGE]   who is in this room, ROOM, or online (*)",
-    "/msg NAME TEXT         private message, seen only by NAME",
-    "/quit [REASON]         leave the chat",
-    "//TEXT                 send a line that starts with /",
-)
+#: The `/help` text, one line each (from the one list of commands).
+HELP_LINES: Final = help_lines()
 #: Names that fit in one WHO line, so long lists are split.
 WHO_NAMES_PER_LINE: Final = 50
 #: Rooms whose recent lines are kept in memory when no room limit is set.
@@ -129,6 +104,22 @@ REPLAY_CACHE_LINES: Final = 1024
 GUEST_NAME_ATTEMPTS: Final = 10
 #: Leave reason when the peer closed the connection without /quit.
 CONNECTION_CLOSED: Final = "connection closed"
+#: Leave reason of a connection whose registered name signed in again
+#: elsewhere (its `BYE` code is `events.SIGNED_IN_ELSEWHERE`).
+SIGNED_IN_ELSEWHERE: Final = "signed in elsewhere"
+#: What an evicted connection is told, where "Disconnected: <reason>." would
+#: not say it plainly.
+_GOODBYE_TEXTS: Final = {
+    SIGNED_IN_ELSEWHERE: (
+        "You signed in from another place; this connection is closed."
+    ),
+}
+
+
+def eviction_goodbye(reason: str) -> ev.Goodbye:
+    """The `BYE` for a connection dropped for `reason` (its code: dashed)."""
+    text = _GOODBYE_TEXTS.get(reason, f"Disconnected: {reason}.")
+    return ev.Goodbye(reason.replace(" ", "-"), text)
 
 
 #: The events a room's history holds.
@@ -262,12 +253,20 @@ def _ignored(member: Member, event: RoomEvent) -> bool:
 
 
 def _duration(seconds: float) -> str:
+    """A time span measured here (idle time): `42s`, `5m`, `1h05m`, `2d03h`."""
     seconds = max(0, int(seconds))
     if seconds < 60:
         return f"{seconds}s"
     if seconds < 3600:
         return f"{seconds // 60}m"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def _shown(seconds: float, duration: str) -> str:
+    """A duration an op gave, as given (`90s`), else measured."""
+    return duration or _duration(seconds)
 
 
 def _plural(count: int, word: str) -> str:
@@ -400,13 +399,20 @@ class Chat:
                 self.limits.flood_rate,
                 self.limits.max_paste_lines if self.limits.pastes else 0,
                 self.limits.max_paste_bytes if self.limits.pastes else 0,
+                self.limits.name_timeout,
             )
             greeting = member.encode(hello) + b"".join(
                 member.encode(ev.Banner(line)) for line in BANNER
             )
             self._greetings[member.encode] = greeting
         self.hub.send_data(member, greeting)
-        self.hub.send(member, ev.Info(f"{_plural(len(self.hub), 'user')} online."))
+        online = len(self.hub)  # the newcomer is not among them yet
+        self.hub.send(
+            member,
+            ev.Info(
+                f"{_plural(online, 'user')} online." if online else "Nobody is online."
+            ),
+        )
         if prompt:
             if self.moderation.server_password:
                 member.admitted = False
@@ -509,7 +515,7 @@ class Chat:
             member.identified = name_key(name)
             ghost = self.hub.get(name)
             if ghost is not None and ghost is not member:
-                self.hub.kick(ghost, reason="ghost replaced")
+                self.hub.kick(ghost, reason=SIGNED_IN_ELSEWHERE)
             self._displace_lookalikes(member, name)
         if self._too_similar(member, name):
             self.prompt(member)
@@ -931,10 +937,12 @@ class Chat:
                 return AccountAction(action, password)
             case ev.Kick(target, reason):
                 self._kick(member, target, reason[:MAX_REASON_LENGTH])
-            case ev.Mute(target, seconds):
-                return self._mute(member, target, seconds)
-            case ev.Ban(target, seconds, reason):
-                return self._ban(member, target, seconds, reason[:MAX_BAN_REASON])
+            case ev.Mute(target, seconds, duration):
+                return self._mute(member, target, seconds, duration)
+            case ev.Ban(target, seconds, reason, duration):
+                return self._ban(
+                    member, target, seconds, reason[:MAX_BAN_REASON], duration=duration
+                )
             case ev.Unban(target):
                 return self._unban(member, target)
             case ev.Bans(page):
@@ -1044,7 +1052,9 @@ class Chat:
         if other.current is not None:
             self.hub.send(other, ev.Switched(other.current.name))
 
-    def _mute(self, member: Member, target: str, seconds: float) -> Commit | None:
+    def _mute(
+        self, member: Member, target: str, seconds: float, duration: str = ""
+    ) -> Commit | None:
         found = self._op_target(member, target)
         if found is None:
             return None
@@ -1055,7 +1065,7 @@ class Chat:
         if until is None:
             text = f"{member.name} unmuted {other.name} in {room.name}."
         else:
-            span = "" if seconds == math.inf else f" for {_duration(seconds)}"
+            span = "" if seconds == math.inf else f" for {_shown(seconds, duration)}"
             text = f"{member.name} muted {other.name} in {room.name}{span}."
         value = None if until is None else until_text(until)
         changes = [(MUTE_NAME, name, value)]
@@ -1093,7 +1103,13 @@ class Chat:
             self.hub.send(member, ev.Info(text))
 
     def _ban(
-        self, member: Member, raw: str, seconds: float, reason: str
+        self,
+        member: Member,
+        raw: str,
+        seconds: float,
+        reason: str,
+        *,
+        duration: str = "",
     ) -> Commit | None:
         if not self._server_op(member):
             return None
@@ -1118,15 +1134,17 @@ class Chat:
             self._error(member, "too-many", "No more bans may be set; /unban some.")
             return None
         return self._commit(
-            BanSaved(ban), lambda: self._banned(member, raw, ban, seconds)
+            BanSaved(ban), lambda: self._banned(member, raw, ban, seconds, duration)
         )
 
-    def _banned(self, member: Member, raw: str, ban: BanRecord, seconds: float) -> None:
+    def _banned(
+        self, member: Member, raw: str, ban: BanRecord, seconds: float, duration: str
+    ) -> None:
         """Put `ban` (kept already) in force: out with whoever it hits; announce."""
         assert member.name is not None
         self.moderation.add(ban)
         kind, key, reason = ban.kind, ban.target_key, ban.reason
-        span = "" if ban.expires is None else f" for {_duration(seconds)}"
+        span = "" if ban.expires is None else f" for {_shown(seconds, duration)}"
         targets = [
             other
             for other in self.hub
@@ -1168,6 +1186,9 @@ class Chat:
         if not self._server_op(member):
             return
         bans = self.moderation.active(self._clock())
+        if not bans:
+            self.hub.send(member, ev.Info("No bans in force."))
+            return
         limit = self._line_budget()
         lines = [
             _fit_text(member.encode, ev.Info, ban.describe(), limit) for ban in bans
@@ -1231,8 +1252,7 @@ class Chat:
                 room.ops.add(identity)
 
         elif setting == "key":
-            done = "set a" if value else "removed the"
-            text = f"{member.name} {done} key on {room.name}."
+            text = ev.key_notice(member.name, room.name, removed=not value)
             saved = self._settings(room, (KEY, "", value or None))
 
             def change() -> None:
@@ -1414,6 +1434,7 @@ class Chat:
                 " /part one first.",
             )
             return
+        created = room is None
         if room is None:
             kept = self.saved_rooms.get(name_key(name))
             if kept is not None and kept.key and key != kept.key:
@@ -1456,6 +1477,15 @@ class Chat:
                 ev.TopicIs(room.topic_ts, room.name, room.topic_setter, room.topic),
             )
         self._who(member, room.name)
+        if created and key:
+            # `/join study group` makes #study with the key `group`: say so.
+            self.hub.send(
+                member,
+                ev.Info(
+                    f"You created {room.name} with a key (whoever joins needs"
+                    f" it; /key without one removes it): {key}"
+                ),
+            )
         self.hub.send(member, ev.Switched(room.name))
 
     def _part(self, member: Member, raw: str, reason: str) -> None:

@@ -26,6 +26,7 @@ from trio_chat.names import InvalidName, name_key, validate_name
 
 if TYPE_CHECKING:
     from trio_chat.chat import Chat
+    from trio_chat.client import Shown
     from trio_chat.moderation import Moderation
     from trio_chat.server import ChatServer
     from trio_chat.store import AsyncStore
@@ -39,8 +40,10 @@ _SIGNALS: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM) + (
 )
 
 #: The client answers a registered name's password prompt with this
-#: variable's value (the command line would show it to other users).
+#: variable's value (the command line would show it to other users), and a
+#: server's own password prompt with the other.
 PASSWORD_VARIABLE = "TRIO_CHAT_PASSWORD"
+SERVER_PASSWORD_VARIABLE = "TRIO_CHAT_SERVER_PASSWORD"
 
 #: The configuration file read when there is one in the working directory.
 DEFAULT_CONFIG = "trio-chat.toml"
@@ -53,24 +56,65 @@ EXIT_FORCED: int = 130
 
 
 def _non_negative_float(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not value >= 0:  # also refuses nan
         raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
     return value
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
+    value = _whole_number(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
     return value
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    value = _whole_number(text)
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"not a port number: {text}")
     return value
+
+
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number, not {text!r}"
+        ) from None
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
+
+
+def _log_level(text: str) -> str:
+    """`info` is `INFO`: levels in any case."""
+    return text.upper()
+
+
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Help that names an option's default when there is one worth naming.
+
+    Not `False` for a switch, `None` for an option without one, `[]` for a
+    repeatable one, nor again when the help says it already.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            default in (None, False, [], argparse.SUPPRESS)
+            or "default" in text
+            or not action.option_strings
+        ):
+            return text
+        shown = f"{default:g}" if isinstance(default, float) else "%(default)s"
+        return f"{text} (default: {shown})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="run a chat server",
         description="Run a chat server. Prints 'listening on HOST:PORT' once ready.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsFormatter,
     )
     serve.add_argument(
         "--host",
@@ -117,8 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-level",
         default="INFO",
+        type=_log_level,
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="how much to log to stderr",
+        help="how much to log to stderr (any case)",
     )
     serve.add_argument(
         "--db",
@@ -190,7 +235,16 @@ def build_parser() -> argparse.ArgumentParser:
             "Join a chat server. On a terminal: line editing, history and colour."
             " With stdin from a pipe or file: sends each line, quits at the end."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=(
+            f"The environment: {PASSWORD_VARIABLE} answers the password prompt"
+            f" of a registered name, {SERVER_PASSWORD_VARIABLE} that of a"
+            " server with a password of its own (neither is ever typed on the"
+            " command line, where others could see it); NO_COLOR turns colour"
+            " off. In the chat, /help lists the commands, and /bell"
+            " off|mentions|all says when the terminal bell rings (this"
+            " client's own command, never sent)."
+        ),
+        formatter_class=_DefaultsFormatter,
     )
     client.add_argument("--host", default=lim.DEFAULT_HOST, help="server address")
     client.add_argument(
@@ -216,6 +270,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exit when the connection is lost instead of reconnecting",
     )
+    client.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="with input from a pipe or a file, print nothing (why it stopped"
+        " still goes to stderr); without it, such a client prints errors and,"
+        " once it has said something, the answers and what others say, but not"
+        " the greeting, the history or who comes and goes",
+    )
 
     adduser = commands.add_parser(
         "adduser",
@@ -226,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
             " must be stopped: while one holds the database, adduser refuses"
             " (use /register in the chat instead)."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsFormatter,
     )
     adduser.add_argument("name", metavar="NAME", help="the name to register")
     adduser.add_argument(
@@ -235,12 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = commands.add_parser(
         "gen-certs",
-        help="create a development CA and server certificate (needs trustme)",
+        help="create a local CA, server and client certificates (needs trustme)",
         description=(
-            "Write ca.pem, server.pem and server.key into DIR: a throwaway CA and a"
-            " server certificate for the given host names and addresses. For a LAN"
-            " or tests, not the internet. Needs the 'certs' extra:"
-            " pip install 'trio-chat[certs]'."
+            "The first time, write a local CA into DIR (ca.pem, and its key"
+            " ca.key, kept private) and a server certificate for the given host"
+            " names and addresses (server.pem, server.key). Later, with the same"
+            " DIR, --client NAME issues NAME.pem and NAME.key from that CA, for a"
+            " server run with --client-ca DIR/ca.pem. For a LAN or tests, not the"
+            " internet. Needs trustme: python -m pip install trustme."
         ),
     )
     gen.add_argument("directory", metavar="DIR", help="where to write the files")
@@ -249,8 +314,16 @@ def build_parser() -> argparse.ArgumentParser:
         dest="hosts",
         action="append",
         metavar="NAME",
-        help="a host name or IP address the certificate is for (repeatable);"
-        " default: localhost, 127.0.0.1, ::1",
+        help="a host name or IP address the server certificate is for"
+        " (repeatable); default, for a new CA: localhost, 127.0.0.1, ::1",
+    )
+    gen.add_argument(
+        "--client",
+        dest="clients",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="issue a client certificate for NAME (repeatable): NAME.pem, NAME.key",
     )
     return parser
 
@@ -307,6 +380,7 @@ async def _serve(args: argparse.Namespace, limits: lim.Limits) -> int:
     async with contextlib.AsyncExitStack() as stack:
         store = None
         if args.db != ":memory:":
+            _check_db_directory(args.db)
             store = await stack.enter_async_context(AsyncStore.open(args.db))
         chat = Chat(clock=time.time, limits=limits, moderation=moderation)
         if store is not None:
@@ -321,6 +395,19 @@ async def _serve(args: argparse.Namespace, limits: lim.Limits) -> int:
         )
         await server.load_registrations()
         return await _run_server(args, server)
+
+
+def _check_db_directory(path: str) -> None:
+    """Raise ConfigError if the database's directory is missing.
+
+    SQLite would only say "unable to open database file".
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ConfigError(
+            f"cannot open the database {path}: the directory {directory} does not"
+            " exist (create it, or give another --db PATH)"
+        )
 
 
 def _moderation(args: argparse.Namespace) -> Moderation:
@@ -494,15 +581,20 @@ def _gen_certs(args: argparse.Namespace) -> int:
     from trio_chat import certs
 
     try:
-        written = certs.generate(
-            args.directory, args.hosts or list(certs.DEFAULT_HOSTS)
-        )
+        written = certs.generate(args.directory, args.hosts, clients=args.clients)
     except certs.CertsUnavailable as exc:
         print(f"trio-chat: {exc}", file=sys.stderr)
         return 2
     for path in written:
         print(path)
     return 0
+
+
+def _shown(quiet: bool, *, script: bool, interactive: bool) -> Shown:
+    """What the client shows (`ClientConfig.show`)."""
+    if interactive or not script:
+        return "all"
+    return "nothing" if quiet else "asked"
 
 
 def _run_client(args: argparse.Namespace) -> int:
@@ -543,10 +635,11 @@ def _run_client(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         ssl_context=ssl_context,
+        client_cert=args.cert is not None,
         server_hostname=args.host,
         name=args.name,
         password=os.environ.get(PASSWORD_VARIABLE) or None,
-        server_password=os.environ.get(client.SERVER_PASSWORD_VARIABLE) or None,
+        server_password=os.environ.get(SERVER_PASSWORD_VARIABLE) or None,
         reconnect=not args.no_reconnect,
         # A script's --name is refused for good: its next lines are chat,
         # not names to try.
@@ -554,6 +647,9 @@ def _run_client(args: argparse.Namespace) -> int:
         # A person is told when lines queue behind the flood limit; a pipe
         # is simply read more slowly.
         announce_pacing=interactive,
+        # A person sees everything; a script (input from a pipe or a file)
+        # what it asked for, or nothing (-q).
+        show=_shown(args.quiet, script=not sys.stdin.isatty(), interactive=interactive),
     )
 
     async def on_terminal() -> None:
@@ -572,27 +668,30 @@ def _run_client(args: argparse.Namespace) -> int:
         )
         await terminal.run_terminal(ui, guest, done)
 
-    async def on_pipe() -> None:
+    async def on_pipe() -> bool:
         ui = client.PlainUI(sys.stdout)
         fd = os.dup(sys.stdin.fileno())
         mode = os.fstat(fd).st_mode
         if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd):
             # Pollable: read without a thread, so reading is cancellable.
             async with trio.lowlevel.FdStream(fd) as stream:
-                await client.run_with_input(config, ui, stream.receive_some)
-        else:
-            # A regular file (or /dev/null) cannot be polled, and reading it
-            # never blocks for long: a worker thread reads it.
-            async with trio.wrap_file(os.fdopen(fd, "rb", buffering=0)) as file:
-                await client.run_with_input(config, ui, file.read)
+                return await client.run_with_input(config, ui, stream.receive_some)
+        # A regular file (or /dev/null) cannot be polled, and reading it
+        # never blocks for long: a worker thread reads it.
+        async with trio.wrap_file(os.fdopen(fd, "rb", buffering=0)) as file:
+            return await client.run_with_input(config, ui, file.read)
 
     interrupted = False
     try:
         try:
             if interactive:
                 asyncio.run(on_terminal())
-            else:
-                trio.run(on_pipe)
+            elif not trio.run(on_pipe):
+                print(
+                    "trio-chat: the input was empty: nothing to send, so the"
+                    " client did not connect",
+                    file=sys.stderr,
+                )
         except* KeyboardInterrupt:
             interrupted = True
     except client.ClientError as exc:

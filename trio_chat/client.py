@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import functools
 import math
 import socket
 import ssl
@@ -57,6 +58,7 @@ from typing import Final, Literal, Protocol, TextIO
 import trio
 
 from trio_chat import events as ev
+from trio_chat.commands import help_lines
 from trio_chat.limits import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -83,6 +85,7 @@ from trio_chat.protocol import (
     parse_request,
 )
 from trio_chat.render import (
+    display_width,
     is_mention,
     render_error,
     render_event,
@@ -130,12 +133,49 @@ MAX_KNOWN_ROOMS: Final = 1000
 #: types before the server answers; the oldest is forgotten past it.
 MAX_PENDING_JOIN_KEYS: Final = 64
 
+#: Who comes and goes, and who is renamed: a script has no use for it.
+_PRESENCE: Final = (ev.Joined, ev.JoinedMany, ev.Left, ev.LeftMany, ev.Renamed)
+#: Refusals of a chat line (or `/me`, or a paste): the user's own copy of
+#: it is on the screen already, as if said; the error says it was not.
+_CHAT_REFUSALS: Final = frozenset({"muted", "ops-only", "no-room"})
+#: Seconds within which a refusal is about a line the client sent: the
+#: server answers at once, so only a stalled network takes longer.
+REFUSAL_WINDOW: Final = 5.0
+#: Characters of a refused line repeated in the error.
+MAX_REFUSED_SHOWN: Final = 60
+#: The last line of our server's `/help` reply.
+_LAST_HELP_LINE: Final = help_lines()[-1]
+#: What the prompt reads while the user is to type a name.
+NAME_PROMPT: Final = "your name: "
+#: The user is warned this many seconds before the server's name timeout:
+#: time to finish typing a name, and enough to notice the warning.
+NAME_WARNING: Final = 10.0
+#: Name refusals whose text does not say which name: shown with it.
+_NAME_ERRORS: Final = frozenset({"name-invalid", "not-registered", "line-too-long"})
+
+#: Refusals (a `BYE` instead of the greeting) that clear up with time: the
+#: server is full, or busy with new connections from our address (a
+#: classroom behind one NAT address, all reconnecting after a restart).
+#: They are tried again with backoff, and not before the server's
+#: `retry-after`; every other refusal is final.
+TEMPORARY_REFUSALS: Final = frozenset(
+    {
+        "too-many-connections",
+        "too-many-from-address",
+        "too-many-new-connections",
+        "too-many-unregistered",
+    }
+)
+
 #: The environment variable the command line takes a registered name's
 #: password from (named in messages; a password on the command line would be
 #: visible to every user of the machine).
 PASSWORD_VARIABLE: Final = "TRIO_CHAT_PASSWORD"
 #: ... and the password of a server that asks every connection for one.
 SERVER_PASSWORD_VARIABLE: Final = "TRIO_CHAT_SERVER_PASSWORD"
+
+#: What the client shows: everything, what a script needs, nothing.
+Shown = Literal["all", "asked", "nothing"]
 
 #: When the bell rings: never, for lines naming the user, for every line
 #: from someone else.
@@ -196,6 +236,11 @@ class ClientConfig:
     reconnect_max_delay: float = RECONNECT_MAX_DELAY
     max_held_lines: int = MAX_HELD_LINES
     announce_pacing: bool = False
+    #: The SSL context presents a client certificate (`--cert`), for messages.
+    client_cert: bool = False
+    #: What is shown: everything (a person); what a script asked for and
+    #: what is said once it speaks, and errors (`_Client._wanted`); nothing.
+    show: Shown = "all"
     bell: BellMode = "mentions"
 
     @property
@@ -282,6 +327,11 @@ class ClientUI(Protocol):
         """Whether display lines may carry ANSI colour sequences."""
         ...
 
+    @property
+    def columns(self) -> int | None:
+        """How wide the display is, in columns (None: no limit, e.g. a pipe)."""
+        ...
+
     def show(self, text: str) -> None:
         """Display one line (without a newline). Must not wait."""
         ...
@@ -300,6 +350,13 @@ class ClientUI(Protocol):
 
     def bell(self) -> None:
         """Ring the terminal bell, if there is one. Must not wait."""
+        ...
+
+    def set_prompt(self, prompt: str | None) -> None:
+        """The next line typed answers `prompt` (a name); None: chat again.
+
+        Must not wait.
+        """
         ...
 
     def set_secret(self, prompt: str | None) -> bool:
@@ -336,10 +393,20 @@ def _os_error_text(exc: OSError) -> str:
     return str(exc)
 
 
+#: OpenSSL's verify codes for a certificate from a CA we do not trust:
+#: self-signed (18, 19), or an issuer not in our store (20, 21).
+_UNKNOWN_ISSUER: Final = frozenset({18, 19, 20, 21})
+
+
 def _tls_error(exc: BaseException, *, where: str, hostname: str) -> ConnectError:
     cause = exc.__cause__
     if isinstance(cause, ssl.SSLCertVerificationError):
         reason = cause.verify_message or cause.reason or str(cause)
+        if cause.verify_code in _UNKNOWN_ISSUER:
+            reason += (
+                "; if the server's certificate comes from a CA of its own,"
+                " trust that CA with --cafile (its ca.pem)"
+            )
         return ConnectError(
             f"TLS certificate verification failed for {hostname}: {reason}",
             permanent=True,
@@ -420,6 +487,11 @@ class PlainUI:
         """Whether lines carry colour."""
         return self._color
 
+    @property
+    def columns(self) -> None:
+        """A pipe has no width."""
+        return None
+
     def show(self, text: str) -> None:
         """Write `text` and a newline, flushed."""
         if self._broken:
@@ -439,6 +511,9 @@ class PlainUI:
     def set_roster(self, roster: Roster) -> None:
         """Nothing to complete: a pipe is not typed into."""
 
+    def set_prompt(self, prompt: str | None) -> None:
+        """Nothing to update: a pipe has no prompt."""
+
     def bell(self) -> None:
         """Nothing: a bell character in piped output would only be garbage."""
 
@@ -447,20 +522,31 @@ class PlainUI:
         return False
 
 
+@dataclasses.dataclass(eq=False, slots=True)
+class _InputStart:
+    """Set once the input's first line, or its end, is there."""
+
+    event: trio.Event = dataclasses.field(default_factory=trio.Event)
+    lines: bool = False  # the input has a line
+
+
 async def read_lines(
     receive_some: Callable[[int], Awaitable[bytes]],
     lines: trio.MemorySendChannel[str],
     ui: ClientUI,
     *,
     max_line_bytes: int = MAX_INPUT_LINE_BYTES,
+    start: _InputStart | None = None,
 ) -> None:
     """Split a byte source (e.g. stdin) into lines and send them to `lines`.
 
     `receive_some(max_bytes)` returns b"" at end of input; `lines` is closed
     then, which the client sees as end of input. A line over
-    `max_line_bytes` is refused with a message. Returns early if the client
-    stopped listening. Cancel-safe: a line is either sent or not read.
+    `max_line_bytes` is refused with a message. `start` is set when the
+    first line is read, or the end. Returns early if the client stopped
+    listening. Cancel-safe: a line is either sent or not read.
     """
+    start = start if start is not None else _InputStart()
     reader = LineReader(max_line_bytes=max_line_bytes)
     async with lines:
         while True:
@@ -468,6 +554,8 @@ async def read_lines(
             while (event := reader.next_event()) is not NEED_DATA:
                 match event:
                     case Line(text):
+                        start.lines = True
+                        start.event.set()
                         try:
                             await lines.send(text)
                         except trio.BrokenResourceError:
@@ -480,6 +568,7 @@ async def read_lines(
                             )
                         )
                     case EndOfStream() | ReadQueueExceeded():
+                        start.event.set()
                         return
 
 
@@ -502,9 +591,15 @@ class _Left:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Lost:
-    """The connection broke or timed out; `reason` says how."""
+    """The connection broke or timed out; `reason` says how.
+
+    `refused`: the server turned us away for now (it is busy), so trying
+    again is worth it, but not before `wait` seconds (0: the usual backoff).
+    """
 
     reason: str
+    refused: bool = False
+    wait: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -562,6 +657,10 @@ class _Connection:
     typed_ahead: int = 0
     goodbye: ev.Goodbye | None = None
     result: _Result | None = None
+    heard: bool = False  # the server has sent a byte on this connection
+    banner: list[str] = dataclasses.field(default_factory=list)  # to be shown
+    asking_user: bool = False  # the user, not the client, answers the prompt
+    nursery: trio.Nursery | None = None  # the connection's tasks
     # Restoring the user's rooms after a reconnection: the lines still to
     # send (they go before anything typed, so typed lines land where the user
     # was), how many sent ones the server has yet to answer (each /join or
@@ -648,6 +747,11 @@ def _split_lines(text: str) -> Iterator[str]:
 _TRANSPORT_ERRORS: Final = (trio.BrokenResourceError, trio.TooSlowError)
 
 
+def _is_eof(exc: BaseException) -> bool:
+    """Whether a transport error is the server just closing, not a failure."""
+    return isinstance(exc, trio.BrokenResourceError) and exc.__cause__ is None
+
+
 def _describe(exc: BaseException) -> str:
     """A short reason for a transport error."""
     if isinstance(exc, trio.TooSlowError):
@@ -692,11 +796,27 @@ class _Client:
         # answered; and the room to end up in. Both survive another loss.
         self._rejoin: dict[str, _RoomEntry] = {}
         self._switch_back: str | None = None
-        # Keys typed in /join lines, by room key, until the JOIN comes back.
+        # Keys typed in /join lines, by room key, until the JOIN comes back;
+        # and in /key lines, until the server says the key is set.
         self._join_keys: dict[str, str] = {}
+        self._set_keys: dict[str, str] = {}
         self._roster = Roster()
         self._last_global: tuple[object, ...] | None = None
         self._asking_secret = False  # the UI hides typing for a password
+        self._greeted = False  # some server has said HELLO to us
+        # What is shown of a server line is left out (`_wanted`); the user
+        # has sent a line of their own since the welcome.
+        self._hushed = False
+        self._talking = False
+        # Chat lines sent lately, with when: a refusal is about one of them.
+        self._said: deque[tuple[float, str]] = deque()
+        # /help was sent: the client's own commands are shown after the
+        # server's list (once its last line came, or whatever came next).
+        self._help_due = False
+        self._in_help = False
+        # The user asked for a room (/switch): its SWITCH is news, even if
+        # the room stays the same.
+        self._switch_asked = False
         ui.set_roster(self._roster)
 
     # -- waking each other -------------------------------------------------
@@ -707,10 +827,12 @@ class _Client:
         self._change = trio.Event()
 
     def _show(self, text: str) -> None:
-        self._ui.show(text)
+        if not self._hushed:
+            self._ui.show(text)
 
     def _notice(self, text: str) -> None:
-        self._ui.show(render_notice(text, color=self._ui.color))
+        if not self._hushed and self._config.show != "nothing":
+            self._ui.show(render_notice(text, color=self._ui.color))
 
     def _ask_secret(self, name: str) -> bool:
         """Have the UI hide the next line typed: the password for `name`.
@@ -728,7 +850,24 @@ class _Client:
             self._ui.set_secret(None)
 
     def _error(self, text: str) -> None:
-        self._ui.show(render_error(text, color=self._ui.color))
+        if self._config.show != "nothing":
+            self._ui.show(render_error(text, color=self._ui.color))
+
+    def _wanted(self, event: ev.ServerEvent) -> bool:
+        """Whether what `event` shows is shown (`ClientConfig.show`).
+
+        A script is shown errors, and what comes once it has said something
+        (the answers to its commands, what others say), but not the
+        greeting, the history replayed on joining, or who comes and goes.
+        """
+        show = self._config.show
+        if show != "asked":
+            return show == "all"
+        if isinstance(event, ev.Error):
+            return True
+        if not self._talking or isinstance(event, _PRESENCE):
+            return False
+        return not (isinstance(event, ev.Goodbye) and event.code == "quit")
 
     # -- the connection loop -----------------------------------------------
 
@@ -741,6 +880,7 @@ class _Client:
                 if not self._connections or exc.permanent or not config.reconnect:
                     raise
                 note = f"{exc}; retrying in {self._delay:g} s..."
+                wait = self._delay
             else:
                 self._connections += 1
                 result = await self._session(stream)
@@ -754,15 +894,21 @@ class _Client:
                     self._give_up(result.reason)
                     return
                 if not config.reconnect:
+                    if result.refused:
+                        raise ConnectionLost(result.reason)
                     raise ConnectionLost(
                         f"connection to {config.address} lost: {result.reason}"
                     )
-                note = (
-                    f"connection lost ({result.reason});"
-                    f" reconnecting in {self._delay:g} s..."
-                )
+                wait = max(self._delay, result.wait)
+                if result.refused:
+                    note = f"{result.reason} Trying again in {wait:g} s..."
+                else:
+                    note = (
+                        f"connection lost ({result.reason});"
+                        f" reconnecting in {wait:g} s..."
+                    )
             self._notice(note)
-            with trio.move_on_after(self._delay):
+            with trio.move_on_after(wait):
                 await self._read_input()  # returns only if the user leaves
             if self._quit_line is not None:
                 self._give_up("not reconnected")
@@ -784,16 +930,19 @@ class _Client:
         """Talk over one connection until it ends; close it; say how it ended."""
         conn = _Connection(stream, auto_name=self._name)
         self._pacing_announced = False
+        self._said.clear()  # refusals are about lines of this connection
         async with stream:
             try:
                 async with trio.open_nursery() as nursery:
                     conn.scope = nursery.cancel_scope
+                    conn.nursery = nursery
                     conn.expect_reply(_Phase.GREETING, self._config.reply_timeout)
                     nursery.start_soon(self._read_server, conn)
                     nursery.start_soon(self._write_server, conn)
                     nursery.start_soon(self._read_input)
             except* _TRANSPORT_ERRORS as group:
-                conn.finish(_Lost(_describe(group.exceptions[0])))
+                error = group.exceptions[0]
+                conn.finish(self._unheard(conn, error) or _Lost(_describe(error)))
             self._end_secret()
             await trio.aclose_forcefully(stream)
         if conn.result is not None:
@@ -803,7 +952,56 @@ class _Client:
             self._notice("the server did not confirm /quit in time; leaving anyway")
             return _Left()
         timeout = self._config.reply_timeout
-        return _Lost(f"no answer from the server within {timeout:g} s")
+        return self._unheard(conn) or _Lost(
+            f"no answer from the server within {timeout:g} s"
+        )
+
+    async def _warn_of_name_deadline(self, conn: _Connection, deadline: float) -> None:
+        """Tell the user, a little before `deadline`, if they are still naming.
+
+        The server closes a connection that has no name by then; it says so
+        only when it is too late. Returns at once if there is time enough
+        for no warning; cancelled with the connection.
+        """
+        await trio.sleep_until(deadline - NAME_WARNING)
+        if conn.asking_user and conn.phase is not _Phase.READY:
+            left = max(0.0, deadline - trio.current_time())
+            self._notice(
+                f"{left:.0f} s left to choose a name; then the server closes"
+                " the connection (and the client connects again)"
+            )
+
+    def _unheard(
+        self, conn: _Connection, error: BaseException | None = None
+    ) -> _Refused | None:
+        """Why a server that never said a word to us never will, if we can tell.
+
+        Only for a first server that has never greeted us: a plain client on
+        a TLS port waits for a greeting that never comes (the server waits
+        for a TLS handshake); a TLS server that wants a client certificate
+        closes the connection, in TLS 1.3 after the handshake, when it gets
+        none or one it does not trust. Retrying cannot help either.
+        """
+        if conn.heard or self._greeted:
+            return None
+        tls = self._config.ssl_context is not None
+        if not tls and (error is None or _is_eof(error)):
+            return _Refused(
+                f"the server at {self._config.address} did not answer;"
+                " is it a TLS server? try --tls"
+            )
+        if tls and error is not None and isinstance(error.__cause__, ssl.SSLError):
+            if self._config.client_cert:
+                return _Refused(
+                    "the server closed the TLS connection at once: it did not"
+                    " accept your client certificate (--cert); it takes only"
+                    " certificates signed by its own client CA"
+                )
+            return _Refused(
+                "the server closed the TLS connection at once: it wants a"
+                " client certificate (--cert FILE --key FILE)"
+            )
+        return None
 
     # -- input -------------------------------------------------------------
 
@@ -881,8 +1079,9 @@ class _Client:
             data, echo = item
             with trio.fail_after(self._config.write_timeout):
                 await conn.stream.send_all(data)
-            for line in [echo] if isinstance(echo, str) else echo or ():
-                self._show(line)
+            if self._config.show == "all":  # a script knows what it said
+                for line in [echo] if isinstance(echo, str) else echo or ():
+                    self._show(line)
 
     def _next_outgoing(
         self, conn: _Connection
@@ -916,6 +1115,7 @@ class _Client:
                 return self._chat_line(conn.rejoin.popleft())
             if held:
                 line = held.popleft()
+                self._talking = True
                 self._changed()
                 if isinstance(line, _Paste):
                     return self._paste_lines(line)
@@ -1015,11 +1215,33 @@ class _Client:
             data = encode_request(ev.Say(paste.lines[0]))
         else:
             data = encode_paste(paste.lines)
+        more = f" (and {len(paste.lines) - 1} more lines)" if paste.lines[1:] else ""
+        self._said_now(paste.lines[0] + more)
         assert self._name is not None, "ready means named"
         echo = render_own_lines(
             paste.lines, me=self._name, ts=time.time(), color=self._ui.color
         )
         return data, echo
+
+    def _said_now(self, line: str) -> None:
+        """`line` goes to the room now: shown as said, unless refused soon."""
+        said = self._said
+        said.append((trio.current_time(), line))
+        while len(said) > MAX_HELD_LINES:
+            said.popleft()
+
+    def _refused_line(self) -> str | None:
+        """The chat line a refusal (`ERR muted`...) is about, if one is.
+
+        The server answers a line as it takes it, and the client paces its
+        lines so that it takes them at once: the refusal is about the
+        oldest line said within `REFUSAL_WINDOW` and not refused yet.
+        """
+        said = self._said
+        now = trio.current_time()
+        while said and said[0][0] < now - REFUSAL_WINDOW:
+            said.popleft()
+        return said.popleft()[1] if said else None
 
     def _chat_line(self, line: str) -> tuple[bytes, str | None]:
         """The bytes for one sendable line and how to show it (None: not shown)."""
@@ -1034,6 +1256,25 @@ class _Client:
                 request.key,
                 MAX_PENDING_JOIN_KEYS,
             )
+        elif isinstance(request, ev.Switch):
+            self._switch_asked = True
+        elif isinstance(request, ev.Help):
+            self._help_due = True  # ours go with the server's answer
+        elif (
+            isinstance(request, ev.RoomMode)
+            and request.setting == "key"
+            and self._room is not None
+        ):
+            # Kept once the server says it is set: a room that comes back
+            # after a restart comes back with it.
+            _remember(
+                self._set_keys,
+                name_key(self._room),
+                request.value,
+                MAX_PENDING_JOIN_KEYS,
+            )
+        if isinstance(request, ev.Say | ev.Me):
+            self._said_now(line)
         if isinstance(request, ev.Say | ev.Me | ev.PrivateMsg):
             # The server does not echo our own lines back: show them here.
             assert self._name is not None, "ready means named"
@@ -1051,7 +1292,9 @@ class _Client:
         """
         reader = LineReader(max_line_bytes=MAX_SERVER_LINE_BYTES)
         while True:
-            reader.feed(await conn.stream.receive_some(RECEIVE_SIZE))
+            data = await conn.stream.receive_some(RECEIVE_SIZE)
+            conn.heard = conn.heard or bool(data)
+            reader.feed(data)
             while conn.result is None:
                 match reader.next_event():
                     case Line(text):
@@ -1063,6 +1306,18 @@ class _Client:
                     case _:
                         break  # NEED_DATA
 
+    def _show_banner(self, conn: _Connection) -> None:
+        """Show the server's banner: its art (the lines before the first
+        empty one) only if the terminal is wide enough for it."""
+        lines, conn.banner = conn.banner, []
+        columns = self._ui.columns
+        if columns is not None and "" in lines:
+            art = lines[: lines.index("")]
+            if max(display_width(sanitize_text(line)) for line in art) > columns:
+                lines = lines[len(art) + 1 :]  # garbage when wrapped: left out
+        for line in lines:
+            self._show(self._render(ev.Banner(line)))
+
     def _render(self, event: ev.ServerEvent) -> str:
         return render_event(event, me=self._name, color=self._ui.color, room=self._room)
 
@@ -1072,21 +1327,35 @@ class _Client:
         except ServerProtocolError:
             self._show(render_unreadable(text, color=self._ui.color))
             return
+        if conn.banner and not isinstance(event, ev.Banner):
+            self._hushed = not self._wanted(ev.Banner(""))
+            self._show_banner(conn)
+        self._hushed = not self._wanted(event)
+        try:
+            self._on_event(conn, event)
+        finally:
+            self._hushed = False
+
+    def _on_event(self, conn: _Connection, event: ev.ServerEvent) -> None:
         match event:
             case ev.Hello(_protocol, server, max_line_bytes, burst, rate):
+                self._greeted = True
                 conn.max_line_bytes = max_line_bytes
                 conn.pacer = client_bucket(burst, rate)
                 conn.flood_rate = rate
                 conn.paste_lines = event.paste_lines
                 conn.paste_bytes = event.paste_bytes
+                if 0 < event.name_timeout < math.inf and conn.nursery is not None:
+                    deadline = trio.current_time() + event.name_timeout
+                    conn.nursery.start_soon(self._warn_of_name_deadline, conn, deadline)
                 tls = ", TLS" if self._config.ssl_context is not None else ""
                 self._notice(
                     f"connected to {self._config.address}"
                     f" ({sanitize_text(server)}{tls})"
                 )
-            case ev.Banner():
+            case ev.Banner(text):
                 if self._connections == 1:  # once is enough
-                    self._show(self._render(event))
+                    conn.banner.append(text)  # shown whole, once it is all here
             case ev.NamePrompt():
                 conn.wait_for_user(_Phase.NAMING)
                 self._end_secret()  # the next line is a name again
@@ -1095,6 +1364,8 @@ class _Client:
                     conn.name_after_password = None
                 if conn.auto_name is None:
                     self._show(self._render(event))
+                    self._ui.set_prompt(NAME_PROMPT)
+                    conn.asking_user = True
                 self._changed()
             case ev.PasswordPrompt(name):
                 conn.wait_for_user(_Phase.NAMING)
@@ -1116,6 +1387,7 @@ class _Client:
                     conn.auto_name = password
                 elif self._ask_secret(name):
                     conn.typed_ahead = len(self._held)
+                    conn.asking_user = True
                     self._show(self._render(event))
                 else:
                     conn.finish(_Refused(_no_password(name)))
@@ -1132,7 +1404,11 @@ class _Client:
                         )
                     )
             case ev.Error() if conn.phase is _Phase.NAME_SENT:
-                self._show(self._render(event))
+                if event.code in _NAME_ERRORS:  # say which name: it was not shown
+                    shown = f"'{sanitize_text(conn.sent_name)}': {event.text}"
+                    self._show(self._render(ev.Error(event.code, shown)))
+                else:
+                    self._show(self._render(event))
                 if conn.sent_name_was_auto and not self._config.retry_name:
                     conn.finish(
                         _Refused(
@@ -1142,7 +1418,10 @@ class _Client:
                         )
                     )
             case ev.Welcome(name):
+                self._talking = False  # a script hears nothing until it speaks
                 conn.wait_for_user(_Phase.READY)
+                conn.asking_user = False
+                self._ui.set_prompt(None)
                 self._end_secret()
                 self._set_name(name)
                 self._delay = self._config.reconnect_delay
@@ -1151,12 +1430,15 @@ class _Client:
                 self._changed()
             case ev.Goodbye():
                 conn.goodbye = event
-                self._show(self._render(event))
+                if event.code not in TEMPORARY_REFUSALS:  # those: one notice
+                    self._show(self._render(event))
             case _:
                 self._on_chat_event(conn, event)
 
     def _on_chat_event(self, conn: _Connection, event: ev.ServerEvent) -> None:
         """Show a line of the chat; follow rooms, names and mentions in it."""
+        if self._help_due:
+            self._follow_help(event)
         notice = _global_notice(event)
         repeated = notice is not None and notice == self._last_global
         self._last_global = notice
@@ -1165,11 +1447,28 @@ class _Client:
         roster = self._roster
         match event:
             case ev.Switched(room):
+                # News if the room changed, or if the user asked for it; not
+                # after /part of another room (the current one stays).
+                news = self._switch_asked or self._room is None
+                news = news or name_key(room) != name_key(self._room or "")
+                self._switch_asked = False
                 self._set_room(room)
                 if self._rejoin_answered(conn):
-                    self._show(self._render(event))
+                    if news:
+                        self._show(self._render(event))
                     self._finish_rejoin(conn)
                 return  # a SWITCH that answers a rejoin is not news
+            case ev.Error(code, text) if code in _CHAT_REFUSALS:
+                # Shown as said by now: say plainly that it was not.
+                line = self._refused_line()
+                if line is None:
+                    self._show(self._render(event))
+                else:
+                    shown = sanitize_text(line)
+                    if len(shown) > MAX_REFUSED_SHOWN:
+                        shown = shown[: MAX_REFUSED_SHOWN - 3] + "..."
+                    self._error(f"not sent: {shown} ({sanitize_text(text)})")
+                return
             case ev.Error():
                 self._show(self._render(event))
                 if self._rejoin_answered(conn):
@@ -1217,9 +1516,30 @@ class _Client:
             case ev.Private(_ts, sender):
                 if not self._is_me(sender):
                     roster.saw_name(sender)
+            case ev.Info(text):
+                self._key_changed(text)
         self._show(self._render(event))
+        if (
+            self._in_help
+            and isinstance(event, ev.HelpLine)
+            and sanitize_text(event.text) == _LAST_HELP_LINE  # no need to wait
+        ):
+            self._end_help()
         if self._rings(event):
             self._ui.bell()
+
+    def _follow_help(self, event: ev.ServerEvent) -> None:
+        """Before `event` is shown: the server's `/help` reply is over if it
+        is not a line of it, and the client's own commands follow it."""
+        if isinstance(event, ev.HelpLine):
+            self._in_help = True
+        elif self._in_help:
+            self._end_help()
+
+    def _end_help(self) -> None:
+        self._help_due = self._in_help = False
+        for line in help_lines(client=True):
+            self._show(self._render(ev.HelpLine(line)))
 
     def _rings(self, event: ev.ServerEvent) -> bool:
         """Whether `event` rings the bell (history never does)."""
@@ -1307,6 +1627,24 @@ class _Client:
         if self._rejoin.pop(key, None) is not None and conn.rejoining:
             conn.rejoined.append(room)
 
+    def _key_changed(self, text: str) -> None:
+        """Follow a room's key from the notice of its change (`ev.key_notice`).
+
+        The user set it: the key it typed is the room's now. Someone removed
+        it: the room needs none. Someone else set one: the key is unknown
+        here, and the one the user joined with is kept (it may still be it).
+        """
+        if not text.endswith(".") or self._name is None:
+            return
+        for key, entry in self._rooms.items():
+            if text == ev.key_notice(self._name, entry.room):
+                typed = self._set_keys.pop(key, None)
+                if typed is not None:
+                    self._rooms[key] = _RoomEntry(entry.room, typed)
+            elif text.endswith(ev.key_notice("", entry.room, removed=True)):
+                self._set_keys.pop(key, None)
+                self._rooms[key] = _RoomEntry(entry.room, "")
+
     def _parted(self, room: str) -> None:
         """The user left `room` (its own parted LEAVE line)."""
         key = name_key(room)
@@ -1317,22 +1655,43 @@ class _Client:
             self._set_room(None)  # until the server's SWITCH, if another is left
 
     def _on_close(self, conn: _Connection) -> None:
-        """The server closed the connection."""
+        """The server closed the connection: decide whether to come back."""
         goodbye = conn.goodbye
         if conn.phase is _Phase.QUITTING or (goodbye and goodbye.code == "quit"):
             conn.finish(_Left())
-        elif (
-            goodbye is not None
-            and conn.phase is not _Phase.READY
-            and goodbye.code != "server-shutdown"
+            return
+        if goodbye is None:
+            conn.finish(self._unheard(conn) or _Lost("closed by the server"))
+            return
+        code, text = goodbye.code, sanitize_text(goodbye.text)
+        if code == ev.SIGNED_IN_ELSEWHERE:
+            # Reconnecting would sign the other place out, and so on for ever.
+            conn.finish(
+                _Refused(
+                    "you signed in from another place, which closed this"
+                    " connection; this client does not reconnect (it would"
+                    " sign the other one out)"
+                )
+            )
+        elif code in TEMPORARY_REFUSALS:
+            conn.finish(
+                _Lost(
+                    f"the server is busy: {text}",
+                    refused=True,
+                    wait=goodbye.retry_after,
+                )
+            )
+        elif code == "name-timeout" and self._config.retry_name:
+            # Someone at a terminal was slow (or away): a new prompt, not an exit.
+            conn.finish(_Lost(f"no name chosen in time: {text}"))
+        elif code == "banned" or (
+            conn.phase is not _Phase.READY and code != "server-shutdown"
         ):
-            # Sent away before we were in (e.g. too slow to choose a name):
-            # reconnecting would only repeat it.
-            text = sanitize_text(goodbye.text)
+            # Banned, or sent away before we were in (e.g. too many name
+            # attempts): reconnecting would only repeat it.
             conn.finish(_Refused(f"the server closed the connection: {text}"))
         else:
-            reason = sanitize_text(goodbye.text) if goodbye else "closed by the server"
-            conn.finish(_Lost(reason))
+            conn.finish(_Lost(text))
 
 
 async def run_client(
@@ -1372,25 +1731,33 @@ async def run_with_input(
     receive_some: Callable[[int], Awaitable[bytes]],
     *,
     connect: Connect | None = None,
-) -> None:
+) -> bool:
     """`run_client` with the user's lines read from a byte source (a pipe).
 
     Each line of input is sent in order; at its end the client says /quit and
-    waits for the goodbye, so every line was delivered. Raises as
+    waits for the goodbye, so every line was delivered. Nothing connects
+    before the first line is there: empty input never connects (nobody sees
+    a script join and leave for nothing), and returns False. Raises as
     `run_client` does (a bare `ClientError`, not a group).
     """
     send, receive = trio.open_memory_channel[str](0)
+    start = _InputStart()
     error: ClientError | None = None
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(read_lines, receive_some, send, ui)
+        nursery.start_soon(
+            functools.partial(read_lines, receive_some, send, ui, start=start)
+        )
+        await start.event.wait()
         try:
             async with receive:
-                await run_client(config, ui, receive, connect=connect)
+                if start.lines:
+                    await run_client(config, ui, receive, connect=connect)
         except ClientError as exc:
             error = exc
         nursery.cancel_scope.cancel()  # stop reading input: nobody listens
     if error is not None:
         raise error
+    return start.lines
 
 
 class GuestClient:

@@ -20,6 +20,21 @@ from typing import Literal
 #: The one room there is, for now.
 LOBBY = "#lobby"
 
+#: The `BYE` code of a connection replaced by its registered name signing in
+#: from another connection: a client that reconnected on its own would
+#: replace that one in turn, for ever.
+SIGNED_IN_ELSEWHERE = "signed-in-elsewhere"
+
+
+def key_notice(name: str, room: str, *, removed: bool = False) -> str:
+    """What a room's members are told when `name` sets (removes) its key.
+
+    The key itself is never told; a client that set it knows it, and keeps
+    it to join the room again with it.
+    """
+    done = "removed the" if removed else "set a"
+    return f"{name} {done} key on {room}."
+
 
 # --------------------------------------------------------------------------
 # Requests (user -> chat)
@@ -142,6 +157,8 @@ class Mute:
 
     name: str
     seconds: float = math.inf
+    #: The duration as the op typed it (`90s`), shown as given; "" if none.
+    duration: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -151,6 +168,8 @@ class Ban:
     target: str
     seconds: float = math.inf
     reason: str = ""
+    #: The duration as the op typed it (`7d`), shown as given; "" if none.
+    duration: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -295,6 +314,8 @@ class Hello:
     #: The most lines and bytes of text in one multi-line message (0: none).
     paste_lines: int = 0
     paste_bytes: int = 0
+    #: Seconds a connection has to choose a name (0: no limit).
+    name_timeout: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -510,10 +531,15 @@ class Error:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Goodbye:
-    """The last line before the server closes the connection."""
+    """The last line before the server closes the connection.
+
+    `retry_after`: for a refusal that clears up with time, the seconds after
+    which trying again may succeed (0: the server does not know).
+    """
 
     code: str
     text: str
+    retry_after: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -69,10 +69,11 @@ RESERVED_NAMES: Final = frozenset(
 _LETTER_CATEGORIES: Final = frozenset({"Lu", "Ll", "Lt", "Lm", "Lo", "Nd"})
 _MARK_CATEGORIES: Final = frozenset({"Mn", "Mc"})
 
-#: A one-line description of the rules, for prompts and errors.
+#: A one-line description of the rules, for prompts and errors: short, so
+#: that the `NAME` prompt fits an 80-column terminal (`nc`).
 NAME_RULES: Final = (
-    f"{MIN_NAME_LENGTH}-{MAX_NAME_LENGTH} letters or digits of any script, or _ - ."
-    " (starting with a letter or digit)"
+    f"{MIN_NAME_LENGTH}-{MAX_NAME_LENGTH} letters, digits, _ - . (a letter or digit"
+    " first)"
 )
 
 #: Script_Extensions values of Common and Inherited characters, which UTS #39

@@ -242,34 +242,55 @@ DEFAULT_HISTORY_REQUEST: Final = 50
 MAX_PAGE_DIGITS: Final = 6
 
 
-_DURATION: Final = re.compile(r"^(\d{1,6})([smhd]?)$")
-_DURATION_UNITS: Final = {"": 60.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION: Final = re.compile(r"^([0-9]{1,6})([smhd])$")
+_DURATION_UNITS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+#: How every command that takes a duration explains one.
+DURATION_HELP: Final = "a number and s, m, h or d: 90s, 10m, 2h, 7d"
 
 
 def parse_duration(text: str) -> float | None:
-    """Seconds in `90s`, `10m`, `2h`, `1d` (a bare number is minutes); None if bad."""
+    """Seconds in `90s`, `10m`, `2h` or `1d` (1 to 6 digits, then the unit).
+
+    None for anything else: a bare number, another unit, a sign, a space.
+    """
     match = _DURATION.match(text.lower())
     if match is None:
         return None
     return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
 
+def duration_text(text: str) -> str:
+    """A duration as its user gave it, tidied: `010M` is `10m`."""
+    return f"{int(text[:-1])}{text[-1].lower()}"
+
+
 def _usage(command: str, usage: str) -> ev.BadCommand:
     return ev.BadCommand("usage", f"Usage: /{command} {usage}".rstrip())
 
 
+def _duration_usage(command: str, usage: str) -> ev.BadCommand:
+    """The usage of a command taking a duration, with what a duration is."""
+    return _usage(command, f"{usage} (DURATION: {DURATION_HELP})")
+
+
 def _parse_ban(rest: str) -> ev.Ban | ev.BadCommand:
-    """`/ban NAME|ADDRESS [DURATION] [REASON]`: no duration is until lifted."""
+    """`/ban NAME|ADDRESS [DURATION] [REASON]`: no duration is until lifted.
+
+    A word after the target that starts with a digit is the duration, and
+    must be one: `/ban bob 10min flooding` is a usage error, not a ban
+    until lifted with the reason `10min flooding`.
+    """
+    usage = "NAME|ADDRESS [DURATION] [REASON]"
     target, _, tail = rest.partition(" ")
     if not target:
-        return _usage("ban", "NAME|ADDRESS [DURATION] [REASON]")
+        return _usage("ban", usage)
     first, _, reason = tail.strip().partition(" ")
-    seconds = parse_duration(first) if first else None
-    if seconds is None:
+    if not first[:1].isascii() or not first[:1].isdigit():
         return ev.Ban(target, math.inf, tail.strip())
-    if seconds <= 0:
-        return _usage("ban", "NAME|ADDRESS [DURATION such as 10m, 2h, 7d] [REASON]")
-    return ev.Ban(target, seconds, reason.strip())
+    seconds = parse_duration(first)
+    if not seconds:  # not understood, or zero
+        return _duration_usage("ban", usage)
+    return ev.Ban(target, seconds, reason.strip(), duration_text(first))
 
 
 def _page(command: str, usage: str, text: str) -> int | ev.BadCommand:
@@ -328,14 +349,17 @@ def parse_request(text: str) -> ev.Request | None:
         )
     if command in ("mute", "unmute"):
         name, _, duration = rest.partition(" ")
+        duration = duration.strip()
         if not name or (command == "unmute" and duration):
             return _usage(command, "NAME" if command == "unmute" else "NAME [DURATION]")
         if command == "unmute":
             return ev.Mute(name, 0.0)
-        seconds = parse_duration(duration.strip()) if duration.strip() else math.inf
-        if seconds is None:
-            return _usage("mute", "NAME [DURATION such as 90s, 10m, 2h, 1d]")
-        return ev.Mute(name, seconds)
+        if not duration:
+            return ev.Mute(name, math.inf)
+        seconds = parse_duration(duration)
+        if not seconds:  # not understood, or zero (which would unmute)
+            return _duration_usage("mute", "NAME [DURATION]")
+        return ev.Mute(name, seconds, duration_text(duration))
     if command == "ban":
         return _parse_ban(rest)
     if command == "unban":
@@ -425,6 +449,8 @@ def encode_request(request: ev.Say | ev.Me | ev.Nick | ev.PrivateMsg) -> bytes:
 # Server events -> lines
 
 _TS_FORMAT: Final = "%Y-%m-%dT%H:%M:%SZ"
+#: The key of a refusal's hint: `BYE <code> retry-after=<seconds> <text>`.
+RETRY_AFTER: Final = "retry-after"
 
 
 def format_timestamp(ts: float) -> str:
@@ -551,11 +577,12 @@ def encode_event(event: ev.ServerEvent, *, limit: int = MAX_SERVER_LINE_BYTES) -
             return _fit(
                 f"NICK {format_timestamp(ts)} {room} {old} -> {new}", "", limit=limit
             )
-        case ev.Hello(protocol, server, max_line, burst, rate, lines, size):
+        case ev.Hello(protocol, server, max_line, burst, rate, lines, size, naming):
             flood = f" flood-burst={burst} flood-rate={rate:g}" if rate else ""
             paste = f" paste-lines={lines} paste-bytes={size}" if lines and size else ""
+            name = f" name-timeout={naming:g}" if naming else ""
             return _fit(
-                f"HELLO {protocol} {server} max-line={max_line}{flood}{paste}",
+                f"HELLO {protocol} {server} max-line={max_line}{flood}{paste}{name}",
                 "",
                 limit=limit,
             )
@@ -578,8 +605,9 @@ def encode_event(event: ev.ServerEvent, *, limit: int = MAX_SERVER_LINE_BYTES) -
             return _fit("MOTD ", text, limit=limit)
         case ev.Error(code, text):
             return _fit(f"ERR {code} ", text, limit=limit)
-        case ev.Goodbye(code, text):
-            return _fit(f"BYE {code} ", text, limit=limit)
+        case ev.Goodbye(code, text, retry_after):
+            hint = f"{RETRY_AFTER}={retry_after} " if retry_after > 0 else ""
+            return _fit(f"BYE {code} {hint}", text, limit=limit)
         case ev.TopicIs(ts, room, setter, text):
             return _fit(
                 f"TOPIC {format_timestamp(ts)} {room} {setter} ", text, limit=limit
@@ -710,6 +738,7 @@ def _decode(kind: str, rest: str) -> ev.ServerEvent:
             float(settings.get("flood-rate", 0)),
             int(settings.get("paste-lines", 0)),
             int(settings.get("paste-bytes", 0)),
+            float(settings.get("name-timeout", 0)),
         )
 
     if kind == "PASSWORD":
@@ -723,7 +752,13 @@ def _decode(kind: str, rest: str) -> ev.ServerEvent:
         return ev.WhoList(room, tuple(names.split()))
     if kind in ("ERR", "BYE"):
         code, _, text = rest.partition(" ")
-        return ev.Error(code, text) if kind == "ERR" else ev.Goodbye(code, text)
+        if kind == "ERR":
+            return ev.Error(code, text)
+        hint, _, after = text.partition(" ")
+        key, equals, seconds = hint.partition("=")
+        if key == RETRY_AFTER and equals and seconds.isascii() and seconds.isdigit():
+            return ev.Goodbye(code, after, int(seconds))
+        return ev.Goodbye(code, text)
     if kind == "HIST":
         inner_kind, _, inner_rest = rest.partition(" ")
         if inner_kind not in _REPLAYABLE_KINDS:

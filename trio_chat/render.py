@@ -205,6 +205,11 @@ def _columns(text: str) -> int:
     return width
 
 
+def display_width(text: str) -> int:
+    """How many terminal columns `text` (without escape sequences) takes."""
+    return _columns(text)
+
+
 def _continued(
     lead: str, sender: str, text: str, *, me: str | None, color: bool
 ) -> str:
@@ -453,7 +458,8 @@ def render_event(
             return render_notice(text, color=color)
         case ev.WhoList(room, names):
             shown = ", ".join(_name(name, me=me, color=color) for name in names)
-            return _notice_line(f"in {sanitize_text(room)}: {shown}", color=color)
+            where = "online" if room == "*" else f"in {sanitize_text(room)}"
+            return _notice_line(f"{where}: {shown}", color=color)
         case ev.HelpLine(text):
             return "   " + sanitize_text(text)
         case ev.MotdLine(text):

@@ -42,6 +42,7 @@ from trio_chat.chat import (
     Persist,
     Saved,
     TopicSaved,
+    eviction_goodbye,
 )
 from trio_chat.flood import EXCESS_FLOOD, FloodControl
 from trio_chat.hub import Member, Room
@@ -860,9 +861,7 @@ class Connection:
             # Not evicted, or a line was cut off: a line now would garble.
             await trio.lowlevel.checkpoint()
             return
-        data = encode_event(
-            ev.Goodbye(reason.replace(" ", "-"), f"Disconnected: {reason}.")
-        )
+        data = encode_event(eviction_goodbye(reason))
         with trio.move_on_after(CLOSE_TIMEOUT):
             try:
                 await send_all(self.transport, data)
@@ -1514,7 +1513,12 @@ class ChatServer:
     def shutdown(self) -> None:
         """Stop accepting, tell every client, close within the grace period."""
         if not self.shutting_down:
-            log.info("shutting down: %d connections to close", len(self._connections))
+            count = len(self._connections)
+            log.info(
+                "shutting down: %d connection%s to close",
+                count,
+                "" if count == 1 else "s",
+            )
             self.shutting_down = True
             self.chat.closing = True
             self._accept_scope.cancel()
@@ -1641,7 +1645,9 @@ class ChatServer:
     async def _refuse(self, stream: trio.abc.Stream, refusal: Refusal) -> None:
         """One line saying why (plain TCP only), then close, all bounded."""
         if self.ssl_context is None:
-            line = encode_event(ev.Goodbye(refusal.code, refusal.text))
+            line = encode_event(
+                ev.Goodbye(refusal.code, refusal.text, refusal.retry_after)
+            )
             # A peer that is gone already needs telling nothing.
             with contextlib.suppress(*_PEER_ERRORS), trio.move_on_after(CLOSE_TIMEOUT):
                 await stream.send_all(line)

@@ -28,6 +28,7 @@ This module is asyncio code only; nothing here knows about trio.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Collection, Iterable
 from typing import Any, Final, Protocol
 
@@ -47,27 +48,21 @@ from prompt_toolkit.layout.processors import (
 from prompt_toolkit.output import Output
 from prompt_toolkit.patch_stdout import patch_stdout
 
+from trio_chat import commands
 from trio_chat.names import name_key
+from trio_chat.render import display_width
 
 #: The commands Tab completes at the start of a line: the server's, and the
-#: client's own /bell.
-COMMANDS: Final = (
-    "/join",
-    "/part",
-    "/switch",
-    "/rooms",
-    "/topic",
-    "/who",
-    "/msg",
-    "/me",
-    "/nick",
-    "/quit",
-    "/help",
-    "/bell",
-)
-#: Commands whose first argument is a room.
-ROOM_COMMANDS: Final = frozenset({"/join", "/part", "/switch", "/who"})
-#: What /bell takes.
+#: client's own /bell (from the one list of commands; aliases such as `/m`
+#: are what one types instead of completing).
+COMMANDS: Final = commands.words(aliases=False)
+#: Commands whose first argument is a room ...
+ROOM_COMMANDS: Final = commands.words_taking("room")
+#: ... and those of them after which nothing is completed (a key, or nothing
+#: more to say); `/part`'s reason may name people.
+_ROOM_ONLY: Final = ROOM_COMMANDS - {"/part", "/leave"}
+#: Commands whose argument is a bell mode (/bell), and the modes.
+BELL_COMMANDS: Final = commands.words_taking("bell")
 BELL_MODES: Final = ("off", "mentions", "all")
 #: Commands whose argument is a password: masked as typed, never in history.
 SECRET_COMMANDS: Final = frozenset({"/register", "/identify"})
@@ -135,6 +130,76 @@ def _newline(event: KeyPressEvent) -> None:
     event.current_buffer.insert_text("\n")
 
 
+#: An SGR escape sequence (colour, bold...), the only kind display lines hold.
+_SGR: Final = re.compile(r"\x1b\[[0-9;]*m")
+#: What ends the lead of a display line, after which its text starts: a
+#: message's `<name> `, a notice's `-- `, an error's `!! `, an action's `* `.
+_LEADS: Final = ("> ", "-- ", "!! ", "* ")
+#: A continuation line's indent is at most this share of the width: a lead
+#: that long leaves too little room for the text beside it.
+_MAX_INDENT_SHARE: Final = 2
+
+
+def _indent(plain: str, width: int) -> int:
+    """Where a display line's text starts: continuation lines go there."""
+    starts = [plain.find(lead) + len(lead) for lead in _LEADS if lead in plain]
+    if starts:
+        column = display_width(plain[: min(starts)])
+    else:  # a line of a block (a paste) is indented already: keep to it
+        column = len(plain) - len(plain.lstrip(" "))
+    return column if column <= width // _MAX_INDENT_SHARE else 2
+
+
+def wrap(line: str, width: int) -> list[str]:
+    """`line` cut into lines of at most `width` columns, at spaces if it can.
+
+    Continuation lines are indented to where the text of the first starts
+    (after `12:03 <alice> `), as a multi-line message's are, rather than
+    broken mid-word at column 0 by the terminal. SGR sequences take no
+    room; a style still on at a cut is ended there and taken up again after
+    the indent, so the indent is never reversed or underlined.
+    """
+    tokens = [t for t in re.split(f"({_SGR.pattern})", line) if t]
+    plain = _SGR.sub("", line)
+    if width < 2 or display_width(plain) <= width:
+        return [line]
+    indent = _indent(plain, width)
+    lines: list[str] = []
+    current: list[str] = []  # tokens of the line being filled
+    used = 0
+    active: list[str] = []  # styles on since the last reset
+    last_space: int | None = None  # index in `current` of the last space
+
+    def cut(at: int) -> None:
+        nonlocal current, used, last_space
+        head, rest = current[:at], current[at:]
+        while rest and rest[0] == " ":  # the space at the cut goes
+            rest = rest[1:]
+        lines.append("".join(head) + ("\x1b[0m" if active else ""))
+        current = [" " * indent, *active, *rest]
+        used = indent + sum(display_width(t) for t in rest if not _SGR.fullmatch(t))
+        last_space = None
+
+    for token in tokens:
+        if _SGR.fullmatch(token):
+            current.append(token)
+            active = [] if token in ("\x1b[0m", "\x1b[m") else [*active, token]
+            continue
+        for char in token:
+            size = display_width(char)
+            if used + size > width:
+                if char == " ":  # a space at the edge: the cut, and gone
+                    cut(len(current))
+                    continue
+                cut(last_space if last_space is not None else len(current))
+            if char == " " and used > indent:
+                last_space = len(current)
+            current.append(char)
+            used += size
+    lines.append("".join(current))
+    return lines
+
+
 class ClientHandle(Protocol):
     """The running client, as the terminal sees it (a `GuestClient`)."""
 
@@ -174,7 +239,8 @@ class ChatCompleter(Completer):
     """Tab completion for chat lines.
 
     At the start of a line, a `/` word completes to a command; the first
-    argument of /join, /part, /switch and /who to a room (`#` optional);
+    argument of /join, /part, /switch and /who (and their aliases) to a
+    room (`#` optional);
     /bell's to a bell mode; any other word to a name (an `@` before it is
     kept). Matching ignores case (`trio_chat.names.name_key`). `known` (None:
     nothing yet) is read at each completion, so it may change meanwhile.
@@ -197,9 +263,9 @@ class ChatCompleter(Completer):
             choices = _starting_with(
                 rooms, word if word.startswith("#") else f"#{word}"
             )
-        elif command == "/bell" and len(words) == 2:
+        elif command in BELL_COMMANDS and len(words) == 2:
             choices = _starting_with(BELL_MODES, word)
-        elif command in ROOM_COMMANDS - {"/part"}:
+        elif command in _ROOM_ONLY:
             choices = []  # a room's key, or nothing more to say
         else:
             word = word.removeprefix("@")
@@ -235,6 +301,7 @@ class TerminalUI:
         self._pending: list[str] = []
         self._ring = False
         self._secret: str | None = None  # the password prompt, while asked
+        self._asked: str | None = None  # the name prompt, while asked
         self.completer = ChatCompleter()
         keys = KeyBindings()
         keys.add("escape", "enter")(_newline)
@@ -256,6 +323,11 @@ class TerminalUI:
     def color(self) -> bool:
         """Whether display lines carry colour."""
         return self._color
+
+    @property
+    def columns(self) -> int:
+        """The terminal's width now."""
+        return self.session.output.get_size().columns
 
     def show(self, text: str) -> None:
         """Print `text` above the prompt, soon. Never waits."""
@@ -283,6 +355,11 @@ class TerminalUI:
         """Complete rooms and names from `roster` from now on."""
         self.completer.known = roster
 
+    def set_prompt(self, prompt: str | None) -> None:
+        """Show `prompt` instead of the name and room (None: them again)."""
+        self._asked = prompt
+        self._loop.call_soon_threadsafe(self.session.app.invalidate)
+
     def set_secret(self, prompt: str | None) -> bool:
         """Read the next line hidden, after `prompt` (None: no longer). True."""
         self._secret = prompt
@@ -299,7 +376,8 @@ class TerminalUI:
 
     def _flush(self) -> None:
         if self._pending:
-            text = "\n".join(self._pending)
+            width = self.columns
+            text = "\n".join("\n".join(wrap(line, width)) for line in self._pending)
             self._pending.clear()
             # Above the running prompt (which is redrawn), or plainly if none is.
             print_formatted_text(ANSI(text) if self._color else text)
@@ -310,10 +388,13 @@ class TerminalUI:
     def prompt_text(self) -> str:
         """What the prompt reads now: `alice #rust> `, `alice> ` or `> `.
 
-        While a password is asked for, the client's prompt for it instead.
+        While a password or a name is asked for, the client's prompt for it
+        instead.
         """
         if self._secret is not None:
             return self._secret
+        if self._asked is not None:
+            return self._asked
         where = f"{self._name} {self._room}" if self._room else self._name
         return f"{where}> " if where else "> "
 
