@@ -426,11 +426,15 @@ class Restartable:
         await peer.join(name)
         return peer
 
-    def restart(self) -> None:
-        """Every connection is cut; the new server knows nothing of the old."""
+    def cut(self) -> None:
+        """Every connection is cut; the server carries on (a network glitch)."""
         for scope in self._scopes:
             scope.cancel()
         self._scopes.clear()
+
+    def restart(self) -> None:
+        """Every connection is cut; the new server knows nothing of the old."""
+        self.cut()
         self.server = ChatServer(Chat(clock=trio.current_time))
 
 
@@ -466,6 +470,39 @@ async def test_a_key_set_with_key_survives_a_server_restart(
         carol = await chat.peer("carol")
         await carol.send("/join #study")
         assert await carol.expect("SWITCH") == "SWITCH #study"
+        await typed.aclose()
+
+
+async def test_a_reconnection_replays_only_what_was_not_seen(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        chat = Restartable(nursery)
+        bob = await chat.peer("bob")
+        await bob.send("before alice came")
+        ui = RecordingUI()
+        typed, lines = trio.open_memory_channel[str](10)
+        config = ClientConfig(name="alice")
+        nursery.start_soon(
+            functools.partial(run_client, config, ui, lines, connect=chat.connect)
+        )
+        await ui.expect("before alice came")  # history, as she joins
+        await bob.expect("JOIN")
+        await bob.send("one")
+        await ui.expect("one")
+        await trio.sleep(5)  # (virtual) seconds pass between the lines
+        await bob.send("two")
+        await ui.expect("two")
+        chat.cut()  # bob too: he comes back while alice waits to reconnect
+        bob = await chat.peer("bob")
+        await bob.send("while alice was away")
+        await ui.expect("You are in #lobby as alice")  # in again
+        await ui.expect("while alice was away")
+        await bob.send("three")
+        await ui.expect("three")
+        shown = [line for line in ui.lines if "<bob>" in line]
+        for text in ("before alice came", "one", "two", "while alice was away"):
+            assert sum(line.endswith(text) for line in shown) == 1, (text, shown)
         await typed.aclose()
 
 

@@ -98,8 +98,8 @@ async def test_the_readme_nc_session_is_what_the_server_says() -> None:
             for line in session:
                 if line.startswith("HIST MSG ") and "<alice> " in line:
                     await alice.send(line.split("<alice> ", 1)[1])
-                elif line.startswith("TOPIC ") and " alice " in line:
-                    await alice.send("/topic " + line.split(" ", 4)[4])
+                elif line.startswith("HIST TOPIC ") and " alice " in line:
+                    await alice.send("/topic " + line.split(" ", 5)[5])
                     await alice.expect("TOPIC")
             carol = Peer(await trio.open_tcp_stream("127.0.0.1", port))
             skipping = False

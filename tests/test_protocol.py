@@ -461,6 +461,14 @@ NICK_USAGE = ev.BadCommand("usage", "Usage: /nick NEW")
         ("/msg bob   ", MSG_USAGE),
         ("/msg", MSG_USAGE),
         ("/m bob", MSG_USAGE),
+        ("/since 2026-11-23T23:10:28Z", ev.Since(1_795_475_428.0)),
+        (
+            "/since yesterday",
+            ev.BadCommand(
+                "usage",
+                "Usage: /since TIMESTAMP (as on MSG lines: 2026-11-23T23:10:28Z)",
+            ),
+        ),
         ("", None),
         (" ", None),
         ("     ", None),

@@ -388,3 +388,33 @@ async def test_muting_a_name_that_is_a_connection_id_mutes_only_that_user(
     await alice.send("the op still speaks")
     assert (await other.expect("MSG")).endswith("<alice> the op still speaks")
     assert not any(line.startswith("ERR") for line in alice.lines)
+
+
+async def test_since_leaves_what_was_seen_out_of_the_replay(
+    nursery: trio.Nursery,
+) -> None:
+    clock = [NOW]
+    server = ChatServer(Chat(clock=lambda: clock[0]))
+    (alice,) = await join_all(nursery, server, "alice")
+    await alice.send("seen already")
+    await command(alice, "/who", "WHO")  # handled: time may pass now
+    clock[0] += 60
+    await alice.send("/topic new topic")
+    await alice.expect("TOPIC")
+    await alice.send("said while bob was away")
+    client, server_end = trio.testing.memory_stream_pair()
+    nursery.start_soon(server.handle_stream, server_end)
+    bob = Peer(client)
+    await bob.expect("NAME")
+    await bob.send("/since 2026-11-23T23:11:00Z")  # before the name: the lobby
+    await bob.send("bob")
+    await bob.expect("WELCOME")
+    await bob.send("/who")
+    await bob.expect("WHO")
+    replayed = [line for line in bob.lines if line.startswith("HIST ")]
+    assert replayed == [
+        "HIST TOPIC 2026-11-23T23:11:28Z #lobby alice new topic",
+        "HIST MSG 2026-11-23T23:11:28Z #lobby <alice> said while bob was away",
+    ]
+    await bob.send("/history 5")  # asked for: everything kept
+    assert await bob.expect("INFO") == "INFO 3 lines of #lobby:"

@@ -125,11 +125,13 @@ def eviction_goodbye(reason: str) -> ev.Goodbye:
 #: The events a room's history holds.
 RoomEvent = ev.Message | ev.Action | ev.Joined | ev.Left | ev.Kicked | ev.Renamed
 #: The events replayed to whoever joins: what was said, not who came and went.
-HistoryEvent = ev.Message | ev.Action
+HistoryEvent = ev.Message | ev.Action | ev.TopicIs
 
 
 def _weight(event: HistoryEvent) -> int:
     """About the bytes `event` costs as history (memory and replay)."""
+    if isinstance(event, ev.TopicIs):
+        return len(event.text) + HISTORY_LINE_WEIGHT
     return len(event.text) + HISTORY_LINE_WEIGHT
 
 
@@ -245,7 +247,7 @@ def _encode_replay(encode: Encoder, event: RoomEvent) -> bytes:
     return encode(ev.Replayed(event))
 
 
-def _ignored(member: Member, event: RoomEvent) -> bool:
+def _ignored(member: Member, event: RoomEvent | ev.TopicIs) -> bool:
     """True if `member` ignores the sender of chat line `event`."""
     if not member.ignoring or not isinstance(event, ev.Message | ev.Action):
         return False
@@ -603,7 +605,9 @@ class Chat:
         They are replayed to whoever joins the room (within the history
         limits); notices among them are not history and are left out.
         """
-        lines = [event for event in events if isinstance(event, HistoryEvent)]
+        lines: list[HistoryEvent] = [
+            event for event in events if isinstance(event, HistoryEvent)
+        ]
         lines = lines[-self.limits.history_lines :] if self.limits.history_lines else []
         room = self.hub.rooms.get(room_key)
         if room is not None:
@@ -637,7 +641,9 @@ class Chat:
             self.hub.publish(
                 event,
                 room=room,
-                sender_key=name_key(event.sender),
+                sender_key=name_key(
+                    event.setter if isinstance(event, ev.TopicIs) else event.sender
+                ),
                 keep=_weight(event),
                 deaf=room.members,
             )
@@ -654,17 +660,23 @@ class Chat:
 
     def replay(self, member: Member, room: Room) -> None:
         """Send `member` the room's recent lines, marked as history."""
-        data = b"".join(self._fitting(member, room.recent()))
+        data = b"".join(self._fitting(member, room.recent(), since=member.since))
         if data:  # one piece: one outbox message, however many lines
             self.hub.send_data(member, data)
 
-    def _fitting(self, member: Member, events: Sequence[ev.ServerEvent]) -> list[bytes]:
+    def _fitting(
+        self,
+        member: Member,
+        events: Sequence[ev.ServerEvent],
+        *,
+        since: float | None = None,
+    ) -> list[bytes]:
         """The replay lines of the newest `events` within a replay's bytes.
 
         Oldest first; lines from users `member` ignores are left out, and so
         are notices (who came and went is not history). Each event is encoded
         once for everyone who joins soon after (a crowd arriving hears the
-        same history).
+        same history). With `since`, what was said before it is left out.
         """
         budget = min(
             HISTORY_REPLAY_BYTES, self.limits.outbox_max_bytes // REPLAY_OUTBOX_SHARE
@@ -673,6 +685,8 @@ class Chat:
         for event in reversed(events):
             if not isinstance(event, HistoryEvent) or _ignored(member, event):
                 continue
+            if since is not None and event.ts < since:
+                break  # seen before it reconnected: so was everything older
             data = self._encode_replay(member.encode, event)
             budget -= len(data)
             if budget < 0:
@@ -898,6 +912,8 @@ class Chat:
                     if self.durable and not room.password:  # keyed: not kept
                         return Persist(room, event, member)
                     self._deliver(room, event, member)
+            case ev.Since(ts):
+                member.since = ts
             case ev.History(count):
                 room = self._member_room(member, "")
                 if room is not None:
@@ -1562,7 +1578,8 @@ class Chat:
             log.info("[%s] %s set the topic of %s", member.conn_id, setter, room.name)
             if isinstance(saved, TopicSaved):
                 self._keep_topic(room.key, topic, setter, ts)
-            self.hub.publish(ev.TopicIs(ts, room.name, setter, topic), room=room)
+            changed = ev.TopicIs(ts, room.name, setter, topic)
+            self.hub.publish(changed, room=room, keep=_weight(changed))
 
         return self._commit(saved, apply)
 

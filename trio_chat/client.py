@@ -43,6 +43,7 @@ a message naming `PASSWORD_VARIABLE`, rather than send a line of its input.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import enum
@@ -143,6 +144,9 @@ _CHAT_REFUSALS: Final = frozenset({"muted", "ops-only", "no-room"})
 REFUSAL_WINDOW: Final = 5.0
 #: Characters of a refused line repeated in the error.
 MAX_REFUSED_SHOWN: Final = 60
+#: Chat lines remembered as seen, so a replay after a reconnection does not
+#: show them twice: more than a replay holds.
+SEEN_LINES: Final = 512
 #: The last line of our server's `/help` reply.
 _LAST_HELP_LINE: Final = help_lines()[-1]
 #: What the prompt reads while the user is to type a name.
@@ -666,6 +670,9 @@ class _Connection:
     # was), how many sent ones the server has yet to answer (each /join or
     # /switch ends in SWITCH or ERR), and the rooms joined again so far.
     rejoin: deque[str] = dataclasses.field(default_factory=deque)
+    # The prompt now is for a name (not a password); `/since` was sent.
+    name_asked: bool = False
+    since_sent: bool = False
     rejoin_answers: int = 0
     rejoining: bool = False
     rejoined: list[str] = dataclasses.field(default_factory=list)
@@ -817,6 +824,14 @@ class _Client:
         # The user asked for a room (/switch): its SWITCH is news, even if
         # the room stays the same.
         self._switch_asked = False
+        # The time of the newest line of the chat seen, and the lines seen
+        # lately: a reconnection asks the server to replay only from then
+        # on (`/since`), and what it replays twice (that second) is not shown.
+        self._seen_until: float | None = None
+        self._seen: collections.OrderedDict[tuple[object, ...], None] = (
+            collections.OrderedDict()
+        )
+        self._skipping = False  # the replayed line being skipped goes on
         ui.set_roster(self._roster)
 
     # -- waking each other -------------------------------------------------
@@ -1147,7 +1162,11 @@ class _Client:
         conn.expect_reply(_Phase.NAME_SENT, self._config.reply_timeout)
         conn.sent_name = name
         conn.sent_name_was_auto = auto
-        return name.encode() + LINE_END, None
+        since = b""
+        if conn.name_asked and not conn.since_sent and self._seen_until is not None:
+            conn.since_sent = True  # before the name: the lobby's replay too
+            since = encode_request(ev.Since(self._seen_until))
+        return since + name.encode() + LINE_END, None
 
     def _announce_pacing(self, conn: _Connection) -> None:
         """Tell a person, once per backlog, that their lines wait their turn."""
@@ -1358,6 +1377,7 @@ class _Client:
                     conn.banner.append(text)  # shown whole, once it is all here
             case ev.NamePrompt():
                 conn.wait_for_user(_Phase.NAMING)
+                conn.name_asked = True
                 self._end_secret()  # the next line is a name again
                 if conn.name_after_password is not None:
                     conn.auto_name = conn.name_after_password
@@ -1369,6 +1389,7 @@ class _Client:
                 self._changed()
             case ev.PasswordPrompt(name):
                 conn.wait_for_user(_Phase.NAMING)
+                conn.name_asked = False
                 if name == "*":  # the server's own password, before any name
                     if conn.auto_name is not None:  # the name waits its turn
                         conn.name_after_password = conn.auto_name
@@ -1435,10 +1456,31 @@ class _Client:
             case _:
                 self._on_chat_event(conn, event)
 
+    def _seen_before(self, event: ev.ServerEvent) -> bool:
+        """Remember chat lines seen; True for a replayed one seen already."""
+        replayed = isinstance(event, ev.Replayed)
+        line = event.event if isinstance(event, ev.Replayed) else event
+        if not isinstance(line, ev.Message | ev.Action | ev.TopicIs | ev.MoreLine):
+            return False
+        if isinstance(line, ev.MoreLine):
+            return replayed and self._skipping  # the rest of a line seen
+        key = (type(line), *dataclasses.astuple(line))
+        self._skipping = replayed and key in self._seen
+        if self._skipping:
+            return True
+        self._seen[key] = None
+        while len(self._seen) > SEEN_LINES:
+            self._seen.popitem(last=False)
+        if self._seen_until is None or line.ts > self._seen_until:
+            self._seen_until = line.ts
+        return False
+
     def _on_chat_event(self, conn: _Connection, event: ev.ServerEvent) -> None:
         """Show a line of the chat; follow rooms, names and mentions in it."""
         if self._help_due:
             self._follow_help(event)
+        if self._seen_before(event):
+            return  # replayed after a reconnection, but shown already
         notice = _global_notice(event)
         repeated = notice is not None and notice == self._last_global
         self._last_global = notice

@@ -223,6 +223,14 @@ class Identify:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Since:
+    """Replay on joining only what was said at or after `ts`: a client that
+    reconnects has seen what came before (allowed before a name, too)."""
+
+    ts: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class History:
     """Replay the current room's last `count` lines."""
 
@@ -275,6 +283,7 @@ Request = (
     | Rooms
     | Topic
     | History
+    | Since
     | Register
     | Identify
     | RoomMode

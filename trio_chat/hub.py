@@ -78,6 +78,7 @@ class Member(Reader):
         "name",
         "pending_name",
         "rooms",
+        "since",
     )
 
     def __init__(
@@ -104,6 +105,8 @@ class Member(Reader):
         self.address: str | None = None  # admission key of the peer's address
         self.cert: str | None = None  # SHA-256 of the TLS client certificate
         self.admitted = True  # False until the server password is given
+        #: Replays leave out what was said before this (`/since`), or None.
+        self.since: float | None = None
         #: Part of a line was out when it was evicted: a goodbye would garble.
         self.cut = False
         self._on_evict = on_evict

@@ -405,6 +405,11 @@ def parse_request(text: str) -> ev.Request | None:
         return ev.Unignore(rest)
     if command in ("reply", "r"):
         return ev.Reply(rest) if rest else _usage("reply", "TEXT")
+    if command == "since":
+        try:
+            return ev.Since(parse_timestamp(rest))
+        except ValueError:
+            return _usage("since", "TIMESTAMP (as on MSG lines: 2026-11-23T23:10:28Z)")
     if command == "history":
         if not rest:
             return ev.History(DEFAULT_HISTORY_REQUEST)
@@ -431,7 +436,9 @@ def parse_request(text: str) -> ev.Request | None:
     )
 
 
-def encode_request(request: ev.Say | ev.Me | ev.Nick | ev.PrivateMsg) -> bytes:
+def encode_request(
+    request: ev.Say | ev.Me | ev.Nick | ev.PrivateMsg | ev.Since,
+) -> bytes:
     """Encode a request as a client line (what our client sends)."""
     match request:
         case ev.Say(text):
@@ -442,6 +449,8 @@ def encode_request(request: ev.Say | ev.Me | ev.Nick | ev.PrivateMsg) -> bytes:
             line = f"/nick {name}"
         case ev.PrivateMsg(name, text):
             line = f"/msg {name} {text}"
+        case ev.Since(ts):
+            line = f"/since {format_timestamp(ts)}"
     return line.encode("utf-8") + LINE_END
 
 

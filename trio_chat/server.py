@@ -582,6 +582,9 @@ class Connection:
             if isinstance(request, ev.Quit):
                 self._goodbye("quit", "Bye!")
                 return False
+            if isinstance(request, ev.Since):  # for the lobby's replay
+                self.member.since = request.ts
+                return False
             if not isinstance(request, ev.Nick):
                 self._chat.hub.send(
                     self.member, ev.Error("not-registered", "Choose a name first.")
