@@ -14,7 +14,13 @@ from chatpeer import Peer, open_peers
 
 from trio_chat import events as ev
 from trio_chat.chat import BANNER, HELP_LINES, Chat
-from trio_chat.limits import MIN_OUTBOX_MESSAGES, Limits
+from trio_chat.limits import (
+    KEEPALIVE_IDLE,
+    KEEPALIVE_INTERVAL,
+    KEEPALIVE_PROBES,
+    MIN_OUTBOX_MESSAGES,
+    Limits,
+)
 from trio_chat.protocol import decode_event, encode_event
 from trio_chat.server import ChatServer
 
@@ -516,3 +522,31 @@ async def test_lookalike_of_an_online_name_is_refused(
     await peer.expect("LEAVE")
     await peer.send(f"/nick {attempt}")  # free once alice has gone
     assert (await peer.expect("NICK")).endswith(f"bob -> {attempt}")
+
+
+async def test_accepted_sockets_probe_a_silent_peer_within_minutes(
+    nursery: trio.Nursery,
+) -> None:
+    # A peer that vanished (a laptop shut) holds its name until TCP notices:
+    # two hours with the system's keepalive, minutes with the server's.
+    server = make_server()
+    listeners = await nursery.start(server.serve_tcp, 0, "127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    peer = Peer(await trio.open_tcp_stream("127.0.0.1", port))
+    await peer.join("alice")
+    (connection,) = server._connections
+    sock = connection.transport.sock  # type: ignore[attr-defined]
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+    idle = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)
+    interval = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL)
+    probes = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT)
+    assert (idle, interval, probes) == (
+        KEEPALIVE_IDLE,
+        KEEPALIVE_INTERVAL,
+        KEEPALIVE_PROBES,
+    )
+    assert idle + interval * probes <= 3 * 60  # gone within about 3 minutes
+    await peer.send("still here, quietly")  # a quiet peer is never dropped
+    server.shutdown()
+    await peer.until_closed()
+    await peer.aclose()
