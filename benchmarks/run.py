@@ -286,7 +286,7 @@ class TrioChatServer(Server):
             self.stop()
             tail = "\n".join(log_tail(self.log_path))
             raise RuntimeError(f"trio-chat did not start: {text!r}\n{tail}")
-        self.port = int(text.rsplit(":", 1)[1])
+        self.port = int(text.rsplit(":", 1)[1].split()[0])  # HOST:PORT (KIND)
 
     def features(self) -> dict[str, Any]:
         """Limits off and on, the store, TLS, logging."""

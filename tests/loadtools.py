@@ -244,7 +244,7 @@ class ServerProcess(LineLog):
                 if not self._listening.is_set() and b"\n" in output:
                     first = output.split(b"\n", 1)[0].decode()
                     assert first.startswith(f"listening on {HOST}:"), first
-                    self.port = int(first.rsplit(":", 1)[1])
+                    self.port = int(first.rsplit(":", 1)[1].split()[0])
                     self._listening.set()
         finally:
             self._listening.set()  # port 0 says it never listened

@@ -121,7 +121,7 @@ async def start_server(
             received += chunk
     line = received.split(b"\n")[0].decode()
     assert line.startswith("listening on 127.0.0.1:"), line
-    return server, int(line.rsplit(":", 1)[1])
+    return server, int(line.rsplit(":", 1)[1].split()[0])
 
 
 @pytest.fixture

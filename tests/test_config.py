@@ -166,3 +166,41 @@ def test_the_cli_reports_a_bad_file_in_one_line(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip() == f"trio-chat: {path}: [serve] has no option 'nope'"
+
+
+def test_listeners_from_the_command_line_and_the_file(tmp_path: Path) -> None:
+    from trio_chat.cli import Listen, _listens
+
+    args = build_parser().parse_args(
+        ["serve", "--listen", "line:0.0.0.0:7777", "--listen", "ircs:[::1]:6697"]
+    )
+    assert _listens(args) == [
+        Listen("line", "0.0.0.0", 7777),
+        Listen("ircs", "::1", 6697),
+    ]
+    # The short form adds its listener when it is given, and is the default.
+    args = build_parser().parse_args(["serve", "--listen", "irc:127.0.0.1:0", "--tls"])
+    assert _listens(args)[-1] == Listen("tls", "127.0.0.1", 7777)
+    assert _listens(build_parser().parse_args(["serve"])) == [
+        Listen("line", "127.0.0.1", 7777)
+    ]
+    args = parse(
+        tmp_path,
+        '[serve]\nlisten = ["tls:0.0.0.0:7777", "irc:0.0.0.0:6667"]\n',
+        "serve",
+    )
+    assert [listen.kind for listen in _listens(args)] == ["tls", "irc"]
+    with pytest.raises(ConfigError, match="KIND:HOST:PORT with KIND one of"):
+        parse(tmp_path, '[serve]\nlisten = ["ftp:0.0.0.0:21"]\n', "serve")
+
+
+def test_a_bad_listener_is_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "trio_chat", "serve", "--listen", "line:localhost"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "'line:localhost' is not KIND:HOST:PORT" in result.stderr

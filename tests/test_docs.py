@@ -181,7 +181,7 @@ async def test_the_readme_mutual_tls_walk_through_works(tmp_path: Path) -> None:
             listening = b""
             while b"\n" not in listening:
                 listening += await server.stdout.receive_some()
-            port = listening.split(b"\n")[0].rsplit(b":", 1)[1].decode()
+            port = listening.split(b"\n")[0].rsplit(b":", 1)[1].split()[0].decode()
             # bob is in, with his certificate ...
             certs = tmp_path / "lan-certs"
             context = client_context(

@@ -45,7 +45,7 @@ async def start_server(tmp_path: Path, *args: str) -> Server:
             output += chunk
     first = output.split(b"\n", 1)[0].decode()
     assert first.startswith("listening on 127.0.0.1:"), first
-    return Server(process, int(first.rsplit(":", 1)[1]), log)
+    return Server(process, int(first.rsplit(":", 1)[1].split()[0]), log)
 
 
 @pytest.fixture
@@ -242,7 +242,9 @@ def test_client_ca_without_tls_fails_with_one_line() -> None:
         check=False,
     )
     assert result.returncode == 2
-    assert result.stderr.strip() == "trio-chat: --client-ca needs --tls"
+    assert result.stderr.strip() == (
+        "trio-chat: --client-ca needs --tls (or a tls or ircs listener)"
+    )
 
 
 async def test_history_survives_kill_9(tmp_path: Path) -> None:
@@ -343,3 +345,57 @@ async def test_names_bans_topics_and_history_survive_a_restart(tmp_path: Path) -
     finally:
         with trio.move_on_after(PROCESS_TIMEOUT, shield=True):
             await kill(again)
+
+
+async def test_plain_and_tls_listeners_serve_one_chat(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    with log.open("wb") as log_file:
+        process = await trio.lowlevel.open_process(
+            [
+                sys.executable,
+                "-m",
+                "trio_chat",
+                "serve",
+                "--db",
+                ":memory:",
+                "--listen",
+                "line:127.0.0.1:0",
+                "--listen",
+                "tls:127.0.0.1:0",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=log_file,
+            stdin=subprocess.DEVNULL,
+        )
+    server = Server(process, 0, log)
+    try:
+        assert process.stdout is not None
+        output = b""
+        with trio.fail_after(PROCESS_TIMEOUT):
+            while output.count(b"\n") < 2:
+                chunk = await process.stdout.receive_some(1024)
+                assert chunk, f"server exited early: {log.read_text()}"
+                output += chunk
+        plain_line, tls_line = output.decode().splitlines()[:2]
+        assert plain_line.startswith("listening on 127.0.0.1:")
+        assert plain_line.endswith(" (line)") and tls_line.endswith(" (tls)")
+        plain_port = int(plain_line.rsplit(":", 1)[1].split()[0])
+        tls_port = int(tls_line.rsplit(":", 1)[1].split()[0])
+        with trio.fail_after(PROCESS_TIMEOUT):
+            alice = Peer(await trio.open_tcp_stream("127.0.0.1", plain_port))
+            await alice.join("alice")
+            context = tls.client_context(tls.dev_ca_path())
+            bob = Peer(
+                await trio.open_ssl_over_tcp_stream(
+                    "127.0.0.1", tls_port, ssl_context=context, https_compatible=False
+                )
+            )
+            await bob.join("bob")
+            await alice.expect("JOIN")
+            await bob.send("hello over TLS")
+            assert (await alice.expect("MSG")).endswith("<bob> hello over TLS")
+            await alice.aclose()
+            await bob.aclose()
+    finally:
+        with trio.move_on_after(PROCESS_TIMEOUT, shield=True):
+            await kill(server)

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
+import ssl
 import sys
 import time
 import tomllib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import trio
 
@@ -137,19 +139,32 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="run a chat server",
-        description="Run a chat server. Prints 'listening on HOST:PORT' once ready.",
+        description="Run a chat server. Prints 'listening on HOST:PORT (KIND)' for"
+        " each listener once ready.",
         formatter_class=_DefaultsFormatter,
     )
     serve.add_argument(
+        "--listen",
+        action="append",
+        default=[],
+        type=_listen,
+        metavar="KIND:HOST:PORT",
+        help="a listener (repeatable): KIND is line, tls (the line protocol over"
+        " TLS), irc or ircs (IRC over TLS); HOST an address ([::1] for IPv6);"
+        " PORT 0 picks a free one. Without it: one listener from --host,"
+        " --port and --tls",
+    )
+    serve.add_argument(
         "--host",
-        default=lim.DEFAULT_HOST,
-        help="address to listen on; 0.0.0.0 (or ::) for every interface, e.g. a LAN",
+        default=None,
+        help="address to listen on; 0.0.0.0 (or ::) for every interface, e.g. a"
+        f" LAN (default: {lim.DEFAULT_HOST})",
     )
     serve.add_argument(
         "--port",
         type=_port,
-        default=lim.DEFAULT_PORT,
-        help="TCP port; 0 picks a free one",
+        default=None,
+        help=f"TCP port; 0 picks a free one (default: {lim.DEFAULT_PORT})",
     )
     serve.add_argument(
         "--tls",
@@ -341,6 +356,53 @@ def _configure_logging(level: str) -> None:
     )
 
 
+#: What a `--listen` kind serves, for the listener it makes.
+LISTEN_KINDS: Final = ("line", "tls", "irc", "ircs")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Listen:
+    """One `--listen KIND:HOST:PORT`."""
+
+    kind: str
+    host: str
+    port: int
+
+    @property
+    def tls(self) -> bool:
+        """True if its connections begin with a TLS handshake."""
+        return self.kind in ("tls", "ircs")
+
+
+def _listen(text: str) -> Listen:
+    """Parse KIND:HOST:PORT (HOST in brackets for IPv6) for argparse."""
+    kind, sep, rest = text.partition(":")
+    host, _, port = rest.rpartition(":")
+    if not sep or kind not in LISTEN_KINDS or not host:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not KIND:HOST:PORT with KIND one of"
+            f" {', '.join(LISTEN_KINDS)} (e.g. ircs:0.0.0.0:6697)"
+        )
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return Listen(kind, host, _port(port))
+
+
+def _listens(args: argparse.Namespace) -> list[Listen]:
+    """Every listener asked for: `--listen`, and the short form's one."""
+    listens: list[Listen] = list(args.listen)
+    short = args.host is not None or args.port is not None or args.tls
+    if short or not listens:
+        listens.append(
+            Listen(
+                "tls" if args.tls else "line",
+                lim.DEFAULT_HOST if args.host is None else args.host,
+                lim.DEFAULT_PORT if args.port is None else args.port,
+            )
+        )
+    return listens
+
+
 def _format_address(address: object) -> str:
     if isinstance(address, tuple) and len(address) >= 2:
         host, port = address[0], address[1]
@@ -369,10 +431,11 @@ async def _serve(args: argparse.Namespace, limits: lim.Limits) -> int:
     from trio_chat.server import ChatServer
     from trio_chat.store import AsyncStore
 
-    if args.client_ca is not None and not args.tls:
-        raise tls.TLSConfigError("--client-ca needs --tls")
+    listens = _listens(args)
+    if args.client_ca is not None and not any(listen.tls for listen in listens):
+        raise tls.TLSConfigError("--client-ca needs --tls (or a tls or ircs listener)")
     ssl_context = None
-    if args.tls:
+    if any(listen.tls for listen in listens):
         ssl_context = tls.server_context_from_args(args.cert, args.key, args.client_ca)
     for flag in limits.switched_off():
         log.warning("protection switched off: %s 0", flag)
@@ -394,7 +457,7 @@ async def _serve(args: argparse.Namespace, limits: lim.Limits) -> int:
             chat, ssl_context=ssl_context, limits=limits, store=store, accounts=accounts
         )
         await server.load_registrations()
-        return await _run_server(args, server)
+        return await _run_server(listens, server, ssl_context)
 
 
 def _check_db_directory(path: str) -> None:
@@ -468,20 +531,31 @@ async def _load_moderation(store: AsyncStore, chat: Chat) -> None:
         log.info("%d bans in force", len(bans))
 
 
-async def _run_server(args: argparse.Namespace, server: ChatServer) -> int:
+async def _run_server(
+    listens: list[Listen], server: ChatServer, ssl_context: ssl.SSLContext | None
+) -> int:
+    from trio_chat.server import Endpoint
+
     exit_code = 0
-    listeners = await trio.open_tcp_listeners(args.port, host=args.host)
+    endpoints: list[Endpoint] = []
+    try:
+        for listen in listens:
+            for listener in await trio.open_tcp_listeners(
+                listen.port, host=listen.host
+            ):
+                context = ssl_context if listen.tls else None
+                endpoints.append(Endpoint(listener, listen.kind, context))  # type: ignore[arg-type]
+    except BaseException:
+        for endpoint in endpoints:
+            endpoint.listener.socket.close()
+        raise
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(*_SIGNALS) as signals:
-            await nursery.start(server.serve_listeners, listeners)
-            for listener in listeners:
-                address = listener.socket.getsockname()
-                print(f"listening on {_format_address(address)}", flush=True)
-                log.info(
-                    "listening on %s%s",
-                    _format_address(address),
-                    " (TLS)" if args.tls else "",
-                )
+            await nursery.start(server.serve_listeners, endpoints)
+            for endpoint in endpoints:
+                address = _format_address(endpoint.listener.socket.getsockname())
+                print(f"listening on {address} ({endpoint.kind})", flush=True)
+                log.info("listening on %s (%s)", address, endpoint.kind)
             stopped = trio.Event()
 
             async def watch_signals() -> None:
@@ -751,7 +825,11 @@ def apply_config(parser: argparse.ArgumentParser, path: str) -> None:
                     raise ConfigError(
                         f"{path}: [{section}] {key} must be a list of strings"
                     )
-                defaults[action.dest] = list(value)
+                convert = action.type if callable(action.type) else str
+                try:
+                    defaults[action.dest] = [convert(item) for item in value]
+                except (ValueError, argparse.ArgumentTypeError) as exc:
+                    raise ConfigError(f"{path}: [{section}] {key}: {exc}") from None
                 continue
             if isinstance(action, argparse._StoreTrueAction):
                 if not isinstance(value, bool):

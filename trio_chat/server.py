@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import heapq
@@ -20,7 +21,7 @@ import math
 import socket
 import ssl
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Final
+from typing import Final, Literal
 
 import trio
 
@@ -193,6 +194,21 @@ _STOP: Final = _Stop()
 _NO_SCOPE: Final = contextlib.nullcontext()
 
 
+#: What a listener serves: the line protocol or IRC, plain or over TLS.
+ListenerKind = Literal["line", "tls", "irc", "ircs"]
+#: The kinds whose connections begin with a TLS handshake.
+TLS_KINDS: Final[frozenset[str]] = frozenset({"tls", "ircs"})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A listening socket and what it serves (`kind`; TLS by `ssl_context`)."""
+
+    listener: trio.SocketListener
+    kind: ListenerKind = "line"
+    ssl_context: ssl.SSLContext | None = None
+
+
 class Connection:
     """One client connection: its member in the hub, read by one task.
 
@@ -213,10 +229,12 @@ class Connection:
         "_running",
         "_server",
         "_spawn",
+        "_ssl_context",
         "_stopped",
         "_stream",
         "_writer",
         "conn_id",
+        "kind",
         "member",
         "registered",
         "scope",
@@ -230,8 +248,13 @@ class Connection:
         conn_id: str,
         *,
         spawn: Callable[..., object] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        kind: ListenerKind = "line",
     ) -> None:
         self._server = server
+        #: TLS to handshake first (None: plain), and what the listener serves.
+        self._ssl_context = ssl_context
+        self.kind = kind
         self._chat = server.chat
         self._limits = server.limits
         self.transport = transport
@@ -357,8 +380,8 @@ class Connection:
             try:
                 with self.scope or _NO_SCOPE:
                     server = self._server
-                    if server.ssl_context is not None:
-                        await self._tls_handshake(server.ssl_context)
+                    if self._ssl_context is not None:
+                        await self._tls_handshake(self._ssl_context)
                     self._running = True
                     if server.shutting_down or self._stopped:
                         self.shutdown()
@@ -439,7 +462,7 @@ class Connection:
             self._budget = READ_BUDGET_LINES
             if self._first_data and data:
                 self._first_data = False
-                if self._server.ssl_context is None and looks_like_tls(data):
+                if self._ssl_context is None and looks_like_tls(data):
                     log.info("[%s] TLS handshake on the plain-text port", self.conn_id)
                     self._goodbye(
                         "tls-not-enabled",
@@ -1384,7 +1407,7 @@ class ChatServer:
 
     async def serve_listeners(  # noqa: ASYNC128 - _serve calls started()
         self,
-        listeners: Sequence[trio.SocketListener],
+        listeners: Sequence[trio.SocketListener | Endpoint],
         *,
         task_status: trio.TaskStatus[
             list[trio.SocketListener]
@@ -1392,8 +1415,11 @@ class ChatServer:
     ) -> None:
         """Accept on every listener and serve each connection in its own task.
 
-        The listeners are closed when this returns (or is cancelled).
+        A bare listener serves the line protocol, over TLS if the server has
+        an `ssl_context`; an `Endpoint` says what it serves. The listeners
+        are closed when this returns (or is cancelled).
         """
+        endpoints = [self._endpoint(listener) for listener in listeners]
         try:
             async with trio.open_nursery() as background:
                 self._writers = background
@@ -1402,14 +1428,20 @@ class ChatServer:
                 if self.store is not None:
                     background.start_soon(self.save_behind, self.store)
                     background.start_soon(self._prune_history, self.store)
-                await self._serve(listeners, task_status)
+                await self._serve(endpoints, task_status)
                 self._pruning.cancel()
                 # Connections are done: write the notices still queued, briefly.
                 self._unsaved_send.close()
                 background.cancel_scope.deadline = trio.current_time() + CLOSE_TIMEOUT
         finally:
-            self._close_listeners(listeners)
+            self._close_listeners(endpoints)
             self.closed.set()
+
+    def _endpoint(self, listener: trio.SocketListener | Endpoint) -> Endpoint:
+        if isinstance(listener, Endpoint):
+            return listener
+        kind: ListenerKind = "line" if self.ssl_context is None else "tls"
+        return Endpoint(listener, kind, self.ssl_context)
 
     def _flush_soon(self) -> None:
         """Something new waits to be written: flush once this pass is over."""
@@ -1491,17 +1523,17 @@ class ChatServer:
 
     async def _serve(  # noqa: ASYNC114 - only serve_listeners starts it
         self,
-        listeners: Sequence[trio.SocketListener],
+        endpoints: Sequence[Endpoint],
         task_status: trio.TaskStatus[list[trio.SocketListener]],
     ) -> None:
         async with trio.open_nursery() as connections:
             with self._accept_scope:
                 async with trio.open_nursery() as accepting:
-                    for listener in listeners:
-                        accepting.start_soon(self._accept_loop, listener, connections)
-                    task_status.started(list(listeners))
+                    for endpoint in endpoints:
+                        accepting.start_soon(self._accept_loop, endpoint, connections)
+                    task_status.started([endpoint.listener for endpoint in endpoints])
             # Only a shutdown gets here: stop listening, then say goodbye.
-            self._close_listeners(listeners)
+            self._close_listeners(endpoints)
             for connection in list(self._connections):
                 connection.shutdown()
             connections.cancel_scope.deadline = (
@@ -1509,9 +1541,9 @@ class ChatServer:
             )
 
     @staticmethod
-    def _close_listeners(listeners: Sequence[trio.SocketListener]) -> None:
-        for listener in listeners:
-            listener.socket.close()  # closing a socket never waits
+    def _close_listeners(endpoints: Sequence[Endpoint]) -> None:
+        for endpoint in endpoints:
+            endpoint.listener.socket.close()  # closing a socket never waits
 
     def shutdown(self) -> None:
         """Stop accepting, tell every client, close within the grace period."""
@@ -1526,21 +1558,21 @@ class ChatServer:
             self.chat.closing = True
             self._accept_scope.cancel()
 
-    async def _accept_loop(
-        self, listener: trio.SocketListener, connections: trio.Nursery
-    ) -> None:
+    async def _accept_loop(self, endpoint: Endpoint, connections: trio.Nursery) -> None:
         while True:
             try:
-                stream = await listener.accept()
+                stream = await endpoint.listener.accept()
             except OSError as exc:
                 if exc.errno not in _CAPACITY_ERRNOS:
                     raise
                 log.warning("accept failed (%s); retrying", exc.strerror)
                 await trio.sleep(ACCEPT_BACKOFF)
                 continue
-            connections.start_soon(self._handle_tcp, stream)
+            connections.start_soon(self._handle_tcp, stream, endpoint)
 
-    def _handle_tcp(self, stream: trio.SocketStream) -> Coroutine[object, object, None]:
+    def _handle_tcp(
+        self, stream: trio.SocketStream, endpoint: Endpoint
+    ) -> Coroutine[object, object, None]:
         """The task serving an accepted TCP stream (no frame of its own: one
         per connection counts)."""
         try:
@@ -1554,7 +1586,7 @@ class ChatServer:
             address, key = f"[{host}]:{peer[1]}", address_key(host)
         else:  # the kernel's IPv4 address is its own key: no parsing
             address, key = f"{host}:{peer[1]}", host
-        admitted = self._admit(stream, address, key)
+        admitted = self._admit(stream, address, key, endpoint)
         if isinstance(admitted, Connection):
             return admitted.serve()  # the socket is its: no stream to close
         return admitted
@@ -1592,27 +1624,43 @@ class ChatServer:
             await admitted
 
     def _admit(
-        self, stream: trio.abc.Stream, peer: str, address_key: str | None
+        self,
+        stream: trio.abc.Stream,
+        peer: str,
+        address_key: str | None,
+        endpoint: Endpoint | None = None,
     ) -> Connection | Coroutine[object, object, None]:
-        """The connection for `stream`, or the refusal to send it (never waits)."""
+        """The connection for `stream`, or the refusal to send it (never waits).
+
+        Without an `endpoint`, the stream is served as a bare listener's.
+        """
         conn_id = f"c{next(self._ids)}"
+        kind: ListenerKind = "line" if endpoint is None else endpoint.kind
+        context = self.ssl_context if endpoint is None else endpoint.ssl_context
         if address_key is not None:
             refusal = self._banned(address_key) or self.admission.admit(
                 address_key, trio.current_time()
             )
             if refusal is not None:
                 log.info("[%s] refused %s: %s", conn_id, peer, refusal.text)
-                return self._refuse(stream, refusal)
+                return self._refuse(stream, refusal, tls=context is not None)
         log.info("[%s] connected from %s", conn_id, peer)
         transport: Transport
         if isinstance(stream, trio.SocketStream) and self._writers is not None:
             transport = SocketTransport.from_stream(stream)
             connection = Connection(
-                self, transport, conn_id, spawn=self._writers.start_soon
+                self,
+                transport,
+                conn_id,
+                spawn=self._writers.start_soon,
+                ssl_context=context,
+                kind=kind,
             )
         else:
             transport = StreamTransport(stream, write_timeout=self.limits.write_timeout)
-            connection = Connection(self, transport, conn_id)
+            connection = Connection(
+                self, transport, conn_id, ssl_context=context, kind=kind
+            )
         connection.member.address = address_key
         self._connections.add(connection)
         return connection
@@ -1645,9 +1693,11 @@ class ChatServer:
             return None
         return None if user is None else user.name
 
-    async def _refuse(self, stream: trio.abc.Stream, refusal: Refusal) -> None:
+    async def _refuse(
+        self, stream: trio.abc.Stream, refusal: Refusal, *, tls: bool
+    ) -> None:
         """One line saying why (plain TCP only), then close, all bounded."""
-        if self.ssl_context is None:
+        if not tls:
             line = encode_event(
                 ev.Goodbye(refusal.code, refusal.text, refusal.retry_after)
             )
