@@ -282,6 +282,21 @@ class StreamTransport:
             await trio.aclose_forcefully(self.stream)
 
 
+def _plaintext(buffers: Sequence[Buffer], most: int) -> tuple[Buffer, int]:
+    """The first `most` bytes of `buffers` (or all of them) as one buffer."""
+    chunk: list[Buffer] = []
+    size = 0
+    for buffer in buffers:
+        room = most - size
+        if len(buffer) >= room:
+            chunk.append(memoryview(buffer)[:room])
+            size += room
+            break
+        chunk.append(buffer)
+        size += len(buffer)
+    return (chunk[0] if len(chunk) == 1 else b"".join(chunk)), size
+
+
 class SocketTLSTransport:
     """TLS (server side) on a socket of our own, by a non-blocking SSLSocket.
 
@@ -340,20 +355,9 @@ class SocketTLSTransport:
 
     def send_now(self, buffers: Sequence[Buffer]) -> int:
         """Encrypt and send what the kernel takes now (see `Transport`)."""
-        most = self._retry or TLS_WRITE_CHUNK
-        chunk: list[Buffer] = []
-        size = 0
-        for buffer in buffers:
-            room = most - size
-            if len(buffer) >= room:
-                chunk.append(memoryview(buffer)[:room])
-                size += room
-                break
-            chunk.append(buffer)
-            size += len(buffer)
+        data, size = _plaintext(buffers, self._retry or TLS_WRITE_CHUNK)
         if not size:
             return 0
-        data = chunk[0] if len(chunk) == 1 else b"".join(chunk)
         try:
             taken = self.sock.send(data)
         except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
@@ -492,21 +496,11 @@ class TLSTransport:
         """Encrypt and send what fits (see `Transport`): the plaintext taken."""
         if not self._push():
             return 0
-        chunk: list[Buffer] = []
-        size = 0
-        for buffer in buffers:
-            room = TLS_WRITE_CHUNK - size
-            if len(buffer) > room:
-                if not chunk:
-                    chunk.append(memoryview(buffer)[:room])
-                    size += room
-                break
-            chunk.append(buffer)
-            size += len(buffer)
+        data, size = _plaintext(buffers, TLS_WRITE_CHUNK)
         if not size:
             return 0
         try:
-            self._ssl.write(chunk[0] if len(chunk) == 1 else b"".join(chunk))
+            self._ssl.write(data)
         except ssl.SSLError as exc:
             raise TransportError(describe(exc)) from exc
         self._push()
