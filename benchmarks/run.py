@@ -30,6 +30,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import resource
 import selectors
 import shutil
@@ -71,13 +72,20 @@ TRIO_CHAT_FLAGS: Final = (
     "--flood-backlog=0",
     "--flood-delay=0",
 )
-#: The defaults of trio-chat's limits still in force, as reported.
-TRIO_CHAT_DEFAULTS: Final = {
-    "outbox_messages": 512,
-    "outbox_bytes": 65536,
-    "write_timeout_s": 30.0,
-    "history_replay_lines": 20,
-}
+#: The settings of trio-chat recorded with each run (`features`): the name
+#: in the record, the `serve` flag, and its type. Their values are what the
+#: server uses: its defaults (from `serve --help`) with `TRIO_CHAT_FLAGS`
+#: applied.
+TRIO_CHAT_RECORDED: Final[tuple[tuple[str, str, type[int] | type[float]], ...]] = (
+    ("outbox_messages", "--outbox-messages", int),
+    ("outbox_bytes", "--outbox-bytes", int),
+    ("write_timeout_s", "--write-timeout", float),
+    ("history_replay_lines", "--history", int),
+    ("max_line_bytes", "--max-line-bytes", int),
+    ("max_paste_lines", "--max-paste-lines", int),
+    ("max_paste_bytes", "--max-paste-bytes", int),
+    ("paste_timeout_s", "--paste-timeout", float),
+)
 
 #: The ngircd operator the IRC clients become, for user mode +F.
 OPER_NAME: Final = "bench"
@@ -244,14 +252,78 @@ class Server:
             )
 
 
+def parse_serve_help(text: str) -> dict[str, str]:
+    """Each long flag's default, as `serve --help` (argparse) prints it.
+
+    Returns {"--outbox-bytes": "1048576", ...} for every option whose help
+    ends in "(default: ...)"; the help may wrap over several lines.
+    """
+    defaults = {}
+    for block in re.split(r"\n  (?=-)", text):
+        words = block.split()
+        flag = next((w.rstrip(",") for w in words if w.startswith("--")), None)
+        found = re.search(r"\(default: ([^)]*)\)", " ".join(words))
+        if flag is not None and found is not None:
+            defaults[flag] = found.group(1)
+    return defaults
+
+
+def apply_flags(defaults: dict[str, str], flags: Sequence[str]) -> dict[str, str]:
+    """`defaults` with each `--flag=value` of `flags` in place of its default."""
+    settings = dict(defaults)
+    for flag in flags:
+        name, equals, value = flag.partition("=")
+        if equals:
+            settings[name] = value
+    return settings
+
+
+def trio_chat_settings() -> dict[str, str]:
+    """What the benchmark's trio-chat servers use, flag by flag.
+
+    Reads the defaults from `python -m trio_chat serve --help` (this Python,
+    this repository), so that what is recorded is what runs. Raises
+    RuntimeError if that fails or a recorded setting is missing.
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    argv = [sys.executable, "-m", "trio_chat", "serve", "--help"]
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, timeout=60, check=False, cwd=REPO, env=env
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RuntimeError(f"{' '.join(argv)}: {exc}") from None
+    if done.returncode:
+        error = done.stderr.decode(errors="replace").strip().splitlines()
+        raise RuntimeError(f"{' '.join(argv)} failed: {error[-1:] or ''}")
+    settings = apply_flags(
+        parse_serve_help(done.stdout.decode(errors="replace")), TRIO_CHAT_FLAGS
+    )
+    missing = [flag for _, flag, _ in TRIO_CHAT_RECORDED if flag not in settings]
+    if missing:
+        raise RuntimeError(f"serve --help has no default for {', '.join(missing)}")
+    return settings
+
+
+def recorded_settings(settings: dict[str, str]) -> dict[str, Any]:
+    """The settings recorded with a run, by their record names."""
+    return {name: kind(settings[flag]) for name, flag, kind in TRIO_CHAT_RECORDED}
+
+
 class TrioChatServer(Server):
     """`python -m trio_chat serve --port 0` with the benchmark's flags."""
 
     name = "trio-chat"
 
-    def __init__(self, workdir: Path, tls: bool, pin: bool, db: str) -> None:
+    def __init__(
+        self, workdir: Path, tls: bool, pin: bool, db: str, settings: dict[str, str]
+    ) -> None:
         super().__init__(workdir, tls, pin)
         self.db = db
+        self.settings = settings  # from `trio_chat_settings`
 
     def argv(self) -> list[str]:
         """The server's command line."""
@@ -296,7 +368,8 @@ class TrioChatServer(Server):
             "connection_limits": "off (--max-connections, --max-per-address,"
             " --max-new-per-minute, --max-unregistered[-per-address] 0)",
             "flood_limit": "off (--flood-rate 0)",
-            **TRIO_CHAT_DEFAULTS,
+            **recorded_settings(self.settings),
+            "flags": list(TRIO_CHAT_FLAGS),
             "db": "SQLite file (WAL, synchronous=NORMAL)" if file_db else ":memory:",
             "db_writes": (
                 "every chat line committed (group commit) before it is fanned out;"
@@ -403,6 +476,7 @@ class NgircdServer(Server):
             " operators with user mode +F (10 commands per read, no throttle)",
             "read_buffer_bytes": 2048,
             "write_buffer_max_bytes": 32768,
+            "max_line_bytes": 512,
             "history_replay_lines": 0,
             "db": "none",
             "db_writes": "none",
@@ -747,8 +821,12 @@ def run_one(
     tls: bool,
     params: dict[str, Any],
     tag: str,
+    settings: dict[str, str],
 ) -> dict[str, Any]:
-    """One fresh server, one generator, one scenario: the run's record."""
+    """One fresh server, one generator, one scenario: the run's record.
+
+    `settings` are trio-chat's (`trio_chat_settings`), for the record.
+    """
     pin = can_pin()
     record: dict[str, Any] = {
         "scenario": scenario,
@@ -766,7 +844,7 @@ def run_one(
             server = NgircdServer(workdir, tls, pin, options.ngircd)
         else:
             assert variant.db is not None
-            server = TrioChatServer(workdir, tls, pin, variant.db)
+            server = TrioChatServer(workdir, tls, pin, variant.db, settings)
         record["features"] = server.features()
         try:
             server.start()
@@ -776,7 +854,7 @@ def run_one(
         generator: subprocess.Popen[bytes] | None = None
         finished = False
         try:
-            settings = {
+            generator_settings = {
                 "scenario": scenario,
                 "host": HOST,
                 "port": server.port,
@@ -796,7 +874,7 @@ def run_one(
             profile_dir = options.profile if variant.server == "trio-chat" else None
             with (server.log_path.parent / "generator.log").open("wb") as errors:
                 generator = subprocess.Popen(
-                    [sys.executable, str(LOADGEN), json.dumps(settings)],
+                    [sys.executable, str(LOADGEN), json.dumps(generator_settings)],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=errors,
@@ -1037,6 +1115,13 @@ def main(argv: Sequence[str]) -> int:
         host["ngircd"] = version_of([options.ngircd, "--version"])
     host["pinned"] = can_pin()
     log(f"machine: {json.dumps(host)}")
+    settings: dict[str, str] = {}
+    if options.dbs:
+        try:
+            settings = trio_chat_settings()
+        except RuntimeError as exc:
+            log(f"cannot read trio-chat's settings: {exc}")
+            return 2
     out = None
     if options.json_path is not None:
         options.json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -1064,7 +1149,9 @@ def main(argv: Sequence[str]) -> int:
                     tag = tag.replace(":", "")
                     title = group_title(scenario, params, tls)
                     log(f"{variant.label:>20}  {title}  run {repeat + 1}/{repeats}")
-                    record = run_one(options, variant, scenario, tls, params, tag)
+                    record = run_one(
+                        options, variant, scenario, tls, params, tag, settings
+                    )
                     record["repeat"] = repeat + 1
                     record["machine"] = host
                     records.append(record)
