@@ -86,3 +86,8 @@ def test_a_flag_the_runner_passes_replaces_the_default() -> None:
         "--outbox-bytes": "65536",
         "--history": "20",
     }
+
+
+def test_the_runner_and_the_generator_know_the_same_bursts() -> None:
+    loadgen = _load("loadgen")
+    assert run.BURST_KINDS == loadgen.BURST_KINDS
