@@ -621,7 +621,7 @@ class Client:
         #: Lines (chat and further) that make this client done, 0 if none due.
         self.target = 0
         self.done_at: float | None = None
-        self.stalled = False  # stopped reading once joined (bursts)
+        self.stalled = False  # stopped reading once the room was set up (bursts)
         self.draining = False  # read again after stalling: nothing counted
 
     # -- connection ---------------------------------------------------------
@@ -731,6 +731,16 @@ class Client:
             return
         self.close()
         handler(self, reason, now)
+
+    def stall(self) -> None:
+        """Stop reading: what the server sends waits in the kernel, then in it."""
+        if self.state == _CLOSED:
+            return
+        self.stalled = True
+        if self.bulk:
+            self.gen.bulk.unregister(self.fd)
+            self.bulk = False
+        self._set_mask(selectors.EVENT_WRITE if self.outbuf else 0)
 
     def drain(self) -> None:
         """Read a stalled client again, to its end; nothing is counted."""
@@ -843,14 +853,6 @@ class Client:
                 elif dialect.is_joined(line):
                     self.state = _JOINED
                     self.gen.joined += 1
-                    if self.index == self.gen.stalled_index:
-                        # Never read again (until `drain`): what the
-                        # server sends waits in the kernel, then in it.
-                        self.stalled = True
-                        self.parsing = False
-                        self.inbuf = b""
-                        self._set_mask(selectors.EVENT_WRITE if self.outbuf else 0)
-                        return
                     if not self.probe:
                         # From here on, count in bulk; `start` is a line start.
                         self.parsing = False
@@ -998,12 +1000,11 @@ class Generator:
         self.total_msgs = 0
         self.total_more = 0
         self.reached = 0
-        # Bursts: further lines counted too, the stream's end kept, one client
-        # that stops reading once joined, and clients the server closes
-        # noted (`on_server_close`) rather than failed.
+        # Bursts: further lines counted too, the stream's end kept, and
+        # clients the server closes noted (`on_server_close`) rather than
+        # failed.
         self.counting_more = False
         self.keep_last = False
-        self.stalled_index = -1
         self.readers_pending = 0  # clients with a `target` not yet reached
         self.server_limits: dict[str, int] = {}
         self.on_line: Callable[[Client, bytes, float], None] | None = None
@@ -1320,14 +1321,16 @@ class Generator:
         """K senders each send one largest item at once into a room of R.
 
         Clients 0 and 1 are the probes, 2 to K+1 the senders, and with
-        `stall` the last to join stops reading once joined; everyone else
-        keeps reading. Figures: members dropped, deliveries (each item whole,
-        once, in each sender's order, at the probes), the server's RSS peak,
-        and the time until every reader has everything. With `stall` the
-        burst is sent again, each time once every reader has the last one,
-        until the server has dropped the member that stopped reading (or
-        `stall_max_bytes` reached each member): the kernel's buffers may
-        take several bursts for it. That member is then read to its end.
+        `stall` the last to join stops reading once the room is set up
+        (it must hear the joins of those who came in after it, since
+        several join at once); everyone else keeps reading. Figures: members
+        dropped, deliveries (each item whole, once, in each sender's order,
+        at the probes), the server's RSS peak, and the time until every
+        reader has everything. With `stall` the burst is sent again, each
+        time once every reader has the last one, until the server has
+        dropped the member that stopped reading (or `stall_max_bytes`
+        reached each member): the kernel's buffers may take several bursts
+        for it. That member is then read to its end.
         """
         settings = self.settings
         count, kind, stall = settings.members, settings.burst_kind, settings.stall
@@ -1337,7 +1340,6 @@ class Generator:
             needed = f"two probes and {len(senders)} senders"
             needed += " and one that stops reading" if stall else ""
             return {"problems": [f"{count} members are too few for {needed}"]}
-        self.stalled_index = stalled
         self.keep_last = True
         self.counting_more = True
         ok, seconds = self.setup(count, frozenset({0, 1}))
@@ -1346,6 +1348,8 @@ class Generator:
             return figures
         dialect = self.dialect
         clients = self.clients
+        if stall:
+            clients[stalled].stall()
         pid = settings.server_pid
         try:
             first, item_lines, item_text = burst_item(

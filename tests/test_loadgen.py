@@ -262,3 +262,25 @@ def test_without_a_burst_a_server_close_is_a_failure() -> None:
         client._read(1.0)
     assert gen.failure_count == 1
     assert gen.failures == ["u5: connection closed by the server"]
+
+
+def test_a_stalled_client_is_not_read_until_it_is_drained() -> None:
+    gen: Any = _generator()
+    server, ours = socket.socketpair()
+    with server, ours:
+        ours.setblocking(False)
+        client = loadgen.Client(gen, 9, probe=False)
+        client.sock, client.fd, client.state = ours, ours.fileno(), loadgen._JOINED
+        client.parsing = False
+        client._to_bulk()  # as a joined member that keeps reading
+        server.sendall(b"MSG x\r\n")
+        assert [k.data for k, _ in gen.bulk.select(0)] == [client]
+        client.stall()
+        assert not gen.bulk.get_map() and not gen.selector.get_map()
+        client.send(b"")  # a flush must not start reading it again
+        assert not gen.selector.get_map()
+        client.drain()
+        ready = [k.data for k, _ in gen.selector.select(0)]
+        assert ready == [client]
+        client._read(1.0)
+    assert client.drained == len(b"MSG x\r\n") and client.msgs == 0
