@@ -41,21 +41,36 @@ def fuzz(session: nox.Session) -> None:
     session.run("pytest", "-m", "slow", "tests/test_fuzz.py", *session.posargs)
 
 
+#: Where the full benchmark run's results are kept (committed).
+BENCH_RESULTS = "benchmarks/results/latest.jsonl"
+#: Where any other run's results go unless `--json` says: a smoke test or a
+#: part of the suite must not replace the full run's (git-ignored).
+BENCH_SCRATCH = "benchmarks/results/scratch/latest.jsonl"
+
+
+def _option(args: list[str], name: str) -> str | None:
+    """The value of `name` in `args` (`--name=V` or `--name V`), if given."""
+    for index, arg in enumerate(args):
+        if arg.startswith(f"{name}="):
+            return arg.split("=", 1)[1]
+        if arg == name and index + 1 < len(args):
+            return args[index + 1]
+    return None
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmark trio-chat, against ngircd if installed (slow: about 10 minutes).
+    """Benchmark trio-chat, against ngircd if installed (slow: about 25 minutes).
 
-    Writes benchmarks/results/latest.jsonl and paced-latency.png beside it;
-    arguments after `--` go to benchmarks/run.py (`-- --quick` for a smoke
-    test, `-- --scenario fanout` for one scenario).
+    The full run (no arguments) writes benchmarks/results/latest.jsonl and
+    paced-latency.png beside it; with arguments after `--` (they go to
+    benchmarks/run.py: `-- --quick` for a smoke test, `-- --scenario burst`
+    for one scenario) the results go to results/scratch/ instead, unless
+    `--json FILE` names a file.
     """
     session.install("-e", ".", *_groups("bench"))
-    results = "benchmarks/results/latest.jsonl"
-    for index, arg in enumerate(session.posargs):  # the chart follows --json
-        if arg.startswith("--json="):
-            results = arg.split("=", 1)[1]
-        elif arg == "--json" and index + 1 < len(session.posargs):
-            results = session.posargs[index + 1]
+    args = list(session.posargs)
+    results = _option(args, "--json") or (BENCH_SCRATCH if args else BENCH_RESULTS)
     session.run(
         "python",
         "benchmarks/run.py",
@@ -66,10 +81,15 @@ def bench(session: nox.Session) -> None:
         "--rate=100,200,500,1000,2000",
         "--duration=5",
         "--connections=2000,10000",
+        "--burst-members=20,240",
+        "--burst-senders=6,12",
         f"--json={results}",
-        *session.posargs,
+        *args,
         success_codes=[0, 1],  # a failed run shows in the table; chart the rest
     )
+    scenarios = _option(args, "--scenario")
+    if scenarios is not None and "paced" not in scenarios.split(","):
+        return  # the chart is of the paced runs
     chart = str(Path(results).with_name("paced-latency.png"))
     session.run("python", "benchmarks/chart.py", results, f"--output={chart}")
 

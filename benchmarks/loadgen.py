@@ -18,7 +18,10 @@ microseconds on a small virtual machine, and one read per line would make
 the generator, not the server, the bottleneck.
 
 Two dialects speak the same scenarios: trio-chat's line protocol
-(docs/PROTOCOL.md) and IRC (RFC 2812, as ngircd speaks it).
+(docs/PROTOCOL.md) and IRC (RFC 2812, as ngircd speaks it). In a burst the
+bulk clients also count the further lines of multi-line messages (`MORE`)
+and keep the last bytes of their stream, so that a connection the server
+ends is noted with its goodbye instead of stopping the run.
 """
 
 from __future__ import annotations
@@ -59,6 +62,21 @@ MAX_FAILURES_KEPT: Final = 10
 EXIT_WAIT: Final = 120.0
 #: The IRC channel every IRC client joins.
 IRC_CHANNEL: Final = "#bench"
+#: Longest IRC line, CRLF included (RFC 2812; ngircd drops a client that
+#: sends a longer one, and cuts relayed lines to it).
+IRC_MAX_LINE: Final = 512
+#: Bytes of the end of each client's stream kept, to find the server's
+#: goodbye when it closes a connection.
+LAST_BYTES: Final = 1024
+#: Seconds between two samples of the server's RSS during a burst: a burst
+#: into a small room is over in a few milliseconds.
+RSS_SAMPLE: Final = 0.0005
+#: A member that stopped reading is read again at the end: this long
+#: without data (and without the connection closing) means it was not dropped.
+DRAIN_QUIET: Final = 2.0
+#: The kinds of burst: one paste, one longest line, one longest line of
+#: invalid UTF-8, from each sender.
+BURST_KINDS: Final = ("paste", "line", "invalid")
 
 _CONNECTING, _HANDSHAKE, _REGISTERING, _JOINED, _CLOSED = range(5)
 
@@ -71,6 +89,9 @@ class Dialect:
     join_marker = b""
     #: Counted in bulk: the bytes that start a chat line from someone else.
     msg_marker = b""
+    #: Counted in bulk: the bytes that start a further line of a multi-line
+    #: message (none in dialects without them).
+    more_marker = b""
 
     def greeting(self, nick: str) -> bytes:
         """What a client sends once connected: its name, and joining the room."""
@@ -94,10 +115,45 @@ class Dialect:
 
     def say(self, text: str) -> bytes:
         """The bytes that send `text` to the room."""
+        return self.say_bytes(text.encode())
+
+    def say_bytes(self, text: bytes) -> bytes:
+        """The bytes that send `text` (any bytes but line ends) to the room."""
         raise NotImplementedError
+
+    def paste(self, lines: list[bytes]) -> bytes:
+        """The bytes that send `lines` as one multi-line message.
+
+        Raises ValueError in a dialect without multi-line messages.
+        """
+        raise ValueError(f"{self.name} has no multi-line messages")
 
     def chat_text(self, line: bytes) -> bytes | None:
         """The text of a chat line received from the room, or None."""
+        raise NotImplementedError
+
+    def chat_line(self, line: bytes) -> tuple[bool, bytes, bytes] | None:
+        """(a further line of a multi-line message?, sender, text), or None.
+
+        For every chat line received from the room (the first line of a
+        multi-line message is an ordinary chat line).
+        """
+        raise NotImplementedError
+
+    def is_more(self, line: bytes) -> bool:
+        """True for a further line of a multi-line message (parsed)."""
+        return False
+
+    def leavers(self, line: bytes) -> tuple[list[bytes], bytes]:
+        """Who a (parsed) line says left the server, and the reason given."""
+        raise NotImplementedError
+
+    def server_limits(self, line: bytes) -> dict[str, int] | None:
+        """The limits a greeting line announces (`max-line`...), or None."""
+        return None
+
+    def max_text(self, limits: dict[str, int]) -> int:
+        """The longest text one line may carry, in bytes, given `limits`."""
         raise NotImplementedError
 
     def answer(self, line: bytes) -> bytes | None:
@@ -119,6 +175,7 @@ class TrioChatDialect(Dialect):
     name = "trio-chat"
     join_marker = b"\nJOIN "
     msg_marker = b"\nMSG "
+    more_marker = b"\nMORE "
 
     def greeting(self, nick: str) -> bytes:
         """The name, sent at once: the server takes it as the first answer."""
@@ -158,9 +215,13 @@ class TrioChatDialect(Dialect):
         count, client.joins_carry = _joins_names(client.tail, data, client.joins_carry)
         return joins + count
 
-    def say(self, text: str) -> bytes:
+    def say_bytes(self, text: bytes) -> bytes:
         """A plain line goes to the current room."""
-        return f"{text}\n".encode()
+        return text + b"\n"
+
+    def paste(self, lines: list[bytes]) -> bytes:
+        """`/paste N`, then the N lines (docs/PROTOCOL.md, section 4)."""
+        return b"".join([b"/paste %d\n" % len(lines), *(t + b"\n" for t in lines)])
 
     def chat_text(self, line: bytes) -> bytes | None:
         """`MSG <ts> <room> <<sender>> <text>`."""
@@ -168,6 +229,47 @@ class TrioChatDialect(Dialect):
             return None
         fields = line.split(b" ", 4)
         return fields[4] if len(fields) == 5 else b""
+
+    def chat_line(self, line: bytes) -> tuple[bool, bytes, bytes] | None:
+        """`MSG` or `MORE <ts> <room> <<sender>> <text>`."""
+        more = line.startswith(b"MORE ")
+        if not more and not line.startswith(b"MSG "):
+            return None
+        fields = line.split(b" ", 4)
+        if len(fields) < 4:
+            return None
+        return more, fields[3][1:-1], fields[4] if len(fields) == 5 else b""
+
+    def is_more(self, line: bytes) -> bool:
+        """`MORE <ts> <room> <<sender>> <text>`."""
+        return line.startswith(b"MORE ")
+
+    def leavers(self, line: bytes) -> tuple[list[bytes], bytes]:
+        """`LEAVE <ts> <room> <name> <how> [(<reason>)]`, or `LEAVES ...`."""
+        if line.startswith(b"LEAVE "):
+            fields = line.split(b" ", 4)
+            if len(fields) == 5 and not fields[4].startswith(b"parted"):
+                return [fields[3]], fields[4]
+        elif line.startswith(b"LEAVES "):
+            body, paren, reason = line.partition(b" (")
+            fields = body.split(b" ")
+            return fields[4:], fields[3] + paren + reason
+        return [], b""
+
+    def server_limits(self, line: bytes) -> dict[str, int] | None:
+        """`HELLO trio-chat/1 <server> max-line=4096 ... paste-bytes=16384`."""
+        if not line.startswith(b"HELLO "):
+            return None
+        limits = {}
+        for field in line.split(b" ")[3:]:
+            key, equals, value = field.partition(b"=")
+            if equals and value.isdigit():
+                limits[key.decode()] = int(value)
+        return limits
+
+    def max_text(self, limits: dict[str, int]) -> int:
+        """The whole line is text: `max-line` from `HELLO`."""
+        return limits["max-line"]
 
     def failure(self, line: bytes) -> str | None:
         """`BYE` ends a connection; `ERR name-...` means the name was refused."""
@@ -225,9 +327,9 @@ class IRCDialect(Dialect):
         """`:nick!user@host QUIT :reason`."""
         return 1 if self._command(line) == b"QUIT" else 0
 
-    def say(self, text: str) -> bytes:
+    def say_bytes(self, text: bytes) -> bytes:
         """PRIVMSG to the channel."""
-        return f"PRIVMSG {IRC_CHANNEL} :{text}\r\n".encode()
+        return b"PRIVMSG %s :%s\r\n" % (IRC_CHANNEL.encode(), text)
 
     def chat_text(self, line: bytes) -> bytes | None:
         """`:nick!user@host PRIVMSG #channel :text`."""
@@ -236,6 +338,24 @@ class IRCDialect(Dialect):
             return None
         text = fields[3]
         return text[1:] if text.startswith(b":") else text
+
+    def chat_line(self, line: bytes) -> tuple[bool, bytes, bytes] | None:
+        """`:nick!user@host PRIVMSG #channel :text` (IRC has no `MORE`)."""
+        text = self.chat_text(line)
+        if text is None:
+            return None
+        return False, line[1:].split(b"!", 1)[0], text
+
+    def leavers(self, line: bytes) -> tuple[list[bytes], bytes]:
+        """`:nick!user@host QUIT :reason`."""
+        if self._command(line) != b"QUIT":
+            return [], b""
+        reason = line.split(b" ", 2)[2] if line.count(b" ") >= 2 else b""
+        return [line[1:].split(b"!", 1)[0]], reason.removeprefix(b":")
+
+    def max_text(self, limits: dict[str, int]) -> int:
+        """What fits in `IRC_MAX_LINE` after `PRIVMSG #bench :` and CRLF."""
+        return IRC_MAX_LINE - len(self.say_bytes(b""))
 
     def answer(self, line: bytes) -> bytes | None:
         """PONG to the server's PING."""
@@ -272,21 +392,38 @@ class Settings:
     duration: float = 10.0
     drain: float = 10.0
     connections: int = 2000
+    members: int = 20
+    senders: int = 6
+    burst_kind: str = "paste"
+    stall: bool = False
+    stall_max_bytes: int = 32 * 1024 * 1024
     connect_inflight: int = 8
     setup_timeout: float = 120.0
     run_timeout: float = 120.0
 
 
-def proc_rss_kib(pid: int) -> int | None:
-    """The resident set size of process `pid` in KiB (VmRSS), if readable."""
+def proc_rss_kib(pid: int, field: str = "VmRSS") -> int | None:
+    """The resident set size of process `pid` in KiB (VmRSS), if readable.
+
+    `field` "VmHWM" gives its peak so far instead.
+    """
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as status:
             for line in status:
-                if line.startswith("VmRSS:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1])
     except (OSError, ValueError):
         return None
     return None
+
+
+def proc_rss_sample_kib(pid: int, page_kib: int) -> int:
+    """The resident set size of `pid` in KiB, cheaply (`statm`), 0 if unreadable."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * page_kib
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def proc_cpu_seconds(pid: int) -> float | None:
@@ -314,6 +451,146 @@ def percentile(ordered: list[float], fraction: float) -> float:
     return ordered[min(rank, len(ordered)) - 1]
 
 
+def burst_item(
+    dialect: Dialect, kind: str, seq: int, limits: dict[str, int]
+) -> tuple[bytes, int, int]:
+    """What a sender sends for item `seq` of a burst: (bytes, lines, text bytes).
+
+    `kind` is one of `BURST_KINDS`: a paste of `paste-lines` lines holding
+    `paste-bytes` bytes of text in all; a line of the longest text
+    (`max_text`); or a line of that length of which all but the sequence
+    number is invalid UTF-8 (0xFF bytes). Each line starts with the item's
+    sequence number (and, in a paste, the line's number). `limits` are what
+    the server announced. Raises ValueError for a kind the dialect (or the
+    server) cannot carry.
+    """
+    longest = dialect.max_text(limits)
+    if kind == "paste":
+        count, total = limits.get("paste-lines", 0), limits.get("paste-bytes", 0)
+        if not count or not total:
+            raise ValueError(f"{dialect.name}: the server takes no multi-line messages")
+        base, extra = divmod(total, count)
+        lines = []
+        for index in range(count):
+            prefix = b"%d %d " % (seq, index)
+            size = min(longest, max(len(prefix) + 1, base + (index < extra)))
+            lines.append(prefix + b"x" * (size - len(prefix)))
+        return dialect.paste(lines), count, sum(map(len, lines))
+    prefix = b"%d " % seq
+    if kind == "line":
+        text = prefix + b"y" * (longest - len(prefix))
+    elif kind == "invalid":
+        if not isinstance(dialect, TrioChatDialect):
+            raise ValueError(f"{dialect.name}: relays bytes as they are")
+        text = prefix + b"\xff" * (longest - len(prefix))
+    else:
+        raise ValueError(f"unknown burst kind {kind!r}")
+    return dialect.say_bytes(text), 1, len(text)
+
+
+class BurstCheck:
+    """What one probe saw of a burst: each item whole, once, in sender order.
+
+    Fed every chat line the probe receives (`line`), in order. An item is a
+    multi-line message of `lines_per_item` lines (the first a chat line, the
+    rest further lines, nothing between them) or a single line; its lines
+    start with the sender's sequence number (and the line's number, for a
+    paste), as `burst_item` makes them. Sans-IO.
+    """
+
+    def __init__(self, lines_per_item: int) -> None:
+        self.lines_per_item = lines_per_item
+        self.next_seq: dict[bytes, int] = {}  # per sender: the next item due
+        self._open: tuple[bytes, int, int] | None = None  # sender, seq, next line
+        self.items = 0  # whole items received
+        self.missing = 0  # items skipped over
+        self.duplicated_or_reordered = 0
+        self.broken = 0  # items cut, interleaved or out of line order
+        self.longest_line = 0  # bytes, as received (line end excluded)
+
+    def line(self, more: bool, sender: bytes, text: bytes, size: int) -> None:
+        """One chat line: `more` if it continues a multi-line message."""
+        self.longest_line = max(self.longest_line, size)
+        fields = text.split(b" ", 2)
+        try:
+            seq = int(fields[0])
+            index = int(fields[1]) if self.lines_per_item > 1 else 0
+        except (ValueError, IndexError):
+            self.broken += 1
+            return
+        if not more:
+            if self._open is not None:  # the last item is cut short
+                self.broken += 1
+            self._open = None
+            if index != 0:
+                self.broken += 1
+                return
+            self._open = (sender, seq, 1)
+        else:
+            opened = self._open
+            if opened is None or opened[:2] != (sender, seq) or opened[2] != index:
+                self.broken += 1
+                self._open = None
+                return
+            self._open = (sender, seq, index + 1)
+        if self._open[2] == self.lines_per_item:
+            self._open = None
+            self._whole(sender, seq)
+
+    def _whole(self, sender: bytes, seq: int) -> None:
+        self.items += 1
+        due = self.next_seq.get(sender, 0)
+        if seq == due:
+            self.next_seq[sender] = seq + 1
+        elif seq > due:
+            self.missing += seq - due
+            self.next_seq[sender] = seq + 1
+        else:
+            self.duplicated_or_reordered += 1
+
+    def finish(self, senders: list[bytes], items_each: int) -> None:
+        """The burst is over: count what each sender's `items_each` lacks."""
+        if self._open is not None:
+            self.broken += 1
+            self._open = None
+        for sender in senders:
+            self.missing += max(0, items_each - self.next_seq.get(sender, 0))
+
+
+class Departures:
+    """Who the server dropped during a burst, from what the clients saw.
+
+    Readers that keep reading must stay: each one the probes hear leave
+    (`left`) or whose connection the server ends (`closed`) is in
+    `dropped`, with the first reason seen. The member that stopped reading
+    (`stalled`, a name) is expected to go: its leave is kept apart. Sans-IO.
+    """
+
+    def __init__(self, dialect: Dialect, stalled: bytes | None) -> None:
+        self.dialect = dialect
+        self.stalled = stalled
+        self.dropped: dict[bytes, str] = {}
+        self.stalled_leave: str | None = None  # the reason its leave gave
+
+    def left(self, line: bytes) -> bool:
+        """A line a probe parsed: True if it is the stalled member's first leave."""
+        names, reason = self.dialect.leavers(line)
+        first = False
+        for name in names:
+            text = reason.decode(errors="replace")
+            if name == self.stalled:
+                first = self.stalled_leave is None
+                if first:
+                    self.stalled_leave = text
+            else:
+                self.dropped.setdefault(name, f"left: {text}")
+        return first
+
+    def closed(self, nick: bytes, reason: str, last: bytes) -> None:
+        """The server ended the connection of reader `nick` (`last`: its end)."""
+        self.dropped.setdefault(nick, goodbye(self.dialect, last) or reason)
+
+
 class Client:
     """One connection: connects, registers, then parses or counts."""
 
@@ -333,9 +610,19 @@ class Client:
         self.joins = 0
         self.leaves = 0  # parsed clients only
         self.msgs = 0
+        self.more = 0  # further lines of multi-line messages (bursts only)
         self.first_msg_at: float | None = None
         self.tail = b""
         self.joins_carry: bytes | None = None  # see `TrioChatDialect.count_joins`
+        self.received = 0  # bytes, ever
+        self.drained = 0  # bytes read after stalling
+        self.last_read_at = 0.0
+        self.last = b""  # the last `LAST_BYTES` received (bursts only)
+        #: Lines (chat and further) that make this client done, 0 if none due.
+        self.target = 0
+        self.done_at: float | None = None
+        self.stalled = False  # stopped reading once the room was set up (bursts)
+        self.draining = False  # read again after stalling: nothing counted
 
     # -- connection ---------------------------------------------------------
 
@@ -435,6 +722,33 @@ class Client:
         self.close()
         self.gen.failed(self, reason)
 
+    def _closed_by_server(self, reason: str, now: float) -> None:
+        """The server ended this connection: a failure, unless a scenario
+        that expects it (a burst) takes note of it instead."""
+        handler = self.gen.on_server_close
+        if handler is None or self.state != _JOINED:
+            self.fail(reason)
+            return
+        self.close()
+        handler(self, reason, now)
+
+    def stall(self) -> None:
+        """Stop reading: what the server sends waits in the kernel, then in it."""
+        if self.state == _CLOSED:
+            return
+        self.stalled = True
+        if self.bulk:
+            self.gen.bulk.unregister(self.fd)
+            self.bulk = False
+        self._set_mask(selectors.EVENT_WRITE if self.outbuf else 0)
+
+    def drain(self) -> None:
+        """Read a stalled client again, to its end; nothing is counted."""
+        if self.state == _CLOSED or not self.stalled:
+            return
+        self.draining = True
+        self._set_mask(selectors.EVENT_READ)
+
     # -- events -------------------------------------------------------------
 
     def on_event(self, mask: int, now: float) -> None:
@@ -470,7 +784,8 @@ class Client:
                 self.fail(f"send: {exc}")
                 return
             del outbuf[:sent]
-        reads = 0 if self.bulk else selectors.EVENT_READ
+        quiet = self.bulk or (self.stalled and not self.draining)
+        reads = 0 if quiet else selectors.EVENT_READ
         self._set_mask(reads | (selectors.EVENT_WRITE if outbuf else 0))
 
     def _read(self, now: float) -> None:
@@ -483,13 +798,23 @@ class Client:
             except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 return
             except OSError as exc:
-                self.fail(f"receive: {exc}")
+                self._closed_by_server(f"receive: {exc}", now)
                 return
             if not size:
-                self.fail("connection closed by the server")
+                self._closed_by_server("connection closed by the server", now)
                 return
             data = self.gen.receive_view[:size].tobytes()
-            if self.parsing:
+            self.received += size
+            if self.gen.keep_last:
+                self.last = (
+                    data[-LAST_BYTES:]
+                    if size >= LAST_BYTES
+                    else (self.last + data)[-LAST_BYTES:]
+                )
+            if self.draining:
+                self.drained += size  # only its end matters
+                self.last_read_at = now
+            elif self.parsing:
                 self._parse(data, now)
             else:
                 self._count(data, now)
@@ -512,13 +837,16 @@ class Client:
             start = end + 1
             problem = dialect.failure(line)
             if problem is not None:
-                self.fail(problem)
+                self._closed_by_server(problem, now)
                 return
             reply = dialect.answer(line)
             if reply is not None:
                 self.send(reply)
                 continue
             if self.state == _REGISTERING:
+                limits = dialect.server_limits(line)
+                if limits is not None:
+                    self.gen.server_limits = limits
                 step = dialect.next_step(line, self.nick)
                 if step is not None:
                     self.send(step)
@@ -535,6 +863,9 @@ class Client:
                             self._count(buf[start:], now)
                         return
                 continue
+            on_line = self.gen.on_line
+            if on_line is not None:
+                on_line(self, line, now)
             joins = dialect.joins_in(line)
             if joins:
                 self.joins += joins
@@ -548,19 +879,26 @@ class Client:
             if text is not None:
                 self._got_msgs(1, now)
                 self.gen.on_chat(self, text, now)
+            elif dialect.is_more(line):
+                self._got_more(1, now)
         self.inbuf = buf[start:]
 
     def _count(self, data: bytes, now: float) -> None:
-        dialect = self.gen.dialect
+        gen = self.gen
+        dialect = gen.dialect
         tail = self.tail
-        joins = dialect.count_joins(self, data) if self.gen.counting_joins else 0
+        joins = dialect.count_joins(self, data) if gen.counting_joins else 0
         msgs = _count_marker(dialect.msg_marker, tail, data)
+        more_marker = dialect.more_marker if gen.counting_more else b""
+        more = _count_marker(more_marker, tail, data) if more_marker else 0
         self.tail = data[-TAIL:] if len(data) >= TAIL else (tail + data)[-TAIL:]
         if joins:
             self.joins += joins
-            self.gen.total_joins += joins
+            gen.total_joins += joins
         if msgs:
             self._got_msgs(msgs, now)
+        if more:
+            self._got_more(more, now)
 
     def _got_msgs(self, count: int, now: float) -> None:
         if self.first_msg_at is None:
@@ -568,6 +906,20 @@ class Client:
             self.gen.reached += 1
         self.msgs += count
         self.gen.total_msgs += count
+        if self.target and self.msgs + self.more >= self.target:
+            self._done(now)
+
+    def _got_more(self, count: int, now: float) -> None:
+        self.more += count
+        self.gen.total_more += count
+        if self.target and self.msgs + self.more >= self.target:
+            self._done(now)
+
+    def _done(self, now: float) -> None:
+        """Everything due has arrived (`target` lines)."""
+        self.target = 0
+        self.done_at = now
+        self.gen.readers_pending -= 1
 
 
 def _count_marker(marker: bytes, tail: bytes, data: bytes) -> int:
@@ -617,7 +969,7 @@ def _joins_names(
 
 
 class Generator:
-    """The selector loop, the clients, and the three scenarios."""
+    """The selector loop, the clients, and the four scenarios."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -646,7 +998,17 @@ class Generator:
         self.joined = 0
         self.total_joins = 0
         self.total_msgs = 0
+        self.total_more = 0
         self.reached = 0
+        # Bursts: further lines counted too, the stream's end kept, and
+        # clients the server closes noted (`on_server_close`) rather than
+        # failed.
+        self.counting_more = False
+        self.keep_last = False
+        self.readers_pending = 0  # clients with a `target` not yet reached
+        self.server_limits: dict[str, int] = {}
+        self.on_line: Callable[[Client, bytes, float], None] | None = None
+        self.on_server_close: Callable[[Client, str, float], None] | None = None
         self.failures: list[str] = []
         self.failure_count = 0
         self.setup_cpu: tuple[float | None, float] = (None, 0.0)
@@ -955,6 +1317,228 @@ class Generator:
             figures.update(self._everyone_leaves())
         return figures
 
+    def burst(self) -> dict[str, Any]:
+        """K senders each send one largest item at once into a room of R.
+
+        Clients 0 and 1 are the probes, 2 to K+1 the senders, and with
+        `stall` the last to join stops reading once the room is set up
+        (it must hear the joins of those who came in after it, since
+        several join at once); everyone else keeps reading. Figures: members
+        dropped, deliveries (each item whole, once, in each sender's order,
+        at the probes), the server's RSS peak, and the time until every
+        reader has everything. With `stall` the burst is sent again, each
+        time once every reader has the last one, until the server has
+        dropped the member that stopped reading (or `stall_max_bytes`
+        reached each member): the kernel's buffers may take several bursts
+        for it. That member is then read to its end.
+        """
+        settings = self.settings
+        count, kind, stall = settings.members, settings.burst_kind, settings.stall
+        senders = list(range(2, 2 + settings.senders))
+        stalled = count - 1 if stall else -1
+        if count < 2 + len(senders) + stall:
+            needed = f"two probes and {len(senders)} senders"
+            needed += " and one that stops reading" if stall else ""
+            return {"problems": [f"{count} members are too few for {needed}"]}
+        self.keep_last = True
+        self.counting_more = True
+        ok, seconds = self.setup(count, frozenset({0, 1}))
+        figures = self._setup_figures(ok, seconds)
+        if not ok:
+            return figures
+        dialect = self.dialect
+        clients = self.clients
+        if stall:
+            clients[stalled].stall()
+        pid = settings.server_pid
+        try:
+            first, item_lines, item_text = burst_item(
+                dialect, kind, 0, self.server_limits
+            )
+        except ValueError as exc:
+            figures["problems"] = [str(exc)]
+            return figures
+        figures.update(
+            {
+                "item_lines": item_lines,
+                "item_text_bytes": item_text,
+                "item_wire_bytes": len(first),
+                "server_limits": self.server_limits,
+            }
+        )
+        checks = {probe: BurstCheck(item_lines) for probe in (0, 1)}
+        live = [c for c in clients if c.index != stalled]
+        # Lines each reader gets per round: every sender's item but its own.
+        per_round = {
+            c.index: item_lines * (len(senders) - (c.index in senders)) for c in live
+        }
+        departures = Departures(dialect, f"u{stalled}".encode() if stall else None)
+        dropped = departures.dropped
+        stall_state: dict[str, Any] = {}
+        rss0 = proc_rss_kib(pid)
+        peaks = {"burst": rss0 or 0, "all": rss0 or 0}
+        rounds = 0
+        sent_at: list[float] = []
+        burst_done: list[float] = []  # round 1's readers, when each had all
+        probe = clients[0]
+
+        def on_line(client: Client, line: bytes, now: float) -> None:
+            parts = dialect.chat_line(line)
+            if parts is not None:
+                checks[client.index].line(*parts, len(line))
+                return
+            if departures.left(line):
+                stall_state["left_at"] = now
+                stall_state["bytes"] = probe.received - stall_state["base"]
+
+        def on_server_close(client: Client, reason: str, now: float) -> None:
+            if client.stalled:
+                stall_state["end"] = "reset" if "reset" in reason else "closed"
+                stall_state["goodbye"] = goodbye(dialect, client.last)
+                return
+            departures.closed(client.nick.encode(), reason, client.last)
+            if client.target:
+                client.target = 0
+                self.readers_pending -= 1
+
+        def send_round() -> None:
+            nonlocal rounds
+            payload = (
+                first
+                if rounds == 0
+                else burst_item(dialect, kind, rounds, self.server_limits)[0]
+            )
+            rounds += 1
+            pending = 0
+            for client in live:
+                if client.state != _CLOSED:
+                    client.target = rounds * per_round[client.index]
+                    client.done_at = None
+                    pending += 1
+            self.readers_pending = pending
+            begin = clock()
+            for sender in senders:  # all at once: each takes one write
+                clients[sender].send(payload)
+            sent_at.append(begin)
+            sent_at.append(clock())
+
+        next_sample = 0.0
+        page_kib = os.sysconf("SC_PAGE_SIZE") // 1024
+
+        def tick(now: float) -> float | None:
+            nonlocal next_sample
+            if now >= next_sample:
+                rss = proc_rss_sample_kib(pid, page_kib)
+                peaks["all"] = max(peaks["all"], rss)
+                if not burst_done:
+                    peaks["burst"] = max(peaks["burst"], rss)
+                next_sample = now + RSS_SAMPLE
+            if self.readers_pending == 0 and "drain_at" not in stall_state:
+                if not burst_done:
+                    burst_done.extend(c.done_at for c in live if c.done_at is not None)
+                    stall_state["in_burst"] = "left_at" in stall_state
+                if stall:
+                    sent = probe.received - stall_state["base"]
+                    if "left_at" not in stall_state and sent < settings.stall_max_bytes:
+                        send_round()
+                        return now
+                    # Dropped (or given up on): read what the kernel held.
+                    stall_state["drain_at"] = now
+                    clients[stalled].drain()
+            drain_at = stall_state.get("drain_at")
+            if drain_at is not None and "end" not in stall_state:
+                quiet_since = max(drain_at, clients[stalled].last_read_at)
+                if now - quiet_since > DRAIN_QUIET:
+                    stall_state["end"] = "still connected"
+            return next_sample
+
+        def done() -> bool:
+            if self.readers_pending or not rounds:
+                return False
+            return not stall or "end" in stall_state
+
+        self.on_line = on_line
+        self.on_server_close = on_server_close
+        self.sweep = SWEEP_FINE * 2
+        cpu0 = proc_cpu_seconds(pid)
+        gen_cpu0 = time.process_time()
+        stall_state["base"] = probe.received
+        begin = clock()
+        send_round()
+        complete = self.pump(done, begin + settings.run_timeout, tick)
+        cpu1 = proc_cpu_seconds(pid)
+        gen_cpu = time.process_time() - gen_cpu0
+        delivered = self.total_msgs + self.total_more
+        expected = sum(rounds * per_round[c.index] for c in live)
+        self.pump(lambda: False, clock() + 0.3, tick)  # a look for extra lines
+        sender_nicks = [clients[s].nick.encode() for s in senders]
+        for check in checks.values():
+            check.finish(sender_nicks, rounds)
+        items = sum(rounds * per_round[c.index] // item_lines for c in live)
+        arrivals = sorted(t - begin for t in burst_done)
+        figures.update(
+            {
+                "complete": complete,
+                "rounds": rounds,
+                "deliveries": delivered,
+                "deliveries_expected": expected,
+                "extra_deliveries": max(
+                    0, self.total_msgs + self.total_more - expected
+                ),
+                "items_delivered": self.total_msgs,
+                "items_expected": items,
+                "members_dropped": len(dropped),
+                "dropped_examples": [
+                    f"{name.decode()}: {why}"
+                    for name, why in list(dropped.items())[:MAX_FAILURES_KEPT]
+                ],
+                "probe_items": [checks[0].items, checks[1].items],
+                "probe_missing": checks[0].missing + checks[1].missing,
+                "probe_duplicated_or_reordered": (
+                    checks[0].duplicated_or_reordered
+                    + checks[1].duplicated_or_reordered
+                ),
+                "probe_broken": checks[0].broken + checks[1].broken,
+                "longest_line_bytes": max(c.longest_line for c in checks.values()),
+                "send_spread_ms": round(1000 * (sent_at[1] - sent_at[0]), 3),
+                "all_delivered_ms": (
+                    round(1000 * arrivals[-1], 3)
+                    if arrivals and len(arrivals) == len(live) - len(dropped)
+                    else None
+                ),
+                "reader_done_median_ms": (
+                    round(1000 * percentile(arrivals, 0.5), 3) if arrivals else None
+                ),
+                "server_rss_before_kib": rss0,
+                "server_rss_peak_kib": peaks["burst"],
+                "server_rss_peak_delta_kib": (
+                    peaks["burst"] - rss0 if rss0 is not None else None
+                ),
+                "server_hwm_kib": proc_rss_kib(pid, "VmHWM"),
+                "server_cpu_s": _delta(cpu0, cpu1),
+                "generator_cpu_s": round(gen_cpu, 3),
+            }
+        )
+        if stall:
+            left_at = stall_state.get("left_at")
+            figures.update(
+                {
+                    "stalled_dropped_in_burst": stall_state.get("in_burst", False),
+                    "stalled_dropped": stall_state.get("end") in ("closed", "reset"),
+                    "stalled_end": stall_state.get("end"),
+                    "stalled_leave": departures.stalled_leave,
+                    "stalled_goodbye": stall_state.get("goodbye"),
+                    "stalled_dropped_ms": (
+                        round(1000 * (left_at - begin), 3) if left_at else None
+                    ),
+                    "stall_bytes_per_member": stall_state.get("bytes"),
+                    "stalled_drained_bytes": clients[stalled].drained,
+                    "stall_rss_peak_kib": peaks["all"],
+                }
+            )
+        figures["problems"] = _burst_problems(figures, stall)
+        return figures
+
     def _everyone_leaves(self) -> dict[str, Any]:
         """All but the last client hang up at once: until it has heard them all."""
         stays = self.clients[-1]
@@ -976,6 +1560,46 @@ class Generator:
 
 def _ignore_chat(client: Client, text: bytes, now: float) -> None:
     """No scenario is listening yet."""
+
+
+def goodbye(dialect: Dialect, last: bytes) -> str | None:
+    """The server's goodbye (`BYE`, IRC `ERROR`) among the last bytes, if any."""
+    for line in reversed(last.split(b"\n")):
+        problem = dialect.failure(line.rstrip(b"\r"))
+        if problem is not None:
+            return problem
+    return None
+
+
+def _burst_problems(figures: dict[str, Any], stall: bool) -> list[str]:
+    """What makes a burst run a failed one, in words (empty: none)."""
+    problems = []
+    if figures["members_dropped"]:
+        problems.append(
+            f"{figures['members_dropped']} members that kept reading were dropped"
+        )
+    lost = figures["deliveries_expected"] - figures["deliveries"]
+    if lost > 0:
+        problems.append(f"{lost} lines did not reach members that kept reading")
+    if figures["extra_deliveries"]:
+        problems.append(f"{figures['extra_deliveries']} lines more than sent")
+    anomalies = (
+        figures["probe_missing"]
+        + figures["probe_duplicated_or_reordered"]
+        + figures["probe_broken"]
+    )
+    if anomalies:
+        problems.append(
+            f"the probes saw {figures['probe_missing']} items missing,"
+            f" {figures['probe_duplicated_or_reordered']} duplicated or"
+            f" reordered, {figures['probe_broken']} broken"
+        )
+    if stall and not figures["stalled_dropped"]:
+        problems.append(
+            "the member that stopped reading was not dropped"
+            f" ({figures['stalled_end']}) after {figures['rounds']} bursts"
+        )
+    return problems
 
 
 def _delta(before: float | None, after: float | None) -> float | None:
@@ -1003,6 +1627,7 @@ def main(argv: list[str]) -> int:
         "fanout": gen.fanout,
         "paced": gen.paced,
         "connections": gen.connections,
+        "burst": gen.burst,
     }
     started = clock()
     figures = scenarios[settings.scenario]()

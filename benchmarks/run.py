@@ -1,6 +1,6 @@
 """Benchmark trio-chat (and ngircd, for comparison) with reproducible scenarios.
 
-    python benchmarks/run.py [--scenario fanout,paced,connections] [--tls]
+    python benchmarks/run.py [--scenario fanout,paced,connections,burst] [--tls]
         [--db memory|file|both] [--compare ngircd] [--json FILE] [--quick] ...
 
 Each run gets a fresh server process, pinned to CPU 0, and a fresh load
@@ -20,6 +20,10 @@ Scenarios (see benchmarks/README.md):
 * connections: C idle members; server memory per connection, the time for
   all of them to join with every join announced, and the time for one line
   to reach them all.
+* burst: K senders each send one largest paste (or line) at once into a
+  room of R members who keep reading: nobody dropped, everything delivered,
+  the server's RSS peak, the time until every reader has everything; and
+  the same with one member that stops reading, which alone must be dropped.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import resource
 import selectors
 import shutil
@@ -71,13 +76,20 @@ TRIO_CHAT_FLAGS: Final = (
     "--flood-backlog=0",
     "--flood-delay=0",
 )
-#: The defaults of trio-chat's limits still in force, as reported.
-TRIO_CHAT_DEFAULTS: Final = {
-    "outbox_messages": 512,
-    "outbox_bytes": 65536,
-    "write_timeout_s": 30.0,
-    "history_replay_lines": 20,
-}
+#: The settings of trio-chat recorded with each run (`features`): the name
+#: in the record, the `serve` flag, and its type. Their values are what the
+#: server uses: its defaults (from `serve --help`) with `TRIO_CHAT_FLAGS`
+#: applied.
+TRIO_CHAT_RECORDED: Final[tuple[tuple[str, str, type[int] | type[float]], ...]] = (
+    ("outbox_messages", "--outbox-messages", int),
+    ("outbox_bytes", "--outbox-bytes", int),
+    ("write_timeout_s", "--write-timeout", float),
+    ("history_replay_lines", "--history", int),
+    ("max_line_bytes", "--max-line-bytes", int),
+    ("max_paste_lines", "--max-paste-lines", int),
+    ("max_paste_bytes", "--max-paste-bytes", int),
+    ("paste_timeout_s", "--paste-timeout", float),
+)
 
 #: The ngircd operator the IRC clients become, for user mode +F.
 OPER_NAME: Final = "bench"
@@ -97,9 +109,19 @@ QUICK: Final = {
     "duration": 2.0,
     "drain": 3.0,
     "connections": [200],
+    "burst_members": [10],
+    "burst_senders": [3],
     "repeat": 1,
     "connections_repeat": 1,
+    "burst_repeat": 1,
 }
+
+SCENARIOS: Final = ("fanout", "paced", "connections", "burst")
+#: What each burst sender sends (`loadgen.BURST_KINDS`).
+BURST_KINDS: Final = ("paste", "line", "invalid")
+#: The burst kinds ngircd runs: it has no multi-line messages, and relays
+#: invalid UTF-8 as the bytes it got, so that kind is its longest line again.
+NGIRCD_BURST_KINDS: Final = ("line",)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -244,14 +266,78 @@ class Server:
             )
 
 
+def parse_serve_help(text: str) -> dict[str, str]:
+    """Each long flag's default, as `serve --help` (argparse) prints it.
+
+    Returns {"--outbox-bytes": "1048576", ...} for every option whose help
+    ends in "(default: ...)"; the help may wrap over several lines.
+    """
+    defaults = {}
+    for block in re.split(r"\n  (?=-)", text):
+        words = block.split()
+        flag = next((w.rstrip(",") for w in words if w.startswith("--")), None)
+        found = re.search(r"\(default: ([^)]*)\)", " ".join(words))
+        if flag is not None and found is not None:
+            defaults[flag] = found.group(1)
+    return defaults
+
+
+def apply_flags(defaults: dict[str, str], flags: Sequence[str]) -> dict[str, str]:
+    """`defaults` with each `--flag=value` of `flags` in place of its default."""
+    settings = dict(defaults)
+    for flag in flags:
+        name, equals, value = flag.partition("=")
+        if equals:
+            settings[name] = value
+    return settings
+
+
+def trio_chat_settings() -> dict[str, str]:
+    """What the benchmark's trio-chat servers use, flag by flag.
+
+    Reads the defaults from `python -m trio_chat serve --help` (this Python,
+    this repository), so that what is recorded is what runs. Raises
+    RuntimeError if that fails or a recorded setting is missing.
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    argv = [sys.executable, "-m", "trio_chat", "serve", "--help"]
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, timeout=60, check=False, cwd=REPO, env=env
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RuntimeError(f"{' '.join(argv)}: {exc}") from None
+    if done.returncode:
+        error = done.stderr.decode(errors="replace").strip().splitlines()
+        raise RuntimeError(f"{' '.join(argv)} failed: {error[-1:] or ''}")
+    settings = apply_flags(
+        parse_serve_help(done.stdout.decode(errors="replace")), TRIO_CHAT_FLAGS
+    )
+    missing = [flag for _, flag, _ in TRIO_CHAT_RECORDED if flag not in settings]
+    if missing:
+        raise RuntimeError(f"serve --help has no default for {', '.join(missing)}")
+    return settings
+
+
+def recorded_settings(settings: dict[str, str]) -> dict[str, Any]:
+    """The settings recorded with a run, by their record names."""
+    return {name: kind(settings[flag]) for name, flag, kind in TRIO_CHAT_RECORDED}
+
+
 class TrioChatServer(Server):
     """`python -m trio_chat serve --port 0` with the benchmark's flags."""
 
     name = "trio-chat"
 
-    def __init__(self, workdir: Path, tls: bool, pin: bool, db: str) -> None:
+    def __init__(
+        self, workdir: Path, tls: bool, pin: bool, db: str, settings: dict[str, str]
+    ) -> None:
         super().__init__(workdir, tls, pin)
         self.db = db
+        self.settings = settings  # from `trio_chat_settings`
 
     def argv(self) -> list[str]:
         """The server's command line."""
@@ -296,7 +382,8 @@ class TrioChatServer(Server):
             "connection_limits": "off (--max-connections, --max-per-address,"
             " --max-new-per-minute, --max-unregistered[-per-address] 0)",
             "flood_limit": "off (--flood-rate 0)",
-            **TRIO_CHAT_DEFAULTS,
+            **recorded_settings(self.settings),
+            "flags": list(TRIO_CHAT_FLAGS),
             "db": "SQLite file (WAL, synchronous=NORMAL)" if file_db else ":memory:",
             "db_writes": (
                 "every chat line committed (group commit) before it is fanned out;"
@@ -403,6 +490,7 @@ class NgircdServer(Server):
             " operators with user mode +F (10 commands per read, no throttle)",
             "read_buffer_bytes": 2048,
             "write_buffer_max_bytes": 32768,
+            "max_line_bytes": 512,
             "history_replay_lines": 0,
             "db": "none",
             "db_writes": "none",
@@ -473,6 +561,14 @@ class Options:
     #: plain TCP): ngircd announces every join one by one, which at 10000
     #: members takes it the best part of an hour.
     compare_connections: int
+    #: burst: room sizes R, sender counts K, kinds, with and without a
+    #: member that stops reading; and the most bytes each member is sent
+    #: while waiting for that member to be dropped.
+    burst_members: list[int]
+    burst_senders: list[int]
+    burst_kinds: list[str]
+    burst_stall: list[bool]
+    stall_max_mib: float
     inflight: int
     tls: bool
     dbs: list[str]
@@ -480,6 +576,7 @@ class Options:
     json_path: Path | None
     repeat: int
     connections_repeat: int
+    burst_repeat: int
     profile: Path | None
     report: Path | None
     markdown: bool
@@ -496,8 +593,8 @@ def parse_args(argv: Sequence[str]) -> Options:
     )
     parser.add_argument(
         "--scenario",
-        default="fanout,paced,connections",
-        help="comma-separated: fanout, paced, connections",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated: {', '.join(SCENARIOS)}",
     )
     parser.add_argument("--clients", type=int, default=100, help="room size N")
     parser.add_argument(
@@ -538,6 +635,40 @@ def parse_args(argv: Sequence[str]) -> Options:
         " to announce 10000 joins one by one)",
     )
     parser.add_argument(
+        "--burst-members",
+        default="20,240",
+        metavar="R",
+        help="burst: room sizes; a comma-separated list runs each",
+    )
+    parser.add_argument(
+        "--burst-senders",
+        default="6,12",
+        metavar="K",
+        help="burst: members who each send one item at once; a list runs each",
+    )
+    parser.add_argument(
+        "--burst-kinds",
+        default=",".join(BURST_KINDS),
+        help="burst: what each sender sends: paste (the largest /paste), line"
+        " (the longest line), invalid (the longest line, of invalid UTF-8);"
+        " ngircd runs line only",
+    )
+    parser.add_argument(
+        "--burst-stall",
+        choices=["no", "yes", "both"],
+        default="both",
+        help="burst: with one member that stops reading once joined (yes),"
+        " without (no), or each",
+    )
+    parser.add_argument(
+        "--stall-max-mib",
+        type=float,
+        default=32.0,
+        metavar="MIB",
+        help="burst with a stalled member: bursts are repeated until it is"
+        " dropped, or until this many MiB reached each member",
+    )
+    parser.add_argument(
         "--inflight",
         type=int,
         default=8,
@@ -547,7 +678,8 @@ def parse_args(argv: Sequence[str]) -> Options:
     parser.add_argument(
         "--tls",
         action="store_true",
-        help="also run fanout and connections over TLS (certs/ in the repository)",
+        help="also run fanout, connections and burst over TLS (certs/ in the"
+        " repository)",
     )
     parser.add_argument(
         "--db",
@@ -588,6 +720,12 @@ def parse_args(argv: Sequence[str]) -> Options:
         help="runs of each connections set-up (long: presence is C squared)",
     )
     parser.add_argument(
+        "--burst-repeat",
+        type=int,
+        default=1,
+        help="runs of each burst set-up (there are many: R x K x kind x stall)",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="small sizes for a smoke test (overrides the size flags)",
@@ -610,9 +748,12 @@ def parse_args(argv: Sequence[str]) -> Options:
     )
     args = parser.parse_args(argv)
     scenarios = [s.strip() for s in args.scenario.split(",") if s.strip()]
-    unknown = set(scenarios) - {"fanout", "paced", "connections"}
+    unknown = set(scenarios) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenario: {', '.join(sorted(unknown))}")
+    kinds = [k.strip() for k in args.burst_kinds.split(",") if k.strip()]
+    if set(kinds) - set(BURST_KINDS):
+        parser.error(f"unknown burst kind in --burst-kinds: {args.burst_kinds}")
     sizes: dict[str, Any] = {
         "clients": args.clients,
         "lines": args.lines,
@@ -620,8 +761,11 @@ def parse_args(argv: Sequence[str]) -> Options:
         "duration": args.duration,
         "drain": args.drain,
         "connections": [int(c) for c in args.connections.split(",") if c.strip()],
+        "burst_members": [int(r) for r in args.burst_members.split(",") if r.strip()],
+        "burst_senders": [int(k) for k in args.burst_senders.split(",") if k.strip()],
         "repeat": args.repeat,
         "connections_repeat": args.connections_repeat,
+        "burst_repeat": args.burst_repeat,
     }
     if args.quick:
         sizes.update(QUICK)
@@ -647,6 +791,13 @@ def parse_args(argv: Sequence[str]) -> Options:
         drain=sizes["drain"],
         connections=sizes["connections"],
         compare_connections=args.compare_connections,
+        burst_members=sizes["burst_members"],
+        burst_senders=sizes["burst_senders"],
+        burst_kinds=kinds,
+        burst_stall={"no": [False], "yes": [True], "both": [False, True]}[
+            args.burst_stall
+        ],
+        stall_max_mib=args.stall_max_mib,
         inflight=args.inflight,
         tls=args.tls,
         dbs=(
@@ -660,6 +811,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         json_path=args.json,
         repeat=max(1, sizes["repeat"]),
         connections_repeat=max(1, sizes["connections_repeat"]),
+        burst_repeat=max(1, sizes["burst_repeat"]),
         profile=args.profile,
         report=args.report,
         markdown=args.markdown,
@@ -702,6 +854,36 @@ def _scenario_params(options: Options, scenario: str, size: float) -> dict[str, 
         "setup_timeout": 60.0 + 60.0 * thousands * thousands,
         "run_timeout": 60.0,
     }
+
+
+def burst_params(options: Options) -> list[dict[str, Any]]:
+    """Every burst set-up: R x K x kind x stall, those that fit a room of R.
+
+    A room needs two probes and the K senders (and the member that stops
+    reading); a set-up that does not fit is left out, with a word.
+    """
+    runs = []
+    for members in options.burst_members:
+        for senders in options.burst_senders:
+            for kind in options.burst_kinds:
+                for stall in options.burst_stall:
+                    if members < 2 + senders + stall:
+                        log(f"burst R={members} K={senders}: too few members, left out")
+                        continue
+                    params: dict[str, Any] = {
+                        "members": members,
+                        "senders": senders,
+                        "burst_kind": kind,
+                        "stall": stall,
+                        "setup_timeout": 60.0,
+                        "run_timeout": 120.0,
+                    }
+                    if stall:
+                        params["stall_max_bytes"] = int(options.stall_max_mib * 2**20)
+                    if options.setup_timeout is not None:
+                        params["setup_timeout"] = options.setup_timeout
+                    runs.append(params)
+    return runs
 
 
 @contextlib.contextmanager
@@ -747,8 +929,12 @@ def run_one(
     tls: bool,
     params: dict[str, Any],
     tag: str,
+    settings: dict[str, str],
 ) -> dict[str, Any]:
-    """One fresh server, one generator, one scenario: the run's record."""
+    """One fresh server, one generator, one scenario: the run's record.
+
+    `settings` are trio-chat's (`trio_chat_settings`), for the record.
+    """
     pin = can_pin()
     record: dict[str, Any] = {
         "scenario": scenario,
@@ -766,7 +952,7 @@ def run_one(
             server = NgircdServer(workdir, tls, pin, options.ngircd)
         else:
             assert variant.db is not None
-            server = TrioChatServer(workdir, tls, pin, variant.db)
+            server = TrioChatServer(workdir, tls, pin, variant.db, settings)
         record["features"] = server.features()
         try:
             server.start()
@@ -776,7 +962,7 @@ def run_one(
         generator: subprocess.Popen[bytes] | None = None
         finished = False
         try:
-            settings = {
+            generator_settings = {
                 "scenario": scenario,
                 "host": HOST,
                 "port": server.port,
@@ -796,7 +982,7 @@ def run_one(
             profile_dir = options.profile if variant.server == "trio-chat" else None
             with (server.log_path.parent / "generator.log").open("wb") as errors:
                 generator = subprocess.Popen(
-                    [sys.executable, str(LOADGEN), json.dumps(settings)],
+                    [sys.executable, str(LOADGEN), json.dumps(generator_settings)],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=errors,
@@ -817,6 +1003,7 @@ def run_one(
                 record["ok"] = (
                     bool(figures.get("complete") and figures.get("setup_complete"))
                     and not result["failures"]
+                    and not figures.get("problems")
                 )
             record["server_rss_end_kib"] = _rss(server.pid)
         finally:
@@ -878,21 +1065,47 @@ FIGURES: Final[dict[str, list[tuple[str, str, int, bool]]]] = {
         ("one line to all members ms", "one_line_to_all_ms", 2, True),
         ("all but one hang up: all leaves heard ms", "all_left_heard_ms", 1, True),
     ],
+    "burst": [
+        ("members dropped (must be 0)", "members_dropped", 0, False),
+        ("lost + duplicated + reordered + broken", "anomalies", 0, False),
+        ("until every reader has everything ms", "all_delivered_ms", 1, True),
+        ("server RSS peak KiB", "server_rss_peak_kib", 0, True),
+        ("server RSS peak - before KiB", "server_rss_peak_delta_kib", 0, True),
+    ],
+    "burst stall": [
+        ("stalled member dropped after ms", "stalled_dropped_ms", 0, True),
+        ("bursts until it was dropped", "rounds", 0, False),
+        ("MiB to each member until then", "stall_mib_per_member", 1, True),
+    ],
 }
+#: Figures shown for failed runs too: they say how a run failed.
+SHOWN_WHEN_FAILED: Final = frozenset({"members_dropped"})
+
+
+def figure_rows(record: dict[str, Any]) -> list[tuple[str, str, int, bool]]:
+    """The table's rows for the group `record` is in."""
+    rows = FIGURES[record["scenario"]]
+    if record["scenario"] == "burst" and record["params"]["stall"]:
+        rows = rows + FIGURES["burst stall"]
+    return rows
 
 
 def figure(record: dict[str, Any], key: str) -> float | None:
-    """A figure of a successful run (None for a failed one)."""
-    if not record.get("ok"):
+    """A figure of a successful run (None for a failed one, but for some)."""
+    figures: dict[str, Any] = record.get("figures") or {}
+    if not record.get("ok") and key not in SHOWN_WHEN_FAILED:
         return None
-    figures: dict[str, Any] = record["figures"]
     if key == "anomalies":
         return float(
             figures.get("probe_missing", 0)
             + figures.get("probe_duplicated_or_reordered", 0)
+            + figures.get("probe_broken", 0)
             + figures.get("extra_deliveries", 0)
             + max(0, figures["deliveries_expected"] - figures["deliveries"])
         )
+    if key == "stall_mib_per_member":
+        value = figures.get("stall_bytes_per_member")
+        return None if value is None else value / 2**20
     value = figures.get(key)
     return None if value is None else float(value)
 
@@ -904,6 +1117,11 @@ def group_title(scenario: str, params: dict[str, Any], tls: bool) -> str:
     elif scenario == "paced":
         rate = params["rate"]
         title = f"paced R={rate:g}/s N={params['clients']} D={params['duration']:g}s"
+    elif scenario == "burst":
+        title = (
+            f"burst R={params['members']} K={params['senders']} {params['burst_kind']}"
+        )
+        title += " stall" if params["stall"] else ""
     else:
         title = f"connections C={params['connections']}"
     return title + (" TLS" if tls else "")
@@ -935,7 +1153,7 @@ def table(records: list[dict[str, Any]], *, markdown: bool = False) -> str:
         title = group_title(record["scenario"], record["params"], record["tls"])
         groups.setdefault(title, []).append(record)
     for title, members in groups.items():
-        for heading, key, decimals, ratio in FIGURES[members[0]["scenario"]]:
+        for heading, key, decimals, ratio in figure_rows(members[0]):
             medians: dict[str, float | None] = {}
             cells = [title, heading]
             for label in labels:
@@ -977,6 +1195,12 @@ def plan(options: Options) -> list[tuple[str, bool, dict[str, Any]]]:
     """Every (scenario, TLS, sizes) to run, in order."""
     runs: list[tuple[str, bool, dict[str, Any]]] = []
     for scenario in options.scenarios:
+        if scenario == "burst":
+            for params in burst_params(options):
+                runs.append((scenario, False, params))
+                if options.tls:
+                    runs.append((scenario, True, params))
+            continue
         sizes: list[float] = (
             options.rates
             if scenario == "paced"
@@ -1037,6 +1261,13 @@ def main(argv: Sequence[str]) -> int:
         host["ngircd"] = version_of([options.ngircd, "--version"])
     host["pinned"] = can_pin()
     log(f"machine: {json.dumps(host)}")
+    settings: dict[str, str] = {}
+    if options.dbs:
+        try:
+            settings = trio_chat_settings()
+        except RuntimeError as exc:
+            log(f"cannot read trio-chat's settings: {exc}")
+            return 2
     out = None
     if options.json_path is not None:
         options.json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -1046,11 +1277,10 @@ def main(argv: Sequence[str]) -> int:
     interrupted = False
     try:
         for scenario, tls, params in plan(options):
-            repeats = (
-                options.connections_repeat
-                if scenario == "connections"
-                else options.repeat
-            )
+            repeats = {
+                "connections": options.connections_repeat,
+                "burst": options.burst_repeat,
+            }.get(scenario, options.repeat)
             big = (
                 scenario == "connections"
                 and params["connections"] > options.compare_connections
@@ -1059,12 +1289,20 @@ def main(argv: Sequence[str]) -> int:
                 for variant in variants:
                     if big and variant.label != "trio-chat :memory:":
                         continue
+                    if (
+                        scenario == "burst"
+                        and variant.server == "ngircd"
+                        and params["burst_kind"] not in NGIRCD_BURST_KINDS
+                    ):
+                        continue  # no pastes; invalid UTF-8 is relayed as is
                     name = f"{scenario}{'-tls' if tls else ''}"
                     tag = f"{name}-{variant.label.replace(' ', '-')}-{repeat + 1}"
                     tag = tag.replace(":", "")
                     title = group_title(scenario, params, tls)
                     log(f"{variant.label:>20}  {title}  run {repeat + 1}/{repeats}")
-                    record = run_one(options, variant, scenario, tls, params, tag)
+                    record = run_one(
+                        options, variant, scenario, tls, params, tag, settings
+                    )
                     record["repeat"] = repeat + 1
                     record["machine"] = host
                     records.append(record)
@@ -1074,8 +1312,16 @@ def main(argv: Sequence[str]) -> int:
                         out.write(line + "\n")
                         out.flush()
                     if not record.get("ok"):
-                        why = record.get("error") or record.get("failure_examples")
+                        figures = record.get("figures") or {}
+                        why = (
+                            record.get("error")
+                            or record.get("failure_examples")
+                            or figures.get("problems")
+                            or "incomplete"
+                        )
                         log(f"  failed: {why}")
+                        if figures.get("dropped_examples"):
+                            log(f"  dropped: {figures['dropped_examples']}")
     except KeyboardInterrupt:
         interrupted = True  # run_one has stopped its server and generator
         log("interrupted: the table shows the runs that finished")
