@@ -674,9 +674,50 @@ KINDS: dict[type, str] = {
 }
 
 
+#: Events the line protocol shows as lines of another kind (they carry
+#: structure for other wire formats): encoded, but never decoded back.
+SHOWN_AS_TABLE: list[tuple[ev.ServerEvent, bytes]] = [
+    (ev.MotdIs(("Exams on Friday.", "")), b"MOTD Exams on Friday.\r\nMOTD \r\n"),
+    (ev.MotdIs(()), b""),
+    (
+        ev.WhoisReply(
+            "bob", "bob: in #a; idle 5s", ("#a",), (), TS, 5.0, None, False, False, ""
+        ),
+        b"INFO bob: in #a; idle 5s\r\n",
+    ),
+    (
+        ev.MarkedAway("lunch", "You are marked away: lunch"),
+        b"INFO You are marked away: lunch\r\n",
+    ),
+    (ev.AwayIs("bob", "lunch", "bob is away: lunch"), b"INFO bob is away: lunch\r\n"),
+    (
+        ev.RoomChanged("#a", "alice", "key", "s3cret", "alice set a key on #a."),
+        b"INFO alice set a key on #a.\r\n",
+    ),
+    (
+        ev.Roster("#a", (ev.Standing("alice", op=True), ev.Standing("bob")), 2),
+        b"WHO #a alice bob\r\n",
+    ),
+    (
+        ev.RoomList((ev.RoomInfo("#a", 2, "hi"),), 1),
+        b"ROOM #a 2 open hi\r\n",
+    ),
+    (ev.Online((ev.Standing("bob"),)), b"INFO Online: bob\r\n"),
+    (ev.Online(()), b"INFO Online: nobody\r\n"),
+    (ev.ModesAre("#a", "k", False), b"INFO #a has a key; everyone may speak.\r\n"),
+    (ev.LoggedIn("bob"), b"INFO You are logged in as bob.\r\n"),
+]
+
+
 def test_tables_cover_every_server_event_type() -> None:
-    assert set(typing.get_args(ev.ServerEvent)) == set(KINDS)
+    shown_as = {type(event) for event, _ in SHOWN_AS_TABLE}
+    assert set(typing.get_args(ev.ServerEvent)) == set(KINDS) | shown_as
     assert {type(event) for event, _ in ENCODE_TABLE} == set(KINDS)
+
+
+@pytest.mark.parametrize(("event", "line"), SHOWN_AS_TABLE)
+def test_encode_events_shown_as_other_kinds(event: ev.ServerEvent, line: bytes) -> None:
+    assert encode_event(event) == line
 
 
 def client_decode(data: bytes) -> ev.ServerEvent:

@@ -42,16 +42,23 @@ def key_notice(name: str, room: str, *, removed: bool = False) -> str:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Say:
-    """A plain chat line for the current room."""
+    """A plain chat line for `room` ("": the current one).
+
+    A `notice` (IRC's NOTICE) is relayed as one and never answered
+    automatically: no error, no away notice comes back.
+    """
 
     text: str
+    room: str = ""
+    notice: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Me:
-    """An action (`/me waves`)."""
+    """An action (`/me waves`) in `room` ("": the current one)."""
 
     text: str
+    room: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -63,10 +70,11 @@ class Nick:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class PrivateMsg:
-    """A private message to one user."""
+    """A private message to one user (a `notice`: as for `Say`)."""
 
     name: str
     text: str
+    notice: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -82,10 +90,16 @@ class Who:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Join:
-    """Join (or create) a room, with its key if it has one."""
+    """Join (or create) a room, with its key if it has one.
+
+    With `names`, the answer is the one IRC clients expect: the room's
+    members as one `Roster` (instead of the who listing), and its history
+    after them rather than before the join.
+    """
 
     room: str
     key: str = ""
+    names: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -94,6 +108,40 @@ class Part:
 
     room: str = ""
     reason: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PartAll:
+    """Leave every room one is in (IRC's `JOIN 0`)."""
+
+    reason: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Names:
+    """Who is in `target`, with their standing, as one `Roster`.
+
+    `target` is a room, `*` (everyone online) or a name (that user, if
+    online). `detail` asks for IRC's WHO rather than NAMES (echoed in the
+    `Roster`, which wire formats render differently).
+    """
+
+    target: str
+    detail: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ListRooms:
+    """Every room, as one `RoomList` (IRC's LIST)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IsOn:
+    """Which of `names` are online: answered with `Online` (IRC's ISON and,
+    with `userhost`, USERHOST)."""
+
+    names: tuple[str, ...]
+    userhost: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -145,20 +193,22 @@ class Reply:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Kick:
-    """A room op removes `name` from the current room."""
+    """A room op removes `name` from `room` ("": the current one)."""
 
     name: str
     reason: str = ""
+    room: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Mute:
-    """A room op silences `name` in the current room (0 seconds: unmute)."""
+    """A room op silences `name` in `room` ("": current; 0 seconds: unmute)."""
 
     name: str
     seconds: float = math.inf
     #: The duration as the op typed it (`90s`), shown as given; "" if none.
     duration: str = ""
+    room: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -202,10 +252,15 @@ class CertBinding:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RoomMode:
-    """A room op changes the room: `op` NAME, `key` [KEY], `lecture` on|off."""
+    """A room op changes the room: `op` NAME, `key` [KEY], `lecture` on|off.
+
+    `room` "" is the current one. A `setting` of "" asks any member for
+    the room's settings instead (`ModesAre`, IRC's `MODE #room`).
+    """
 
     setting: str
     value: str = ""
+    room: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -246,9 +301,10 @@ class Rooms:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Topic:
-    """Show the current room's topic (None) or set it."""
+    """Show `room`'s topic (None) or set it; `room` "" is the current one."""
 
     text: str | None = None
+    room: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -279,6 +335,10 @@ Request = (
     | Who
     | Join
     | Part
+    | PartAll
+    | Names
+    | ListRooms
+    | IsOn
     | Switch
     | Rooms
     | Topic
@@ -304,6 +364,45 @@ Request = (
     | Quit
     | BadCommand
 )
+
+
+# Logging in: what a wire that gathers its login itself (IRC's PASS, NICK,
+# USER and SASL) asks of the connection, which answers through the chat
+# (`Chat.give_server_password`, `Chat.choose_name`) and the accounts.
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServerPassword:
+    """The server password, given before a name (IRC's PASS)."""
+
+    password: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LogIn:
+    """Check `password` for the registered `name` (IRC's SASL PLAIN).
+
+    Answered with `LoggedIn` or an `Error` (`bad-password`,
+    `login-refused`, `no-accounts`); the name is not taken yet.
+    """
+
+    name: str
+    password: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ChooseName:
+    """Take `name` and enter the chat (the end of IRC's registration).
+
+    `proven`: a `LogIn` for this very name succeeded on this connection,
+    so it is taken as its owner's (`Chat.choose_name(identified=True)`).
+    """
+
+    name: str
+    proven: bool = False
+
+
+LoginRequest = ServerPassword | LogIn | ChooseName
 
 
 # --------------------------------------------------------------------------
@@ -336,9 +435,11 @@ class Banner:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Info:
-    """Server information for the user (not tied to a room)."""
+    """Server information for the user; `room` names the room it is about,
+    when it is told to a room's members (what an op did there)."""
 
     text: str
+    room: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -369,13 +470,15 @@ class Message:
     """A chat line from `sender` in `room`.
 
     A multi-line message (a paste) holds its lines joined by "\\n"; it is
-    said, stored and replayed as one message.
+    said, stored and replayed as one message. A `notice` (said with IRC's
+    NOTICE) must not be answered automatically.
     """
 
     ts: float
     room: str
     sender: str
     text: str
+    notice: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -400,12 +503,13 @@ class Action:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Private:
-    """A private message from `sender` to `recipient`."""
+    """A private message from `sender` to `recipient` (`notice`: as `Message`)."""
 
     ts: float
     sender: str
     recipient: str
     text: str
+    notice: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -524,6 +628,124 @@ class MotdLine:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class MotdIs:
+    """The whole message of the day (no lines: there is none), in one event."""
+
+    lines: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Standing:
+    """One user in a `Roster` or `Online`: `op` of the room listed (where
+    no room is listed: a server operator), and whether `away`."""
+
+    name: str
+    op: bool = False
+    away: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Roster:
+    """Who is in `target` (a room, `*` or a name: see `Names`), sorted.
+
+    `total` counts them all; `members` holds those that fit in one reply.
+    `detail` echoes the request's.
+    """
+
+    target: str
+    members: tuple[Standing, ...]
+    total: int
+    detail: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RoomList:
+    """The rooms that fit in one reply, sorted; `total` counts them all."""
+
+    rooms: tuple[RoomInfo, ...]
+    total: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Online:
+    """Those of the names asked about (`IsOn`) who are online."""
+
+    members: tuple[Standing, ...]
+    userhost: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WhoisReply:
+    """What is known of `name`, who is online, for `/whois`.
+
+    `text` says it all for people (what the line protocol shows); the other
+    fields say it for programs: its `rooms` (those it is an op of also in
+    `op_rooms`), since when it is online (`since`, chat clock) and how long
+    idle (`idle`, seconds), its `address` (told only to server operators),
+    whether it is a server `operator`, whether its name is a registered one
+    it proved (`account`), and its `away` reason, free text, last.
+    """
+
+    name: str
+    text: str
+    rooms: tuple[str, ...]
+    op_rooms: tuple[str, ...]
+    since: float
+    idle: float
+    address: str | None
+    operator: bool
+    account: bool
+    away: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MarkedAway:
+    """You are marked away, for `reason` ("": you are back); `text` for people."""
+
+    reason: str
+    text: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AwayIs:
+    """`name`, whom you just messaged, is away: `reason`; `text` for people."""
+
+    name: str
+    reason: str
+    text: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RoomChanged:
+    """An op of `room`, `by`, changed it: `setting` and `value` as in
+    `RoomMode` (`op` NAME, `key` KEY or "" for none, `lecture` on|off);
+    `text` says so for people. Told to the room's members."""
+
+    room: str
+    by: str
+    setting: str
+    value: str
+    text: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ModesAre:
+    """`room`'s settings, for a member who asked: its `key` ("": none), and
+    whether it is a `lecture` (only ops may speak)."""
+
+    room: str
+    key: str
+    lecture: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LoggedIn:
+    """The password of the registered `name` was right (the answer to `LogIn`)."""
+
+    name: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class HelpLine:
     """One line of `/help`."""
 
@@ -532,10 +754,15 @@ class HelpLine:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Error:
-    """A request failed; `code` is stable for programs, `text` for people."""
+    """A request failed; `code` is stable for programs, `text` for people.
+
+    `subject` is the name or room the request was about, where there is one
+    (IRC's error replies name it).
+    """
 
     code: str
     text: str
+    subject: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -580,6 +807,16 @@ ServerEvent = (
     | RoomInfo
     | Switched
     | MotdLine
+    | MotdIs
+    | Roster
+    | RoomList
+    | Online
+    | WhoisReply
+    | MarkedAway
+    | AwayIs
+    | RoomChanged
+    | ModesAre
+    | LoggedIn
     | HelpLine
     | Error
     | Goodbye

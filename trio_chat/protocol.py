@@ -612,6 +612,31 @@ def encode_event(event: ev.ServerEvent, *, limit: int = MAX_SERVER_LINE_BYTES) -
             return _fit("HELP ", text, limit=limit)
         case ev.MotdLine(text):
             return _fit("MOTD ", text, limit=limit)
+        case ev.MotdIs(lines):
+            return b"".join(_fit("MOTD ", text, limit=limit) for text in lines)
+        case (
+            ev.WhoisReply(text=text)
+            | ev.MarkedAway(text=text)
+            | ev.AwayIs(text=text)
+            | ev.RoomChanged(text=text)
+        ):
+            return _fit("INFO ", text, limit=limit)
+        # The answers to requests only other wire formats make (IRC's NAMES,
+        # LIST, ISON, MODE, SASL), should one reach a line client.
+        case ev.Roster(target, members, _total, _detail):
+            names = tuple(member.name for member in members)
+            return _names_lines(f"WHO {target}", names, limit)
+        case ev.RoomList(rooms, _total):
+            return b"".join(encode_event(room, limit=limit) for room in rooms)
+        case ev.Online(members, _userhost):
+            online = " ".join(member.name for member in members) or "nobody"
+            return _fit("INFO Online: ", online, limit=limit)
+        case ev.ModesAre(room, key, lecture):
+            keyed = "a key" if key else "no key"
+            speak = "only ops may speak" if lecture else "everyone may speak"
+            return _fit(f"INFO {room} has {keyed}; {speak}.", "", limit=limit)
+        case ev.LoggedIn(name):
+            return _fit(f"INFO You are logged in as {name}.", "", limit=limit)
         case ev.Error(code, text):
             return _fit(f"ERR {code} ", text, limit=limit)
         case ev.Goodbye(code, text, retry_after):
