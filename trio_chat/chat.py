@@ -310,6 +310,22 @@ def _pages(sizes: Sequence[int], budget: int) -> list[int]:
     return starts
 
 
+def _fit_items(
+    encode: Encoder, build: Callable[[int], ev.ServerEvent], count: int, budget: int
+) -> bytes:
+    """`build(n)` encoded, for the most of `count` items whose bytes fit `budget`.
+
+    For a reply that lists items (`build(n)` holds the first n): tried with
+    all of them, then with fewer in proportion to how much it was over, so
+    a few encodings find the count; with none fitting, `build(0)`.
+    """
+    data = encode(build(count))
+    while len(data) > budget and count > 0:
+        count = min(count - 1, count * budget // len(data))
+        data = encode(build(count))
+    return data
+
+
 def _and_more(items: Sequence[str], limit: int, noun: str) -> str:
     """`a, b and 12 more NOUNs`: as many of `items` as fit in `limit` bytes."""
     shown: list[str] = []
@@ -459,11 +475,14 @@ class Chat:
         ban = moderation.find("name", key, now)
         if ban is not None:
             text = ban.told(f"The name {name} is")
-            self._error(member, "banned", text)
+            self._error(member, "banned", text, subject=name)
             return True
         if not moderation.allowed(key):
             self._error(
-                member, "not-allowed", f"The name {name} is not on this server's list."
+                member,
+                "not-allowed",
+                f"The name {name} is not on this server's list.",
+                subject=name,
             )
             return True
         if moderation.registered_only and not (
@@ -474,6 +493,7 @@ class Chat:
                 "not-allowed",
                 "Only registered names may join this server;"
                 " ask an operator for an account.",
+                subject=name,
             )
             return True
         return False
@@ -491,7 +511,8 @@ class Chat:
         try:
             name = validate_name(raw)
         except InvalidName as exc:
-            self.hub.send(member, ev.Error("name-invalid", str(exc)))
+            shown = sanitize_text(raw)[:40]
+            self._error(member, "name-invalid", str(exc), subject=shown)
             self.prompt(member)
             return False
         if self._refused_name(member, name):
@@ -523,9 +544,11 @@ class Chat:
             self.prompt(member)
             return False
         if not self.hub.add(member, name):
-            self.hub.send(
+            self._error(
                 member,
-                ev.Error("name-taken", f"The name {name} is taken; choose another."),
+                "name-taken",
+                f"The name {name} is taken; choose another.",
+                subject=name,
             )
             self.prompt(member)
             return False
@@ -535,7 +558,7 @@ class Chat:
                 name, f"You are in {self.room} as {name}. Type /help for the commands."
             ),
         )
-        self._reply(member, [ev.MotdLine(line) for line in self.moderation.motd])
+        self._reply(member, [ev.MotdIs(tuple(self.moderation.motd))])
         if self.moderation.is_operator(member.identified):
             self.hub.send(member, ev.Info("You are a server operator here."))
         # Names, up to a line's worth; past that, a list says nothing (and
@@ -811,7 +834,7 @@ class Chat:
             text = f"The name {name} is taken; choose another."
         else:
             text = f"The name {name} looks too much like {other.name}, who is online."
-        self.hub.send(member, ev.Error("name-taken", text))
+        self._error(member, "name-taken", text, subject=name)
         return True
 
     def _displace_lookalikes(self, member: Member, name: str) -> None:
@@ -904,11 +927,15 @@ class Chat:
                 return None
             request = ev.PrivateMsg(member.last_private_from, request.text)
         match request:
-            case ev.Say(text) | ev.Me(text):
-                room = self._speaking_room(member)
+            case ev.Say(text, room_name) | ev.Me(text, room_name):
+                notice = isinstance(request, ev.Say) and request.notice
+                room = self._speaking_room(member, room_name, quiet=notice)
                 if room is not None:
-                    kind = ev.Message if isinstance(request, ev.Say) else ev.Action
-                    event = kind(self._clock(), room.name, name, text)
+                    event: ev.Message | ev.Action = (
+                        ev.Message(self._clock(), room.name, name, text, notice)
+                        if isinstance(request, ev.Say)
+                        else ev.Action(self._clock(), room.name, name, text)
+                    )
                     if self.durable and not room.password:  # keyed: not kept
                         return Persist(room, event, member)
                     self._deliver(room, event, member)
@@ -921,26 +948,27 @@ class Chat:
                     if self.durable:
                         return FetchHistory(room, limit)
                     self.send_history(member, room, self.recent(room, limit))
-            case ev.PrivateMsg(target, text):
+            case ev.PrivateMsg(target, text, notice):
                 recipient = self.hub.get(target)
                 if recipient is None or recipient.name is None:
-                    send(
-                        member,
-                        ev.Error(
+                    if not notice:  # a notice is never answered
+                        shown = sanitize_text(target)[:40]
+                        self._error(
+                            member,
                             "no-such-user",
-                            f"Nobody called {sanitize_text(target)[:40]} is online.",
-                        ),
-                    )
+                            f"Nobody called {shown} is online.",
+                            subject=shown,
+                        )
                 else:
                     if member.key not in recipient.ignoring:
                         recipient.last_private_from = name
-                        private = ev.Private(self._clock(), name, recipient.name, text)
-                        send(recipient, private)
-                    if recipient.away:
-                        send(
-                            member,
-                            ev.Info(f"{recipient.name} is away: {recipient.away}"),
+                        private = ev.Private(
+                            self._clock(), name, recipient.name, text, notice
                         )
+                        send(recipient, private)
+                    if recipient.away and not notice:
+                        text = f"{recipient.name} is away: {recipient.away}"
+                        send(member, ev.AwayIs(recipient.name, recipient.away, text))
             case ev.Register(password) | ev.Identify(password):
                 if self.is_registered is None:
                     self._error(
@@ -951,10 +979,10 @@ class Chat:
                     return None
                 action = "register" if isinstance(request, ev.Register) else "identify"
                 return AccountAction(action, password)
-            case ev.Kick(target, reason):
-                self._kick(member, target, reason[:MAX_REASON_LENGTH])
-            case ev.Mute(target, seconds, duration):
-                return self._mute(member, target, seconds, duration)
+            case ev.Kick(target, reason, room_name):
+                self._kick(member, target, reason[:MAX_REASON_LENGTH], room_name)
+            case ev.Mute(target, seconds, duration, room_name):
+                return self._mute(member, target, seconds, duration, room_name)
             case ev.Ban(target, seconds, reason, duration):
                 return self._ban(
                     member, target, seconds, reason[:MAX_BAN_REASON], duration=duration
@@ -980,14 +1008,15 @@ class Chat:
                     )
                 else:
                     return CertAction(add)
-            case ev.RoomMode(setting, value):
-                return self._room_mode(member, setting, value)
+            case ev.RoomMode(setting, value, room_name):
+                return self._room_mode(member, setting, value, room_name)
             case ev.Away(reason):
                 member.away = reason[:MAX_REASON_LENGTH] or "away"
-                send(member, ev.Info(f"You are marked away: {member.away}"))
+                text = f"You are marked away: {member.away}"
+                send(member, ev.MarkedAway(member.away, text))
             case ev.Back():
                 member.away = ""
-                send(member, ev.Info("You are back."))
+                send(member, ev.MarkedAway("", "You are back."))
             case ev.Whois(target):
                 self._whois(member, target)
             case ev.Ignore(target):
@@ -998,8 +1027,17 @@ class Chat:
                 self._rename(member, name, new)
             case ev.Who(scope, page):
                 self._who(member, scope, page)
-            case ev.Join(room_name, key):
-                self._join(member, room_name, key)
+            case ev.Join(room_name, key, names):
+                self._join(member, room_name, key, names=names)
+            case ev.PartAll(reason):
+                for room in list(member.rooms.values()):
+                    self._part(member, room.name, reason[:MAX_REASON_LENGTH])
+            case ev.Names(target, detail):
+                self._roster(member, target, detail)
+            case ev.ListRooms():
+                self._room_list(member)
+            case ev.IsOn(names, userhost):
+                self._is_on(member, names, userhost)
             case ev.Part(room_name, reason):
                 if not room_name and reason:
                     # "/part dev" names a room of the member's without its #.
@@ -1011,8 +1049,8 @@ class Chat:
                 self._switch(member, room_name)
             case ev.Rooms(page):
                 self._rooms(member, page)
-            case ev.Topic(text):
-                return self._topic(member, text)
+            case ev.Topic(text, room_name):
+                return self._topic(member, text, room_name)
             case ev.Help():
                 self._reply(member, [ev.HelpLine(line) for line in HELP_LINES])
             case ev.Quit(reason):
@@ -1033,23 +1071,39 @@ class Chat:
         heading = member.encode(ev.Info(f"{count} of {room.name}:"))
         self.hub.send_data(member, heading + b"".join(lines))
 
-    def _op_target(self, member: Member, target: str) -> tuple[Room, Member] | None:
-        """The current room and `target` in it, if `member` is an op there."""
-        room = self._member_room(member, "")
+    def _op_target(
+        self, member: Member, target: str, raw: str = ""
+    ) -> tuple[Room, Member] | None:
+        """The room `raw` names (or the current one) and `target` in it, if
+        `member` is an op there."""
+        room = self._member_room(member, raw)
         if room is None:
             return None
         if not self.is_op(member, room):
-            self._error(member, "not-op", f"Only the ops of {room.name} may do that.")
+            self._not_op(member, room)
             return None
         other = self.hub.get(target)
         if other is None or other.name is None or room.key not in other.rooms:
             shown = sanitize_text(target)[:40]
-            self._error(member, "no-such-user", f"{shown} is not in {room.name}.")
+            self._error(
+                member,
+                "no-such-user",
+                f"{shown} is not in {room.name}.",
+                subject=shown,
+            )
             return None
         return room, other
 
-    def _kick(self, member: Member, target: str, reason: str) -> None:
-        found = self._op_target(member, target)
+    def _not_op(self, member: Member, room: Room) -> None:
+        self._error(
+            member,
+            "not-op",
+            f"Only the ops of {room.name} may do that.",
+            subject=room.name,
+        )
+
+    def _kick(self, member: Member, target: str, reason: str, raw: str = "") -> None:
+        found = self._op_target(member, target, raw)
         if found is None:
             return
         room, other = found
@@ -1069,9 +1123,14 @@ class Chat:
             self.hub.send(other, ev.Switched(other.current.name))
 
     def _mute(
-        self, member: Member, target: str, seconds: float, duration: str = ""
+        self,
+        member: Member,
+        target: str,
+        seconds: float,
+        duration: str = "",
+        raw: str = "",
     ) -> Commit | None:
-        found = self._op_target(member, target)
+        found = self._op_target(member, target, raw)
         if found is None:
             return None
         room, other = found
@@ -1096,7 +1155,7 @@ class Chat:
                 room.muted_people[person] = until
                 room.muted_names[name] = until
             log.info("[%s] %s", member.conn_id, text)
-            self.hub.publish(ev.Info(text), room=room)
+            self.hub.publish(ev.Info(text, room.name), room=room)
 
         return self._commit(self._settings(room, *changes), apply)
 
@@ -1114,7 +1173,7 @@ class Chat:
         if member.current is not None and member.current not in rooms:
             rooms.append(member.current)
         for room in rooms:
-            self.hub.publish(ev.Info(text), room=room)
+            self.hub.publish(ev.Info(text, room.name), room=room)
         if not rooms:
             self.hub.send(member, ev.Info(text))
 
@@ -1223,7 +1282,7 @@ class Chat:
         if text is None:
             if not moderation.motd:
                 self.hub.send(member, ev.Info("There is no message of the day."))
-            self._reply(member, [ev.MotdLine(line) for line in moderation.motd])
+            self._reply(member, [ev.MotdIs(tuple(moderation.motd))])
             return None
         if not self._server_op(member):
             return None
@@ -1236,29 +1295,40 @@ class Chat:
             log.info("[%s] %s", member.conn_id, said)
             told: list[ev.ServerEvent] = [
                 ev.Info(said),
-                *(ev.MotdLine(line) for line in moderation.motd),
+                ev.MotdIs(tuple(moderation.motd)),
             ]
             for other in self.hub:
                 self._reply(other, told)
 
         return self._commit(MotdSaved(motd), apply)
 
-    def _room_mode(self, member: Member, setting: str, value: str) -> Commit | None:
+    def _room_mode(
+        self, member: Member, setting: str, value: str, raw: str = ""
+    ) -> Commit | None:
         assert member.name is not None
-        room = self._member_room(member, "")
+        room = self._member_room(member, raw)
         if room is None:
             return None
+        if not setting:  # a member asks what the settings are
+            self.hub.send(member, ev.ModesAre(room.name, room.password, room.ops_only))
+            return None
         if not self.is_op(member, room):
-            self._error(member, "not-op", f"Only the ops of {room.name} may do that.")
+            self._not_op(member, room)
             return None
         saved: RoomSettingsSaved | None
         if setting == "op":
             other = self.hub.get(value)
             if other is None or other.name is None or room.key not in other.rooms:
                 shown = sanitize_text(value)[:40]
-                self._error(member, "no-such-user", f"{shown} is not in {room.name}.")
+                self._error(
+                    member,
+                    "no-such-user",
+                    f"{shown} is not in {room.name}.",
+                    subject=shown,
+                )
                 return None
             identity = other.identity
+            value = other.name
             text = f"{member.name} made {other.name} an op of {room.name}."
             # An op held by a connection ends with it: nothing to keep.
             kept = kept_identity(identity)
@@ -1286,7 +1356,8 @@ class Chat:
         def apply() -> None:
             change()
             log.info("[%s] %s", member.conn_id, text)
-            self.hub.publish(ev.Info(text), room=room)
+            changed = ev.RoomChanged(room.name, member.name, setting, value, text)
+            self.hub.publish(changed, room=room)
 
         return self._commit(saved, apply)
 
@@ -1320,7 +1391,12 @@ class Chat:
         other = self.hub.get(target)
         if other is None or other.name is None:
             shown = sanitize_text(target)[:40]
-            self._error(member, "no-such-user", f"Nobody called {shown} is online.")
+            self._error(
+                member,
+                "no-such-user",
+                f"Nobody called {shown} is online.",
+                subject=shown,
+            )
             return
         now = self._clock()
         names = [room.name for room in other.rooms.values()]
@@ -1329,20 +1405,39 @@ class Chat:
         since = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(other.connected_at))
         idle = _duration(now - other.last_active)
         # The address only to server operators: it is what /ban ADDRESS needs.
-        where = (
-            f"; from {other.address}"
+        address = (
+            other.address
             if other.address is not None
             and self.moderation.is_operator(member.identified)
-            else ""
+            else None
         )
+        where = f"; from {address}" if address is not None else ""
         about = f"{other.name}: in {rooms}; online since {since}; idle {idle}{where}"
+        op_rooms = [
+            room.name for room in other.rooms.values() if self.is_op(other, room)
+        ]
+
+        def reply(away: str) -> ev.WhoisReply:
+            # The away reason last: free text must not come before a fixed part.
+            text = f"{about}; away: {away}" if away else about
+            return ev.WhoisReply(
+                other.name or "",
+                text,
+                tuple(names),
+                tuple(op_rooms),
+                other.connected_at,
+                now - other.last_active,
+                address,
+                self.moderation.is_operator(other.identified),
+                other.key is not None and other.identified == other.key,
+                away,
+            )
+
         if not other.away:
-            self.hub.send(member, ev.Info(about))
+            self.hub.send(member, reply(""))
             return
-        # The away reason last: free text must not come before a fixed part.
-        build = functools.partial(_info_ending, f"{about}; away: ")
         self.hub.send_data(
-            member, _fit_text(member.encode, build, other.away, self._line_budget())
+            member, _fit_text(member.encode, reply, other.away, self._line_budget())
         )
 
     def _ignore(self, member: Member, target: str) -> Commit | None:
@@ -1386,19 +1481,43 @@ class Chat:
 
     # -- rooms --------------------------------------------------------------
 
-    def _error(self, member: Member, code: str, text: str) -> None:
-        self.hub.send(member, ev.Error(code, text))
+    def _error(
+        self, member: Member, code: str, text: str, *, subject: str = ""
+    ) -> None:
+        self.hub.send(member, ev.Error(code, text, subject))
 
-    def _speaking_room(self, member: Member) -> Room | None:
-        room = member.current
+    def _speaking_room(
+        self, member: Member, raw: str = "", *, quiet: bool = False
+    ) -> Room | None:
+        """The room `raw` names (or the current one), if `member` may speak
+        there; else None, and `member` is told why (unless `quiet`)."""
+        room = self._member_room(member, raw, quiet=True) if raw else member.current
+        if quiet:
+            if room is None or self._silenced(member, room):
+                return None
+            return room
+        if raw and room is None:
+            return self._member_room(member, raw)  # for the error
         if room is None:
             self._error(member, "no-room", "You are in no room: /join a room first.")
             return None
-        if room.ops_only and not self.is_op(member, room):
-            self._error(member, "ops-only", f"Only ops may speak in {room.name} now.")
+        if self._silenced(member, room, tell=True):
             return None
+        return room
+
+    def _silenced(self, member: Member, room: Room, *, tell: bool = False) -> bool:
+        """True if `member` may not speak in `room` now (told why if `tell`)."""
+        if room.ops_only and not self.is_op(member, room):
+            if tell:
+                self._error(
+                    member,
+                    "ops-only",
+                    f"Only ops may speak in {room.name} now.",
+                    subject=room.name,
+                )
+            return True
         if not (room.muted_people or room.muted_names):
-            return room  # the usual case: nobody muted here
+            return False  # the usual case: nobody muted here
         for muted, key in (
             (room.muted_people, member.identity),
             (room.muted_names, member.key or ""),
@@ -1407,35 +1526,49 @@ class Chat:
             if until is None:
                 continue
             if until > self._clock():
-                self._error(member, "muted", f"You are muted in {room.name}.")
-                return None
+                if tell:
+                    self._error(
+                        member,
+                        "muted",
+                        f"You are muted in {room.name}.",
+                        subject=room.name,
+                    )
+                return True
             del muted[key]
-        return room
+        return False
 
-    def _member_room(self, member: Member, raw: str) -> Room | None:
-        """The room `raw` names among the member's, or its current room."""
+    def _member_room(
+        self, member: Member, raw: str, *, quiet: bool = False
+    ) -> Room | None:
+        """The room `raw` names among the member's, or its current room.
+
+        None if there is none, and `member` is told why (unless `quiet`).
+        """
         if not raw:
-            if member.current is None:
+            if member.current is None and not quiet:
                 self._error(member, "no-room", "You are in no room.")
             return member.current
+        shown = sanitize_text(raw)[:40]
         try:
             key = name_key(validate_room(raw))
         except InvalidName as exc:
-            self._error(member, "room-invalid", str(exc))
+            if not quiet:
+                self._error(member, "room-invalid", str(exc), subject=shown)
             return None
         room = member.rooms.get(key)
-        if room is None:
+        if room is None and not quiet:
             self._error(
-                member, "not-in-room", f"You are not in {sanitize_text(raw)[:40]}."
+                member, "not-in-room", f"You are not in {shown}.", subject=shown
             )
         return room
 
-    def _join(self, member: Member, raw: str, key: str) -> None:
+    def _join(self, member: Member, raw: str, key: str, *, names: bool) -> None:
         assert member.name is not None
         try:
             name = validate_room(raw)
         except InvalidName as exc:
-            self._error(member, "room-invalid", str(exc))
+            shown = sanitize_text(raw)[:40]
+            self._error(member, "room-invalid", str(exc), subject=shown)
             return
         room = self.hub.room(name)
         if room is not None and room.key in member.rooms:
@@ -1448,6 +1581,7 @@ class Chat:
                 "too-many-rooms",
                 f"You are in {len(member.rooms)} rooms, the most there may be;"
                 " /part one first.",
+                subject=name,
             )
             return
         created = room is None
@@ -1457,7 +1591,12 @@ class Chat:
                 self._error(member, "bad-room-key", f"{name} needs the right key.")
                 return
             if limits.max_rooms and len(self.hub.rooms) >= limits.max_rooms:
-                self._error(member, "too-many-rooms", "No more rooms may be created.")
+                self._error(
+                    member,
+                    "too-many-rooms",
+                    "No more rooms may be created.",
+                    subject=name,
+                )
                 return
             most = limits.max_rooms_per_address
             if (
@@ -1470,6 +1609,7 @@ class Chat:
                     "too-many-rooms",
                     f"Your address has created {most} rooms that are still open,"
                     " the most there may be.",
+                    subject=name,
                 )
                 return
             room = self._open_room(name, address=member.address)
@@ -1479,9 +1619,15 @@ class Chat:
                 room.topic, room.topic_setter, room.topic_ts = saved
             log.info("[%s] %s created %s", member.conn_id, member.name, room.name)
         elif room.password and key != room.password:
-            self._error(member, "bad-room-key", f"{room.name} needs the right key.")
+            self._error(
+                member,
+                "bad-room-key",
+                f"{room.name} needs the right key.",
+                subject=room.name,
+            )
             return
-        self.replay(member, room)
+        if not names:
+            self.replay(member, room)
         if not self.hub.enter(member, room):  # dropped meanwhile
             if self.hub.close_if_empty(room):
                 self._room_gone(room)
@@ -1492,7 +1638,11 @@ class Chat:
                 member,
                 ev.TopicIs(room.topic_ts, room.name, room.topic_setter, room.topic),
             )
-        self._who(member, room.name)
+        if names:  # IRC's order: the join, the topic, the names, then history
+            self._roster(member, room.name, detail=False)
+            self.replay(member, room)
+        else:
+            self._who(member, room.name)
         if created and key:
             # `/join study group` makes #study with the key `group`: say so.
             self.hub.send(
@@ -1546,9 +1696,11 @@ class Chat:
             command="/rooms",
         )
 
-    def _topic(self, member: Member, text: str | None) -> Commit | None:
+    def _topic(
+        self, member: Member, text: str | None, raw: str = ""
+    ) -> Commit | None:
         assert member.name is not None
-        room = self._member_room(member, "")
+        room = self._member_room(member, raw)
         if room is None:
             return None
         if text is None:
@@ -1561,7 +1713,12 @@ class Chat:
                 self.hub.send(member, ev.Info(f"{room.name} has no topic."))
             return None
         if room.ops and not self.is_op(member, room):
-            self._error(member, "not-op", f"Only the ops of {room.name} set its topic.")
+            self._error(
+                member,
+                "not-op",
+                f"Only the ops of {room.name} set its topic.",
+                subject=room.name,
+            )
             return None
         topic = text[: self.limits.max_topic_length] if text != "-" else ""
         setter, ts = member.name, self._clock()
@@ -1642,6 +1799,74 @@ class Chat:
             out.append(member.encode(ev.Info(f"{more}: {command} for the next page.")))
         self.hub.send_data(member, b"".join(out))
 
+    def _roster(self, member: Member, target: str, detail: bool) -> None:
+        """Who is in `target` (a room of the member's, `*` or a name), with
+        their standing, as one `Roster` within a reply's share."""
+        room: Room | None = None
+        people: Iterable[Member]
+        if target == "*":
+            label, people = "*", self.hub
+        elif target.startswith("#"):
+            room = self._member_room(member, target)
+            if room is None:
+                return
+            label, people = room.name, room.members
+        else:
+            other = self.hub.get(target)
+            found = other is not None and other.name is not None
+            label = other.name if other is not None and other.name else target
+            people = [other] if other is not None and found else []
+        standings = sorted(
+            (
+                ev.Standing(
+                    other.name,
+                    self.is_op(other, room)
+                    if room is not None
+                    else self.moderation.is_operator(other.identified),
+                    bool(other.away),
+                )
+                for other in people
+                if other.name is not None
+            ),
+            key=lambda standing: name_key(standing.name),
+        )
+
+        def roster(count: int) -> ev.Roster:
+            return ev.Roster(label, tuple(standings[:count]), len(standings), detail)
+
+        budget = self._reply_budget()
+        self.hub.send_data(
+            member, _fit_items(member.encode, roster, len(standings), budget)
+        )
+
+    def _room_list(self, member: Member) -> None:
+        """Every room (as many as fit a reply's share) as one `RoomList`."""
+        rooms = sorted(self.hub.rooms.values(), key=lambda room: room.key)
+        most = self.limits.max_topic_length or None
+        infos = [
+            ev.RoomInfo(room.name, len(room), room.topic[:most], bool(room.password))
+            for room in rooms
+        ]
+
+        def listing(count: int) -> ev.RoomList:
+            return ev.RoomList(tuple(infos[:count]), len(infos))
+
+        budget = self._reply_budget()
+        self.hub.send_data(
+            member, _fit_items(member.encode, listing, len(infos), budget)
+        )
+
+    def _is_on(self, member: Member, names: Iterable[str], userhost: bool) -> None:
+        """`Online`: which of `names` are online, each once, in the order asked."""
+        found: dict[str, ev.Standing] = {}
+        for raw in names:
+            other = self.hub.get(raw)
+            if other is None or other.name is None or other.name in found:
+                continue
+            operator = self.moderation.is_operator(other.identified)
+            found[other.name] = ev.Standing(other.name, operator, bool(other.away))
+        self.hub.send(member, ev.Online(tuple(found.values()), userhost))
+
     # -- replies that list things -------------------------------------------
 
     def _reply(self, member: Member, events: Iterable[ev.ServerEvent]) -> None:
@@ -1702,7 +1927,8 @@ class Chat:
         try:
             new = validate_name(raw)
         except InvalidName as exc:
-            self.hub.send(member, ev.Error("name-invalid", str(exc)))
+            shown = sanitize_text(raw)[:40]
+            self._error(member, "name-invalid", str(exc), subject=shown)
             return
         if new == old:
             self.hub.send(member, ev.Info(f"You are already {new}."))
@@ -1719,10 +1945,11 @@ class Chat:
                 member,
                 "name-registered",
                 f"The name {new} is registered: connect as {new} with its password.",
+                subject=new,
             )
             return
         if not self.hub.rename(member, new):
-            self.hub.send(member, ev.Error("name-taken", f"The name {new} is taken."))
+            self._error(member, "name-taken", f"The name {new} is taken.", subject=new)
             return
         log.info("[%s] %s is now %s", member.conn_id, old, new)
         self._renamed(member, old, new)
