@@ -288,7 +288,9 @@ def test_op_commands_name_their_room() -> None:
     sent(alice)
     sent(bob)
     chat.handle(alice, ev.Topic("new", "#dev"))
-    assert of(ev.TopicIs, sent(bob)) == [ev.TopicIs(NOW, "#dev", "alice", "new")]
+    assert of(ev.TopicIs, sent(bob)) == [
+        ev.TopicIs(NOW, "#dev", "alice", "new", changed=True)
+    ]
     chat.handle(alice, ev.Topic(None, "#dev"))
     assert sent(alice)[-1] == ev.TopicIs(NOW, "#dev", "alice", "new")
     chat.handle(alice, ev.RoomMode("op", "BOB", "#dev"))

@@ -1735,7 +1735,7 @@ class Chat:
             log.info("[%s] %s set the topic of %s", member.conn_id, setter, room.name)
             if isinstance(saved, TopicSaved):
                 self._keep_topic(room.key, topic, setter, ts)
-            changed = ev.TopicIs(ts, room.name, setter, topic)
+            changed = ev.TopicIs(ts, room.name, setter, topic, changed=True)
             self.hub.publish(changed, room=room, keep=_weight(changed))
 
         return self._commit(saved, apply)

@@ -595,12 +595,17 @@ class WhoList:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class TopicIs:
-    """`room`'s topic, set by `setter` at `ts` ("" text: no topic)."""
+    """`room`'s topic, set by `setter` at `ts` ("" text: no topic).
+
+    `changed`: it was set just now (told to the room's members), rather than
+    shown on joining or on asking (IRC shows the two differently).
+    """
 
     ts: float
     room: str
     setter: str
     text: str
+    changed: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -232,6 +232,32 @@ PASTE_TIMEOUT: Final = 10.0
 #: bytes), the spaces and brackets, CRLF. A paste must fit a reader's outbox.
 PASTE_LINE_OVERHEAD: Final = 262
 
+#: IRC (`trio_chat.wire.irc`): the longest line either side sends, CRLF
+#: included and message tags excluded. Fixed by the protocol (RFC 1459,
+#: 2.3): clients split their messages to fit it, and a longer line is
+#: answered with 417 and discarded.
+IRC_MAX_LINE_BYTES: Final = 512
+#: The most bytes of message tags before an IRC line (`@` and the space
+#: after them included): 8191, as IRCv3 message-tags allows; a line is
+#: never buffered past this and `IRC_MAX_LINE_BYTES` together.
+IRC_MAX_TAGS_BYTES: Final = 8191
+#: Targets one PRIVMSG or NOTICE may name (TARGMAX), and channels one JOIN
+#: or PART: an IRC client's `/msg a,b` or autojoin list, not a way to
+#: multiply one line into hundreds of requests.
+IRC_MAX_TARGETS: Final = 4
+IRC_MAX_JOIN_TARGETS: Final = 10
+#: Mode changes taken from one MODE line (MODES): `+ok key bob` and the like.
+IRC_MAX_MODES: Final = 4
+#: Names one ISON asks about, and one USERHOST (RFC 2812 says five).
+IRC_MAX_ISON_NAMES: Final = 64
+IRC_MAX_USERHOST_NAMES: Final = 5
+#: Bytes of a SASL PLAIN response, base64 as received (400-byte chunks): a
+#: 24-character name twice and a 256-character password, each of up to 4
+#: bytes, encoded, fit; anything longer is refused (905).
+IRC_MAX_SASL_BYTES: Final = 2400
+#: Lines of 319 (the channels) in a WHOIS reply; more channels are counted.
+IRC_WHOIS_CHANNEL_LINES: Final = 4
+
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Limits:
