@@ -133,13 +133,14 @@ def test_joining_with_names_answers_in_irc_order() -> None:
         ev.Joined,
         ev.TopicIs,
         ev.Roster,
-        ev.Replayed,
+        ev.Replayed,  # the topic change
+        ev.Replayed,  # the line
         ev.Switched,
     ]
     assert events[2] == ev.Roster(
         "#dev", (ev.Standing("alice", op=True, away=True), ev.Standing("bob")), 2
     )
-    assert events[3] == ev.Replayed(ev.Message(NOW, "#dev", "alice", "said before"))
+    assert events[4] == ev.Replayed(ev.Message(NOW, "#dev", "alice", "said before"))
     # Without `names`, the line protocol's answer, history first.
     carol = member("c3")
     chat.choose_name(carol, "carol")
