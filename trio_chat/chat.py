@@ -407,7 +407,7 @@ class Chat:
 
         Without `prompt` (a client certificate names the account), no prompt.
         """
-        greeting = self._greetings.get(member.encode)
+        greeting = self._greetings.get(member.shared)
         if greeting is None:  # the same for everyone: encoded once
             hello = ev.Hello(
                 PROTOCOL_VERSION,
@@ -422,7 +422,7 @@ class Chat:
             greeting = member.encode(hello) + b"".join(
                 member.encode(ev.Banner(line)) for line in BANNER
             )
-            self._greetings[member.encode] = greeting
+            self._greetings[member.shared] = greeting
         self.hub.send_data(member, greeting)
         online = len(self.hub)  # the newcomer is not among them yet
         self.hub.send(
@@ -710,7 +710,11 @@ class Chat:
                 continue
             if since is not None and event.ts < since:
                 break  # seen before it reconnected: so was everything older
-            data = self._encode_replay(member.encode, event)
+            data = (
+                self._encode_replay(member.encode, event)
+                if member.encode is member.shared
+                else member.encode(ev.Replayed(event))  # its own: not cached
+            )
             budget -= len(data)
             if budget < 0:
                 break
@@ -1353,10 +1357,12 @@ class Chat:
             def change() -> None:
                 room.ops_only = ops_only
 
+        by = member.name
+
         def apply() -> None:
             change()
             log.info("[%s] %s", member.conn_id, text)
-            changed = ev.RoomChanged(room.name, member.name, setting, value, text)
+            changed = ev.RoomChanged(room.name, by, setting, value, text)
             self.hub.publish(changed, room=room)
 
         return self._commit(saved, apply)
@@ -1696,9 +1702,7 @@ class Chat:
             command="/rooms",
         )
 
-    def _topic(
-        self, member: Member, text: str | None, raw: str = ""
-    ) -> Commit | None:
+    def _topic(self, member: Member, text: str | None, raw: str = "") -> Commit | None:
         assert member.name is not None
         room = self._member_room(member, raw)
         if room is None:

@@ -71,6 +71,7 @@ class Member(Reader):
         "connected_at",
         "current",
         "cut",
+        "encode",
         "evicted",
         "identified",
         "last_active",
@@ -86,11 +87,21 @@ class Member(Reader):
         conn_id: str,
         *,
         encode: Encoder,
+        shared: Encoder | None = None,
         on_evict: Callable[[str], None] = lambda reason: None,
         max_messages: int = OUTBOX_MAX_MESSAGES,
         max_bytes: int = OUTBOX_MAX_BYTES,
     ) -> None:
-        super().__init__(encode=encode, max_bytes=max_bytes, max_lines=max_messages)
+        super().__init__(
+            shared=encode if shared is None else shared,
+            max_bytes=max_bytes,
+            max_lines=max_messages,
+        )
+        #: Encodes what goes to this member alone (replies, private lines);
+        #: `shared` encodes room lines, once for every reader using it. The
+        #: same function for the line protocol; IRC numerics carry the
+        #: recipient's nick, so an IRC member's replies are its own.
+        self.encode = encode
         self.conn_id = conn_id
         self.name: str | None = None
         self.evicted: str | None = None
@@ -553,9 +564,9 @@ class Hub:
                     continue
                 if member.ignoring and sender_key in member.ignoring:
                     continue
-                data = encoded.get(member.encode)
+                data = encoded.get(member.shared)
                 if data is None:
-                    data = encoded[member.encode] = member.encode(event)
+                    data = encoded[member.shared] = member.shared(event)
                 self._own(member, data)
             return
         if room.pending_presence:
@@ -782,7 +793,7 @@ class Hub:
                 after = chunk[at + 1 :]
                 if after:
                     seq = log.seqs[indexes[number] - log.base] + 1
-                    data = member.encode(many(after))
+                    data = member.shared(many(after))
                     member.own.append_data(seq, data)
                     if member not in self._dirty_members:
                         self._dirty_members[member] = None

@@ -257,6 +257,13 @@ IRC_MAX_USERHOST_NAMES: Final = 5
 IRC_MAX_SASL_BYTES: Final = 2400
 #: Lines of 319 (the channels) in a WHOIS reply; more channels are counted.
 IRC_WHOIS_CHANNEL_LINES: Final = 4
+#: Seconds an IRC client may send nothing before the server sends it a
+#: PING; and seconds it then has to answer before it is dropped (`ping
+#: timeout`). IRC clients answer pings on their own (people on `nc` cannot,
+#: which is why the line protocol relies on TCP keepalive instead), and
+#: this finds a dead one within three minutes, as ngircd and ergo do.
+IRC_PING_INTERVAL: Final = 120.0
+IRC_PING_TIMEOUT: Final = 60.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -276,6 +283,8 @@ class Limits:
     max_name_attempts: int = MAX_NAME_ATTEMPTS
     write_timeout: float = WRITE_TIMEOUT
     idle_timeout: float = IDLE_TIMEOUT
+    irc_ping_interval: float = IRC_PING_INTERVAL
+    irc_ping_timeout: float = IRC_PING_TIMEOUT
     shutdown_grace: float = SHUTDOWN_GRACE
     max_connections: int = MAX_CONNECTIONS
     max_per_address: int = MAX_PER_ADDRESS
@@ -418,6 +427,19 @@ LIMIT_OPTIONS: Final = (
         "idle_timeout",
         float,
         "seconds of silence before a user is disconnected (0 = off, the default)",
+    ),
+    LimitOption(
+        "--irc-ping-interval",
+        "irc_ping_interval",
+        float,
+        "seconds an IRC client may be silent before it is sent a PING (0 = off)",
+    ),
+    LimitOption(
+        "--irc-ping-timeout",
+        "irc_ping_timeout",
+        float,
+        "seconds an IRC client has to answer a PING before it is dropped",
+        zero_is_off=False,
     ),
     LimitOption(
         "--shutdown-grace",

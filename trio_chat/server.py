@@ -20,6 +20,7 @@ import logging
 import math
 import socket
 import ssl
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Final, Literal
 
@@ -94,6 +95,8 @@ from trio_chat.transport import (
     describe,
     send_all,
 )
+from trio_chat.wire import Closed
+from trio_chat.wire.irc import IrcSession, encode_shared
 
 log = logging.getLogger("trio_chat.server")
 
@@ -198,6 +201,11 @@ _NO_SCOPE: Final = contextlib.nullcontext()
 ListenerKind = Literal["line", "tls", "irc", "ircs"]
 #: The kinds whose connections begin with a TLS handshake.
 TLS_KINDS: Final[frozenset[str]] = frozenset({"tls", "ircs"})
+#: This server's name on IRC (the source of its numerics, and what 001
+#: welcomes to): a name, not an address, since one server has many.
+IRC_SERVER_NAME: Final = "trio-chat"
+#: The kinds of listener that speak IRC (`trio_chat.wire.irc`).
+IRC_KINDS: Final[frozenset[str]] = frozenset({"irc", "ircs"})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -226,8 +234,10 @@ class Connection:
         "_failed",
         "_first_data",
         "_limits",
+        "_proven",
         "_running",
         "_server",
+        "_session",
         "_spawn",
         "_ssl_context",
         "_stopped",
@@ -261,13 +271,28 @@ class Connection:
         #: A trio stream that needs a task to send (None for a socket).
         self._stream = transport if isinstance(transport, StreamTransport) else None
         self.conn_id = conn_id
-        self.member = Member(
-            conn_id,
-            encode=encode_event,
-            on_evict=self._evicted,
-            max_messages=self._limits.outbox_max_messages,
-            max_bytes=self._limits.outbox_max_bytes,
-        )
+        #: The wire session of a protocol spoken through one (IRC); None for
+        #: the line protocol, read by `_login_phase` and `_chat_phase`.
+        self._session: IrcSession | None = None
+        self._proven: str | None = None  # the registered name a LogIn proved
+        if kind in IRC_KINDS:
+            self._session = server.irc_session(self._current_name)
+            self.member = Member(
+                conn_id,
+                encode=self._session.send,
+                shared=encode_shared,
+                on_evict=self._evicted,
+                max_messages=self._limits.outbox_max_messages,
+                max_bytes=self._limits.outbox_max_bytes,
+            )
+        else:
+            self.member = Member(
+                conn_id,
+                encode=encode_event,
+                on_evict=self._evicted,
+                max_messages=self._limits.outbox_max_messages,
+                max_bytes=self._limits.outbox_max_bytes,
+            )
         self.member.sink = transport
         self.member.on_blocked = self._blocked
         #: Starts a task beside the connection (the writer, when needed).
@@ -286,6 +311,9 @@ class Connection:
         self._budget = READ_BUDGET_LINES
         self.registered = False
         self._cert_name: str | None = None  # the account a certificate claims
+
+    def _current_name(self) -> str | None:
+        return self.member.name
 
     def _on_joined(self) -> None:
         self.registered = True
@@ -387,15 +415,22 @@ class Connection:
                         self.shutdown()
                     else:
                         self._cert_name = await server.cert_login(self.member)
-                        self._chat.greet(self.member, prompt=self._cert_name is None)
-                    reader = LineReader(
-                        max_line_bytes=self._limits.max_line_bytes,
-                        max_unterminated_bytes=self._limits.max_unterminated_bytes
-                        or None,
-                    )
-                    if await self._login_phase(reader):
-                        self._on_joined()
-                        await self._chat_phase(reader)
+                        self._chat.greet(
+                            self.member,
+                            prompt=self._cert_name is None or self._session is not None,
+                        )
+                    if self._session is not None:
+                        if not self.member.closed:
+                            await self._wire_phase(self._session)
+                    else:
+                        reader = LineReader(
+                            max_line_bytes=self._limits.max_line_bytes,
+                            max_unterminated_bytes=self._limits.max_unterminated_bytes
+                            or None,
+                        )
+                        if await self._login_phase(reader):
+                            self._on_joined()
+                            await self._chat_phase(reader)
                     # Reading is over: what is queued (a goodbye) goes out.
                     self.member.close()
                     await self._drain()
@@ -558,10 +593,30 @@ class Connection:
         The throttle may make this wait for a turn (`password_turn`), or
         refuse the try at once; either way within the name timeout.
         """
-        await trio.lowlevel.checkpoint()
         self.member.pending_name = None
+        registered = await self._verify(name, password)
+        if registered is None:
+            self._chat.prompt(self.member)
+            return False
+        if not self._chat.choose_name(self.member, registered, identified=True):
+            return False
+        await self._server.load_ignores(self.member)
+        return True
+
+    async def _verify(self, name: str, password: str) -> str | None:
+        """The registered name `password` proves `name` to be, or None.
+
+        The member is told why not (wrong password, throttled, store
+        trouble). The throttle may make this wait for a turn.
+        """
+        await trio.lowlevel.checkpoint()
         accounts = self._server.accounts
-        assert accounts is not None, "only a server with accounts asks"
+        if accounts is None:
+            self._chat.hub.send(
+                self.member,
+                ev.Error("no-accounts", "This server keeps no registered names."),
+            )
+            return None
         registered: str | None = None
         attempt = await self._server.password_turn(self.member, name_key(name))
         if isinstance(attempt, TooSoon):
@@ -588,13 +643,9 @@ class Connection:
                     self._server.logins.succeeded(attempt)
         if registered is None:
             log.info("[%s] failed to log in as %s", self.conn_id, name)
-            self._chat.prompt(self.member)
-            return False
+            return None
         log.info("[%s] proved the registered name %s", self.conn_id, registered)
-        if not self._chat.choose_name(self.member, registered, identified=True):
-            return False
-        await self._server.load_ignores(self.member)
-        return True
+        return registered
 
     def _choose(self, text: str) -> bool:
         if not text:
@@ -638,16 +689,7 @@ class Connection:
         if request is None:
             await trio.lowlevel.checkpoint()
             return
-        if saving and not isinstance(request, ev.Say | ev.Me):
-            await self._save_lines(saving)
-        follow_up = self._chat.handle(self.member, request)
-        if isinstance(follow_up, Persist):
-            saving.append(follow_up)
-            await trio.lowlevel.checkpoint()
-        elif follow_up is not None:
-            await self._server.follow_up(self.member, follow_up)
-        else:
-            await trio.lowlevel.checkpoint()
+        await self._act_request(request, saving)
 
     async def _save_lines(self, saving: list[Persist]) -> None:
         """Store the chat lines waiting in `saving` at once, then deliver them."""
@@ -744,6 +786,179 @@ class Connection:
                     self._chat.leave(member, "disconnected", "protocol error")
                     return
         await trio.lowlevel.checkpoint()
+
+    # -- a wire session's connection (IRC) ---------------------------------
+
+    async def _wire_phase(self, session: IrcSession) -> None:
+        """Registration and chat through `session`, until the member goes.
+
+        The session frames the bytes and turns them into requests; this
+        moves them: login requests to the server's services, chat requests
+        through flood control to the chat (their chat lines stored together
+        per chunk, as `_chat_phase` does), and what the session answers on
+        its own out to the client. The session must register within the
+        name timeout; a client silent for the ping interval is sent a PING
+        and dropped if it does not answer within the ping timeout.
+        """
+        await trio.lowlevel.checkpoint()
+        member = self.member
+        limits = self._limits
+        hub = self._chat.hub
+        now = trio.current_time()
+        flood: FloodControl[ev.Request] = FloodControl(
+            burst=limits.flood_burst,
+            rate=limits.flood_rate,
+            max_backlog=limits.flood_max_backlog,
+            max_delay=limits.flood_max_delay,
+            now=now,
+        )
+        saving: list[Persist] = []
+        register_by = now + _seconds(limits.name_timeout)
+        ping_every = _seconds(limits.irc_ping_interval)
+        pong_by = math.inf  # while a PING is unanswered
+        idle = _seconds(limits.idle_timeout)
+        last_heard = now
+        attempts = 0
+        ended = False
+        pings = 0
+        while not member.closed:
+            data = session.data_to_send()
+            if data:
+                hub.send_data(member, data)
+            now = trio.current_time()
+            for request in flood.ready(now):
+                await self._act_request(request, saving)
+                if member.closed:
+                    return
+            if flood.over_limit(now):
+                self._drop(EXCESS_FLOOD)
+                return
+            if ended:
+                await self._save_lines(saving)
+                if not flood.backlog:
+                    self._chat.leave(member, "disconnected", "connection closed")
+                    return
+                await trio.sleep_until(flood.next_time(now))
+                continue
+            if not session.registered and now >= register_by:
+                log.info(
+                    "[%s] not registered within %g s", self.conn_id, limits.name_timeout
+                )
+                self._goodbye(
+                    "name-timeout",
+                    f"No name chosen within {limits.name_timeout:g} seconds.",
+                )
+                return
+            if not session.awaiting_pong:
+                pong_by = math.inf
+            if now >= pong_by:
+                self._drop("ping timeout")
+                return
+            if now >= last_heard + ping_every and pong_by == math.inf:
+                pings += 1
+                session.ping(f"{IRC_SERVER_NAME}-{pings}")
+                pong_by = now + _seconds(limits.irc_ping_timeout)
+                continue
+            if now >= last_heard + idle and session.registered:
+                self._drop("idle timeout")
+                return
+            if self._budget <= 0:
+                self._budget = READ_BUDGET_LINES
+                await self._save_lines(saving)  # checkpoints
+            event = session.next_event()
+            if event is NEED_DATA:
+                data = session.data_to_send()
+                if data:
+                    hub.send_data(member, data)
+                if saving:  # the chunk is done: its lines go now
+                    await self._save_lines(saving)
+                    continue
+                wake = min(
+                    flood.next_time(now),
+                    last_heard + idle if session.registered else math.inf,
+                    last_heard + ping_every if pong_by == math.inf else pong_by,
+                    math.inf if session.registered else register_by,
+                )
+                received: bytes | None = None
+                with trio.move_on_at(wake):
+                    received = await self.transport.receive()
+                if received is None:
+                    continue  # a deadline, a ping due, or a delayed line
+                self._budget = READ_BUDGET_LINES
+                last_heard = trio.current_time()
+                if self._first_data and received:
+                    self._first_data = False
+                    if self._ssl_context is None and looks_like_tls(received):
+                        log.info("[%s] TLS handshake on a plain IRC port", self.conn_id)
+                        self._chat.leave(member, "disconnected", "protocol error")
+                        member.close()
+                        return
+                session.receive_data(received)
+                del received  # not kept while idle
+                continue
+            self._budget -= 1
+            match event:
+                case Closed(reason):
+                    if reason == "connection closed":
+                        ended = True
+                    else:
+                        self._drop(reason)
+                        return
+                case ev.ServerPassword() | ev.LogIn() | ev.ChooseName():
+                    attempts += 1
+                    most = limits.max_name_attempts
+                    if most and attempts > most:
+                        log.info("[%s] dropped: too many name attempts", self.conn_id)
+                        self._goodbye(
+                            "too-many-attempts", f"No valid name in {most} tries; bye."
+                        )
+                        return
+                    await self._login_request(event)
+                case _ if not self.registered:
+                    pass  # the session answers requests before its welcome
+                case _:
+                    if flood.admit(now):
+                        await self._act_request(event, saving)
+                    else:
+                        flood.offer(event, now)
+        await trio.lowlevel.checkpoint()
+
+    async def _login_request(
+        self, request: ev.ServerPassword | ev.LogIn | ev.ChooseName
+    ) -> None:
+        """Carry out a step of a session's registration (its answer is sent)."""
+        match request:
+            case ev.ServerPassword(password):
+                await self._server_password(password)
+            case ev.LogIn(name, password):
+                registered = await self._verify(name, password)
+                if registered is not None:
+                    self._proven = registered
+                    self._chat.hub.send(self.member, ev.LoggedIn(registered))
+            case ev.ChooseName(name, proven):
+                await trio.lowlevel.checkpoint()
+                key = name_key(name)
+                identified = (
+                    proven
+                    and self._proven is not None
+                    and name_key(self._proven) == key
+                ) or (self._cert_name is not None and name_key(self._cert_name) == key)
+                if self._chat.choose_name(self.member, name, identified=identified):
+                    await self._server.load_ignores(self.member)
+                    self._on_joined()
+
+    async def _act_request(self, request: ev.Request, saving: list[Persist]) -> None:
+        """Carry out a request of the member's, as `_act` does a line."""
+        if saving and not isinstance(request, ev.Say | ev.Me):
+            await self._save_lines(saving)
+        follow_up = self._chat.handle(self.member, request)
+        if isinstance(follow_up, Persist):
+            saving.append(follow_up)
+            await trio.lowlevel.checkpoint()
+        elif follow_up is not None:
+            await self._server.follow_up(self.member, follow_up)
+        else:
+            await trio.lowlevel.checkpoint()
 
     def _take_line(
         self,
@@ -887,7 +1102,7 @@ class Connection:
             # Not evicted, or a line was cut off: a line now would garble.
             await trio.lowlevel.checkpoint()
             return
-        data = encode_event(eviction_goodbye(reason))
+        data = self.member.encode(eviction_goodbye(reason))
         with trio.move_on_after(CLOSE_TIMEOUT):
             try:
                 await send_all(self.transport, data)
@@ -930,6 +1145,8 @@ class ChatServer:
             chat.is_registered = accounts.is_registered
             chat.registered_lookalike = accounts.lookalike
         self.shutting_down = False
+        #: When the server started, as IRC's 003 tells it.
+        self._started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         self.closed = trio.Event()
         self._ids = itertools.count(1)
         self._ids_due = itertools.count()
@@ -952,6 +1169,16 @@ class ChatServer:
         #: Registration times per address, for the daily limit.
         self._registrations: collections.OrderedDict[str, collections.deque[float]] = (
             collections.OrderedDict()
+        )
+
+    def irc_session(self, current_name: Callable[[], str | None]) -> IrcSession:
+        """A new IRC session for a connection (`current_name`: its member's)."""
+        return IrcSession(
+            server_name=IRC_SERVER_NAME,
+            limits=self.limits,
+            accounts=self.accounts is not None,
+            current_name=current_name,
+            created=self._started,
         )
 
     async def follow_up(self, member: Member, action: FollowUp) -> None:
@@ -1643,7 +1870,9 @@ class ChatServer:
             )
             if refusal is not None:
                 log.info("[%s] refused %s: %s", conn_id, peer, refusal.text)
-                return self._refuse(stream, refusal, tls=context is not None)
+                return self._refuse(
+                    stream, refusal, tls=context is not None, irc=kind in IRC_KINDS
+                )
         log.info("[%s] connected from %s", conn_id, peer)
         transport: Transport
         if isinstance(stream, trio.SocketStream) and self._writers is not None:
@@ -1694,13 +1923,12 @@ class ChatServer:
         return None if user is None else user.name
 
     async def _refuse(
-        self, stream: trio.abc.Stream, refusal: Refusal, *, tls: bool
+        self, stream: trio.abc.Stream, refusal: Refusal, *, tls: bool, irc: bool = False
     ) -> None:
         """One line saying why (plain TCP only), then close, all bounded."""
         if not tls:
-            line = encode_event(
-                ev.Goodbye(refusal.code, refusal.text, refusal.retry_after)
-            )
+            goodbye = ev.Goodbye(refusal.code, refusal.text, refusal.retry_after)
+            line = encode_shared(goodbye) if irc else encode_event(goodbye)
             # A peer that is gone already needs telling nothing.
             with contextlib.suppress(*_PEER_ERRORS), trio.move_on_after(CLOSE_TIMEOUT):
                 await stream.send_all(line)

@@ -118,7 +118,6 @@ class Reader:
         "blocked",
         "closed",
         "cursors",
-        "encode",
         "ignoring",
         "max_bytes",
         "max_lines",
@@ -126,17 +125,20 @@ class Reader:
         "on_blocked",
         "own",
         "sent_total",
+        "shared",
         "sink",
     )
 
     def __init__(
         self,
         *,
-        encode: Encoder,
+        shared: Encoder,
         max_bytes: int,
         max_lines: int,
     ) -> None:
-        self.encode = encode
+        #: Encodes the lines of the room logs read (shared by every reader
+        #: with the same encoder).
+        self.shared = shared
         self.max_bytes = max_bytes
         self.max_lines = max_lines
         #: Replies and private lines: a log with this reader alone.
@@ -227,7 +229,7 @@ class Reader:
     def behind(self) -> tuple[int, int]:
         """(bytes, lines) not yet taken by the sink, in every log."""
         total = lines = 0
-        encode = self.encode
+        encode = self.shared
         for cursor in self.cursors:
             stop = cursor.end()
             if cursor.pos >= stop:
@@ -321,7 +323,7 @@ class Reader:
         """The bytes of `segments`, and their size."""
         buffers: list[Buffer] = []
         size = 0
-        encode = self.encode
+        encode = self.shared
         for cursor, start, stop in segments:
             log = cursor.log
             encoded = log.encoded(encode)
@@ -336,7 +338,7 @@ class Reader:
 
     def _advance(self, segments: list[_Segment], taken: int) -> None:
         """Move the cursors over the first `taken` bytes of `segments`."""
-        encode = self.encode
+        encode = self.shared
         for cursor, start, stop in segments:
             log = cursor.log
             encoded: Encoded = log.encoded(encode)
@@ -445,7 +447,7 @@ class Reader:
         stop = log.head
         if stop - start > WRITE_BATCH_BUFFERS:
             return None
-        encoded = log.encoded(self.encode)
+        encoded = log.encoded(self.shared)
         base = log.base
         size = encoded.ends[stop - 1 - base] - encoded.end(start - 1 - base)
         sink = self.sink
