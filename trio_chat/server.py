@@ -217,6 +217,14 @@ class Endpoint:
     ssl_context: ssl.SSLContext | None = None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _StreamEndpoint:
+    """What a stream handed to `handle_stream` serves (no listener of its own)."""
+
+    kind: ListenerKind
+    ssl_context: ssl.SSLContext | None
+
+
 class Connection:
     """One client connection: its member in the hub, read by one task.
 
@@ -1824,8 +1832,12 @@ class ChatServer:
         *,
         peer: str = "memory",
         address_key: str | None = None,
+        kind: ListenerKind = "line",
     ) -> None:
         """Serve one client on `stream` until it leaves; then close `stream`.
+
+        `kind` says what the client speaks, as a listener's would (`irc`
+        for IRC; a TLS kind is handshaken with the server's context).
 
         With an `address_key` the connection is first subject to the
         per-address and global connection limits: if refused it gets one
@@ -1840,7 +1852,11 @@ class ChatServer:
         connection is affected. Cancellation propagates after the stream is
         closed (with a short deadline).
         """
-        admitted = self._admit(stream, peer, address_key)
+        endpoint = None
+        if kind != "line":
+            context = self.ssl_context if kind in TLS_KINDS else None
+            endpoint = _StreamEndpoint(kind, context)
+        admitted = self._admit(stream, peer, address_key, endpoint)
         if isinstance(admitted, Connection):
             try:
                 await (admitted.run() if admitted.needs_task else admitted.serve())
@@ -1855,7 +1871,7 @@ class ChatServer:
         stream: trio.abc.Stream,
         peer: str,
         address_key: str | None,
-        endpoint: Endpoint | None = None,
+        endpoint: Endpoint | _StreamEndpoint | None = None,
     ) -> Connection | Coroutine[object, object, None]:
         """The connection for `stream`, or the refusal to send it (never waits).
 
