@@ -313,7 +313,7 @@ def test_op_commands_name_their_room() -> None:
     ]
     chat.handle(bob, ev.RoomMode("", "", "#dev"))
     assert sent(bob) == [ev.ModesAre("#dev", "s3cret", True)]
-    chat.handle(alice, ev.Mute("bob", 60, "#dev"))
+    chat.handle(alice, ev.Mute("bob", 60, room="#dev"))
     assert sent(bob) == [ev.Info("alice muted bob in #dev for 1m.", "#dev")]
     chat.handle(alice, ev.Kick("bob", "enough", "#dev"))
     assert of(ev.Kicked, sent(bob)) == [
@@ -332,7 +332,7 @@ def test_not_an_op_is_told_which_room() -> None:
     sent(bob)
     chat.handle(bob, ev.Topic("mine", "#dev"))
     chat.handle(bob, ev.RoomMode("key", "x", "#dev"))
-    chat.handle(bob, ev.Mute("alice", math.inf, "#dev"))
+    chat.handle(bob, ev.Mute("alice", math.inf, room="#dev"))
     assert [(e.code, e.subject) for e in of(ev.Error, sent(bob))] == [
         ("not-op", "#dev"),
         ("not-op", "#dev"),

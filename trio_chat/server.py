@@ -935,6 +935,7 @@ class Connection:
         self, request: ev.ServerPassword | ev.LogIn | ev.ChooseName
     ) -> None:
         """Carry out a step of a session's registration (its answer is sent)."""
+        await trio.lowlevel.checkpoint()
         match request:
             case ev.ServerPassword(password):
                 await self._server_password(password)
@@ -944,7 +945,6 @@ class Connection:
                     self._proven = registered
                     self._chat.hub.send(self.member, ev.LoggedIn(registered))
             case ev.ChooseName(name, proven):
-                await trio.lowlevel.checkpoint()
                 key = name_key(name)
                 identified = (
                     proven
