@@ -78,6 +78,7 @@ def bench(session: nox.Session) -> None:
         "--tls",
         "--db=both",
         "--repeat=3",
+        "--servers=trio-chat,trio-chat-irc",
         "--rate=100,200,500,1000,2000",
         "--duration=5",
         "--connections=2000,10000",

@@ -278,6 +278,11 @@ class TrioChatDialect(Dialect):
         return None
 
 
+_BENCH: Final = IRC_CHANNEL.encode()
+#: How a join of the benchmark's channel ends, as servers write it.
+_IRC_JOIN_MARKS: Final = (b" JOIN :%s\r\n" % _BENCH, b" JOIN %s\r\n" % _BENCH)
+
+
 class IRCDialect(Dialect):
     """IRC: NICK and USER, optionally OPER and user mode +F, then JOIN."""
 
@@ -316,12 +321,25 @@ class IRCDialect(Dialect):
         return line.split(b" ", 1)[0]
 
     def is_joined(self, line: bytes) -> bool:
-        """RPL_ENDOFNAMES (366) ends the reply to our JOIN."""
-        return self._command(line) == b"366"
+        """RPL_ENDOFNAMES (366) for our channel ends the reply to our JOIN."""
+        fields = line.split(b" ", 4)
+        return len(fields) > 3 and fields[1] == b"366" and fields[3] == _BENCH
 
     def joins_in(self, line: bytes) -> int:
-        """`:nick!user@host JOIN :#channel`."""
-        return 1 if self._command(line) == b"JOIN" else 0
+        """`:nick!user@host JOIN :#channel` (or `JOIN #channel`) of ours.
+
+        A server may put its users in a channel of its own first (trio-chat
+        joins IRC clients to `#lobby` on registration): those joins are not
+        the benchmark's.
+        """
+        if self._command(line) != b"JOIN":
+            return 0
+        return 1 if line.rstrip().rsplit(b" ", 1)[-1].lstrip(b":") == _BENCH else 0
+
+    def count_joins(self, client: Client, data: bytes) -> int:
+        """Joins of the benchmark's channel, with or without the colon."""
+        tail = client.tail
+        return sum(_count_marker(marker, tail, data) for marker in _IRC_JOIN_MARKS)
 
     def leaves_in(self, line: bytes) -> int:
         """`:nick!user@host QUIT :reason`."""

@@ -126,16 +126,21 @@ NGIRCD_BURST_KINDS: Final = ("line",)
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Variant:
-    """One server set-up: trio-chat with a store, or ngircd."""
+    """One server set-up: trio-chat with a store and a wire, or ngircd."""
 
     server: str  # "trio-chat" or "ngircd"
     db: str | None  # "memory" or "file" for trio-chat
+    #: What trio-chat is spoken to in: its line protocol, or IRC on an
+    #: irc/ircs listener (the generator's IRC dialect, as for ngircd).
+    wire: str = "line"
 
     @property
     def label(self) -> str:
         """How the table names it."""
         if self.db is None:
             return self.server
+        if self.wire == "irc":
+            return f"{self.server} IRC"
         return f"{self.server} {':memory:' if self.db == 'memory' else 'file db'}"
 
 
@@ -333,11 +338,18 @@ class TrioChatServer(Server):
     name = "trio-chat"
 
     def __init__(
-        self, workdir: Path, tls: bool, pin: bool, db: str, settings: dict[str, str]
+        self,
+        workdir: Path,
+        tls: bool,
+        pin: bool,
+        db: str,
+        settings: dict[str, str],
+        wire: str = "line",
     ) -> None:
         super().__init__(workdir, tls, pin)
         self.db = db
         self.settings = settings  # from `trio_chat_settings`
+        self.wire = wire  # "line" or "irc"
 
     def argv(self) -> list[str]:
         """The server's command line."""
@@ -346,11 +358,16 @@ class TrioChatServer(Server):
         # An empty configuration file: no trio-chat.toml from anywhere else.
         config = self.workdir / "bench.toml"
         config.write_text("")
-        argv += ["--config", str(config), "serve", "--host", HOST, "--port", "0"]
+        argv += ["--config", str(config), "serve"]
+        if self.wire == "irc":
+            argv += ["--listen", f"{'ircs' if self.tls else 'irc'}:{HOST}:0"]
+        else:
+            argv += ["--host", HOST, "--port", "0"]
+            if self.tls:
+                argv.append("--tls")
         argv += ["--db", db, *TRIO_CHAT_FLAGS]
         if self.tls:
             argv += [
-                "--tls",
                 "--cert",
                 str(CERTS / "server.pem"),
                 "--key",
@@ -379,6 +396,7 @@ class TrioChatServer(Server):
         file_db = self.db == "file"
         return {
             "tls": self.tls,
+            "wire": "IRC (an irc/ircs listener)" if self.wire == "irc" else "line",
             "connection_limits": "off (--max-connections, --max-per-address,"
             " --max-new-per-minute, --max-unregistered[-per-address] 0)",
             "flood_limit": "off (--flood-rate 0)",
@@ -396,8 +414,9 @@ class TrioChatServer(Server):
         }
 
     def generator_settings(self) -> dict[str, Any]:
-        """The line protocol; with TLS, trust the development CA."""
-        settings: dict[str, Any] = {"dialect": "trio-chat", "tls": self.tls}
+        """The line protocol or IRC; with TLS, trust the development CA."""
+        dialect = "irc" if self.wire == "irc" else "trio-chat"
+        settings: dict[str, Any] = {"dialect": dialect, "tls": self.tls}
         if self.tls:
             settings["cafile"] = str(CERTS / "ca.pem")
         return settings
@@ -573,6 +592,8 @@ class Options:
     tls: bool
     dbs: list[str]
     ngircd: str | None
+    #: Also run trio-chat :memory: over IRC (`--servers trio-chat-irc`).
+    irc: bool
     json_path: Path | None
     repeat: int
     connections_repeat: int
@@ -697,7 +718,8 @@ def parse_args(argv: Sequence[str]) -> Options:
     parser.add_argument(
         "--servers",
         default="trio-chat",
-        help="comma-separated: trio-chat, ngircd (--compare ngircd adds ngircd)",
+        help="comma-separated: trio-chat, trio-chat-irc (trio-chat :memory:"
+        " spoken to in IRC, like ngircd), ngircd (--compare ngircd adds ngircd)",
     )
     parser.add_argument(
         "--setup-timeout",
@@ -774,7 +796,7 @@ def parse_args(argv: Sequence[str]) -> Options:
     servers = {s.strip() for s in args.servers.split(",") if s.strip()}
     if args.compare == "ngircd":
         servers.add("ngircd")
-    if servers - {"trio-chat", "ngircd"}:
+    if servers - {"trio-chat", "trio-chat-irc", "ngircd"}:
         parser.error(f"unknown server in --servers: {args.servers}")
     ngircd = None
     if "ngircd" in servers:
@@ -808,6 +830,7 @@ def parse_args(argv: Sequence[str]) -> Options:
             else [args.db]
         ),
         ngircd=ngircd,
+        irc="trio-chat-irc" in servers,
         json_path=args.json,
         repeat=max(1, sizes["repeat"]),
         connections_repeat=max(1, sizes["connections_repeat"]),
@@ -952,7 +975,9 @@ def run_one(
             server = NgircdServer(workdir, tls, pin, options.ngircd)
         else:
             assert variant.db is not None
-            server = TrioChatServer(workdir, tls, pin, variant.db, settings)
+            server = TrioChatServer(
+                workdir, tls, pin, variant.db, settings, variant.wire
+            )
         record["features"] = server.features()
         try:
             server.start()
@@ -1250,6 +1275,8 @@ def main(argv: Sequence[str]) -> int:
         log("--profile needs py-spy: python -m pip install py-spy")
         return 2
     variants = [Variant("trio-chat", db) for db in options.dbs]
+    if options.irc:
+        variants.append(Variant("trio-chat", "memory", wire="irc"))
     if options.ngircd is not None:
         variants.append(Variant("ngircd", None))
     if not variants:
@@ -1262,7 +1289,7 @@ def main(argv: Sequence[str]) -> int:
     host["pinned"] = can_pin()
     log(f"machine: {json.dumps(host)}")
     settings: dict[str, str] = {}
-    if options.dbs:
+    if options.dbs or options.irc:
         try:
             settings = trio_chat_settings()
         except RuntimeError as exc:
@@ -1291,10 +1318,10 @@ def main(argv: Sequence[str]) -> int:
                         continue
                     if (
                         scenario == "burst"
-                        and variant.server == "ngircd"
+                        and (variant.server == "ngircd" or variant.wire == "irc")
                         and params["burst_kind"] not in NGIRCD_BURST_KINDS
                     ):
-                        continue  # no pastes; invalid UTF-8 is relayed as is
+                        continue  # IRC has no pastes; ngircd relays bytes as is
                     name = f"{scenario}{'-tls' if tls else ''}"
                     tag = f"{name}-{variant.label.replace(' ', '-')}-{repeat + 1}"
                     tag = tag.replace(":", "")
