@@ -1554,6 +1554,11 @@ class Chat:
             if member.current is None and not quiet:
                 self._error(member, "no-room", "You are in no room.")
             return member.current
+        # The name as the room has it (what IRC clients send with every
+        # message) needs no validation: the room's own name passed it.
+        for held in member.rooms.values():
+            if held.name == raw:
+                return held
         shown = sanitize_text(raw)[:40]
         try:
             key = name_key(validate_room(raw))

@@ -35,6 +35,7 @@ import base64
 import binascii
 import collections
 import enum
+import functools
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Final
@@ -132,6 +133,12 @@ _FORMATTING: Final = re.compile(
 )
 _NOT_IN_PARAM: Final = re.compile(r"[\x00\r\n ]")
 _NOT_IN_TRAILING: Final = re.compile(r"[\x00\r\n]")
+#: Line heads (`:source PRIVMSG #room :`) kept encoded: senders repeat.
+IRC_HEAD_CACHE: Final = 1024
+#: What a message's text loses before it is cut into lines.
+_NOT_IN_TEXT: Final = re.compile(r"[\x00\r]")
+#: Any control character: only text with one can hold formatting codes.
+_CONTROL: Final = re.compile(r"[\x00-\x1f]")
 
 
 def strip_formatting(text: str) -> str:
@@ -140,7 +147,7 @@ def strip_formatting(text: str) -> str:
     What an IRC user's bold or colour becomes for everyone: plain text (the
     chat keeps one text per line, shown on terminals too).
     """
-    if not any(char < "\x20" for char in text):
+    if _CONTROL.search(text) is None:  # the usual case, found in C
         return text
     return _FORMATTING.sub("", text)
 
@@ -217,14 +224,25 @@ def mask(name: str) -> str:
     return f"{name}!{name}@{USER_HOST}"
 
 
+@functools.lru_cache(maxsize=IRC_HEAD_CACHE)
+def _said_head(source: str, command: str, target: str) -> bytes:
+    """`:source COMMAND target :`, kept for the next line of the same kind."""
+    return f":{source} {command} {_param(target)} :".encode()
+
+
 def _said(source: str, command: str, target: str, text: str, tags: str = "") -> bytes:
     """A PRIVMSG or NOTICE of `text`, as many lines as it takes (never cut)."""
-    head = f":{source} {command} {_param(target)} :"
-    budget = IRC_MAX_LINE_BYTES - len(CRLF) - len(head.encode())
+    head = _said_head(source, command, target)
+    budget = IRC_MAX_LINE_BYTES - len(CRLF) - len(head)
     prefix = f"@{tags} ".encode() if tags else b""
+    clean = _NOT_IN_TEXT.sub("", text)  # newlines stay: they split lines
+    if "\n" not in clean:
+        data = clean.encode()
+        if 0 < len(data) <= budget:  # one line, as most are
+            return prefix + head + data + CRLF
     return b"".join(
         prefix + _line(source, command, target, trail=piece)
-        for piece in _pieces(_NOT_IN_TRAILING.sub("", text.replace("\r", "")), budget)
+        for piece in _pieces(clean, budget)
     )
 
 
@@ -235,7 +253,7 @@ def _acted(source: str, target: str, text: str, tags: str = "") -> bytes:
     prefix = f"@{tags} ".encode() if tags else b""
     return b"".join(
         prefix + _line(source, "PRIVMSG", target, trail=f"\x01ACTION {piece}\x01")
-        for piece in _pieces(_NOT_IN_TRAILING.sub("", text), budget)
+        for piece in _pieces(_NOT_IN_TEXT.sub("", text), budget)
     )
 
 
@@ -513,6 +531,8 @@ class IrcSession:
 
     def data_to_send(self) -> bytes:
         """What the session produced on its own since the last call."""
+        if not self._out:
+            return b""
         data = bytes(self._out)
         self._out.clear()
         return data
@@ -964,7 +984,10 @@ class IrcSession:
             if not notice:
                 self._out += self._numeric("412", trail="No text to send")
             return
-        targets, more = _targets(params[0], IRC_MAX_TARGETS)
+        if "," in params[0]:
+            targets, more = _targets(params[0], IRC_MAX_TARGETS)
+        else:  # one target, as nearly always
+            targets, more = [params[0]], 0
         if more and not notice:
             self._out += self._numeric(
                 "407", _param(_word(params[0])[:64]), trail="Too many targets"
