@@ -462,6 +462,9 @@ class IrcSession:
         self._out = bytearray()
         # Registration.
         self._registered = False
+        # The lobby's JOIN waits for the MOTD, which follows the welcome:
+        # clients expect 001-005, then the MOTD, then channels.
+        self._lobby_shown = False
         self._nick: str | None = None  # the nick asked for (NICK)
         self._name = ""  # the name in the chat, once welcomed
         self._user = False  # USER was given
@@ -831,6 +834,10 @@ class IrcSession:
         match event:
             case ev.Hello() | ev.Banner() | ev.Switched():
                 return b""
+            case ev.Info():
+                # The line protocol's greeting ("3 users online."): IRC
+                # clients show LUSERS-like counts after the welcome, if at all.
+                return b""
             case ev.PasswordPrompt("*", _text):
                 self._server_password = True
                 self._admitted = False
@@ -896,7 +903,7 @@ class IrcSession:
         return None
 
     def _welcome(self, name: str) -> bytes:
-        """001-005 and the lobby's JOIN: the client is in."""
+        """001-005: the client is in (the lobby's JOIN follows the MOTD)."""
         self._registered = True
         self._waiting = _Waiting.NOTHING
         self._name = name
@@ -926,9 +933,6 @@ class IrcSession:
                     trail="are supported by this server",
                 )
             )
-        lines.append(_line(mask(name), "JOIN", self._lobby))
-        # Who is in the lobby (353, 366) comes as the answer to this.
-        self._events.append(ev.Names(self._lobby))
         return b"".join(lines)
 
     def _isupport(self) -> list[str]:
@@ -1249,7 +1253,13 @@ class IrcSession:
             case ev.MotdLine(text):
                 return self._numeric("372", trail=f"- {text}")
             case ev.MotdIs(lines):
-                return self._motd_lines(lines)
+                data = self._motd_lines(lines)
+                if not self._lobby_shown and self._registered:
+                    self._lobby_shown = True
+                    data += _line(mask(self._name), "JOIN", self._lobby)
+                    # Who is in the lobby (353, 366) comes as the answer.
+                    self._events.append(ev.Names(self._lobby))
+                return data
             case ev.Error(code, text, subject):
                 return self._error(code, text, subject or "*")
             case ev.Goodbye(code, text):
