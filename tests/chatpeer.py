@@ -24,6 +24,8 @@ class Peer:
         self._reader = LineReader(max_line_bytes=MAX_SERVER_LINE_BYTES)
         self.lines: list[str] = []  # every line received, in order
         self.closed = False
+        #: Ceiling for one line to arrive (raise it to wait on a real program).
+        self.timeout = LINE_TIMEOUT
 
     async def send(self, text: str) -> None:
         """Send `text` plus CRLF."""
@@ -35,7 +37,7 @@ class Peer:
 
     async def line(self) -> str | None:
         """The next line from the server, or None at end of stream."""
-        with trio.fail_after(LINE_TIMEOUT):
+        with trio.fail_after(self.timeout):
             while True:
                 event = self._reader.next_event()
                 if isinstance(event, Line):
