@@ -23,6 +23,7 @@ import trio
 
 from trio_chat import __version__
 from trio_chat import limits as lim
+from trio_chat.client import PASSWORD_VARIABLE, SERVER_PASSWORD_VARIABLE
 from trio_chat.moderation import MAX_MOTD_LINES
 from trio_chat.names import InvalidName, name_key, validate_name
 
@@ -41,11 +42,6 @@ _SIGNALS: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM) + (
     (_STATS_SIGNAL,) if _STATS_SIGNAL is not None else ()
 )
 
-#: The client answers a registered name's password prompt with this
-#: variable's value (the command line would show it to other users), and a
-#: server's own password prompt with the other.
-PASSWORD_VARIABLE = "TRIO_CHAT_PASSWORD"
-SERVER_PASSWORD_VARIABLE = "TRIO_CHAT_SERVER_PASSWORD"
 
 #: The configuration file read when there is one in the working directory.
 DEFAULT_CONFIG = "trio-chat.toml"
@@ -514,14 +510,11 @@ def _moderation(args: argparse.Namespace) -> Moderation:
 
 async def _load_moderation(store: AsyncStore, chat: Chat) -> None:
     """Bans, the /motd message, room topics and settings kept in the store."""
-    from trio_chat.moderation import BanRecord, motd_lines
+    from trio_chat.moderation import motd_lines
     from trio_chat.server import MOTD_SETTING
 
     bans = await store.list_active_bans(chat.now())
-    chat.moderation.load(
-        BanRecord(b.kind, b.target_key, b.reason, b.set_by, b.created, b.expires)
-        for b in bans
-    )
+    chat.moderation.load(bans)
     motd = await store.get_setting(MOTD_SETTING)
     if motd is not None:
         chat.moderation.set_motd = motd_lines(motd)[0]

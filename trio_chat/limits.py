@@ -97,6 +97,9 @@ IDLE_TIMEOUT: Final = 0.0
 #: Closing a connection (TLS close_notify included) gets this long before the
 #: socket is closed forcefully.
 CLOSE_TIMEOUT: Final = 1.0
+#: Seconds the store gets at shutdown to commit what is already queued
+#: before the database thread is abandoned: a hung disk must not hang exit.
+STORE_CLOSE_TIMEOUT: Final = 10.0
 #: On SIGINT/SIGTERM, connections get this long to receive the shutdown
 #: notice before they are closed forcefully.
 SHUTDOWN_GRACE: Final = 3.0

@@ -40,8 +40,27 @@ import queue
 import sqlite3
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
-from typing import IO, Any, Final, Generic, TypeAlias, TypeVar, cast, get_args
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Collection,
+    Coroutine,
+    Iterator,
+    Sequence,
+)
+from typing import (
+    IO,
+    Any,
+    Concatenate,
+    Final,
+    Generic,
+    ParamSpec,
+    TypeAlias,
+    TypeVar,
+    cast,
+    get_args,
+    overload,
+)
 
 import trio
 
@@ -49,18 +68,19 @@ if sys.platform != "win32":
     import fcntl
 
 from trio_chat import events as ev
-from trio_chat.limits import MAX_SAVED_TOPICS, MAX_TOPICS_PER_ADDRESS
-from trio_chat.moderation import BanKind
+from trio_chat.limits import (
+    MAX_HISTORY_FETCH,
+    MAX_SAVED_TOPICS,
+    MAX_TOPICS_PER_ADDRESS,
+    STORE_CLOSE_TIMEOUT,
+)
+from trio_chat.moderation import BanKind, BanRecord
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
-#: Most events one `history` call returns: a few screens of scrollback, well
-#: under a client's outbox (limits.OUTBOX_MAX_MESSAGES) so that replaying a
-#: full page cannot get the reader evicted, and a bounded piece of work for
-#: the database thread.
-MAX_HISTORY_FETCH: Final = 200
 #: Retention defaults for `prune`: rows kept per room (a busy room's last
 #: few days) ...
 MAX_ROWS_PER_ROOM: Final = 10_000
@@ -72,9 +92,6 @@ MAX_AGE: Final = 30 * 24 * 3600.0
 #: stalled disk pushes back on the chat rather than buffering without limit.
 #: It also caps how many writes one group commit holds.
 MAX_PENDING_REQUESTS: Final = 1024
-#: Seconds the store gets at shutdown to commit what is already queued
-#: before the database thread is abandoned: a hung disk must not hang exit.
-CLOSE_TIMEOUT: Final = 10.0
 #: Seconds a statement waits for a lock held by another process (a backup,
 #: an admin tool) before it fails with "database is locked".
 BUSY_TIMEOUT: Final = 5.0
@@ -309,19 +326,6 @@ class User:
     last_seen: float
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Ban:
-    """A ban on a name or an address; `expires` None means until lifted."""
-
-    id: int
-    kind: BanKind
-    target_key: str
-    reason: str
-    set_by: str
-    created: float
-    expires: float | None
-
-
 class DatabaseDamaged(StoreError):
     """The database file is corrupt: damaged pages, or text that is not UTF-8.
 
@@ -411,8 +415,7 @@ def _encode(event: RoomEvent) -> tuple[str, str, str | None, str | None]:
         return _KIND_NICK, event.old, event.new, None
     if isinstance(event, ev.Kicked):
         return _KIND_KICK, event.name, event.reason, event.by
-    # Private messages and everything else are not room history; storing a
-    # private message is a separate, deliberate call (`append_private`).
+    # Private messages and everything else are not room history.
     raise TypeError(f"not a room event: {type(event).__name__}")
 
 
@@ -440,10 +443,10 @@ def _decode(row: tuple[Any, ...]) -> tuple[int, RoomEvent]:
     return row_id, event
 
 
-def _ban(row: tuple[Any, ...]) -> Ban:
-    row_id, kind, target_key, reason, set_by, created, expires = row
-    return Ban(
-        row_id, _check_ban_kind(kind), target_key, reason, set_by, created, expires
+def _ban(row: tuple[Any, ...]) -> BanRecord:
+    _row_id, kind, target_key, reason, set_by, created, expires = row
+    return BanRecord(
+        _check_ban_kind(kind), target_key, reason, set_by, created, expires
     )
 
 
@@ -633,8 +636,8 @@ class Store:
         """Store a room event under `room_key`; return its row id.
 
         Row ids grow with every append and are never reused. Raises TypeError
-        for anything but Message, Action, Joined, Left and Renamed (private
-        messages go through `append_private`), StoreError if SQLite fails.
+        for anything but a room event (Message, Action, Joined, Left,
+        Renamed, Kicked), StoreError if SQLite fails.
         """
         kind, sender, text, extra = _encode(event)
         cursor = self._execute_write(
@@ -681,48 +684,6 @@ class Store:
                 (max(0, limit),),
             ).fetchall()
         return [str(row[0]) for row in rows]
-
-    def append_private(
-        self, event: ev.Private, *, sender_key: str, recipient_key: str
-    ) -> int:
-        """Store a private message (only where users opted in); return its id."""
-        if not isinstance(event, ev.Private):
-            raise TypeError(f"not a private message: {type(event).__name__}")
-        cursor = self._execute_write(
-            "cannot store a private message",
-            "INSERT INTO private"
-            " (ts, sender_key, sender, recipient_key, recipient, text)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                event.ts,
-                sender_key,
-                event.sender,
-                recipient_key,
-                event.recipient,
-                event.text,
-            ),
-        )
-        return cast(int, cursor.lastrowid)
-
-    def private_history(
-        self, user_key: str, limit: int, before_id: int | None = None
-    ) -> list[tuple[int, ev.Private]]:
-        """Stored private messages from or to `user_key`, oldest first.
-
-        Paged and capped like `history`.
-        """
-        limit = _check_limit(limit, before_id)
-        with self._translate("cannot read private messages"):
-            rows = self._conn.execute(
-                "SELECT id, ts, sender, recipient, text FROM private"
-                " WHERE (sender_key = ? OR recipient_key = ?) AND id < ?"
-                " ORDER BY id DESC LIMIT ?",
-                (user_key, user_key, before_id or _AFTER_LAST_ID, limit),
-            ).fetchall()
-        return [
-            (row_id, ev.Private(ts=ts, sender=sender, recipient=recipient, text=text))
-            for row_id, ts, sender, recipient, text in reversed(rows)
-        ]
 
     def prune(
         self,
@@ -829,22 +790,6 @@ class Store:
             ).fetchone()
         return None if row is None else User(*row)
 
-    def set_last_seen(self, name_key: str, when: float) -> bool:
-        """Record when the user was last online; False if there is no such user."""
-        cursor = self._execute_write(
-            "cannot update a user",
-            "UPDATE users SET last_seen = ? WHERE name_key = ?",
-            (when, name_key),
-        )
-        return cursor.rowcount == 1
-
-    def delete_user(self, name_key: str) -> bool:
-        """Remove an account; False if there was none."""
-        cursor = self._execute_write(
-            "cannot delete a user", "DELETE FROM users WHERE name_key = ?", (name_key,)
-        )
-        return cursor.rowcount == 1
-
     # ------------------------------------------------------------------- bans
 
     def add_ban(
@@ -856,34 +801,18 @@ class Store:
         set_by: str,
         created: float,
         expires: float | None = None,
-    ) -> Ban:
-        """Ban a name key or an address; return the ban with its id."""
+    ) -> BanRecord:
+        """Ban a name key or an address (kept); return the ban."""
         kind = _check_ban_kind(kind)
-        cursor = self._execute_write(
+        self._execute_write(
             "cannot add a ban",
             "INSERT INTO bans (kind, target_key, reason, set_by, created, expires)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             (kind, target_key, reason, set_by, created, expires),
         )
-        ban_id = cast(int, cursor.lastrowid)
-        return Ban(ban_id, kind, target_key, reason, set_by, created, expires)
+        return BanRecord(kind, target_key, reason, set_by, created, expires)
 
-    def get_ban(self, ban_id: int) -> Ban | None:
-        """The ban with this id, expired or not."""
-        with self._translate("cannot read a ban"):
-            row = self._conn.execute(
-                f"SELECT {_BAN_COLUMNS} FROM bans WHERE id = ?", (ban_id,)
-            ).fetchone()
-        return None if row is None else _ban(row)
-
-    def delete_ban(self, ban_id: int) -> bool:
-        """Lift a ban; False if there was none with this id."""
-        cursor = self._execute_write(
-            "cannot delete a ban", "DELETE FROM bans WHERE id = ?", (ban_id,)
-        )
-        return cursor.rowcount == 1
-
-    def list_active_bans(self, now: float) -> list[Ban]:
+    def list_active_bans(self, now: float) -> list[BanRecord]:
         """Bans in force at `now` (no expiry, or expiring later), oldest first."""
         with self._translate("cannot read the bans"):
             rows = self._conn.execute(
@@ -892,17 +821,6 @@ class Store:
                 (now,),
             ).fetchall()
         return [_ban(row) for row in rows]
-
-    def find_ban(self, kind: BanKind, target_key: str, now: float) -> Ban | None:
-        """The newest ban in force at `now` on this name key or address."""
-        kind = _check_ban_kind(kind)
-        with self._translate("cannot read the bans"):
-            row = self._conn.execute(
-                f"SELECT {_BAN_COLUMNS} FROM bans WHERE kind = ? AND target_key = ?"
-                " AND (expires IS NULL OR expires > ?) ORDER BY id DESC LIMIT 1",
-                (kind, target_key, now),
-            ).fetchone()
-        return None if row is None else _ban(row)
 
     def delete_bans(self, kind: BanKind, target_key: str) -> int:
         """Lift every ban on this name key or address; return how many."""
@@ -1294,6 +1212,46 @@ def _run_batch(store: Store, batch: list[_Request[Any]]) -> int:
     return committed
 
 
+class _on_thread(Generic[P, T]):  # a lower-case name: it reads as a call
+    """An `AsyncStore` method that is the `Store` method of the same name.
+
+    `AsyncStore.x = _on_thread(Store.x, write=...)` makes `await store.x(...)`
+    run `Store.x` on the database thread with the same arguments and give
+    its result (or raise its exception), typed as `Store.x` is. `write`
+    says whether it joins the group commit.
+    """
+
+    __slots__ = ("_method", "_write")
+
+    def __init__(
+        self, method: Callable[Concatenate[Store, P], T], *, write: bool
+    ) -> None:
+        self._method = method
+        self._write = write
+
+    @overload
+    def __get__(self, obj: None, owner: type[AsyncStore]) -> _on_thread[P, T]: ...
+
+    @overload
+    def __get__(
+        self, obj: AsyncStore, owner: type[AsyncStore]
+    ) -> Callable[P, Coroutine[Any, Any, T]]: ...
+
+    def __get__(
+        self, obj: AsyncStore | None, owner: type[AsyncStore]
+    ) -> _on_thread[P, T] | Callable[P, Coroutine[Any, Any, T]]:
+        if obj is None:
+            return self
+        method, write, store = self._method, self._write, obj
+
+        async def call(*args: P.args, **kwargs: P.kwargs) -> T:
+            return await store._call(lambda s: method(s, *args, **kwargs), write=write)
+
+        call.__name__ = method.__name__
+        call.__doc__ = f"`Store.{method.__name__}`, on the database thread."
+        return call
+
+
 class AsyncStore:
     """The history database for trio: `async with AsyncStore.open(path)`.
 
@@ -1339,7 +1297,7 @@ class AsyncStore:
         path: str | os.PathLike[str],
         *,
         max_pending: int = MAX_PENDING_REQUESTS,
-        close_timeout: float = CLOSE_TIMEOUT,
+        close_timeout: float = STORE_CLOSE_TIMEOUT,
         busy_timeout: float = BUSY_TIMEOUT,
     ) -> AsyncIterator[AsyncStore]:
         """Start the database thread on `path` (or ":memory:") and yield the store.
@@ -1458,7 +1416,7 @@ class AsyncStore:
             request.done.set()
             self._slots.release()
 
-    # ---------------------------------------------------------------- history
+    # ------------------------------------------------- calls that check first
 
     async def append(self, room_key: str, event: RoomEvent) -> int:
         """`Store.append`: returns the row id once the row is committed."""
@@ -1480,32 +1438,6 @@ class AsyncStore:
             lambda s: s.history(room_key, limit, before_id), write=False
         )
 
-    async def recent_rooms(self, limit: int) -> list[str]:
-        """`Store.recent_rooms`: rooms with the newest history."""
-        return await self._call(lambda s: s.recent_rooms(limit), write=False)
-
-    async def append_private(
-        self, event: ev.Private, *, sender_key: str, recipient_key: str
-    ) -> int:
-        """`Store.append_private`: only for users who opted in."""
-        if not isinstance(event, ev.Private):
-            raise TypeError(f"not a private message: {type(event).__name__}")
-        return await self._call(
-            lambda s: s.append_private(
-                event, sender_key=sender_key, recipient_key=recipient_key
-            ),
-            write=True,
-        )
-
-    async def private_history(
-        self, user_key: str, limit: int, before_id: int | None = None
-    ) -> list[tuple[int, ev.Private]]:
-        """`Store.private_history`."""
-        _check_limit(limit, before_id)
-        return await self._call(
-            lambda s: s.private_history(user_key, limit, before_id), write=False
-        )
-
     async def prune(
         self,
         *,
@@ -1522,44 +1454,6 @@ class AsyncStore:
             write=True,
         )
 
-    # ------------------------------------------------------------------ users
-
-    async def add_user(self, user: User, *, registered_from: str | None = None) -> bool:
-        """`Store.add_user`: False if the name_key is taken."""
-        return await self._call(
-            lambda s: s.add_user(user, registered_from=registered_from), write=True
-        )
-
-    async def registrations(self, since: float) -> list[tuple[str, float]]:
-        """`Store.registrations`."""
-        return await self._call(lambda s: s.registrations(since), write=False)
-
-    async def forget_registrations(self, before: float) -> int:
-        """`Store.forget_registrations`."""
-        return await self._call(lambda s: s.forget_registrations(before), write=True)
-
-    async def user_keys(self) -> list[str]:
-        """`Store.user_keys`."""
-        return await self._call(lambda s: s.user_keys(), write=False)
-
-    async def user_names(self) -> list[str]:
-        """`Store.user_names`."""
-        return await self._call(lambda s: s.user_names(), write=False)
-
-    async def get_user(self, name_key: str) -> User | None:
-        """`Store.get_user`."""
-        return await self._call(lambda s: s.get_user(name_key), write=False)
-
-    async def set_last_seen(self, name_key: str, when: float) -> bool:
-        """`Store.set_last_seen`."""
-        return await self._call(lambda s: s.set_last_seen(name_key, when), write=True)
-
-    async def delete_user(self, name_key: str) -> bool:
-        """`Store.delete_user`."""
-        return await self._call(lambda s: s.delete_user(name_key), write=True)
-
-    # ------------------------------------------------------------------- bans
-
     async def add_ban(
         self,
         kind: BanKind,
@@ -1569,7 +1463,7 @@ class AsyncStore:
         set_by: str,
         created: float,
         expires: float | None = None,
-    ) -> Ban:
+    ) -> BanRecord:
         """`Store.add_ban`."""
         _check_ban_kind(kind)
         return await self._call(
@@ -1583,44 +1477,6 @@ class AsyncStore:
             ),
             write=True,
         )
-
-    async def get_ban(self, ban_id: int) -> Ban | None:
-        """`Store.get_ban`."""
-        return await self._call(lambda s: s.get_ban(ban_id), write=False)
-
-    async def delete_ban(self, ban_id: int) -> bool:
-        """`Store.delete_ban`."""
-        return await self._call(lambda s: s.delete_ban(ban_id), write=True)
-
-    async def list_active_bans(self, now: float) -> list[Ban]:
-        """`Store.list_active_bans`."""
-        return await self._call(lambda s: s.list_active_bans(now), write=False)
-
-    async def find_ban(self, kind: BanKind, target_key: str, now: float) -> Ban | None:
-        """`Store.find_ban`."""
-        _check_ban_kind(kind)
-        return await self._call(
-            lambda s: s.find_ban(kind, target_key, now), write=False
-        )
-
-    async def delete_bans(self, kind: BanKind, target_key: str) -> int:
-        """`Store.delete_bans`."""
-        _check_ban_kind(kind)
-        return await self._call(lambda s: s.delete_bans(kind, target_key), write=True)
-
-    # --------------------------------------- settings, topics, ignores, certs
-
-    async def get_setting(self, key: str) -> str | None:
-        """`Store.get_setting`."""
-        return await self._call(lambda s: s.get_setting(key), write=False)
-
-    async def set_setting(self, key: str, value: str | None) -> None:
-        """`Store.set_setting`."""
-        await self._call(lambda s: s.set_setting(key, value), write=True)
-
-    async def topics(self, limit: int) -> list[tuple[str, str, str, float]]:
-        """`Store.topics`."""
-        return await self._call(lambda s: s.topics(limit), write=False)
 
     async def set_topic(
         self,
@@ -1654,66 +1510,32 @@ class AsyncStore:
 
     async def prune_rooms(self, before: float, keep: Collection[str] = ()) -> int:
         """`Store.prune_rooms`."""
-        keep = frozenset(keep)
+        keep = frozenset(keep)  # the caller's set may change meanwhile
         return await self._call(lambda s: s.prune_rooms(before, keep), write=True)
 
-    async def room_settings(self) -> list[tuple[str, str, str, str, int]]:
-        """`Store.room_settings`."""
-        return await self._call(lambda s: s.room_settings(), write=False)
+    # ------------------------------------ the rest: the Store method, as it is
 
-    async def set_room_settings(
-        self,
-        room_key: str,
-        room: str,
-        changes: Sequence[tuple[str, str, str | None]],
-        *,
-        seq: int,
-        ts: float,
-    ) -> None:
-        """`Store.set_room_settings`."""
-        await self._call(
-            lambda s: s.set_room_settings(room_key, room, changes, seq=seq, ts=ts),
-            write=True,
-        )
-
-    async def forget_room(self, room_key: str, seq: int) -> int:
-        """`Store.forget_room`."""
-        return await self._call(lambda s: s.forget_room(room_key, seq), write=True)
-
-    async def ignores(self, owner_key: str, limit: int) -> list[str]:
-        """`Store.ignores`."""
-        return await self._call(lambda s: s.ignores(owner_key, limit), write=False)
-
-    async def set_ignore(self, owner_key: str, target_key: str, *, add: bool) -> None:
-        """`Store.set_ignore`."""
-        await self._call(
-            lambda s: s.set_ignore(owner_key, target_key, add=add), write=True
-        )
-
-    async def cert_owner(self, fingerprint: str) -> str | None:
-        """`Store.cert_owner`."""
-        return await self._call(lambda s: s.cert_owner(fingerprint), write=False)
-
-    async def set_cert(
-        self, fingerprint: str, name_key: str | None, created: float
-    ) -> bool:
-        """`Store.set_cert`."""
-        return await self._call(
-            lambda s: s.set_cert(fingerprint, name_key, created), write=True
-        )
-
-    async def size(self) -> int:
-        """`Store.size`."""
-        return await self._call(lambda s: s.size(), write=False)
-
-    async def set_max_size(self, max_bytes: int) -> None:
-        """`Store.set_max_size`."""
-        await self._call(lambda s: s.set_max_size(max_bytes), write=False)
-
-    async def shrink(self, max_bytes: int) -> int:
-        """`Store.shrink`: oldest history deleted until under `max_bytes`."""
-        return await self._call(lambda s: s.shrink(max_bytes), write=True)
-
-    async def usage(self) -> tuple[int, int]:
-        """`Store.usage`: bytes of history, and of the rest."""
-        return await self._call(lambda s: s.usage(), write=False)
+    recent_rooms = _on_thread(Store.recent_rooms, write=False)
+    add_user = _on_thread(Store.add_user, write=True)
+    registrations = _on_thread(Store.registrations, write=False)
+    forget_registrations = _on_thread(Store.forget_registrations, write=True)
+    user_keys = _on_thread(Store.user_keys, write=False)
+    user_names = _on_thread(Store.user_names, write=False)
+    get_user = _on_thread(Store.get_user, write=False)
+    list_active_bans = _on_thread(Store.list_active_bans, write=False)
+    delete_bans = _on_thread(Store.delete_bans, write=True)
+    get_setting = _on_thread(Store.get_setting, write=False)
+    set_setting = _on_thread(Store.set_setting, write=True)
+    topics = _on_thread(Store.topics, write=False)
+    room_settings = _on_thread(Store.room_settings, write=False)
+    set_room_settings = _on_thread(Store.set_room_settings, write=True)
+    forget_room = _on_thread(Store.forget_room, write=True)
+    ignores = _on_thread(Store.ignores, write=False)
+    set_ignore = _on_thread(Store.set_ignore, write=True)
+    cert_owner = _on_thread(Store.cert_owner, write=False)
+    set_cert = _on_thread(Store.set_cert, write=True)
+    size = _on_thread(Store.size, write=False)
+    # A pragma, not a row: outside the group commit's transaction.
+    set_max_size = _on_thread(Store.set_max_size, write=False)
+    shrink = _on_thread(Store.shrink, write=True)
+    usage = _on_thread(Store.usage, write=False)
