@@ -65,6 +65,9 @@ IRC_CHANNEL: Final = "#bench"
 #: Longest IRC line, CRLF included (RFC 2812; ngircd drops a client that
 #: sends a longer one, and cuts relayed lines to it).
 IRC_MAX_LINE: Final = 512
+#: Bytes a server's relay of a line puts before it: `:nick!user@host `
+#: (trio-chat: `:name!name@trio-chat `; ngircd: `:nick!~user@localhost `).
+IRC_MAX_SOURCE: Final = 80
 #: Bytes of the end of each client's stream kept, to find the server's
 #: goodbye when it closes a connection.
 LAST_BYTES: Final = 1024
@@ -372,8 +375,15 @@ class IRCDialect(Dialect):
         return [line[1:].split(b"!", 1)[0]], reason.removeprefix(b":")
 
     def max_text(self, limits: dict[str, int]) -> int:
-        """What fits in `IRC_MAX_LINE` after `PRIVMSG #bench :` and CRLF."""
-        return IRC_MAX_LINE - len(self.say_bytes(b""))
+        """What fits in `IRC_MAX_LINE` once relayed: after the sender's
+        source (`:nick!user@host `, at most `IRC_MAX_SOURCE` bytes),
+        `PRIVMSG #bench :` and CRLF.
+
+        A longer line fits what a client may send, but not what a server
+        may send on: a server that keeps to the limit splits it (trio-chat)
+        or cuts it, and the readers would not get the line that was sent.
+        """
+        return IRC_MAX_LINE - IRC_MAX_SOURCE - len(self.say_bytes(b""))
 
     def answer(self, line: bytes) -> bytes | None:
         """PONG to the server's PING."""
