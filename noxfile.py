@@ -79,6 +79,7 @@ def bench(session: nox.Session) -> None:
         "--db=both",
         "--repeat=3",
         "--servers=trio-chat,trio-chat-irc",
+        "--fanout-shapes=20x500",
         "--rate=100,200,500,1000,2000",
         "--duration=5",
         "--connections=2000,10000",

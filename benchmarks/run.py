@@ -571,6 +571,8 @@ class Options:
     scenarios: list[str]
     clients: int
     lines: int
+    #: (clients, lines) of each fanout run: --clients x --lines first.
+    fanout_shapes: list[tuple[int, int]]
     window: int
     rates: list[float]
     duration: float
@@ -620,6 +622,13 @@ def parse_args(argv: Sequence[str]) -> Options:
     parser.add_argument("--clients", type=int, default=100, help="room size N")
     parser.add_argument(
         "--lines", type=int, default=50, help="fanout: lines each client sends"
+    )
+    parser.add_argument(
+        "--fanout-shapes",
+        default="",
+        metavar="NxM,...",
+        help="fanout: more room shapes beside --clients x --lines, each N"
+        " clients sending M lines (20x500: a small room, long bursts)",
     )
     parser.add_argument(
         "--window",
@@ -789,8 +798,15 @@ def parse_args(argv: Sequence[str]) -> Options:
         "connections_repeat": args.connections_repeat,
         "burst_repeat": args.burst_repeat,
     }
+    shapes = [(args.clients, args.lines)]
+    for shape in filter(None, (part.strip() for part in args.fanout_shapes.split(","))):
+        clients, _, lines = shape.partition("x")
+        if not (clients.isdigit() and lines.isdigit()) or int(clients) < 3:
+            parser.error(f"--fanout-shapes: not NxM with N >= 3: {shape}")
+        shapes.append((int(clients), int(lines)))
     if args.quick:
         sizes.update(QUICK)
+        shapes = [(sizes["clients"], sizes["lines"])]
     if sizes["clients"] < 3:
         parser.error("--clients must be at least 3")
     servers = {s.strip() for s in args.servers.split(",") if s.strip()}
@@ -807,6 +823,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         scenarios=scenarios,
         clients=sizes["clients"],
         lines=sizes["lines"],
+        fanout_shapes=shapes,
         window=args.window,
         rates=sizes["rate"],
         duration=sizes["duration"],
@@ -855,9 +872,10 @@ def scenario_params(options: Options, scenario: str, size: float) -> dict[str, A
 
 def _scenario_params(options: Options, scenario: str, size: float) -> dict[str, Any]:
     if scenario == "fanout":
+        clients, lines = options.fanout_shapes[int(size)]
         return {
-            "clients": options.clients,
-            "lines": options.lines,
+            "clients": clients,
+            "lines": lines,
             "window": options.window,
             "setup_timeout": 60.0,
             "run_timeout": 120.0,
@@ -1231,6 +1249,8 @@ def plan(options: Options) -> list[tuple[str, bool, dict[str, Any]]]:
             if scenario == "paced"
             else [float(c) for c in options.connections]
             if scenario == "connections"
+            else [float(index) for index in range(len(options.fanout_shapes))]
+            if scenario == "fanout"
             else [0.0]
         )
         for size in sizes:
