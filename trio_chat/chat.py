@@ -711,8 +711,8 @@ class Chat:
             if since is not None and event.ts < since:
                 break  # seen before it reconnected: so was everything older
             data = (
-                self._encode_replay(member.encode, event)
-                if member.encode is member.shared
+                self._encode_replay(member.shared, event)
+                if member.replay_shared
                 else member.encode(ev.Replayed(event))  # its own: not cached
             )
             budget -= len(data)

@@ -78,6 +78,7 @@ class Member(Reader):
         "last_private_from",
         "name",
         "pending_name",
+        "replay_shared",
         "rooms",
         "since",
     )
@@ -88,6 +89,7 @@ class Member(Reader):
         *,
         encode: Encoder,
         shared: Encoder | None = None,
+        replay_shared: bool | None = None,
         on_evict: Callable[[str], None] = lambda reason: None,
         max_messages: int = OUTBOX_MAX_MESSAGES,
         max_bytes: int = OUTBOX_MAX_BYTES,
@@ -102,6 +104,10 @@ class Member(Reader):
         #: same function for the line protocol; IRC numerics carry the
         #: recipient's nick, so an IRC member's replies are its own.
         self.encode = encode
+        #: History replayed to this member is what `shared` makes of it, the
+        #: same bytes for everyone with that encoder (cached per event).
+        #: Unless told, true when its replies are encoded as room lines are.
+        self.replay_shared = shared is None if replay_shared is None else replay_shared
         self.conn_id = conn_id
         self.name: str | None = None
         self.evicted: str | None = None

@@ -73,6 +73,19 @@ class PasteCollector:
     is then refused and nothing is collected.
     """
 
+    # Slots: one per connection.
+    __slots__ = (
+        "_announced",
+        "_bytes",
+        "_deadline",
+        "_expected",
+        "_failed",
+        "_lines",
+        "_max_bytes",
+        "_max_lines",
+        "_timeout",
+    )
+
     def __init__(self, *, max_lines: int, max_bytes: int, timeout: float) -> None:
         self._max_lines = max_lines
         self._max_bytes = max_bytes

@@ -93,6 +93,20 @@ class LineReader:
     reported.
     """
 
+    # Slots: one per connection.
+    __slots__ = (
+        "_chunks",
+        "_discarding",
+        "_done",
+        "_eof",
+        "_max",
+        "_max_unterminated",
+        "_offset",
+        "_partial",
+        "_pending",
+        "_unterminated",
+    )
+
     def __init__(
         self,
         *,

@@ -67,22 +67,11 @@ from trio_chat.limits import (
     Limits,
 )
 from trio_chat.names import name_key
-from trio_chat.paste import Paste, PasteCollector, PasteError, paste_cost, paste_request
 from trio_chat.protocol import (
     NEED_DATA,
-    EndOfStream,
-    FramingEvent,
-    Line,
-    LineReader,
-    LineTooLong,
-    ReadQueueExceeded,
     encode_event,
-    looks_like_http,
-    looks_like_tls,
-    parse_request,
 )
 from trio_chat.roomstate import RoomForgotten, RoomSettingsSaved
-from trio_chat.sanitize import sanitize_text
 from trio_chat.store import AsyncStore, StoreError
 from trio_chat.throttle import SERVER_PASSWORD, Attempt, LoginThrottle, TooSoon
 from trio_chat.transport import (
@@ -95,8 +84,9 @@ from trio_chat.transport import (
     describe,
     send_all,
 )
-from trio_chat.wire import Closed
+from trio_chat.wire import Closed, Refused, WireSession
 from trio_chat.wire.irc import IrcSession, encode_shared
+from trio_chat.wire.line import LineSession, request_cost
 
 log = logging.getLogger("trio_chat.server")
 
@@ -156,24 +146,6 @@ def _seconds(limit: float) -> float:
     return limit if limit > 0 else math.inf
 
 
-def _request(item: str | Paste) -> ev.Request | None:
-    """What a line (sanitised, then parsed) or a paste asks for."""
-    if isinstance(item, Paste):
-        return paste_request(item)
-    return parse_request(sanitize_text(item))
-
-
-def _prompt_command(text: str) -> bool:
-    """True if a line at the PASSWORD prompt is `/nick NAME` or `/quit`.
-
-    Every other line there is the password, even one starting with `/`.
-    """
-    stripped = text.strip()
-    if not stripped.startswith("/"):
-        return False
-    return isinstance(parse_request(sanitize_text(stripped)), ev.Nick | ev.Quit)
-
-
 def _too_soon(code: str, refused: TooSoon) -> ev.Error:
     """The error for a password try the throttle turned away."""
     seconds = max(1, math.ceil(refused.retry_after))
@@ -187,11 +159,6 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
-class _Stop:
-    """The reader is done: the peer must go (a goodbye may be queued)."""
-
-
-_STOP: Final = _Stop()
 #: Stands for a connection's cancel scope where it has none (a socket's):
 #: reusable, and one object for all (it holds nothing).
 _NO_SCOPE: Final = contextlib.nullcontext()
@@ -240,7 +207,6 @@ class Connection:
         "_chat",
         "_draining",
         "_failed",
-        "_first_data",
         "_limits",
         "_proven",
         "_running",
@@ -279,28 +245,21 @@ class Connection:
         #: A trio stream that needs a task to send (None for a socket).
         self._stream = transport if isinstance(transport, StreamTransport) else None
         self.conn_id = conn_id
-        #: The wire session of a protocol spoken through one (IRC); None for
-        #: the line protocol, read by `_login_phase` and `_chat_phase`.
-        self._session: IrcSession | None = None
+        #: The sans-IO session of the protocol the listener speaks: it
+        #: frames the bytes, turns them into requests and events into bytes.
+        self._session, shared = server.wire_session(
+            kind, self._current_name, tls=ssl_context is not None
+        )
         self._proven: str | None = None  # the registered name a LogIn proved
-        if kind in IRC_KINDS:
-            self._session = server.irc_session(self._current_name)
-            self.member = Member(
-                conn_id,
-                encode=self._session.send,
-                shared=encode_shared,
-                on_evict=self._evicted,
-                max_messages=self._limits.outbox_max_messages,
-                max_bytes=self._limits.outbox_max_bytes,
-            )
-        else:
-            self.member = Member(
-                conn_id,
-                encode=encode_event,
-                on_evict=self._evicted,
-                max_messages=self._limits.outbox_max_messages,
-                max_bytes=self._limits.outbox_max_bytes,
-            )
+        self.member = Member(
+            conn_id,
+            encode=self._session.send,
+            shared=shared,
+            replay_shared=self._session.shared_replay,
+            on_evict=self._evicted,
+            max_messages=self._limits.outbox_max_messages,
+            max_bytes=self._limits.outbox_max_bytes,
+        )
         self.member.sink = transport
         self.member.on_blocked = self._blocked
         #: Starts a task beside the connection (the writer, when needed).
@@ -315,7 +274,6 @@ class Connection:
         self.scope = trio.CancelScope() if self._stream is not None else None
         self._stopped = False
         self._running = False
-        self._first_data = True
         self._budget = READ_BUDGET_LINES
         self.registered = False
         self._cert_name: str | None = None  # the account a certificate claims
@@ -425,20 +383,11 @@ class Connection:
                         self._cert_name = await server.cert_login(self.member)
                         self._chat.greet(
                             self.member,
-                            prompt=self._cert_name is None or self._session is not None,
+                            prompt=self._cert_name is None
+                            or not self._session.certificate_login,
                         )
-                    if self._session is not None:
-                        if not self.member.closed:
-                            await self._wire_phase(self._session)
-                    else:
-                        reader = LineReader(
-                            max_line_bytes=self._limits.max_line_bytes,
-                            max_unterminated_bytes=self._limits.max_unterminated_bytes
-                            or None,
-                        )
-                        if await self._login_phase(reader):
-                            self._on_joined()
-                            await self._chat_phase(reader)
+                    if not self.member.closed:
+                        await self._wire_phase(self._session)
                     # Reading is over: what is queued (a goodbye) goes out.
                     self.member.close()
                     await self._drain()
@@ -487,105 +436,6 @@ class Connection:
         self._chat.hub.send(self.member, ev.Goodbye(code, text))
         self.member.close()
 
-    async def _next_event(self, reader: LineReader) -> FramingEvent | _Stop:
-        while True:
-            # The lines of one chunk are handled together (one pass carries
-            # many lines, and each recipient gets one write for them all),
-            # up to a budget, so one connection cannot hog the event loop.
-            # The checkpoint comes before an event is taken, so a cancelled
-            # wait never loses one.
-            if self._budget <= 0:
-                self._budget = READ_BUDGET_LINES
-                await trio.lowlevel.checkpoint()
-            event = reader.next_event()
-            if event is not NEED_DATA:
-                self._budget -= 1
-                return event  # noqa: ASYNC910 - a checkpoint once per budget
-            data = await self.transport.receive()
-            self._budget = READ_BUDGET_LINES
-            if self._first_data and data:
-                self._first_data = False
-                if self._ssl_context is None and looks_like_tls(data):
-                    log.info("[%s] TLS handshake on the plain-text port", self.conn_id)
-                    self._goodbye(
-                        "tls-not-enabled",
-                        "This is a trio-chat server without TLS on this port;"
-                        " connect without TLS.",
-                    )
-                    return _STOP
-            reader.feed(data)
-
-    async def _login_phase(self, reader: LineReader) -> bool:
-        """Until the member has a name: True once it is in, False if it went."""
-        limits = self._limits
-        with trio.move_on_after(_seconds(limits.name_timeout)) as naming:
-            await trio.lowlevel.checkpoint()
-            joined = False
-            if self._cert_name is not None:
-                log.info("[%s] certificate of %s", self.conn_id, self._cert_name)
-                joined = self._chat.choose_name(
-                    self.member, self._cert_name, identified=True
-                )
-                if joined:
-                    await self._server.load_ignores(self.member)
-            if not joined:
-                joined = await self._name_phase(reader)
-        if naming.cancelled_caught:
-            log.info("[%s] no name within %g s", self.conn_id, limits.name_timeout)
-            self._goodbye(
-                "name-timeout",
-                f"No name chosen within {limits.name_timeout:g} seconds.",
-            )
-            return False
-        return joined
-
-    async def _name_phase(self, reader: LineReader) -> bool:
-        """Read name attempts until one is accepted (True) or the peer goes."""
-        attempts = 0
-        most = self._limits.max_name_attempts
-        while not self.member.closed:
-            event = await self._next_event(reader)
-            match event:
-                case Line(text):
-                    if not attempts and looks_like_http(text):
-                        log.info("[%s] HTTP request on the chat port", self.conn_id)
-                        self._goodbye(
-                            "not-http",
-                            "This is a trio-chat server, not an HTTP server.",
-                        )
-                        return False
-                    attempts += 1
-                    if most and attempts > most:
-                        log.info("[%s] dropped: too many name attempts", self.conn_id)
-                        self._goodbye(
-                            "too-many-attempts",
-                            f"No valid name in {most} tries; bye.",
-                        )
-                        return False
-                    if not self.member.admitted:
-                        if text.strip() == "/quit":
-                            self._goodbye("quit", "Bye!")
-                            return False
-                        await self._server_password(text)
-                    elif self.member.pending_name is not None and not _prompt_command(
-                        text
-                    ):
-                        if await self._login(self.member.pending_name, text):
-                            return True
-                    elif self._choose(text.strip()):
-                        return True
-                case LineTooLong(limit):
-                    attempts += 1
-                    self._line_too_long(limit)
-                    self._chat.prompt(self.member)
-                case ReadQueueExceeded():
-                    self._drop("read queue exceeded")
-                    return False
-                case EndOfStream() | _Stop():
-                    return False
-        await trio.lowlevel.checkpoint()
-        return False
-
     async def _server_password(self, given: str) -> None:
         """Check the server password, when the throttle gives this try a turn."""
         attempt = await self._server.password_turn(self.member, SERVER_PASSWORD)
@@ -594,22 +444,6 @@ class Connection:
             self._chat.prompt(self.member)
         elif self._chat.give_server_password(self.member, given):
             self._server.logins.succeeded(attempt)
-
-    async def _login(self, name: str, password: str) -> bool:
-        """Check the password of registered `name`; True once the member is in.
-
-        The throttle may make this wait for a turn (`password_turn`), or
-        refuse the try at once; either way within the name timeout.
-        """
-        self.member.pending_name = None
-        registered = await self._verify(name, password)
-        if registered is None:
-            self._chat.prompt(self.member)
-            return False
-        if not self._chat.choose_name(self.member, registered, identified=True):
-            return False
-        await self._server.load_ignores(self.member)
-        return True
 
     async def _verify(self, name: str, password: str) -> str | None:
         """The registered name `password` proves `name` to be, or None.
@@ -655,50 +489,6 @@ class Connection:
         log.info("[%s] proved the registered name %s", self.conn_id, registered)
         return registered
 
-    def _choose(self, text: str) -> bool:
-        if not text:
-            self._chat.prompt(self.member)  # an empty line: ask again
-            return False
-        if text.startswith("/"):
-            request = parse_request(sanitize_text(text))
-            if isinstance(request, ev.Quit):
-                self._goodbye("quit", "Bye!")
-                return False
-            if isinstance(request, ev.Since):  # for the lobby's replay
-                self.member.since = request.ts
-                return False
-            if not isinstance(request, ev.Nick):
-                self._chat.hub.send(
-                    self.member, ev.Error("not-registered", "Choose a name first.")
-                )
-                self._chat.prompt(self.member)
-                return False
-            text = request.name
-        return self._chat.choose_name(self.member, text)
-
-    async def _chat_phase(self, reader: LineReader) -> None:
-        """Relay the member's lines, at the flood limit's pace, until it goes.
-
-        Lines over the allowance wait in a bounded backlog; the socket keeps
-        being read meanwhile, so a flooder is seen (and dropped) at once.
-        The chat lines of one chunk are stored together (`_save_lines`).
-        """
-        saving: list[Persist] = []
-        await self._chat_loop(reader, saving)
-        await self._save_lines(saving)
-
-    async def _act(self, item: str | Paste, saving: list[Persist]) -> None:
-        """Carry out a line (or paste) of the member's, in its turn.
-
-        A chat line to be stored joins `saving`; anything else first has
-        what waits there stored and delivered, so effects keep their order.
-        """
-        request = _request(item)
-        if request is None:
-            await trio.lowlevel.checkpoint()
-            return
-        await self._act_request(request, saving)
-
     async def _save_lines(self, saving: list[Persist]) -> None:
         """Store the chat lines waiting in `saving` at once, then deliver them."""
         if not saving:
@@ -708,105 +498,20 @@ class Connection:
         saving.clear()
         await self._server.save_lines(self.member, lines)
 
-    async def _chat_loop(self, reader: LineReader, saving: list[Persist]) -> None:
-        await trio.lowlevel.checkpoint()
-        member = self.member
-        limits = self._limits
-        now = trio.current_time()
-        flood: FloodControl[str | Paste] = FloodControl(
-            burst=limits.flood_burst,
-            rate=limits.flood_rate,
-            max_backlog=limits.flood_max_backlog,
-            max_delay=limits.flood_max_delay,
-            now=now,
-        )
-        # A paste is assembled here, before flood control: one item there.
-        pastes = PasteCollector(
-            max_lines=limits.max_paste_lines if limits.pastes else 0,
-            max_bytes=limits.max_paste_bytes,
-            timeout=limits.paste_timeout,
-        )
-        idle = _seconds(limits.idle_timeout)
-        last_heard = now
-        ended = False  # the peer closed its side: relay what it sent, then go
-        while not member.closed:
-            now = trio.current_time()
-            self._paste_error(pastes.expire(now))
-            for item in flood.ready(now):
-                await self._act(item, saving)
-                if member.closed:
-                    return
-            if flood.over_limit(now):
-                self._drop(EXCESS_FLOOD)
-                return
-            if ended:
-                await self._save_lines(saving)
-                if not flood.backlog:
-                    self._chat.leave(member, "disconnected", "connection closed")
-                    return
-                await trio.sleep_until(flood.next_time(now))
-                continue
-            wake = min(flood.next_time(now), last_heard + idle, pastes.deadline)
-            if wake <= now:  # idle: the flood backlog (and a paste) never is
-                self._drop("idle timeout")
-                return
-            # As `_next_event` (inlined: one frame less on every idle
-            # connection), without the first read's checks, done by now.
-            if self._budget <= 0:
-                self._budget = READ_BUDGET_LINES
-                await self._save_lines(saving)  # checkpoints
-            event = reader.next_event()
-            if event is NEED_DATA:
-                if saving:  # the chunk is done: its lines go now
-                    await self._save_lines(saving)
-                    continue
-                data: bytes | None = None
-                if wake == math.inf:  # the usual case: no cancel scope per read
-                    data = await self.transport.receive()
-                else:
-                    with trio.move_on_at(wake):
-                        data = await self.transport.receive()
-                if data is None:
-                    continue  # woken for a delayed line or a deadline
-                self._budget = READ_BUDGET_LINES
-                self._first_data = False
-                reader.feed(data)
-                del data  # not kept while idle
-                continue
-            self._budget -= 1
-            match event:
-                case Line(text):
-                    last_heard = trio.current_time()
-                    now_item = self._take_line(pastes, flood, text, last_heard)
-                    if now_item is not None:  # within the allowance: at once
-                        await self._act(now_item, saving)
-                case LineTooLong(limit):
-                    self._paste_error(pastes.expire(trio.current_time()))
-                    if pastes.collecting:
-                        self._paste_error(pastes.line_too_long(limit))
-                    else:
-                        self._line_too_long(limit)
-                case ReadQueueExceeded():
-                    self._drop("read queue exceeded")
-                case EndOfStream():
-                    ended = True
-                case _Stop():
-                    self._chat.leave(member, "disconnected", "protocol error")
-                    return
-        await trio.lowlevel.checkpoint()
+    # -- the session: registration, then chat -----------------------------
 
-    # -- a wire session's connection (IRC) ---------------------------------
-
-    async def _wire_phase(self, session: IrcSession) -> None:
+    async def _wire_phase(self, session: WireSession) -> None:
         """Registration and chat through `session`, until the member goes.
 
         The session frames the bytes and turns them into requests; this
         moves them: login requests to the server's services, chat requests
         through flood control to the chat (their chat lines stored together
-        per chunk, as `_chat_phase` does), and what the session answers on
-        its own out to the client. The session must register within the
-        name timeout; a client silent for the ping interval is sent a PING
-        and dropped if it does not answer within the ping timeout.
+        per chunk, `_save_lines`), and what the session answers on its own
+        out to the client. The client must be in within the name timeout.
+        Lines over the flood allowance wait in a bounded backlog while the
+        socket keeps being read, so a flooder is seen (and dropped) at once.
+        A session with keepalive (IRC) is sent a PING when silent for the
+        ping interval and dropped if it does not answer in the ping timeout.
         """
         await trio.lowlevel.checkpoint()
         member = self.member
@@ -822,13 +527,20 @@ class Connection:
         )
         saving: list[Persist] = []
         register_by = now + _seconds(limits.name_timeout)
-        ping_every = _seconds(limits.irc_ping_interval)
+        ping_every = math.inf
+        if session.keepalive:
+            ping_every = _seconds(limits.irc_ping_interval)
         pong_by = math.inf  # while a PING is unanswered
         idle = _seconds(limits.idle_timeout)
         last_heard = now
         attempts = 0
         ended = False
         pings = 0
+        if self._cert_name is not None and session.certificate_login:
+            log.info("[%s] certificate of %s", self.conn_id, self._cert_name)
+            if self._chat.choose_name(member, self._cert_name, identified=True):
+                await self._server.load_ignores(member)
+                self._on_joined()
         while not member.closed:
             data = session.data_to_send()
             if data:
@@ -849,9 +561,7 @@ class Connection:
                 await trio.sleep_until(flood.next_time(now))
                 continue
             if not session.registered and now >= register_by:
-                log.info(
-                    "[%s] not registered within %g s", self.conn_id, limits.name_timeout
-                )
+                log.info("[%s] no name within %g s", self.conn_id, limits.name_timeout)
                 self._goodbye(
                     "name-timeout",
                     f"No name chosen within {limits.name_timeout:g} seconds.",
@@ -870,6 +580,9 @@ class Connection:
             if now >= last_heard + idle and session.registered:
                 self._drop("idle timeout")
                 return
+            if now >= session.deadline:
+                session.tick(now)  # a paste timed out: its error is to send
+                continue
             if self._budget <= 0:
                 self._budget = READ_BUDGET_LINES
                 await self._save_lines(saving)  # checkpoints
@@ -886,21 +599,19 @@ class Connection:
                     last_heard + idle if session.registered else math.inf,
                     last_heard + ping_every if pong_by == math.inf else pong_by,
                     math.inf if session.registered else register_by,
+                    session.deadline,
                 )
                 received: bytes | None = None
-                with trio.move_on_at(wake):
+                if wake == math.inf:  # the usual case: no cancel scope per read
                     received = await self.transport.receive()
+                else:
+                    with trio.move_on_at(wake):
+                        received = await self.transport.receive()
                 if received is None:
                     continue  # a deadline, a ping due, or a delayed line
                 self._budget = READ_BUDGET_LINES
                 last_heard = trio.current_time()
-                if self._first_data and received:
-                    self._first_data = False
-                    if self._ssl_context is None and looks_like_tls(received):
-                        log.info("[%s] TLS handshake on a plain IRC port", self.conn_id)
-                        self._chat.leave(member, "disconnected", "protocol error")
-                        member.close()
-                        return
+                session.tick(last_heard)
                 session.receive_data(received)
                 del received  # not kept while idle
                 continue
@@ -912,8 +623,13 @@ class Connection:
                     else:
                         self._drop(reason)
                         return
+                case Refused(code, text):
+                    log.info("[%s] refused: %s", self.conn_id, code)
+                    self._goodbye(code, text)
+                    return
                 case ev.ServerPassword() | ev.LogIn() | ev.ChooseName():
-                    attempts += 1
+                    # A name a LogIn proved is the same attempt as the LogIn.
+                    attempts += not (isinstance(event, ev.ChooseName) and event.proven)
                     most = limits.max_name_attempts
                     if most and attempts > most:
                         log.info("[%s] dropped: too many name attempts", self.conn_id)
@@ -922,14 +638,17 @@ class Connection:
                         )
                         return
                     await self._login_request(event)
+                case ev.Since(ts) if not self.registered:
+                    member.since = ts  # for the lobby's replay
                 case _ if not self.registered:
                     pass  # the session answers requests before its welcome
                 case _:
-                    if flood.admit(now):
+                    cost = request_cost(event)
+                    if flood.admit(now, cost=cost):
                         await self._act_request(event, saving)
                     else:
-                        flood.offer(event, now)
-        await trio.lowlevel.checkpoint()
+                        flood.offer(event, now, cost=cost)
+        await self._save_lines(saving)
 
     async def _login_request(
         self, request: ev.ServerPassword | ev.LogIn | ev.ChooseName
@@ -967,44 +686,6 @@ class Connection:
             await self._server.follow_up(self.member, follow_up)
         else:
             await trio.lowlevel.checkpoint()
-
-    def _take_line(
-        self,
-        pastes: PasteCollector,
-        flood: FloodControl[str | Paste],
-        text: str,
-        now: float,
-    ) -> str | Paste | None:
-        """A line received at `now`: returned if it may go at once, else
-        queued for its turn (or taken into a paste)."""
-        self._paste_error(pastes.expire(now))
-        match pastes.line(text, now):
-            case str() as line:
-                if flood.admit(now):
-                    return line
-                flood.offer(line, now)
-            case Paste() as paste:
-                cost = paste_cost(len(paste.lines))
-                if flood.admit(now, cost=cost):
-                    return paste
-                flood.offer(paste, now, cost=cost)
-            case PasteError() as error:
-                self._paste_error(error)
-        return None
-
-    def _paste_error(self, error: PasteError | None) -> None:
-        if error is not None:
-            log.info("[%s] paste refused: %s", self.conn_id, error.code)
-            self._chat.hub.send(self.member, ev.Error(error.code, error.text))
-
-    def _line_too_long(self, limit: int) -> None:
-        self._chat.hub.send(
-            self.member,
-            ev.Error(
-                "line-too-long",
-                f"Line too long (the most is {limit} bytes); it was not sent.",
-            ),
-        )
 
     def _drop(self, reason: str) -> None:
         log.info("[%s] dropped: %s", self.conn_id, reason)
@@ -1179,15 +860,30 @@ class ChatServer:
             collections.OrderedDict()
         )
 
-    def irc_session(self, current_name: Callable[[], str | None]) -> IrcSession:
-        """A new IRC session for a connection (`current_name`: its member's)."""
-        return IrcSession(
-            server_name=IRC_SERVER_NAME,
-            limits=self.limits,
-            accounts=self.accounts is not None,
-            current_name=current_name,
-            created=self._started,
-        )
+    def wire_session(
+        self,
+        kind: ListenerKind,
+        current_name: Callable[[], str | None],
+        *,
+        tls: bool,
+    ) -> tuple[WireSession, Callable[[ev.ServerEvent], bytes]]:
+        """A new session for a connection on a `kind` listener, and the
+        encoder of its protocol's room lines (shared by all its readers).
+
+        `current_name` gives the connection's member's name as it is now;
+        `tls` says the connection is inside TLS.
+        """
+        if kind in IRC_KINDS:
+            irc = IrcSession(
+                server_name=IRC_SERVER_NAME,
+                limits=self.limits,
+                accounts=self.accounts is not None,
+                current_name=current_name,
+                created=self._started,
+                tls=tls,
+            )
+            return irc, encode_shared
+        return LineSession(limits=self.limits, tls=tls), encode_event
 
     async def follow_up(self, member: Member, action: FollowUp) -> None:
         """Do what a request left to do with the store, in the member's task.

@@ -12,10 +12,12 @@ its socket and the session, and requests between the session and the chat:
   what is buffered stays bounded);
 - `data_to_send()` gives the bytes the session produced on its own (answers
   it gives without the chat, errors for bad input): write them out;
-- `send(event)` gives the bytes of a chat event for this client.
+- `send(event)` gives the bytes of a chat event for this client;
+- `tick(now)` tells it the time (it reads no clock), and `deadline` when it
+  next needs telling (a paste under way times out).
 
-`trio_chat.wire.irc` is the IRC session. The line protocol's framing and
-requests live in `trio_chat.protocol`.
+`trio_chat.wire.line` is the line protocol's session (its framing and
+requests are in `trio_chat.protocol`), `trio_chat.wire.irc` the IRC one.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Protocol
 from trio_chat import events as ev
 from trio_chat.protocol import NEED_DATA, NeedData
 
-__all__ = ["NEED_DATA", "Closed", "NeedData", "WireSession"]
+__all__ = ["NEED_DATA", "Closed", "NeedData", "Refused", "WireSession"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -41,8 +43,48 @@ class Closed:
     reason: str
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Refused:
+    """The session will not go on before the client is in: the connection
+    says goodbye (`code`, `text`) and closes, with no leave notice (the peer
+    never joined). An HTTP request on a chat port, `/quit` at the prompt,
+    too many tries at a name.
+    """
+
+    code: str
+    text: str
+
+
 class WireSession(Protocol):
     """What a connection needs of a session, whatever the protocol."""
+
+    @property
+    def keepalive(self) -> bool:
+        """The server pings the client when it is silent (`ping`)."""
+
+    @property
+    def shared_replay(self) -> bool:
+        """History replayed to the client is the same bytes for every client
+        of this protocol (so a replay is encoded once for all who join)."""
+
+    @property
+    def certificate_login(self) -> bool:
+        """A client certificate naming an account logs the client in at
+        once, before anything is read (else its first login request does)."""
+
+    @property
+    def awaiting_pong(self) -> bool:
+        """True while a PING sent by `ping` is unanswered."""
+
+    @property
+    def deadline(self) -> float:
+        """When `tick` must next be called (math.inf: no need)."""
+
+    def ping(self, token: str) -> bool:
+        """Ask the peer for an answer; False if one is still awaited."""
+
+    def tick(self, now: float) -> None:
+        """The time is `now` (for what the session times itself)."""
 
     @property
     def registered(self) -> bool:
@@ -53,7 +95,7 @@ class WireSession(Protocol):
 
     def next_event(
         self,
-    ) -> ev.Request | ev.LoginRequest | Closed | NeedData:
+    ) -> ev.Request | ev.LoginRequest | ev.Since | Closed | Refused | NeedData:
         """The next request from the peer, or `NEED_DATA`."""
 
     def data_to_send(self) -> bytes:

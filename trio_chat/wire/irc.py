@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import collections
 import enum
 import functools
+import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Final
@@ -55,7 +55,13 @@ from trio_chat.limits import (
     Limits,
 )
 from trio_chat.names import MAX_NAME_LENGTH, MAX_ROOM_LENGTH
-from trio_chat.protocol import NEED_DATA, LocalProtocolError, NeedData, format_timestamp
+from trio_chat.protocol import (
+    NEED_DATA,
+    LocalProtocolError,
+    NeedData,
+    format_timestamp,
+    looks_like_tls,
+)
 from trio_chat.sanitize import sanitize_text
 from trio_chat.wire import Closed
 
@@ -429,8 +435,55 @@ class IrcSession:
     rename in a room reaches this session only as a shared line); without
     it, the session follows its welcome and the renames it is sent.
     `network` names the network (001, ISUPPORT NETWORK) and `created` says
-    when the server started (003).
+    when the server started (003). `tls`: the connection is inside TLS
+    already (else a TLS handshake is taken for what it is, and closed).
     """
+
+    # Slots: a session per connection, so every byte counts.
+    __slots__ = (
+        "_account",
+        "_accounts",
+        "_admitted",
+        "_buffer",
+        "_closed",
+        "_created",
+        "_current_name",
+        "_discarding",
+        "_eof",
+        "_events",
+        "_first_data",
+        "_limits",
+        "_lobby",
+        "_lobby_shown",
+        "_name",
+        "_negotiating",
+        "_network",
+        "_nick",
+        "_nick_refused",
+        "_out",
+        "_password",
+        "_ping",
+        "_registered",
+        "_sasl",
+        "_scanned",
+        "_server_password",
+        "_tls",
+        "_told_password",
+        "_unterminated",
+        "_user",
+        "_waiting",
+        "capabilities",
+        "server_name",
+    )
+
+    #: The server pings IRC clients that fall silent, and they answer.
+    keepalive: Final = True
+    #: History is replayed as each client's capabilities allow.
+    shared_replay: Final = False
+    #: A certificate's account is taken when the client registers (NICK).
+    certificate_login: Final = False
+    #: Nothing here is timed: `tick` has nothing to do.
+    deadline: Final = math.inf
 
     def __init__(
         self,
@@ -442,6 +495,7 @@ class IrcSession:
         current_name: Callable[[], str | None] | None = None,
         network: str = "trio-chat",
         created: str = "",
+        tls: bool = False,
     ) -> None:
         if not server_name or _param(server_name) != server_name:
             raise LocalProtocolError(f"not a server name: {server_name!r}")
@@ -452,13 +506,17 @@ class IrcSession:
         self._current_name = current_name
         self._network = _param(network)
         self._created = created
+        self._tls = tls
+        self._first_data = True
         self._buffer = bytearray()
         self._scanned = 0  # bytes of the buffer known to hold no newline
         self._discarding = False  # the rest of an overlong line goes
         self._unterminated = 0  # bytes since the last newline
         self._eof = False
         self._closed = False  # `Closed` was reported: nothing more is read
-        self._events: collections.deque[Event] = collections.deque()
+        # A list, not a deque: a deque's first block costs 760 bytes, and
+        # this holds a few events at a time.
+        self._events: list[Event] = []
         self._out = bytearray()
         # Registration.
         self._registered = False
@@ -508,7 +566,12 @@ class IrcSession:
             return
         if not data:
             self._eof = True
+        elif self._first_data and not self._tls and looks_like_tls(data):
+            self._first_data = False
+            self._closed = True  # nothing to say: the peer speaks TLS
+            self._events.append(Closed("protocol error"))
         elif not self._closed:
+            self._first_data = False
             self._buffer += data
 
     def next_event(self) -> Event | NeedData:
@@ -519,7 +582,7 @@ class IrcSession:
         """
         while True:
             if self._events:
-                return self._events.popleft()
+                return self._events.pop(0)
             if self._closed:
                 return NEED_DATA
             line = self._next_line()
@@ -531,6 +594,9 @@ class IrcSession:
                     return Closed("connection closed")
                 return NEED_DATA
             self._take(line)
+
+    def tick(self, now: float) -> None:
+        """Nothing in an IRC session is timed (pings are the connection's)."""
 
     def data_to_send(self) -> bytes:
         """What the session produced on its own since the last call."""
