@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -593,3 +594,53 @@ async def test_parting_another_room_is_no_news_about_the_current_one(
         await typed.send("/switch #lobby")  # asked for: said, though the same
         await ui.expect("-- now talking in #lobby")
         await typed.aclose()
+
+
+async def test_a_tls_port_that_turns_the_first_connection_away_is_tried_again(
+    tmp_path: Path, ca: trustme.CA
+) -> None:
+    """A TLS port refuses (full, busy) by closing before the handshake: even
+    the first connection is tried again, with a word on why."""
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    accepted = 0
+    twice = trio.Event()
+
+    async def turn_away(stream: trio.SocketStream) -> None:
+        nonlocal accepted
+        accepted += 1
+        if accepted == 2:
+            twice.set()
+        await stream.aclose()
+
+    with trio.fail_after(TEST_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(
+                functools.partial(trio.serve_tcp, turn_away, 0, host="127.0.0.1")
+            )
+            port = listeners[0].socket.getsockname()[1]
+            process = await nursery.start(
+                functools.partial(
+                    trio.run_process,
+                    [
+                        sys.executable,
+                        *("-m", "trio_chat", "client", "--port", str(port)),
+                        *("--tls", "--cafile", str(tmp_path / "ca.pem")),
+                        *("--name", "alice"),
+                    ],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    check=False,
+                )
+            )
+            # A line to send, and the input kept open: a bot waiting to talk.
+            await process.stdin.send_all(b"hello\n")
+            await twice.wait()  # it came back after the first refusal
+            process.terminate()
+            output = b""
+            while chunk := await process.stdout.receive_some(4096):
+                output += chunk
+            await process.wait()
+            nursery.cancel_scope.cancel()
+    assert b"closed the connection before TLS began" in output
+    assert b"retrying in" in output

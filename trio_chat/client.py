@@ -192,11 +192,16 @@ class ClientError(Exception):
 
 
 class ConnectError(ClientError):
-    """Connecting (TCP or TLS) failed; `permanent` if retrying cannot help."""
+    """Connecting (TCP or TLS) failed; `permanent` if retrying cannot help,
+    `busy` if the server is there and turned us away for now (retried even
+    on the first connection)."""
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    def __init__(
+        self, message: str, *, permanent: bool = False, busy: bool = False
+    ) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.busy = busy
 
 
 class ConnectionLost(ClientError):
@@ -414,6 +419,15 @@ def _tls_error(exc: BaseException, *, where: str, hostname: str) -> ConnectError
         return ConnectError(
             f"TLS certificate verification failed for {hostname}: {reason}",
             permanent=True,
+        )
+    if cause is None or isinstance(cause, ssl.SSLEOFError | ConnectionError):
+        # Closed before the server said a word of TLS: how a TLS port turns
+        # a connection away (full, too many new connections from here, an
+        # address refused) without spending a handshake on it.
+        return ConnectError(
+            f"the server at {where} closed the connection before TLS began:"
+            " it may be full or busy, or refusing connections from here",
+            busy=True,
         )
     if isinstance(cause, ssl.SSLError) and cause.reason != "WRONG_VERSION_NUMBER":
         return ConnectError(
@@ -892,7 +906,8 @@ class _Client:
             try:
                 stream = await self._connect()
             except ConnectError as exc:
-                if not self._connections or exc.permanent or not config.reconnect:
+                first = not self._connections and not exc.busy
+                if first or exc.permanent or not config.reconnect:
                     raise
                 note = f"{exc}; retrying in {self._delay:g} s..."
                 wait = self._delay
