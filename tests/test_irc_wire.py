@@ -432,3 +432,30 @@ def test_any_chunking_gives_the_same_requests_and_answers(cuts: list[int]) -> No
     assert (events, out) == expected
     assert expected[0][0] == ev.Say("hello", "#dev")
     assert ev.Say("été", "#dev") in expected[0]
+
+
+FREE_TEXT = st.text(
+    st.characters(blacklist_categories=("Cs",)), max_size=700
+)  # any text, CR, LF, NUL, IRC formatting and spaces included
+
+
+@given(FREE_TEXT)
+def test_free_text_never_makes_a_line_or_a_fixed_part_of_its_own(text: str) -> None:
+    """Reasons, topics and notices are the trailing parameter of their own
+    lines: whatever they hold, each line keeps its fixed head, and nothing
+    in them starts a line of its own."""
+    heads = {
+        ev.TopicIs(T, "#a", "alice", text, True): b":alice!alice@trio-chat TOPIC #a :",
+        ev.Kicked(T, "#a", "bob", "alice", text): b":alice!alice@trio-chat KICK #a bob",
+        ev.Left(T, "#a", "bob", "parted", text): b":bob!bob@trio-chat PART #a",
+        ev.Left(T, "#a", "bob", "quit", text): b":bob!bob@trio-chat QUIT :Quit",
+        ev.Info(text, "#a"): b":trio-chat NOTICE #a :",
+        ev.Message(T, "#a", "bob", text): b":bob!bob@trio-chat PRIVMSG #a :",
+    }
+    for event, head in heads.items():
+        data = encode_shared(event)
+        assert data.endswith(b"\r\n") or data == b""
+        for line in data.split(b"\r\n")[:-1]:
+            assert b"\r" not in line and b"\n" not in line and b"\0" not in line
+            assert line.startswith(head), (event, line)
+            assert len(line) + 2 <= IRC_MAX_LINE_BYTES
