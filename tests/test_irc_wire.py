@@ -435,7 +435,7 @@ def test_any_chunking_gives_the_same_requests_and_answers(cuts: list[int]) -> No
 
 
 FREE_TEXT = st.text(
-    st.characters(blacklist_categories=("Cs",)), max_size=700
+    st.characters(exclude_categories=["Cs"]), max_size=700
 )  # any text, CR, LF, NUL, IRC formatting and spaces included
 
 
@@ -444,7 +444,7 @@ def test_free_text_never_makes_a_line_or_a_fixed_part_of_its_own(text: str) -> N
     """Reasons, topics and notices are the trailing parameter of their own
     lines: whatever they hold, each line keeps its fixed head, and nothing
     in them starts a line of its own."""
-    heads = {
+    heads: dict[ev.ServerEvent, bytes] = {
         ev.TopicIs(T, "#a", "alice", text, True): b":alice!alice@trio-chat TOPIC #a :",
         ev.Kicked(T, "#a", "bob", "alice", text): b":alice!alice@trio-chat KICK #a bob",
         ev.Left(T, "#a", "bob", "parted", text): b":bob!bob@trio-chat PART #a",
