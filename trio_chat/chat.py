@@ -575,7 +575,7 @@ class Chat:
         elif count:
             about += ": " + others
         else:
-            about += "."
+            about = "Nobody else is here yet."
         self.hub.send(member, ev.Info(about))
         member.connected_at = member.last_active = self._clock()
         self.replay(member, self.lobby)

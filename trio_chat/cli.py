@@ -521,7 +521,7 @@ async def _load_moderation(store: AsyncStore, chat: Chat) -> None:
     chat.restore_topics(await store.topics(chat.limits.max_rooms or 1000))
     chat.restore_rooms(await store.room_settings())
     if bans:
-        log.info("%d bans in force", len(bans))
+        log.info("%d ban%s in force", len(bans), "" if len(bans) == 1 else "s")
 
 
 async def _run_server(

@@ -1006,15 +1006,21 @@ class _Client:
     ) -> _Refused | None:
         """Why a server that never said a word to us never will, if we can tell.
 
-        Only for a first server that has never greeted us: a plain client on
-        a TLS port waits for a greeting that never comes (the server waits
-        for a TLS handshake); a TLS server that wants a client certificate
-        closes the connection, in TLS 1.3 after the handshake, when it gets
-        none or one it does not trust. Retrying cannot help either.
+        A plain client on a TLS port waits for a greeting that never comes
+        (the server waits for a TLS handshake): told only while no server
+        has ever greeted us. A TLS server that wants a client certificate
+        closes the connection, in TLS 1.3 right after the handshake, when it
+        gets none or one it does not trust: told whenever it happens (a
+        server may be restarted with --client-ca). Retrying cannot help.
         """
-        if conn.heard or self._greeted:
-            return None
         tls = self._config.ssl_context is not None
+        cause = None if error is None else error.__cause__
+        # A TLS server that closes the connection as soon as its handshake
+        # is done turns the client certificate away, even one that greeted
+        # us before (restarted with --client-ca): that, retrying cannot fix.
+        refused_tls = tls and isinstance(cause, ssl.SSLError)
+        if conn.heard or (self._greeted and not refused_tls):
+            return None
         if not tls and (error is None or _is_eof(error)):
             return _Refused(
                 f"the server at {self._config.address} did not answer;"
