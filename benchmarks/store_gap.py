@@ -1,6 +1,7 @@
 """How long the event loop waits while the store writes: the group-commit gap.
 
     python benchmarks/store_gap.py [--writers 50] [--appends 200] [--repeat 3]
+                                   [--json FILE]
 
 Opens an `AsyncStore` on a fresh file in a temporary directory, starts
 `--writers` tasks that each append `--appends` chat lines as fast as they
@@ -79,13 +80,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--writers", type=int, default=50, help="writing tasks")
     parser.add_argument("--appends", type=int, default=200, help="lines per task")
     parser.add_argument("--repeat", type=int, default=3, help="runs")
+    parser.add_argument("--json", type=Path, help="also write the JSON lines here")
     args = parser.parse_args(argv)
+    lines = []
     for run in range(args.repeat):
         with tempfile.TemporaryDirectory(prefix="trio-chat-gap-") as directory:
             figures = trio.run(
                 one_run, Path(directory) / "gap.db", args.writers, args.appends
             )
-        print(json.dumps({"scenario": "store-gap", "run": run + 1, **figures}))
+        line = json.dumps({"scenario": "store-gap", "run": run + 1, **figures})
+        print(line, flush=True)
+        lines.append(line)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text("".join(line + "\n" for line in lines))
     return 0
 
 
