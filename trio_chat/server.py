@@ -674,18 +674,24 @@ class Connection:
                     await self._server.load_ignores(self.member)
                     self._on_joined()
 
-    async def _act_request(self, request: ev.Request, saving: list[Persist]) -> None:
-        """Carry out a request of the member's, as `_act` does a line."""
+    async def _act_request(  # noqa: ASYNC910 - the read loop checkpoints per budget
+        self, request: ev.Request, saving: list[Persist]
+    ) -> None:
+        """Carry out a request of the member's, in its turn.
+
+        A chat line to be stored joins `saving`; anything else first has
+        what waits there stored and delivered, so effects keep their order.
+        A request that waits for nothing does not yield: the lines of one
+        chunk are handled in one go (the read loop yields once per
+        `READ_BUDGET_LINES`), so each reader gets one write for them all.
+        """
         if saving and not isinstance(request, ev.Say | ev.Me):
             await self._save_lines(saving)
         follow_up = self._chat.handle(self.member, request)
         if isinstance(follow_up, Persist):
             saving.append(follow_up)
-            await trio.lowlevel.checkpoint()
         elif follow_up is not None:
             await self._server.follow_up(self.member, follow_up)
-        else:
-            await trio.lowlevel.checkpoint()
 
     def _drop(self, reason: str) -> None:
         log.info("[%s] dropped: %s", self.conn_id, reason)

@@ -691,6 +691,17 @@ class IrcSession:
         if len(body) > IRC_MAX_LINE_BYTES - len(CRLF):
             self._too_long()
             return
+        if self._registered and body.startswith(b"PRIVMSG #"):
+            # Most lines by far: a message to one channel. Taken here as
+            # `_message` would take it, without the general parse.
+            target, colon, raw = body[8:].partition(b" :")
+            simple = colon and raw and b"," not in target and b" " not in target
+            if simple and not raw.startswith(b"\x01"):  # CTCP: the general way
+                text = _text(raw.decode("utf-8", errors="replace"))
+                if text.strip():
+                    channel = _word(target.decode("utf-8", errors="replace"))
+                    self._events.append(ev.Say(text, channel, False))
+                    return
         parsed = _parse(body.decode("utf-8", errors="replace"))
         if parsed is None:
             return
