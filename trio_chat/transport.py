@@ -392,9 +392,32 @@ class SocketTLSTransport:
             except OSError as exc:
                 raise TransportError(describe(exc)) from exc
             else:
+                if data:
+                    data = self._more(data)
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return data
             await self._wait(wait)
+
+    def _more(self, data: bytes) -> bytes:
+        """`data` and what else is there to decrypt now, up to RECEIVE_SIZE.
+
+        One `recv` gives one TLS record's plaintext, and a client sends a
+        record per line: returned one by one, each line would cost a pass
+        of the event loop, and each reader a write per line. What stops this
+        (no more data, the end, an error) is met again by the next receive.
+        """
+        chunks = [data]
+        total = len(data)
+        while total < RECEIVE_SIZE:
+            try:
+                more = self.sock.recv(RECEIVE_SIZE - total)
+            except OSError:  # ssl.SSLWantReadError and the end included
+                break
+            if not more:
+                break
+            chunks.append(more)
+            total += len(more)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def close(self) -> None:
         """Send close_notify (the peer's is not awaited), then close."""
