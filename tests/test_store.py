@@ -739,6 +739,28 @@ def test_rooms_nobody_used_lately_lose_their_topics_and_settings() -> None:
         assert sorted({row[0] for row in store.room_settings()}) == ["#open", "#talked"]
 
 
+def test_mutes_that_ended_go_even_in_rooms_that_stay_open() -> None:
+    with Store(":memory:") as store:
+        store.set_room_settings(
+            "#lobby",
+            "#lobby",
+            [
+                ("mute", "@bob", repr(T0 + 5)),  # ended by T0 + 10
+                ("mute-name", "carl", repr(T0 + 5)),
+                ("mute", "@dan", repr(T0 + 50)),  # still running
+                ("mute-name", "eve", "inf"),  # until lifted
+                ("op", "@ann", ""),
+            ],
+            seq=1,
+            ts=T0,
+        )
+        assert store.prune_rooms(T0 + 10, keep={"#lobby"}) == 2
+        kept = sorted(
+            (setting, target) for _, setting, target, *_ in store.room_settings()
+        )
+        assert kept == [("mute", "@dan"), ("mute-name", "eve"), ("op", "@ann")]
+
+
 def test_shrinking_never_cuts_history_below_what_the_rest_takes() -> None:
     with Store(":memory:") as store:
         for n in range(2000):  # the rest: bans, far more than the history

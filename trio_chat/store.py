@@ -75,6 +75,7 @@ from trio_chat.limits import (
     STORE_CLOSE_TIMEOUT,
 )
 from trio_chat.moderation import BanKind, BanRecord
+from trio_chat.roomstate import MUTE, MUTE_NAME
 
 log = logging.getLogger(__name__)
 
@@ -924,7 +925,8 @@ class Store:
                 self._conn.execute("DELETE FROM topics WHERE room_key = ?", (key,))
 
     def prune_rooms(self, before: float, keep: Collection[str] = ()) -> int:
-        """Forget the topics and settings of rooms nobody has used since `before`.
+        """Forget the topics and settings of rooms nobody has used since `before`,
+        and mutes that ended before it in any room.
 
         A room is used while it is open (`keep`), and while it has history
         (prune its old history first, so that this means recent history).
@@ -946,6 +948,14 @@ class Store:
                         (key, before),
                     )
                     deleted += cursor.rowcount
+            # Mutes that ended before `before` go in every room, the open
+            # ones too (the lobby is never closed): ended, they hold nothing.
+            cursor = self._conn.execute(
+                "DELETE FROM room_settings WHERE setting IN (?, ?)"
+                " AND value <> 'inf' AND CAST(value AS REAL) < ?",
+                (MUTE, MUTE_NAME, before),
+            )
+            deleted += cursor.rowcount
         return deleted
 
     def room_settings(self) -> list[tuple[str, str, str, str, int]]:
