@@ -21,6 +21,7 @@ import trustme
 from cryptography import x509
 
 from trio_chat import certs, cli, tls
+from trio_chat.transport import SocketTLSTransport, TransportError
 
 #: Generous bound on an in-memory handshake: a hang fails instead of blocking.
 HANDSHAKE_DEADLINE = 10.0
@@ -791,3 +792,29 @@ def test_a_ca_without_its_key_cannot_issue_client_certificates(
     ca_key.unlink()  # a directory from before the key was kept
     with pytest.raises(certs.CertsUnavailable, match=r"has no key beside it"):
         certs.generate(tmp_path, None, clients=["alice"])
+
+
+async def test_a_tls_error_after_data_is_raised_by_the_next_receive() -> None:
+    """OpenSSL reports an error once: met after a record was read, it must
+    not turn into a clean end of stream at the next receive."""
+
+    bad_mac = ssl.SSLError(1, "[SSL: BAD_RECORD_MAC] bad record mac")
+    bad_mac.reason = "BAD_RECORD_MAC"  # as OpenSSL's own errors have it
+
+    class Records:
+        def __init__(self) -> None:
+            self.answers: list[bytes | Exception] = [b"one\n", bad_mac, b""]
+
+        def recv(self, size: int) -> bytes:
+            answer = self.answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+    transport = SocketTLSTransport.__new__(SocketTLSTransport)
+    transport.sock = Records()  # type: ignore[assignment]
+    transport._retry = 0
+    transport._error = None
+    assert await transport.receive() == b"one\n"
+    with pytest.raises(TransportError, match="TLS error"):
+        await transport.receive()

@@ -551,6 +551,7 @@ class Connection:
                 if member.closed:
                     return
             if flood.over_limit(now):
+                await self._save_lines(saving)  # what was accepted stands
                 self._drop(EXCESS_FLOOD)
                 return
             if ended:
@@ -621,6 +622,7 @@ class Connection:
                     if reason == "connection closed":
                         ended = True
                     else:
+                        await self._save_lines(saving)  # what was accepted stands
                         self._drop(reason)
                         return
                 case Refused(code, text):
@@ -637,7 +639,12 @@ class Connection:
                             "too-many-attempts", f"No valid name in {most} tries; bye."
                         )
                         return
-                    await self._login_request(event)
+                    # The name timeout bounds a password check too (the
+                    # throttle may make one wait its turn).
+                    with trio.move_on_at(register_by) as login:
+                        await self._login_request(event)
+                    if login.cancelled_caught:
+                        continue  # the loop says goodbye: no name in time
                 case ev.Since(ts) if not self.registered:
                     member.since = ts  # for the lobby's replay
                 case _ if not self.registered:

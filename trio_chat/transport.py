@@ -308,7 +308,7 @@ class SocketTLSTransport:
     on each other.
     """
 
-    __slots__ = ("_retry", "sock")
+    __slots__ = ("_error", "_retry", "sock")
 
     def __init__(self, sock: socket.socket, context: ssl.SSLContext) -> None:
         # wrap_socket takes the descriptor over (`sock` is detached).
@@ -317,6 +317,8 @@ class SocketTLSTransport:
         )
         #: Bytes of a write OpenSSL refused, which it wants again (0: none).
         self._retry = 0
+        #: An error met after data was read, raised by the next receive.
+        self._error: TransportError | None = None
 
     @property
     def holding(self) -> bool:
@@ -379,6 +381,8 @@ class SocketTLSTransport:
     async def receive(self) -> bytes:
         """The next plaintext from the peer (b"" at the end)."""
         await trio.lowlevel.checkpoint_if_cancelled()
+        if self._error is not None:
+            raise self._error  # met after the data the last receive gave
         while True:
             try:
                 data = self.sock.recv(RECEIVE_SIZE)
@@ -404,14 +408,20 @@ class SocketTLSTransport:
         One `recv` gives one TLS record's plaintext, and a client sends a
         record per line: returned one by one, each line would cost a pass
         of the event loop, and each reader a write per line. What stops this
-        (no more data, the end, an error) is met again by the next receive.
+        (no more data, the end, an error) is met by the next receive.
         """
         chunks = [data]
         total = len(data)
         while total < RECEIVE_SIZE:
             try:
                 more = self.sock.recv(RECEIVE_SIZE - total)
-            except OSError:  # ssl.SSLWantReadError and the end included
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                break  # nothing more for now
+            except ssl.SSLZeroReturnError:
+                break  # close_notify: the next receive sees it again
+            except OSError as exc:
+                # OpenSSL reports an error once: keep it for the next receive.
+                self._error = TransportError(describe(exc))
                 break
             if not more:
                 break
