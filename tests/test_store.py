@@ -802,3 +802,31 @@ def test_usage_is_estimated_where_sqlite_has_no_page_statistics() -> None:
         store._conn = store._conn._conn  # type: ignore[attr-defined]
     assert sum(estimated) == sum(measured)
     assert 0.5 < estimated[0] / measured[0] <= 1.0
+
+
+def test_append_many_stores_a_big_group_in_order_with_consecutive_ids(
+    tmp_path: Path,
+) -> None:
+    # More rows than one INSERT statement carries, in two rooms.
+    rows: list[tuple[str, RoomEvent]] = [
+        ("#a" if n % 3 else "#b", say(f"line {n}")) for n in range(150)
+    ]
+    with Store(tmp_path / "h.db") as store:
+        first = store.append("#a", say("before"))
+        ids = store.append_many(rows)
+        assert ids == list(range(first + 1, first + 151))
+        assert store.append_many([]) == []
+        assert texts(store.history("#a", 200)) == ["before"] + [
+            f"line {n}" for n in range(150) if n % 3
+        ]
+        in_b = store.history("#b", 200)
+        assert [row_id for row_id, _ in in_b] == ids[::3]
+        assert texts(in_b) == [f"line {n}" for n in range(0, 150, 3)]
+
+
+def test_append_many_with_a_non_room_event_stores_none(tmp_path: Path) -> None:
+    private = ev.Private(T0, "ann", "bob", "psst")
+    with Store(tmp_path / "h.db") as store:
+        with pytest.raises(TypeError):
+            store.append_many([("#a", say("one")), ("#a", private)])  # type: ignore[list-item]
+        assert store.history("#a", 10) == []

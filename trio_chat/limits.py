@@ -36,6 +36,11 @@ FLUSH_WAIT_PASSES: Final = 1
 #: lines are taken together (one write per recipient for all of them), but
 #: one connection pasting fast cannot hold up the rest.
 READ_BUDGET_LINES: Final = 64
+#: Batches of a connection's chat lines that may be on their way to the
+#: store at once: the connection reads its next lines while the last ones
+#: commit (they are fanned out once committed, in order), and waits for the
+#: oldest beyond this. Two keep the store busy and the connection reading.
+LINE_BATCHES_COMMITTING: Final = 2
 
 #: Lines a client may be behind (what it was sent but its socket did not
 #: take yet) before it counts as too slow. Lines are shared by everyone in

@@ -56,6 +56,7 @@ from trio_chat.limits import (
     KEEPALIVE_IDLE,
     KEEPALIVE_INTERVAL,
     KEEPALIVE_PROBES,
+    LINE_BATCHES_COMMITTING,
     LOGIN_MAX_WAIT,
     MAX_SAVED_TOPICS,
     PRESENCE_DELAY_PER_MEMBER,
@@ -72,7 +73,7 @@ from trio_chat.protocol import (
     encode_event,
 )
 from trio_chat.roomstate import RoomForgotten, RoomSettingsSaved
-from trio_chat.store import AsyncStore, StoreError
+from trio_chat.store import AsyncStore, RoomEvent, StoreError
 from trio_chat.throttle import SERVER_PASSWORD, Attempt, LoginThrottle, TooSoon
 from trio_chat.transport import (
     SocketTLSTransport,
@@ -205,6 +206,7 @@ class Connection:
         "_budget",
         "_cert_name",
         "_chat",
+        "_committing",
         "_draining",
         "_failed",
         "_limits",
@@ -212,6 +214,7 @@ class Connection:
         "_running",
         "_server",
         "_session",
+        "_settled",
         "_spawn",
         "_ssl_context",
         "_stopped",
@@ -275,6 +278,10 @@ class Connection:
         self._stopped = False
         self._running = False
         self._budget = READ_BUDGET_LINES
+        #: Batches of this member's chat lines on their way to the store,
+        #: and what wakes a wait for them (`_settle`).
+        self._committing = 0
+        self._settled: trio.Event | None = None
         self.registered = False
         self._cert_name: str | None = None  # the account a certificate claims
 
@@ -490,13 +497,41 @@ class Connection:
         return registered
 
     async def _save_lines(self, saving: list[Persist]) -> None:
-        """Store the chat lines waiting in `saving` at once, then deliver them."""
+        """Send the chat lines waiting in `saving` to be stored, then delivered.
+
+        They are committed together while this connection reads on, and
+        fanned out once committed, in order (`ChatServer.queue_lines`). At
+        most `LINE_BATCHES_COMMITTING` batches are on their way at once:
+        beyond, this waits for the oldest. `_settle` waits for them all.
+        """
         if not saving:
             await trio.lowlevel.checkpoint()
             return
+        if self._committing >= LINE_BATCHES_COMMITTING:
+            await self._settle(LINE_BATCHES_COMMITTING - 1)
         lines = saving[:]
         saving.clear()
-        await self._server.save_lines(self.member, lines)
+        self._committing += 1
+        await self._server.queue_lines(self.member, lines, self._committed)
+
+    def _committed(self) -> None:
+        """A batch of this member's lines was committed and fanned out."""
+        self._committing -= 1
+        if self._settled is not None:
+            self._settled.set()
+            self._settled = None
+
+    async def _settle(self, most: int = 0) -> None:  # noqa: ASYNC910 - see below
+        """Wait until at most `most` batches of lines are still being committed.
+
+        Whatever comes after a line (a command, a leave) takes effect only
+        once the line is out, so everyone sees the member's doings in order.
+        Does not yield when nothing is committing: a chunk's requests are
+        handled in one go (the read loop checkpoints per budget).
+        """
+        while self._committing > most:
+            settled = self._settled = trio.Event()
+            await settled.wait()
 
     # -- the session: registration, then chat -----------------------------
 
@@ -552,11 +587,13 @@ class Connection:
                     return
             if flood.over_limit(now):
                 await self._save_lines(saving)  # what was accepted stands
+                await self._settle()
                 self._drop(EXCESS_FLOOD)
                 return
             if ended:
                 await self._save_lines(saving)
                 if not flood.backlog:
+                    await self._settle()
                     self._chat.leave(member, "disconnected", "connection closed")
                     return
                 await trio.sleep_until(flood.next_time(now))
@@ -571,6 +608,7 @@ class Connection:
             if not session.awaiting_pong:
                 pong_by = math.inf
             if now >= pong_by:
+                await self._settle()
                 self._drop("ping timeout")
                 return
             if now >= last_heard + ping_every and pong_by == math.inf:
@@ -579,6 +617,7 @@ class Connection:
                 pong_by = now + _seconds(limits.irc_ping_timeout)
                 continue
             if now >= last_heard + idle and session.registered:
+                await self._settle()
                 self._drop("idle timeout")
                 return
             if now >= session.deadline:
@@ -603,11 +642,18 @@ class Connection:
                     session.deadline,
                 )
                 received: bytes | None = None
-                if wake == math.inf:  # the usual case: no cancel scope per read
-                    received = await self.transport.receive()
-                else:
-                    with trio.move_on_at(wake):
+                failed: BaseException | None = None
+                try:
+                    if wake == math.inf:  # the usual case: no cancel scope per read
                         received = await self.transport.receive()
+                    else:
+                        with trio.move_on_at(wake):
+                            received = await self.transport.receive()
+                except _PEER_ERRORS as exc:
+                    failed = exc
+                if failed is not None:
+                    await self._settle()  # its last lines go before its leave
+                    raise failed
                 if received is None:
                     continue  # a deadline, a ping due, or a delayed line
                 self._budget = READ_BUDGET_LINES
@@ -623,6 +669,7 @@ class Connection:
                         ended = True
                     else:
                         await self._save_lines(saving)  # what was accepted stands
+                        await self._settle()
                         self._drop(reason)
                         return
                 case Refused(code, text):
@@ -656,6 +703,7 @@ class Connection:
                     else:
                         flood.offer(event, now, cost=cost)
         await self._save_lines(saving)
+        await self._settle()
 
     async def _login_request(
         self, request: ev.ServerPassword | ev.LogIn | ev.ChooseName
@@ -687,13 +735,15 @@ class Connection:
         """Carry out a request of the member's, in its turn.
 
         A chat line to be stored joins `saving`; anything else first has
-        what waits there stored and delivered, so effects keep their order.
+        what waits there, and what is being committed, stored and delivered,
+        so effects keep their order.
         A request that waits for nothing does not yield: the lines of one
         chunk are handled in one go (the read loop yields once per
         `READ_BUDGET_LINES`), so each reader gets one write for them all.
         """
-        if saving and not isinstance(request, ev.Say | ev.Me):
+        if (saving or self._committing) and not isinstance(request, ev.Say | ev.Me):
             await self._save_lines(saving)
+            await self._settle()
         follow_up = self._chat.handle(self.member, request)
         if isinstance(follow_up, Persist):
             saving.append(follow_up)
@@ -839,6 +889,11 @@ class ChatServer:
         self._unsaved_send, self._unsaved = trio.open_memory_channel[Saved | _Pending](
             UNSAVED_NOTICES
         )
+        #: Chat lines waiting for the next group commit, oldest first, fanned
+        #: out once it is made (`_commit_lines`, which runs while `delivering`).
+        self._gathering: list[_LineBatch] = []
+        self._gathering_wakeup = trio.Event()
+        self._delivering = False
         if store is not None:
             chat.durable = True
             chat.save = self._save
@@ -950,17 +1005,98 @@ class ChatServer:
 
         Whatever anyone saw survives a crash. If the store fails, the lines
         still go out (and the failure is logged): chatting beats history.
+        Returns once they are out; cancelled meanwhile, they may still go.
         """
-        if self.store is not None:
+        done = trio.Event()
+        await self.queue_lines(member, lines, done.set)
+        await done.wait()
+
+    async def queue_lines(
+        self, member: Member, lines: list[Persist], settled: Callable[[], None]
+    ) -> None:
+        """Commit chat lines, then fan them out, in order, without waiting
+        for the commit: the caller reads on meanwhile.
+
+        They join the next group commit (`_commit_lines`); `settled` is
+        called once they are out, exactly once. Lines queued one after
+        another go out in that order, after the ones queued before them by
+        anyone. Whatever anyone saw survives a crash; if the store fails,
+        the lines still go out (and the failure is logged): chatting beats
+        history. Without a store the lines are out when this returns;
+        served without `serve_listeners` (nobody to commit them later), they
+        are committed and out when it returns, unless it is cancelled.
+        """
+        store = self.store
+        if store is None:
+            self._fan_out(lines)
+            settled()
+            await trio.lowlevel.checkpoint()
+            return
+        if not self._delivering:
             try:
-                await self.store.append_many([(p.room.key, p.event) for p in lines])
+                rows: list[tuple[str, RoomEvent]] = [
+                    (line.room.key, line.event) for line in lines
+                ]
+                await store.append_many(rows)
             except StoreError as exc:
                 log.error("[%s] lines not saved: %s", member.conn_id, exc)
                 self._store_full(exc)
-        else:
-            await trio.lowlevel.checkpoint()
+            except BaseException:
+                settled()
+                raise
+            self._fan_out(lines)
+            settled()
+            return  # noqa: ASYNC910 - the store call checkpointed
+        self._gathering.append(_LineBatch(member, lines, settled))
+        self._gathering_wakeup.set()
+        await trio.lowlevel.checkpoint()  # cancelled here, they go all the same
+
+    def _fan_out(self, lines: list[Persist]) -> None:
         for line in lines:
             self.chat.deliver(line)
+
+    async def _commit_lines(self, store: AsyncStore) -> None:
+        """Commit the chat lines connections queue, then fan them out: a
+        group commit of everything gathered while the last one was made.
+
+        One commit is made at a time; meanwhile the connections read on and
+        their lines gather for the next, so a busy room costs one commit per
+        round trip to the disk, not one per connection. Lines go out in the
+        order queued, so every sender's order is kept.
+        """
+        self._delivering = True
+        try:
+            while True:
+                # Set whenever lines are queued (during the last commit too).
+                await self._gathering_wakeup.wait()
+                self._gathering_wakeup = trio.Event()
+                if not self._gathering:
+                    continue
+                # Connections woken in the same pass may still add lines.
+                for _ in range(FLUSH_WAIT_PASSES):
+                    if not trio.lowlevel.current_statistics().tasks_runnable:
+                        break
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                batches, self._gathering = self._gathering, []
+                rows: list[tuple[str, RoomEvent]] = [
+                    (line.room.key, line.event)
+                    for batch in batches
+                    for line in batch.lines
+                ]
+                try:
+                    await store.append_many(rows)
+                except StoreError as exc:
+                    log.error(
+                        "[%s] lines not saved: %s",
+                        ",".join(batch.member.conn_id for batch in batches),
+                        exc,
+                    )
+                    self._store_full(exc)
+                for batch in batches:
+                    self._fan_out(batch.lines)
+                    batch.settled()
+        finally:
+            self._delivering = False
 
     async def _account(self, member: Member, what: str, password: str) -> None:
         await trio.lowlevel.checkpoint()
@@ -1370,6 +1506,7 @@ class ChatServer:
                 background.start_soon(self._flusher)
                 background.start_soon(self._announce_presence)
                 if self.store is not None:
+                    background.start_soon(self._commit_lines, self.store)
                     background.start_soon(self.save_behind, self.store)
                     background.start_soon(self._prune_history, self.store)
                 await self._serve(endpoints, task_status)
@@ -1677,6 +1814,19 @@ def _keep_alive(sock: trio.socket.SocketType) -> None:
         if number is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, number, int(value))
+
+
+class _LineBatch:
+    """Chat lines of one member's, being committed: out once they are."""
+
+    __slots__ = ("lines", "member", "settled")
+
+    def __init__(
+        self, member: Member, lines: list[Persist], settled: Callable[[], None]
+    ) -> None:
+        self.member = member
+        self.lines = lines
+        self.settled = settled
 
 
 class _Pending:
