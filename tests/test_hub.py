@@ -43,6 +43,19 @@ class Evictions:
         self.calls.append((member, reason))
 
 
+class Owner:
+    """A member's connection stand-in: writes its evictions' reasons down."""
+
+    def __init__(self, evictions: list[str]) -> None:
+        self.evictions = evictions
+
+    def blocked(self) -> None:
+        pass  # the tests flush again themselves
+
+    def evicted(self, reason: str) -> None:
+        self.evictions.append(reason)
+
+
 class FakeSink:
     """A socket stand-in: takes up to `capacity` bytes per call (None: all)."""
 
@@ -79,15 +92,14 @@ def make_member(
     max_bytes: int = 64 * 1024,
     sink: FakeSink | None = None,
 ) -> Member:
-    member = Member(
+    return Member(
         conn_id,
         encode=encode_event,
-        on_evict=(evictions.append if evictions is not None else lambda reason: None),
+        owner=None if evictions is None else Owner(evictions),
+        sink=FakeSink() if sink is None else sink,
         max_messages=max_messages,
         max_bytes=max_bytes,
     )
-    member.sink = FakeSink() if sink is None else sink
-    return member
 
 
 def join(

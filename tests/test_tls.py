@@ -815,6 +815,7 @@ async def test_a_tls_error_after_data_is_raised_by_the_next_receive() -> None:
     transport.sock = Records()  # type: ignore[assignment]
     transport._retry = 0
     transport._error = None
+    transport._drained = False
     assert await transport.receive() == b"one\n"
     with pytest.raises(TransportError, match="TLS error"):
         await transport.receive()

@@ -135,6 +135,11 @@ def _weight(event: HistoryEvent) -> int:
     return len(event.text) + HISTORY_LINE_WEIGHT
 
 
+#: The prompt for a name: one for everyone (a session keeps the last to ask
+#: again, so a copy per connection would cost each about 160 bytes).
+_NAME_PROMPT: Final = ev.NamePrompt(f"Choose a name: {NAME_RULES}.")
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Persist:
     """A chat line to commit to the store before anyone sees it.
@@ -444,7 +449,7 @@ class Chat:
                 ev.PasswordPrompt("*", "This server needs a password: send it."),
             )
             return
-        self.hub.send(member, ev.NamePrompt(f"Choose a name: {NAME_RULES}."))
+        self.hub.send(member, _NAME_PROMPT)
 
     def give_server_password(self, member: Member, given: str) -> bool:
         """Check the server password `member` sent; True if it was right.

@@ -52,7 +52,7 @@ class FloodControl(Generic[T]):
         self._bucket = TokenBucket(burst, rate)
         # A list: it holds at most the backlog limit (20 by default), and a
         # deque's first block alone costs 760 bytes on every connection.
-        self._held: list[_Held[T]] = []
+        self._held: list[_Held[T]] | tuple[()] = ()  # a list only when used
         self._max_backlog = max_backlog
         self._max_delay = max_delay
 
@@ -67,7 +67,10 @@ class FloodControl(Generic[T]):
         An item of several lines (a multi-line message) costs more than one
         line, and may cost more than the burst (see `TokenBucket`).
         """
-        self._held.append(_Held(item, now, cost))
+        if isinstance(self._held, list):
+            self._held.append(_Held(item, now, cost))
+        else:
+            self._held = [_Held(item, now, cost)]
 
     def admit(self, now: float, *, cost: int = 1) -> bool:
         """Take the tokens for an item arriving at `now`, if it may go at once.
@@ -83,10 +86,15 @@ class FloodControl(Generic[T]):
     def ready(self, now: float) -> list[T]:
         """Items that may go now, oldest first (each takes its tokens)."""
         out: list[T] = []
-        while self._held and now >= self._bucket.ready_at(self._held[0].cost):
-            held = self._held.pop(0)
+        held_back = self._held
+        if not isinstance(held_back, list):
+            return out
+        while held_back and now >= self._bucket.ready_at(held_back[0].cost):
+            held = held_back.pop(0)
             self._bucket.take(now, held.cost)
             out.append(held.item)
+        if not held_back:
+            self._held = ()
         return out
 
     def next_time(self, now: float) -> float:

@@ -32,7 +32,7 @@ from typing import Final, Protocol, cast
 
 from trio_chat import events as ev
 from trio_chat.fanout.log import TRIM_SLACK, Encoder, Log, Sequence
-from trio_chat.fanout.reader import SEND_QUEUE_EXCEEDED, Reader
+from trio_chat.fanout.reader import SEND_QUEUE_EXCEEDED, Owner, Reader, Sink
 from trio_chat.limits import (
     HISTORY_LINES,
     HISTORY_REPLAY_BYTES,
@@ -54,15 +54,14 @@ HISTORY_LINE_OVERHEAD: Final = 64
 class Member(Reader):
     """One connection as the hub sees it: a name (once chosen) and its reading.
 
-    The connection gives it a sink (its socket) and is told through
-    `on_evict` when the hub evicted it.
+    Its connection, the `owner`, gives it a sink (its socket) and is told
+    when the sink refused data and when the hub evicted it.
     """
 
     # Slots: a member per connection, so every byte counts.
     __slots__ = (
         "_key",
         "_key_of",
-        "_on_evict",
         "address",
         "admitted",
         "away",
@@ -90,7 +89,8 @@ class Member(Reader):
         encode: Encoder,
         shared: Encoder | None = None,
         replay_shared: bool | None = None,
-        on_evict: Callable[[str], None] = lambda reason: None,
+        owner: Owner | None = None,
+        sink: Sink | None = None,
         max_messages: int = OUTBOX_MAX_MESSAGES,
         max_bytes: int = OUTBOX_MAX_BYTES,
     ) -> None:
@@ -98,6 +98,8 @@ class Member(Reader):
             shared=encode if shared is None else shared,
             max_bytes=max_bytes,
             max_lines=max_messages,
+            owner=owner,
+            sink=sink,
         )
         #: Encodes what goes to this member alone (replies, private lines);
         #: `shared` encodes room lines, once for every reader using it. The
@@ -126,7 +128,6 @@ class Member(Reader):
         self.since: float | None = None
         #: Part of a line was out when it was evicted: a goodbye would garble.
         self.cut = False
-        self._on_evict = on_evict
         self._key_of: str | None = None
         self._key = ""
 
@@ -179,7 +180,8 @@ class Member(Reader):
             self.cut = self.mid_line or (self.sink is not None and self.sink.holding)
             self.close()
             self.drop_everything()
-            self._on_evict(reason)
+            if self.owner is not None:
+                self.owner.evicted(reason)
 
 
 class Room:

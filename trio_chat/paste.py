@@ -92,7 +92,8 @@ class PasteCollector:
         self._timeout = timeout if timeout > 0 else math.inf
         self._expected = 0  # lines still to come in the paste under way
         self._announced = 0  # N of the paste under way
-        self._lines: list[str] = []
+        # A list only while a paste is collected (idle, no list of its own).
+        self._lines: list[str] | tuple[()] = ()
         self._bytes = 0
         self._failed = False  # refused already: its lines are discarded
         self._deadline = math.inf
@@ -130,7 +131,10 @@ class PasteCollector:
                     " it was not sent.",
                 )
             else:
-                self._lines.append(text)
+                if isinstance(self._lines, list):
+                    self._lines.append(text)
+                else:
+                    self._lines = [text]
         if self.collecting:
             return error
         if self._failed:
@@ -213,11 +217,11 @@ class PasteCollector:
 
     def _fail(self) -> None:
         self._failed = True
-        self._lines.clear()
+        self._lines = ()
 
     def _reset(self) -> None:
         self._expected = self._announced = 0
-        self._lines.clear()
+        self._lines = ()
         self._bytes = 0
         self._failed = False
         self._deadline = math.inf

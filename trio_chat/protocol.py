@@ -119,8 +119,9 @@ class LineReader:
         self._max_unterminated = max_unterminated_bytes
         # Received chunks not yet framed, and where in the first one the
         # next line starts (a list: it holds a chunk or two, and a deque's
-        # first block alone costs 760 bytes on every connection).
-        self._chunks: list[bytes] = []
+        # first block alone costs 760 bytes on every connection; none, a
+        # shared empty tuple, while there is nothing to frame).
+        self._chunks: list[bytes] | tuple[()] = ()
         self._offset = 0
         self._partial = bytearray()
         self._discarding = False
@@ -143,7 +144,10 @@ class LineReader:
         if self._done:
             return  # a fatal event was reported: nothing more is framed
         if data:
-            self._chunks.append(bytes(data))
+            if isinstance(self._chunks, list):
+                self._chunks.append(bytes(data))
+            else:
+                self._chunks = [bytes(data)]
         else:
             self._eof = True
 
@@ -155,7 +159,7 @@ class LineReader:
         if self._done:
             return NEED_DATA
         chunks = self._chunks
-        while chunks:
+        while isinstance(chunks, list) and chunks:
             chunk = chunks[0]
             start = self._offset
             newline = chunk.find(b"\n", start)
@@ -172,6 +176,7 @@ class LineReader:
                 found = self._end_line(chunk[start:newline])
             if found is not None:
                 return found
+        self._chunks = ()
         if self._eof:
             self._done = True
             partial = len(self._partial)
@@ -185,7 +190,7 @@ class LineReader:
             self._unterminated > self._max_unterminated
         ):
             self._done = True
-            self._chunks.clear()
+            self._chunks = ()
             self._offset = 0
             self._partial.clear()
             return ReadQueueExceeded(self._max_unterminated)
@@ -208,7 +213,7 @@ class LineReader:
             # line was too long (once) before the stream went over the limit.
             fatal = ReadQueueExceeded(self._max_unterminated)
             self._done = True
-            self._chunks.clear()
+            self._chunks = ()
             self._offset = 0
             self._partial.clear()
             if not self._discarding and unterminated > self._max + 1:

@@ -105,6 +105,8 @@ MAX_TRACKED_ADDRESSES: Final = 10_000
 _CAPACITY_ERRNOS: Final = frozenset(
     {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 )
+#: The name of every connection's task (in trio's task tree).
+_CONNECTION_TASK: Final = "trio_chat.connection"
 #: Errors that mean the peer went away or misbehaved at the transport level:
 #: logged at INFO as a disconnect, without a traceback.
 _PEER_ERRORS: Final = (
@@ -210,12 +212,13 @@ class Connection:
         "_draining",
         "_failed",
         "_limits",
+        "_nursery",
         "_proven",
         "_running",
+        "_saving",
         "_server",
         "_session",
         "_settled",
-        "_spawn",
         "_ssl_context",
         "_stopped",
         "_stream",
@@ -234,7 +237,7 @@ class Connection:
         transport: Transport,
         conn_id: str,
         *,
-        spawn: Callable[..., object] | None = None,
+        nursery: trio.Nursery | None = None,
         ssl_context: ssl.SSLContext | None = None,
         kind: ListenerKind = "line",
     ) -> None:
@@ -259,14 +262,13 @@ class Connection:
             encode=self._session.send,
             shared=shared,
             replay_shared=self._session.shared_replay,
-            on_evict=self._evicted,
+            owner=self,
+            sink=transport,
             max_messages=self._limits.outbox_max_messages,
             max_bytes=self._limits.outbox_max_bytes,
         )
-        self.member.sink = transport
-        self.member.on_blocked = self._blocked
-        #: Starts a task beside the connection (the writer, when needed).
-        self._spawn = spawn
+        #: Where a task beside the connection starts (the writer, when needed).
+        self._nursery = nursery
         self._writer: trio.CancelScope | None = None
         self._draining = False
         self._failed: TransportError | None = None  # the stream's sender failed
@@ -282,6 +284,9 @@ class Connection:
         #: and what wakes a wait for them (`_settle`).
         self._committing = 0
         self._settled: trio.Event | None = None
+        #: Chat lines of the chunk being read, to be stored together (a
+        #: list only while there are some: none of its own when idle).
+        self._saving: list[Persist] | tuple[()] = ()
         self.registered = False
         self._cert_name: str | None = None  # the account a certificate claims
 
@@ -295,7 +300,8 @@ class Connection:
 
     # -- called from other tasks (never wait) ------------------------------
 
-    def _evicted(self, reason: str) -> None:
+    def evicted(self, reason: str) -> None:
+        """The hub evicted the member: end the connection (never waits)."""
         log.info("[%s] dropped: %s", self.conn_id, reason)
         self._stop()
 
@@ -328,12 +334,12 @@ class Connection:
             return transport.sock
         return None
 
-    def _blocked(self) -> None:
+    def blocked(self) -> None:
         """The kernel refused data: wait for it to take more, in a task."""
-        if self._writer is not None or self._draining or self._spawn is None:
+        if self._writer is not None or self._draining or self._nursery is None:
             return
         self._writer = trio.CancelScope()
-        self._spawn(self._write_when_writable, self._writer)
+        self._nursery.start_soon(self._write_when_writable, self._writer)
 
     # -- the connection's own tasks ----------------------------------------
 
@@ -349,7 +355,7 @@ class Connection:
         # The stream's sending task outlives `scope`, for the goodbye.
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._send_stream, self._stream)
-            self._spawn = nursery.start_soon
+            self._nursery = nursery
             try:
                 await self.serve()
             finally:
@@ -496,21 +502,21 @@ class Connection:
         log.info("[%s] proved the registered name %s", self.conn_id, registered)
         return registered
 
-    async def _save_lines(self, saving: list[Persist]) -> None:
-        """Send the chat lines waiting in `saving` to be stored, then delivered.
+    async def _save_lines(self) -> None:
+        """Send the chat lines waiting in `_saving` to be stored, then delivered.
 
         They are committed together while this connection reads on, and
         fanned out once committed, in order (`ChatServer.queue_lines`). At
         most `LINE_BATCHES_COMMITTING` batches are on their way at once:
         beyond, this waits for the oldest. `_settle` waits for them all.
         """
-        if not saving:
+        lines = self._saving
+        if not lines:
             await trio.lowlevel.checkpoint()
             return
         if self._committing >= LINE_BATCHES_COMMITTING:
             await self._settle(LINE_BATCHES_COMMITTING - 1)
-        lines = saving[:]
-        saving.clear()
+        self._saving = ()
         self._committing += 1
         await self._server.queue_lines(self.member, lines, self._committed)
 
@@ -560,7 +566,6 @@ class Connection:
             max_delay=limits.flood_max_delay,
             now=now,
         )
-        saving: list[Persist] = []
         register_by = now + _seconds(limits.name_timeout)
         ping_every = math.inf
         if session.keepalive:
@@ -582,16 +587,16 @@ class Connection:
                 hub.send_data(member, data)
             now = trio.current_time()
             for request in flood.ready(now):
-                await self._act_request(request, saving)
+                await self._act_request(request)
                 if member.closed:
                     return
             if flood.over_limit(now):
-                await self._save_lines(saving)  # what was accepted stands
+                await self._save_lines()  # what was accepted stands
                 await self._settle()
                 self._drop(EXCESS_FLOOD)
                 return
             if ended:
-                await self._save_lines(saving)
+                await self._save_lines()
                 if not flood.backlog:
                     await self._settle()
                     self._chat.leave(member, "disconnected", "connection closed")
@@ -625,14 +630,14 @@ class Connection:
                 continue
             if self._budget <= 0:
                 self._budget = READ_BUDGET_LINES
-                await self._save_lines(saving)  # checkpoints
+                await self._save_lines()  # checkpoints
             event = session.next_event()
             if event is NEED_DATA:
                 data = session.data_to_send()
                 if data:
                     hub.send_data(member, data)
-                if saving:  # the chunk is done: its lines go now
-                    await self._save_lines(saving)
+                if self._saving:  # the chunk is done: its lines go now
+                    await self._save_lines()
                     continue
                 wake = min(
                     flood.next_time(now),
@@ -668,7 +673,7 @@ class Connection:
                     if reason == "connection closed":
                         ended = True
                     else:
-                        await self._save_lines(saving)  # what was accepted stands
+                        await self._save_lines()  # what was accepted stands
                         await self._settle()
                         self._drop(reason)
                         return
@@ -687,11 +692,9 @@ class Connection:
                         )
                         return
                     # The name timeout bounds a password check too (the
-                    # throttle may make one wait its turn).
-                    with trio.move_on_at(register_by) as login:
-                        await self._login_request(event)
-                    if login.cancelled_caught:
-                        continue  # the loop says goodbye: no name in time
+                    # throttle may make one wait its turn); past it, the
+                    # loop says goodbye: no name in time.
+                    await self._login_request(event, by=register_by)
                 case ev.Since(ts) if not self.registered:
                     member.since = ts  # for the lobby's replay
                 case _ if not self.registered:
@@ -699,16 +702,24 @@ class Connection:
                 case _:
                     cost = request_cost(event)
                     if flood.admit(now, cost=cost):
-                        await self._act_request(event, saving)
+                        await self._act_request(event)
                     else:
                         flood.offer(event, now, cost=cost)
-        await self._save_lines(saving)
+        await self._save_lines()
         await self._settle()
 
     async def _login_request(
+        self, request: ev.ServerPassword | ev.LogIn | ev.ChooseName, *, by: float
+    ) -> None:
+        """Carry out a step of a session's registration (its answer is sent),
+        given up at `by` (its cancel scope goes with this frame, not kept by
+        the connection's for as long as it lives)."""
+        with trio.move_on_at(by):
+            await self._login_step(request)
+
+    async def _login_step(
         self, request: ev.ServerPassword | ev.LogIn | ev.ChooseName
     ) -> None:
-        """Carry out a step of a session's registration (its answer is sent)."""
         await trio.lowlevel.checkpoint()
         match request:
             case ev.ServerPassword(password):
@@ -730,23 +741,28 @@ class Connection:
                     self._on_joined()
 
     async def _act_request(  # noqa: ASYNC910 - the read loop checkpoints per budget
-        self, request: ev.Request, saving: list[Persist]
+        self, request: ev.Request
     ) -> None:
         """Carry out a request of the member's, in its turn.
 
-        A chat line to be stored joins `saving`; anything else first has
+        A chat line to be stored joins `_saving`; anything else first has
         what waits there, and what is being committed, stored and delivered,
         so effects keep their order.
         A request that waits for nothing does not yield: the lines of one
         chunk are handled in one go (the read loop yields once per
         `READ_BUDGET_LINES`), so each reader gets one write for them all.
         """
-        if (saving or self._committing) and not isinstance(request, ev.Say | ev.Me):
-            await self._save_lines(saving)
+        if (self._saving or self._committing) and not isinstance(
+            request, ev.Say | ev.Me
+        ):
+            await self._save_lines()
             await self._settle()
         follow_up = self._chat.handle(self.member, request)
         if isinstance(follow_up, Persist):
-            saving.append(follow_up)
+            if isinstance(self._saving, list):
+                self._saving.append(follow_up)
+            else:
+                self._saving = [follow_up]
         elif follow_up is not None:
             await self._server.follow_up(self.member, follow_up)
 
@@ -1649,7 +1665,10 @@ class ChatServer:
                 log.warning("accept failed (%s); retrying", exc.strerror)
                 await trio.sleep(ACCEPT_BACKOFF)
                 continue
-            connections.start_soon(self._handle_tcp, stream, endpoint)
+            # A name of our own: trio would make one string per task.
+            connections.start_soon(
+                self._handle_tcp, stream, endpoint, name=_CONNECTION_TASK
+            )
 
     def _handle_tcp(
         self, stream: trio.SocketStream, endpoint: Endpoint
@@ -1743,7 +1762,7 @@ class ChatServer:
                 self,
                 transport,
                 conn_id,
-                spawn=self._writers.start_soon,
+                nursery=self._writers,
                 ssl_context=context,
                 kind=kind,
             )

@@ -308,7 +308,7 @@ class SocketTLSTransport:
     on each other.
     """
 
-    __slots__ = ("_error", "_retry", "sock")
+    __slots__ = ("_drained", "_error", "_retry", "sock")
 
     def __init__(self, sock: socket.socket, context: ssl.SSLContext) -> None:
         # wrap_socket takes the descriptor over (`sock` is detached).
@@ -319,6 +319,10 @@ class SocketTLSTransport:
         self._retry = 0
         #: An error met after data was read, raised by the next receive.
         self._error: TransportError | None = None
+        #: The last receive read all there was: the next waits first, not
+        #: asking OpenSSL in vain (an exception raised in `receive` would
+        #: keep a frame object alive for the whole wait).
+        self._drained = False
 
     @property
     def holding(self) -> bool:
@@ -383,6 +387,12 @@ class SocketTLSTransport:
         await trio.lowlevel.checkpoint_if_cancelled()
         if self._error is not None:
             raise self._error  # met after the data the last receive gave
+        if self._drained:
+            self._drained = False
+            try:
+                await trio.lowlevel.wait_readable(self.sock)
+            except trio.ClosedResourceError as exc:
+                raise TransportError("connection closed") from exc
         while True:
             try:
                 data = self.sock.recv(RECEIVE_SIZE)
@@ -400,7 +410,10 @@ class SocketTLSTransport:
                     data = self._more(data)
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return data
-            await self._wait(wait)
+            try:  # not through `_wait`: a frame less per idle connection
+                await wait(self.sock)
+            except trio.ClosedResourceError as exc:
+                raise TransportError("connection closed") from exc
 
     def _more(self, data: bytes) -> bytes:
         """`data` and what else is there to decrypt now, up to RECEIVE_SIZE.
@@ -415,7 +428,10 @@ class SocketTLSTransport:
         while total < RECEIVE_SIZE:
             try:
                 more = self.sock.recv(RECEIVE_SIZE - total)
-            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            except ssl.SSLWantReadError:
+                self._drained = True  # nothing more until the socket says
+                break
+            except ssl.SSLWantWriteError:
                 break  # nothing more for now
             except ssl.SSLZeroReturnError:
                 break  # close_notify: the next receive sees it again

@@ -58,16 +58,29 @@ class Encoded:
     __slots__ = ("ends", "lines", "origin")
 
     def __init__(self, origin: int) -> None:
-        self.lines: list[bytes] = []
+        # Lists once there are lines (a member's own log is empty most of
+        # the time: an empty list of its own would cost it 56 bytes each).
+        self.lines: list[bytes] | tuple[()] = ()
         #: Bytes of all entries up to and including each one, counted from
         #: the log's first entry ever (trimmed ones included).
-        self.ends: list[int] = []
+        self.ends: list[int] | tuple[()] = ()
         #: Bytes of the entries trimmed away.
         self.origin = origin
 
     def end(self, index: int) -> int:
         """Running total up to and including the entry at list index `index`."""
         return self.ends[index] if index >= 0 else self.origin
+
+
+def _lists(encoded: Encoded) -> tuple[list[bytes], list[int]]:
+    """`encoded`'s lines and their ends, as lists (made if need be)."""
+    lines, ends = encoded.lines, encoded.ends
+    if isinstance(lines, list) and isinstance(ends, list):
+        return lines, ends
+    new_lines: list[bytes] = []
+    new_ends: list[int] = []
+    encoded.lines, encoded.ends = new_lines, new_ends
+    return new_lines, new_ends
 
 
 class Entries:
@@ -81,7 +94,7 @@ class Entries:
 
     def __init__(self) -> None:
         self.base = 0
-        self.seqs: list[int] = []
+        self.seqs: list[int] | tuple[()] = ()  # a list once there are entries
 
     def __len__(self) -> int:
         return len(self.seqs)
@@ -124,10 +137,17 @@ class OwnLog(Entries):
 
     def append_data(self, seq: int, data: bytes) -> int:
         """Add `data` as entry number `seq`; return its absolute index."""
-        self.seqs.append(seq)
         lines = self._lines
-        lines.lines.append(data)
-        lines.ends.append(lines.end(len(lines.ends) - 1) + len(data))
+        end = lines.end(len(lines.ends) - 1) + len(data)
+        if isinstance(self.seqs, list):
+            self.seqs.append(seq)
+        else:
+            self.seqs = [seq]
+        if isinstance(lines.lines, list) and isinstance(lines.ends, list):
+            lines.lines.append(data)
+            lines.ends.append(end)
+        else:
+            lines.lines, lines.ends = [data], [end]
         return self.base + len(self.seqs) - 1
 
     def encoded(self, encoder: Encoder) -> Encoded:
@@ -139,12 +159,17 @@ class OwnLog(Entries):
         count = min(upto - self.base, len(self.seqs))
         if count <= 0:
             return
-        del self.seqs[:count]
         lines = self._lines
         lines.origin = lines.ends[count - 1]
+        self.base += count
+        if count == len(self.seqs):  # all read (the usual case): no lists
+            self.seqs = lines.lines = lines.ends = ()
+            return
+        assert isinstance(self.seqs, list)
+        assert isinstance(lines.lines, list) and isinstance(lines.ends, list)
+        del self.seqs[:count]
         del lines.lines[:count]
         del lines.ends[:count]
-        self.base += count
 
 
 class Log(Entries):
@@ -157,6 +182,7 @@ class Log(Entries):
 
     def __init__(self) -> None:
         super().__init__()
+        self.seqs: list[int] = []
         #: The event of each entry.
         self.events: list[ev.ServerEvent] = []
         #: The name key of who said each entry, for those who /ignore them.
@@ -178,11 +204,10 @@ class Log(Entries):
         encoded = self._encoded.get(encoder)
         if encoded is None:
             encoded = self._encoded[encoder] = Encoded(0)
-        lines = encoded.lines
-        count = len(lines)
+        count = len(encoded.lines)
         events = self.events
         if count < len(events):
-            ends = encoded.ends
+            lines, ends = _lists(encoded)
             total = encoded.end(count - 1)
             for event in itertools.islice(events, count, None):
                 data = encoder(event)
@@ -204,8 +229,9 @@ class Log(Entries):
             done = min(count, len(encoded.lines))
             if done:
                 encoded.origin = encoded.ends[done - 1]
-                del encoded.lines[:done]
-                del encoded.ends[:done]
+                lines, ends = _lists(encoded)
+                del lines[:done]
+                del ends[:done]
         self.base += count
 
     def slowest(self) -> int:

@@ -19,7 +19,7 @@ Sans-IO: no trio, no clock.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Final, Protocol
 
 from trio_chat.fanout.log import Encoded, Encoder, Entries, Log, OwnLog
@@ -36,6 +36,11 @@ WRITE_BATCH_BYTES: Final = 256 * 1024
 WRITES_PER_FLUSH: Final = 4
 
 Buffer = bytes | memoryview
+
+
+#: Whom a new reader ignores: shared (an empty frozenset of its own would
+#: cost every member 216 bytes).
+_NOBODY: Final[frozenset[str]] = frozenset()
 
 
 class SinkError(Exception):
@@ -79,7 +84,9 @@ class Cursor:
         self.reader = reader
         self.pos = pos
         self.offset = 0
-        self.skip: list[int] = []
+        #: A list once there is something to skip (most readers' cursors
+        #: never have: an empty list of their own would cost each 56 bytes).
+        self.skip: list[int] | tuple[()] = ()
         self.until: int | None = None
         self.scanned = pos  # entries checked against the reader's ignores
 
@@ -91,24 +98,37 @@ class Cursor:
     def settle(self) -> None:
         """Forget skips behind the cursor, and step over those at it."""
         skip = self.skip
-        if not skip:
+        if not isinstance(skip, list):
             return
         if skip[0] < self.pos:
             del skip[: bisect.bisect_left(skip, self.pos)]
-        if self.offset:
-            return
-        count = 0
-        pos = self.pos
-        while count < len(skip) and skip[count] == pos:
-            count += 1
-            pos += 1
-        if count:
-            del skip[:count]
-            self.pos = pos
+        if not self.offset:
+            count = 0
+            pos = self.pos
+            while count < len(skip) and skip[count] == pos:
+                count += 1
+                pos += 1
+            if count:
+                del skip[:count]
+                self.pos = pos
+        if not skip:
+            self.skip = ()
 
 
 #: A run of consecutive entries of one cursor: (cursor, start, stop).
 _Segment = tuple[Cursor, int, int]
+
+
+class Owner(Protocol):
+    """Who serves a reader (its connection), told what needs its tasks."""
+
+    def blocked(self) -> None:
+        """The sink refused data: wait for it to take more, then `flush`
+        again (and clear `blocked`). Called once per refusal; never waits."""
+
+    def evicted(self, reason: str) -> None:
+        """The reader was evicted (too far behind, its sink failed): end
+        the connection. Called once; never waits."""
 
 
 class Reader:
@@ -122,8 +142,8 @@ class Reader:
         "max_bytes",
         "max_lines",
         "more",
-        "on_blocked",
         "own",
+        "owner",
         "sent_total",
         "shared",
         "sink",
@@ -135,6 +155,8 @@ class Reader:
         shared: Encoder,
         max_bytes: int,
         max_lines: int,
+        owner: Owner | None = None,
+        sink: Sink | None = None,
     ) -> None:
         #: Encodes the lines of the room logs read (shared by every reader
         #: with the same encoder).
@@ -147,17 +169,20 @@ class Reader:
         #: by log: a few of them, and a dict costs twice as much per member).
         self.cursors: list[Cursor] = [Cursor(self.own, self, 0)]
         #: Name keys whose lines this reader does not hear.
-        self.ignoring: set[str] | frozenset[str] = frozenset()
-        self.sink: Sink | None = None
-        #: Called once when the sink refused data: someone should wait for
-        #: it to take more, then `flush` again (and clear `blocked`).
-        self.on_blocked: Callable[[], None] = lambda: None
+        self.ignoring: set[str] | frozenset[str] = _NOBODY
+        self.sink = sink
+        #: Told when the sink refused data, and when this reader is evicted.
+        self.owner = owner
         self.blocked = False
         #: `flush` stopped with more waiting that the sink would take: flush
         #: again at the next pass (one reader cannot hog a pass).
         self.more = False
         self.closed = False
         self.sent_total = 0  # bytes the sink has taken, ever
+
+    def _blocked(self) -> None:
+        if self.owner is not None:
+            self.owner.blocked()
 
     # -- following logs -----------------------------------------------------
 
@@ -203,7 +228,9 @@ class Reader:
         cursor = self.cursor(log)
         if cursor is not None and index >= cursor.pos:
             skip = cursor.skip
-            if not skip or skip[-1] < index:
+            if not isinstance(skip, list):
+                cursor.skip = [index]
+            elif skip[-1] < index:
                 skip.append(index)
             elif index not in skip:
                 bisect.insort(skip, index)
@@ -419,7 +446,7 @@ class Reader:
                 self.sent_total += taken
             if taken < size or sink.holding:
                 self.blocked = True
-                self.on_blocked()
+                self._blocked()
                 break
         else:  # the sink took all it was given: the rest at the next flush
             self.more = bool(self._segments(1))
@@ -466,7 +493,7 @@ class Reader:
             self._advance([(found, start, stop)], taken)
             self.sent_total += taken
         self.blocked = True
-        self.on_blocked()
+        self._blocked()
         return SEND_QUEUE_EXCEEDED if self.over_bound() else ""
 
     @property
@@ -487,4 +514,4 @@ class Reader:
         own_cursor = self.cursors[0]
         own_cursor.pos = self.own.head
         own_cursor.offset = 0
-        own_cursor.skip.clear()
+        own_cursor.skip = ()

@@ -126,9 +126,10 @@ class LineSession:
         self._name_prompt: ev.NamePrompt | None = None
         self._logging_in: str | None = None  # a LogIn asked for this name
         # A list, not a deque: a deque's first block costs 760 bytes, and
-        # this holds one or two events at a time.
-        self._events: list[Event] = []
-        self._out = bytearray()
+        # this holds one or two events at a time; none (a shared empty
+        # tuple, not a list of its own) while the connection is idle.
+        self._events: list[Event] | tuple[()] = ()
+        self._out = b""  # a few lines between drains: no buffer of its own
 
     # -- the interface --------------------------------------------------------
 
@@ -171,8 +172,11 @@ class LineSession:
         `NEED_DATA`. Answers the session gives itself go to `data_to_send`.
         """
         while True:
-            if self._events:
-                return self._events.pop(0)
+            if isinstance(self._events, list):
+                event = self._events.pop(0)
+                if not self._events:
+                    self._events = ()
+                return event
             if self._closed:
                 return NEED_DATA
             framed = self._reader.next_event()
@@ -188,17 +192,16 @@ class LineSession:
                     self._too_long(limit)
                 case ReadQueueExceeded():
                     self._closed = True
-                    self._events.append(Closed("read queue exceeded"))
+                    self._emit(Closed("read queue exceeded"))
                 case EndOfStream():
                     self._closed = True
-                    self._events.append(Closed("connection closed"))
+                    self._emit(Closed("connection closed"))
 
     def data_to_send(self) -> bytes:
         """What the session produced on its own since the last call."""
         if not self._out:
             return b""
-        data = bytes(self._out)
-        self._out.clear()
+        data, self._out = self._out, b""
         return data
 
     def send(self, event: ev.ServerEvent) -> bytes:
@@ -219,7 +222,7 @@ class LineSession:
                 # show: the welcome follows.)
                 if self._logging_in is not None:
                     self._logging_in = None
-                    self._events.append(ev.ChooseName(name, True))
+                    self._emit(ev.ChooseName(name, True))
                 return b""
             case ev.Error() if self._logging_in is not None:
                 # The password did not prove the name: back to the name.
@@ -246,11 +249,11 @@ class LineSession:
             if text.strip() == "/quit":
                 self._refuse("quit", "Bye!")
             else:
-                self._events.append(ev.ServerPassword(text))
+                self._emit(ev.ServerPassword(text))
         elif isinstance(prompt, ev.PasswordPrompt) and not _prompt_command(text):
             self._logging_in = prompt.name
             self._prompt = None  # answered: another line waits for the chat
-            self._events.append(ev.LogIn(prompt.name, text))
+            self._emit(ev.LogIn(prompt.name, text))
         else:
             self._choose(text.strip())
 
@@ -273,7 +276,7 @@ class LineSession:
                 self._refuse("quit", "Bye!")
                 return
             if isinstance(request, ev.Since):  # for the lobby's replay
-                self._events.append(request)
+                self._emit(request)
                 return
             if not isinstance(request, ev.Nick):
                 self._out += encode_event(
@@ -282,16 +285,22 @@ class LineSession:
                 self._reprompt()
                 return
             text = request.name
-        self._events.append(ev.ChooseName(text, False))
+        self._emit(ev.ChooseName(text, False))
 
     def _reprompt(self) -> None:
         prompt = self._name_prompt if self._prompt is None else self._prompt
         if prompt is not None:
             self._out += encode_event(prompt)
 
+    def _emit(self, event: Event) -> None:
+        if isinstance(self._events, list):
+            self._events.append(event)
+        else:
+            self._events = [event]
+
     def _refuse(self, code: str, text: str) -> None:
         self._closed = True
-        self._events.append(Refused(code, text))
+        self._emit(Refused(code, text))
 
     # -- after the welcome: chat ---------------------------------------------
 
@@ -300,11 +309,11 @@ class LineSession:
             case str() as line:
                 request = parse_request(sanitize_text(line))
                 if request is not None:
-                    self._events.append(request)
+                    self._emit(request)
             case Paste() as paste:
                 said = paste_request(paste)
                 if said is not None:
-                    self._events.append(said)
+                    self._emit(said)
             case PasteError() as error:
                 self._paste_error(error)
 
