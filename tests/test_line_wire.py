@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from trio_chat import events as ev
 from trio_chat.limits import Limits
 from trio_chat.protocol import NEED_DATA, encode_event
-from trio_chat.wire import Closed, Refused
+from trio_chat.wire import NOOP, Closed, Refused
 from trio_chat.wire.line import NOT_HTTP, NOT_TLS, LineSession, request_cost
 
 NAME_PROMPT = ev.NamePrompt("Choose a name.")
@@ -155,6 +155,13 @@ def test_chat_lines_become_requests() -> None:
     events, out = feed(session, b"hello\n/me waves\n/join #dev\n")
     assert events == [ev.Say("hello"), ev.Me("waves"), ev.Join("#dev")]
     assert out == b""
+
+
+def test_a_blank_line_asks_for_nothing_but_counts() -> None:
+    # Nothing for the chat, but a line all the same: the flood limit sees it.
+    session = welcomed()
+    assert feed(session, b"\r\n   \r\n\x00\r\n") == ([NOOP, NOOP, NOOP], b"")
+    assert request_cost(NOOP) == 1
 
 
 def test_a_paste_is_one_request_that_costs_more() -> None:

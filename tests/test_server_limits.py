@@ -62,6 +62,19 @@ async def test_a_flooder_is_dropped_and_others_do_not_wait(
     assert trio.current_time() - start < 0.01
 
 
+async def test_blank_lines_count_against_the_flood_limit(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    server = server_with(flood_burst=5, flood_rate=2.0, flood_max_backlog=20)
+    alice, bob = await open_peers(nursery, server, "alice", "bob")
+    await alice.expect("JOIN")
+    await alice.send_bytes(b"\r\n" * 1000)
+    bye = (await alice.until_closed())[-1]
+    assert bye.startswith("BYE excess-flood ")
+    leave = await bob.expect("LEAVE")
+    assert leave == f"LEAVE {STAMP} #lobby alice disconnected (excess flood)"
+
+
 async def test_nick_changes_count_against_the_flood_limit(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery
 ) -> None:

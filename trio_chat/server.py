@@ -85,7 +85,7 @@ from trio_chat.transport import (
     describe,
     send_all,
 )
-from trio_chat.wire import Closed, Refused, WireSession
+from trio_chat.wire import Closed, Noop, Refused, WireSession
 from trio_chat.wire.irc import IrcSession, encode_shared
 from trio_chat.wire.line import LineSession, request_cost
 
@@ -559,7 +559,7 @@ class Connection:
         limits = self._limits
         hub = self._chat.hub
         now = trio.current_time()
-        flood: FloodControl[ev.Request] = FloodControl(
+        flood: FloodControl[ev.Request | Noop] = FloodControl(
             burst=limits.flood_burst,
             rate=limits.flood_rate,
             max_backlog=limits.flood_max_backlog,
@@ -741,7 +741,7 @@ class Connection:
                     self._on_joined()
 
     async def _act_request(  # noqa: ASYNC910 - the read loop checkpoints per budget
-        self, request: ev.Request
+        self, request: ev.Request | Noop
     ) -> None:
         """Carry out a request of the member's, in its turn.
 
@@ -751,7 +751,10 @@ class Connection:
         A request that waits for nothing does not yield: the lines of one
         chunk are handled in one go (the read loop yields once per
         `READ_BUDGET_LINES`), so each reader gets one write for them all.
+        A `Noop` has done what it does (taken its flood token) by now.
         """
+        if isinstance(request, Noop):
+            return
         if (self._saving or self._committing) and not isinstance(
             request, ev.Say | ev.Me
         ):

@@ -23,12 +23,12 @@ requests are in `trio_chat.protocol`), `trio_chat.wire.irc` the IRC one.
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol
+from typing import Final, Protocol
 
 from trio_chat import events as ev
 from trio_chat.protocol import NEED_DATA, NeedData
 
-__all__ = ["NEED_DATA", "Closed", "NeedData", "Refused", "WireSession"]
+__all__ = ["NEED_DATA", "NOOP", "Closed", "NeedData", "Noop", "Refused", "WireSession"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -53,6 +53,19 @@ class Refused:
 
     code: str
     text: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Noop:
+    """A line of a client's that asks the chat for nothing: blank, or one
+    the session answered itself (an IRC PING, a malformed command). It
+    counts against the flood allowance all the same, as every line a
+    client sends does, so no stream of such lines goes unthrottled.
+    """
+
+
+#: The one `Noop` (it carries nothing).
+NOOP: Final = Noop()
 
 
 class WireSession(Protocol):
@@ -95,7 +108,7 @@ class WireSession(Protocol):
 
     def next_event(
         self,
-    ) -> ev.Request | ev.LoginRequest | ev.Since | Closed | Refused | NeedData:
+    ) -> ev.Request | ev.LoginRequest | ev.Since | Noop | Closed | Refused | NeedData:
         """The next request from the peer, or `NEED_DATA`."""
 
     def data_to_send(self) -> bytes:

@@ -63,7 +63,7 @@ from trio_chat.protocol import (
     looks_like_tls,
 )
 from trio_chat.sanitize import sanitize_text
-from trio_chat.wire import Closed
+from trio_chat.wire import NOOP, Closed, Noop
 
 __all__ = [
     "CAPABILITIES",
@@ -420,7 +420,7 @@ class _Waiting(enum.Enum):
     NAME = enum.auto()
 
 
-Event = ev.Request | ev.LoginRequest | Closed
+Event = ev.Request | ev.LoginRequest | Noop | Closed
 
 
 class IrcSession:
@@ -681,7 +681,14 @@ class IrcSession:
     # -- lines in -------------------------------------------------------------
 
     def _take(self, raw: bytes) -> None:
-        """Handle one line from the client."""
+        """Handle one line from the client: once in, a line that asks the
+        chat for nothing is a `Noop` (it counts against the flood limit)."""
+        asked = len(self._events)
+        self._take_line(raw)
+        if self._registered and len(self._events) == asked:
+            self._events.append(NOOP)
+
+    def _take_line(self, raw: bytes) -> None:
         body = raw
         if raw.startswith(b"@"):
             tags, _, body = raw.partition(b" ")

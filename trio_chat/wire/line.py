@@ -33,11 +33,11 @@ from trio_chat.protocol import (
     parse_request,
 )
 from trio_chat.sanitize import sanitize_text
-from trio_chat.wire import Closed, Refused
+from trio_chat.wire import NOOP, Closed, Noop, Refused
 
 __all__ = ["LineSession", "request_cost"]
 
-Event = ev.Request | ev.LoginRequest | ev.Since | Closed | Refused
+Event = ev.Request | ev.LoginRequest | ev.Since | Noop | Closed | Refused
 
 #: What the protocol says when its peer speaks something else.
 NOT_HTTP: Final = "This is a trio-chat server, not an HTTP server."
@@ -46,7 +46,7 @@ NOT_TLS: Final = (
 )
 
 
-def request_cost(request: ev.Request) -> int:
+def request_cost(request: ev.Request | Noop) -> int:
     """The flood tokens `request` costs: a paste (a multi-line `Say`) more."""
     if isinstance(request, ev.Say) and "\n" in request.text:
         return paste_cost(request.text.count("\n") + 1)
@@ -308,8 +308,7 @@ class LineSession:
         match self._pastes.line(text, self._now):
             case str() as line:
                 request = parse_request(sanitize_text(line))
-                if request is not None:
-                    self._emit(request)
+                self._emit(NOOP if request is None else request)
             case Paste() as paste:
                 said = paste_request(paste)
                 if said is not None:
