@@ -754,7 +754,7 @@ class Connection:
         A `Noop` has done what it does (taken its flood token) by now.
         """
         if isinstance(request, Noop):
-            return
+            return  # noqa: ASYNC910 - the read loop checkpoints per budget
         if (self._saving or self._committing) and not isinstance(
             request, ev.Say | ev.Me
         ):
