@@ -117,6 +117,23 @@ async def test_idle_timeout_when_an_operator_sets_one(
     assert (await alice.until_closed())[-1].startswith("BYE idle-timeout ")
 
 
+async def test_bytes_without_a_whole_line_do_not_keep_a_user_from_idling(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    server = server_with(idle_timeout=60.0)
+    alice, bob = await open_peers(nursery, server, "alice", "bob")
+    await alice.expect("JOIN")
+    start = trio.current_time()
+    for _ in range(2):  # a byte every 20 s, but no line
+        await trio.sleep(20)
+        await alice.send_bytes(b"x")
+        await bob.send("keeping bob alive")
+    bob.timeout = 120  # virtual seconds
+    leave = await bob.expect("LEAVE")
+    assert leave == f"LEAVE {STAMP} #lobby alice disconnected (idle timeout)"
+    assert trio.current_time() - start == pytest.approx(60, abs=1)  # virtual time
+
+
 async def test_no_idle_timeout_by_default(
     autojump_clock: trio.abc.Clock, nursery: trio.Nursery
 ) -> None:

@@ -572,7 +572,8 @@ class Connection:
             ping_every = _seconds(limits.irc_ping_interval)
         pong_by = math.inf  # while a PING is unanswered
         idle = _seconds(limits.idle_timeout)
-        last_heard = now
+        last_heard = now  # bytes: the peer is there (for pings)
+        last_line = now  # a whole line: the user is there (for idleness)
         attempts = 0
         ended = False
         pings = 0
@@ -621,7 +622,7 @@ class Connection:
                 session.ping(f"{IRC_SERVER_NAME}-{pings}")
                 pong_by = now + _seconds(limits.irc_ping_timeout)
                 continue
-            if now >= last_heard + idle and session.registered:
+            if now >= last_line + idle and session.registered:
                 await self._settle()
                 self._drop("idle timeout")
                 return
@@ -641,7 +642,7 @@ class Connection:
                     continue
                 wake = min(
                     flood.next_time(now),
-                    last_heard + idle if session.registered else math.inf,
+                    last_line + idle if session.registered else math.inf,
                     last_heard + ping_every if pong_by == math.inf else pong_by,
                     math.inf if session.registered else register_by,
                     session.deadline,
@@ -668,6 +669,7 @@ class Connection:
                 del received  # not kept while idle
                 continue
             self._budget -= 1
+            last_line = now
             match event:
                 case Closed(reason):
                     if reason == "connection closed":
