@@ -614,6 +614,7 @@ class Connection:
             if not session.awaiting_pong:
                 pong_by = math.inf
             if now >= pong_by:
+                await self._save_lines()  # what was accepted stands
                 await self._settle()
                 self._drop("ping timeout")
                 return
@@ -623,6 +624,7 @@ class Connection:
                 pong_by = now + _seconds(limits.irc_ping_timeout)
                 continue
             if now >= last_line + idle and session.registered:
+                await self._save_lines()  # what was accepted stands
                 await self._settle()
                 self._drop("idle timeout")
                 return
