@@ -1115,6 +1115,12 @@ class ChatServer:
                         exc,
                     )
                     self._store_full(exc)
+                except BaseException:
+                    # Not known to be kept, so not shown; but nobody may
+                    # wait for these lines forever.
+                    for batch in batches:
+                        batch.settled()
+                    raise
                 for batch in batches:
                     self._fan_out(batch.lines)
                     batch.settled()
